@@ -1,0 +1,399 @@
+package dbmanager
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/duckdb/duckdb-go/v2"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/teatree/teatree/functions"
+	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/objstore"
+	"github.com/teatree/teatree/queue"
+	"github.com/teatree/teatree/telemetry"
+)
+
+// item is one message of a batch and what became of it.
+type item struct {
+	msg     jetstream.Msg
+	seq     uint64
+	queued  time.Time
+	req     model.Request
+	fn      functions.Function
+	payload string // staged payload URI, if any
+	status  model.Status
+	err     error
+	skip    bool // redelivered or duplicate: acknowledge only
+	result  functions.Result
+	span    trace.Span
+}
+
+// applyLoop reads batches from the consumer and applies them until ctx
+// ends.
+func (m *Manager) applyLoop(ctx context.Context, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * m.cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("dbmanager: consume: %w", err)
+	}
+	defer it.Stop()
+	for {
+		first, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("dbmanager: next request: %w", err)
+		}
+		msgs := []jetstream.Msg{first}
+		// Take what is already buffered, without waiting for more: the
+		// batch grows with the load (group commit).
+		for len(msgs) < m.cfg.BatchSize {
+			msg, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
+			if err != nil {
+				break
+			}
+			msgs = append(msgs, msg)
+		}
+		if err := m.applyWithRetry(ctx, msgs); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if m.crashAfterCommit != nil && m.crashAfterCommit() {
+			return fmt.Errorf("dbmanager: %w: simulated crash after commit", ErrFatal)
+		}
+		// AckAll: the last message acknowledges the batch. A lost ack
+		// only causes a redelivery, which the position skips.
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := msgs[len(msgs)-1].DoubleAck(actx); err != nil && ctx.Err() == nil {
+			m.log.Warn("ack batch", "err", err, "seq", m.position.Load())
+		}
+		cancel()
+		select {
+		case m.committed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// transientError marks an error of a resource (object store, DuckDB I/O)
+// that may go away: the batch is retried, no request is failed for it.
+type transientError struct{ err error }
+
+func (e transientError) Error() string { return e.err.Error() }
+func (e transientError) Unwrap() error { return e.err }
+
+// applyWithRetry applies msgs, retrying with exponential backoff while the
+// error is transient.
+func (m *Manager) applyWithRetry(ctx context.Context, msgs []jetstream.Msg) error {
+	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0)), ctx)
+	return backoff.RetryNotify(func() error {
+		err := m.applyBatch(ctx, msgs)
+		var te transientError
+		if err != nil && !errors.As(err, &te) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, b, func(err error, d time.Duration) {
+		m.log.Warn("batch not applied, retrying", "err", err, "in", d)
+	})
+}
+
+// applyBatch applies msgs exactly once each (see the package doc).
+func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
+	start := time.Now()
+	items, err := m.prepare(ctx, msgs)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, it := range items {
+			if it.span != nil {
+				it.span.End()
+			}
+		}
+		os.RemoveAll(m.cfg.stagingDir())
+		os.MkdirAll(m.cfg.stagingDir(), 0o755)
+	}()
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return transientError{fmt.Errorf("dbmanager: connection: %w", err)}
+	}
+	defer conn.Close()
+
+	// [lo, hi) is the part of the batch the next transaction commits.
+	for lo, hi := 0, len(items); lo < len(items); lo, hi = hi, len(items) {
+		for {
+			failedAt, err := m.applyRange(ctx, conn, items[lo:hi])
+			if err != nil {
+				return err
+			}
+			if failedAt < 0 {
+				break
+			}
+			// Commit everything before the failure together with it.
+			hi = lo + failedAt + 1
+		}
+	}
+	counts := map[model.Status]int64{}
+	for _, it := range items {
+		if !it.skip {
+			counts[it.status]++
+		}
+	}
+	for st, n := range counts {
+		m.meter.requests.Add(ctx, n, metric.WithAttributes(attribute.String("status", string(st))))
+	}
+	m.meter.applyTime.Record(ctx, time.Since(start).Seconds())
+	m.log.Debug("batch committed", "requests", len(items), "position", m.position.Load(), "took", time.Since(start))
+	return nil
+}
+
+// prepare decodes and validates msgs and marks those to skip.
+func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, error) {
+	items := make([]*item, 0, len(msgs))
+	pos := m.position.Load()
+	seen := map[string]bool{}
+	var ids []any
+	for _, msg := range msgs {
+		it := &item{msg: msg}
+		items = append(items, it)
+		meta, err := msg.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("dbmanager: message metadata: %w", err)
+		}
+		it.seq, it.queued = meta.Sequence.Stream, meta.Timestamp
+		if it.seq <= pos {
+			it.skip = true // redelivered: applied and committed already
+			continue
+		}
+		req, err := model.DecodeRequest(msg.Data())
+		if err == nil && req.Model != m.cfg.Model {
+			err = fmt.Errorf("%w: request names model %q but was published for model %q", model.ErrInvalid, req.Model, m.cfg.Model)
+		}
+		if err == nil {
+			err = functions.ValidateRequest(req, m.model.AllowSQL)
+		}
+		it.req = req
+		if req.ID == "" {
+			it.req.ID = queue.RequestID(msg.Headers(), it.seq) // undecodable
+		}
+		if seen[it.req.ID] {
+			it.skip = true // the same id twice in one batch
+			continue
+		}
+		seen[it.req.ID] = true
+		ids = append(ids, it.req.ID)
+		if err != nil {
+			// The dispatcher rejected it with the same code and notified.
+			it.status, it.err = model.StatusRejected, err
+			continue
+		}
+		it.fn, _ = functions.Lookup(req.Function)
+		it.payload = payloadURI(req.Args)
+		sctx := telemetry.Extract(ctx, msg.Headers())
+		_, it.span = m.tracer.Start(sctx, "apply "+req.Function, trace.WithAttributes(
+			attribute.String("teatree.model", m.cfg.Model), attribute.String("teatree.request_id", req.ID), attribute.Int64("teatree.seq", int64(it.seq))))
+	}
+	if len(ids) == 0 {
+		return items, nil
+	}
+	// A request id applied before (a retry published after the dedupe
+	// window) is acknowledged and not applied again.
+	q := "SELECT request_id FROM _teatree.applied WHERE request_id IN (?" + strings.Repeat(",?", len(ids)-1) + ")"
+	rows, err := m.db.QueryContext(ctx, q, ids...)
+	if err != nil {
+		return nil, transientError{fmt.Errorf("dbmanager: look up applied ids: %w", err)}
+	}
+	dup := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("dbmanager: look up applied ids: %w", err)
+		}
+		dup[id] = true
+	}
+	rows.Close()
+	for _, it := range items {
+		if !it.skip && dup[it.req.ID] {
+			it.skip = true
+		}
+	}
+	return items, nil
+}
+
+// payloadURI returns args.payload.uri, or "".
+func payloadURI(args json.RawMessage) string {
+	var a struct {
+		Payload struct {
+			URI string `json:"uri"`
+		} `json:"payload"`
+	}
+	json.Unmarshal(args, &a)
+	return a.Payload.URI
+}
+
+// applyRange applies items in one transaction. When a request fails it
+// rolls back, marks the request failed and returns its index; the caller
+// then applies the range up to and including it again. Otherwise it
+// records the range, advances the position, commits and returns -1.
+func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item) (int, error) {
+	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
+		return 0, classify(fmt.Errorf("dbmanager: begin: %w", err))
+	}
+	rollback := func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+			m.log.Warn("rollback", "err", err)
+		}
+	}
+	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL}
+	for i, it := range items {
+		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed {
+			continue
+		}
+		env.Payload = func(ctx context.Context, uri string) (string, error) { return m.fetchPayload(ctx, it.req.ID, uri) }
+		res, err := it.fn.Apply(ctx, env, it.req.Args)
+		if err != nil {
+			rollback()
+			// A DuckDB I/O error here is the request's (a bad file), not
+			// the disk's: only fatal errors and staging errors stop.
+			if err := fatal(err); isInfra(err) || ctx.Err() != nil {
+				return 0, err
+			}
+			it.status, it.err = model.StatusFailed, err
+			if it.span != nil {
+				it.span.RecordError(err)
+			}
+			return i, nil
+		}
+		it.status, it.result = model.StatusApplied, res
+	}
+	if err := m.record(ctx, conn, items); err != nil {
+		rollback()
+		return 0, err
+	}
+	// Never commit after the lease is lost: another writer may own the
+	// model now.
+	if ctx.Err() != nil {
+		rollback()
+		return 0, ctx.Err()
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		rollback()
+		return 0, classify(fmt.Errorf("dbmanager: commit: %w", err))
+	}
+	for _, it := range items {
+		if it.seq > m.position.Load() {
+			m.position.Store(it.seq)
+		}
+	}
+	return -1, nil
+}
+
+// record writes the bookkeeping of items inside the open transaction.
+func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) error {
+	now := time.Now().UTC()
+	var last uint64
+	changed := map[string]uint64{}
+	for _, it := range items {
+		last = max(last, it.seq)
+		if it.skip {
+			continue
+		}
+		var errText any
+		if it.err != nil {
+			errText = it.err.Error()
+		}
+		_, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now)
+		if err != nil {
+			return classify(fmt.Errorf("dbmanager: record request %s: %w", it.req.ID, err))
+		}
+		if it.status != model.StatusApplied {
+			continue
+		}
+		for _, t := range it.result.Tables {
+			changed[t] = it.seq
+		}
+		if it.result.AllTables {
+			changed["*"] = it.seq
+		}
+	}
+	for t, seq := range changed {
+		if _, err := conn.ExecContext(ctx, `INSERT OR REPLACE INTO _teatree.table_change VALUES (?, ?)`, t, seq); err != nil {
+			return classify(fmt.Errorf("dbmanager: record change of %s: %w", t, err))
+		}
+	}
+	if _, err := conn.ExecContext(ctx, `UPDATE _teatree.position SET last_seq = ?`, last); err != nil {
+		return classify(fmt.Errorf("dbmanager: advance position: %w", err))
+	}
+	return nil
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// fetchPayload downloads a staged payload for request id into the staging
+// directory DuckDB may read. A missing object fails the request; any other
+// object-store error is transient.
+func (m *Manager) fetchPayload(ctx context.Context, id, uri string) (string, error) {
+	if !strings.HasPrefix(uri, "staging/") {
+		return "", fmt.Errorf("%w: payload uri %q must be a staged object (staging/<request_id>/<file>)", model.ErrInvalid, uri)
+	}
+	path := m.stagedPath(id, uri)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", transientError{fmt.Errorf("dbmanager: staging dir: %w", err)}
+	}
+	if _, err := objstore.GetFile(ctx, m.store, uri, path); err != nil {
+		if errors.Is(err, model.ErrNotFound) {
+			return "", fmt.Errorf("staged payload %s does not exist: stage it again (teactl append does) and resubmit", uri)
+		}
+		return "", transientError{fmt.Errorf("dbmanager: fetch payload %s: %w", uri, err)}
+	}
+	return path, nil
+}
+
+// classify marks DuckDB errors: fatal and internal errors end the process
+// (a restart recovers from the WAL), I/O errors are transient; anything
+// else is returned unchanged and fails only the request.
+func classify(err error) error {
+	var de *duckdb.Error
+	if errors.As(err, &de) && de.Type == duckdb.ErrorTypeIO {
+		return transientError{err}
+	}
+	return fatal(err)
+}
+
+// fatal marks DuckDB fatal and internal errors: the database instance is
+// invalidated and the process must restart.
+func fatal(err error) error {
+	var de *duckdb.Error
+	if errors.As(err, &de) && (de.Type == duckdb.ErrorTypeFatal || de.Type == duckdb.ErrorTypeInternal) {
+		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
+	}
+	return err
+}
+
+// isInfra reports whether err is not the request's fault.
+func isInfra(err error) bool {
+	var te transientError
+	return errors.As(err, &te) || errors.Is(err, ErrFatal) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}

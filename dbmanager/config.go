@@ -1,0 +1,82 @@
+package dbmanager
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/teatree/teatree/internal/envflag"
+	"github.com/teatree/teatree/model"
+)
+
+// Config configures one db-manager. Defaults are written next to each field.
+type Config struct {
+	Model       string        // model id; required ($TEATREE_MODEL)
+	DataDir     string        // the model's files live in DataDir/<model>/; default ./data ($TEATREE_DATA_DIR)
+	Threads     int           // DuckDB threads; default 2 ($TEATREE_DUCKDB_THREADS)
+	MemoryLimit string        // DuckDB memory_limit; default 1GB ($TEATREE_DUCKDB_MEMORY_LIMIT)
+	BatchSize   int           // most requests applied in one transaction; default 1000
+	AckWait     time.Duration // JetStream ack wait of the model's consumer; default 5m
+	LeasePoll   time.Duration // how often a waiting db-manager retries the lease; default 1s
+	Holder      string        // lease holder name; default host:pid
+	GCInterval  int           // run retention after every N-th published version; default 1
+	HealthAddr  string        // address of the /livez and /readyz endpoints; "" = none ($TEATREE_HEALTH_ADDR)
+}
+
+// RegisterFlags registers the flags of Config on s.
+func (c *Config) RegisterFlags(s *envflag.Set) {
+	s.String(&c.Model, "model", "TEATREE_MODEL", "", "model id")
+	s.String(&c.DataDir, "data-dir", "TEATREE_DATA_DIR", "data", "directory for model DuckDB files")
+	s.Int(&c.Threads, "duckdb-threads", "TEATREE_DUCKDB_THREADS", 2, "DuckDB threads")
+	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit")
+	s.String(&c.HealthAddr, "health-addr", "TEATREE_HEALTH_ADDR", "", "serve /livez and /readyz on this address (e.g. :8080)")
+	s.Int(&c.BatchSize, "batch-size", "TEATREE_BATCH_SIZE", 1000, "most requests applied in one DuckDB transaction")
+}
+
+// Validate fills defaults and checks c.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := model.ValidateID(c.Model); err != nil {
+		errs = append(errs, fmt.Errorf("--model: %w", err))
+	}
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--data-dir: %w", err))
+	}
+	c.DataDir = abs
+	if c.Threads <= 0 {
+		c.Threads = 2
+	}
+	if c.MemoryLimit == "" {
+		c.MemoryLimit = "1GB"
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 5 * time.Minute
+	}
+	if c.LeasePoll <= 0 {
+		c.LeasePoll = time.Second
+	}
+	if c.Holder == "" {
+		host, _ := os.Hostname()
+		c.Holder = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	if c.GCInterval <= 0 {
+		c.GCInterval = 1
+	}
+	return errors.Join(errs...)
+}
+
+// dir is the model's directory; the DuckDB file, the staged payloads being
+// applied and the snapshots being published live below it.
+func (c *Config) dir() string         { return filepath.Join(c.DataDir, c.Model) }
+func (c *Config) dbPath() string      { return filepath.Join(c.dir(), c.Model+".duckdb") }
+func (c *Config) stagingDir() string  { return filepath.Join(c.dir(), "staging") }
+func (c *Config) versionsDir() string { return filepath.Join(c.dir(), "versions") }

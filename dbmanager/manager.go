@@ -1,0 +1,282 @@
+package dbmanager
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/notify"
+	"github.com/teatree/teatree/objstore"
+	"github.com/teatree/teatree/queue"
+	"github.com/teatree/teatree/snapshot"
+)
+
+// Manager is the db-manager of one model.
+type Manager struct {
+	cfg    Config
+	log    *slog.Logger
+	js     jetstream.JetStream
+	ctl    *controldb.DB
+	store  objstore.Store
+	notify *notify.Publisher
+	tracer trace.Tracer
+	meter  metrics
+
+	// Set in Run.
+	epoch     int64
+	model     controldb.Model
+	db        *sql.DB
+	position  atomic.Uint64 // last applied stream sequence (committed)
+	committed chan struct{} // a batch committed: wake the publisher
+	published int           // versions published since start (GC cadence)
+	ready     atomic.Bool   // lease held and consumer bound (readiness)
+
+	// crashAfterCommit, when set and returning true, makes the applier stop
+	// after a commit and before the ack, as a crash there would (tests).
+	crashAfterCommit func() bool
+}
+
+type metrics struct {
+	requests  metric.Int64Counter
+	applyTime metric.Float64Histogram
+	versions  metric.Int64Counter
+	bytes     metric.Int64Counter
+}
+
+// New returns a Manager for cfg. cfg is validated.
+func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB, store objstore.Store) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dbmanager: %w", err)
+	}
+	meter := otel.Meter("github.com/teatree/teatree/dbmanager")
+	m := &Manager{
+		cfg:       cfg,
+		log:       log.With("model", cfg.Model),
+		js:        js,
+		ctl:       ctl,
+		store:     store,
+		notify:    notify.NewPublisher(js),
+		tracer:    otel.Tracer("github.com/teatree/teatree/dbmanager"),
+		committed: make(chan struct{}, 1),
+	}
+	m.meter.requests, _ = meter.Int64Counter("teatree.requests", metric.WithDescription("requests finished by the db-manager, by status"))
+	m.meter.applyTime, _ = meter.Float64Histogram("teatree.apply.duration", metric.WithUnit("s"), metric.WithDescription("time to apply and commit one batch"))
+	m.meter.versions, _ = meter.Int64Counter("teatree.versions", metric.WithDescription("versions published"))
+	m.meter.bytes, _ = meter.Int64Counter("teatree.published.bytes", metric.WithUnit("By"), metric.WithDescription("bytes uploaded to the object store"))
+	return m, nil
+}
+
+// ErrFatal marks an error after which the process must exit so that a
+// restart recovers: a DuckDB fatal error, a lost lease, a stale epoch.
+var ErrFatal = errors.New("fatal")
+
+// Run takes the writer lease, opens (or restores) the model's DuckDB file,
+// and applies and publishes until ctx ends (it then drains the batch in
+// flight, releases the lease and returns nil) or a fatal error occurs.
+func (m *Manager) Run(ctx context.Context) error {
+	hctx, stopHealth := context.WithCancel(ctx)
+	defer stopHealth()
+	herr := make(chan error, 1)
+	go func() { herr <- m.serveHealth(hctx) }()
+	defer func() {
+		stopHealth()
+		<-herr
+	}()
+	mdl, err := m.ctl.GetModel(ctx, m.cfg.Model)
+	if err != nil {
+		return fmt.Errorf("dbmanager: model %s: %w", m.cfg.Model, err)
+	}
+	m.model = mdl
+	m.log.Info("waiting for writer lease", "holder", m.cfg.Holder)
+	lease, err := queue.AcquireLease(ctx, m.js, m.cfg.Model, m.cfg.Holder, m.cfg.LeasePoll)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("dbmanager: %w", err)
+	}
+	m.epoch = int64(lease.Epoch())
+	m.log = m.log.With("epoch", m.epoch)
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := lease.Release(rctx); err != nil {
+			m.log.Warn("release lease", "err", err)
+		}
+	}()
+	if err := m.ctl.ClaimEpoch(ctx, m.cfg.Model, m.epoch); err != nil {
+		return fmt.Errorf("dbmanager: claim epoch %d: %w: %w", m.epoch, ErrFatal, err)
+	}
+	m.log.Info("writer lease acquired")
+
+	if err := m.open(ctx); err != nil {
+		return err
+	}
+	defer m.close()
+
+	cons, err := queue.BindModelConsumer(ctx, m.js, m.cfg.Model, max(m.position.Load()+1, m.model.StartSeq), m.cfg.AckWait)
+	if err != nil {
+		return fmt.Errorf("dbmanager: %w", err)
+	}
+	m.log.Info("consuming", "from_seq", max(m.position.Load()+1, m.model.StartSeq))
+	m.ready.Store(true)
+	defer m.ready.Store(false)
+
+	// The lease keeper ends the whole group when the lease is lost; the
+	// applier checks its context before every commit.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := lease.Keep(gctx); err != nil {
+			return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
+		}
+		return nil
+	})
+	g.Go(func() error { return m.applyLoop(gctx, cons) })
+	g.Go(func() error { return m.publishLoop(gctx) })
+	return g.Wait()
+}
+
+// open opens the model's DuckDB file, restoring the latest published
+// snapshot first when the file is missing, and loads the position.
+func (m *Manager) open(ctx context.Context) error {
+	for _, d := range []string{m.cfg.dir(), m.cfg.stagingDir(), m.cfg.versionsDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("dbmanager: %w", err)
+		}
+	}
+	restored := int64(0)
+	if _, err := os.Stat(m.cfg.dbPath()); errors.Is(err, os.ErrNotExist) {
+		v, err := m.restore(ctx)
+		if err != nil {
+			return err
+		}
+		restored = v
+	}
+	db, err := duck.Open(ctx, m.cfg.dbPath(), duck.Options{
+		Threads:     m.cfg.Threads,
+		MemoryLimit: m.cfg.MemoryLimit,
+		AllowedDirs: []string{m.cfg.stagingDir(), m.cfg.versionsDir()},
+	})
+	if err != nil {
+		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
+	}
+	m.db = db
+	if err := m.initSchema(ctx, restored); err != nil {
+		db.Close()
+		return err
+	}
+	var pos uint64
+	if err := db.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&pos); err != nil {
+		db.Close()
+		return fmt.Errorf("dbmanager: read position: %w", err)
+	}
+	m.position.Store(pos)
+	return nil
+}
+
+func (m *Manager) close() {
+	if _, err := m.db.Exec("CHECKPOINT"); err != nil {
+		m.log.Warn("checkpoint at close", "err", err)
+	}
+	if err := m.db.Close(); err != nil {
+		m.log.Warn("close DuckDB", "err", err)
+	}
+}
+
+const schemaSQL = `
+CREATE SCHEMA IF NOT EXISTS _teatree;
+CREATE TABLE IF NOT EXISTS _teatree.position (last_seq UBIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS _teatree.applied (
+	request_id VARCHAR PRIMARY KEY,
+	seq        UBIGINT NOT NULL,
+	function   VARCHAR NOT NULL,
+	status     VARCHAR NOT NULL,
+	error      VARCHAR,
+	payload    VARCHAR,
+	queued     TIMESTAMPTZ,
+	applied    TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _teatree.table_change (table_name VARCHAR PRIMARY KEY, seq UBIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS _teatree.outbox (
+	version       BIGINT PRIMARY KEY,
+	first_seq     UBIGINT NOT NULL,
+	last_seq      UBIGINT NOT NULL,
+	request_count INTEGER NOT NULL,
+	path          VARCHAR NOT NULL,
+	sha256        VARCHAR NOT NULL,
+	bytes         BIGINT NOT NULL,
+	tables        JSON NOT NULL,
+	created       TIMESTAMPTZ NOT NULL,
+	published     TIMESTAMPTZ
+);
+INSERT INTO _teatree.position SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM _teatree.position);
+`
+
+// initSchema creates the bookkeeping tables. After a restore from version
+// v, the outbox copied with the snapshot describes older versions; it is
+// replaced by one published row for v so numbering continues at v+1.
+func (m *Manager) initSchema(ctx context.Context, restored int64) error {
+	if _, err := m.db.ExecContext(ctx, schemaSQL); err != nil {
+		return fmt.Errorf("dbmanager: create _teatree schema: %w", err)
+	}
+	if restored == 0 {
+		return nil
+	}
+	v, err := m.ctl.GetVersion(ctx, m.cfg.Model, restored)
+	if err != nil {
+		return fmt.Errorf("dbmanager: restore: %w", err)
+	}
+	_, err = m.db.ExecContext(ctx, `DELETE FROM _teatree.outbox;
+		INSERT INTO _teatree.outbox VALUES (?, ?, ?, ?, '', ?, ?, '[]', ?, now())`,
+		v.Version, v.FirstSeq, v.LastSeq, v.RequestCount, v.SHA256, v.Bytes, v.Created)
+	if err != nil {
+		return fmt.Errorf("dbmanager: restore: reset outbox: %w", err)
+	}
+	return nil
+}
+
+// restore downloads the latest published snapshot to the model's DuckDB
+// path and returns its version, or 0 when the model has no version yet.
+func (m *Manager) restore(ctx context.Context) (int64, error) {
+	v, err := m.ctl.GetVersion(ctx, m.cfg.Model, 0)
+	if errors.Is(err, model.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("dbmanager: restore: %w", err)
+	}
+	m.log.Warn("no local DuckDB file: restoring the latest published version", "version", v.Version, "last_seq", v.LastSeq)
+	tmp := m.cfg.dbPath() + ".restore"
+	sum, err := objstore.GetFile(ctx, m.store, snapshot.SnapshotKey(m.cfg.Model, v.Version), tmp)
+	if err != nil {
+		return 0, fmt.Errorf("dbmanager: restore version %d: %w", v.Version, err)
+	}
+	if sum != v.SHA256 {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("dbmanager: restore version %d: snapshot sha256 %s, Postgres records %s", v.Version, sum, v.SHA256)
+	}
+	if err := os.Rename(tmp, m.cfg.dbPath()); err != nil {
+		return 0, fmt.Errorf("dbmanager: restore: %w", err)
+	}
+	return v.Version, nil
+}
+
+// stagedPath is where a payload being applied is downloaded.
+func (m *Manager) stagedPath(requestID, uri string) string {
+	return filepath.Join(m.cfg.stagingDir(), requestID, filepath.Base(uri))
+}

@@ -1,0 +1,345 @@
+// Package dispatcher is teatree's supervisor. It reads every request
+// (its own durable consumer "dispatcher" on teatree.req.>), validates it
+// with the same code the db-manager uses, announces a `rejected`
+// notification for an invalid one, records valid ones as queued, and makes
+// sure a db-manager runs for every model with pending requests; it stops
+// db-managers that stayed idle. It is never on the data path: the
+// db-manager reads requests from the stream itself.
+//
+// Where db-managers run is a Runner: child processes (LocalRunner) or, on
+// Kubernetes, a StatefulSet per model.
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/functions"
+	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/notify"
+	"github.com/teatree/teatree/queue"
+	"github.com/teatree/teatree/telemetry"
+)
+
+// Runner starts and stops the db-managers of models.
+type Runner interface {
+	// Ensure makes sure a db-manager for model m runs (or is starting).
+	Ensure(ctx context.Context, m string) error
+	// Stop stops the db-manager of m gracefully and waits for it.
+	Stop(ctx context.Context, m string) error
+	// Running lists the models whose db-manager runs.
+	Running() []string
+}
+
+// Config configures a Dispatcher.
+type Config struct {
+	// IdleTimeout stops a db-manager that had nothing to do for this long;
+	// default 5m.
+	IdleTimeout time.Duration
+	// UnknownModelGrace is how long a request for a model that does not
+	// exist (yet) is held before it is rejected, covering a request
+	// published while its model is being created; default 5s.
+	UnknownModelGrace time.Duration
+	// BatchSize is the most requests handled per Postgres round trip;
+	// default 500.
+	BatchSize int
+}
+
+func (c *Config) defaults() {
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.UnknownModelGrace <= 0 {
+		c.UnknownModelGrace = 5 * time.Second
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 500
+	}
+}
+
+// Dispatcher supervises db-managers.
+type Dispatcher struct {
+	cfg    Config
+	log    *slog.Logger
+	js     jetstream.JetStream
+	ctl    *controldb.DB
+	runner Runner
+	notify *notify.Publisher
+	tracer trace.Tracer
+
+	mu        sync.Mutex
+	idleSince map[string]time.Time
+}
+
+// New returns a Dispatcher.
+func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB, runner Runner) *Dispatcher {
+	cfg.defaults()
+	return &Dispatcher{cfg: cfg, log: log, js: js, ctl: ctl, runner: runner, notify: notify.NewPublisher(js),
+		tracer: otel.Tracer("github.com/teatree/teatree/dispatcher"), idleSince: map[string]time.Time{}}
+}
+
+// Run dispatches until ctx ends, then returns nil. It does not stop the
+// runner's db-managers; the caller owns the runner.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	cons, err := d.js.CreateOrUpdateConsumer(ctx, queue.RequestStream, jetstream.ConsumerConfig{
+		Durable:       queue.DispatcherName,
+		Description:   "teatree dispatcher: validates requests and starts db-managers",
+		FilterSubject: queue.RequestSubject(">"),
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       time.Minute,
+		MaxAckPending: 100000,
+	})
+	if err != nil {
+		return fmt.Errorf("dispatcher: consumer: %w", err)
+	}
+	if err := d.ensurePending(ctx); err != nil {
+		d.log.Warn("checking models with pending requests", "err", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- d.idleLoop(ctx) }()
+	err = d.consume(ctx, cons)
+	if ierr := <-errc; err == nil {
+		err = ierr
+	}
+	return err
+}
+
+func (d *Dispatcher) consume(ctx context.Context, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * d.cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("dispatcher: consume: %w", err)
+	}
+	defer it.Stop()
+	for {
+		first, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("dispatcher: next request: %w", err)
+		}
+		msgs := []jetstream.Msg{first}
+		for len(msgs) < d.cfg.BatchSize {
+			msg, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
+			if err != nil {
+				break
+			}
+			msgs = append(msgs, msg)
+		}
+		for {
+			err := d.handle(ctx, msgs)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			d.log.Warn("requests not dispatched, retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		}
+		if err := msgs[len(msgs)-1].Ack(); err != nil {
+			d.log.Warn("ack", "err", err)
+		}
+	}
+}
+
+// handle validates msgs, records and announces the verdicts and ensures
+// db-managers. It is idempotent: a redelivered batch is handled again with
+// the same result (notifications are deduplicated by JetStream, request_log
+// rows are upserts).
+func (d *Dispatcher) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	models := map[string]*controldb.Model{}
+	var records []controldb.RequestRecord
+	var rejected []model.Notification
+	wanted := map[string]bool{}
+	for _, msg := range msgs {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("dispatcher: metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		subjModel := queue.ModelOf(msg.Subject())
+		mctx := telemetry.Extract(ctx, msg.Headers())
+		_, span := d.tracer.Start(mctx, "validate", trace.WithAttributes(attribute.String("teatree.model", subjModel), attribute.Int64("teatree.seq", int64(seq))))
+		req, verr := model.DecodeRequest(msg.Data())
+		if req.ID == "" {
+			req.ID = queue.RequestID(msg.Headers(), seq)
+		}
+		if req.Model == "" {
+			req.Model = subjModel
+		}
+		if verr == nil && req.Model != subjModel {
+			verr = fmt.Errorf("%w: request names model %q but was published on %s", model.ErrInvalid, req.Model, msg.Subject())
+		}
+		var mdl *controldb.Model
+		if verr == nil {
+			mdl, verr = d.lookup(ctx, models, subjModel, seq, meta.Timestamp)
+			if verr != nil && !errors.Is(verr, model.ErrInvalid) {
+				span.End()
+				return verr
+			}
+		}
+		if verr == nil {
+			verr = functions.ValidateRequest(req, mdl.AllowSQL)
+		}
+		span.End()
+		rec := controldb.RequestRecord{RequestID: req.ID, Model: req.Model, Function: req.Function, Status: model.StatusQueued, StreamSeq: seq, Submitted: meta.Timestamp}
+		if verr != nil {
+			rec.Status, rec.Error, rec.Finished = model.StatusRejected, verr.Error(), time.Now()
+			rejected = append(rejected, model.Notification{RequestID: req.ID, Model: subjModel, Function: req.Function,
+				Status: model.StatusRejected, Error: verr.Error(), Seq: seq, Queued: meta.Timestamp})
+			d.log.Info("request rejected", "model", subjModel, "request_id", req.ID, "err", verr)
+		} else {
+			wanted[subjModel] = true
+		}
+		if model.ValidateID(rec.Model) == nil {
+			records = append(records, rec)
+		}
+	}
+	if err := d.ctl.RecordRequests(ctx, records); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	if err := d.notify.PublishAll(ctx, rejected); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	for m := range wanted {
+		d.mu.Lock()
+		delete(d.idleSince, m)
+		d.mu.Unlock()
+		if err := d.runner.Ensure(ctx, m); err != nil {
+			return fmt.Errorf("dispatcher: start db-manager of %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
+// lookup returns the model a request at stream sequence seq belongs to.
+// It returns an error wrapping model.ErrInvalid when the model does not
+// exist or was created after the request was published.
+func (d *Dispatcher) lookup(ctx context.Context, cache map[string]*controldb.Model, id string, seq uint64, stored time.Time) (*controldb.Model, error) {
+	if m, ok := cache[id]; ok {
+		return m, d.owns(m, seq)
+	}
+	for {
+		m, err := d.ctl.GetModel(ctx, id)
+		if err == nil {
+			cache[id] = &m
+			return &m, d.owns(&m, seq)
+		}
+		if !errors.Is(err, model.ErrNotFound) {
+			return nil, fmt.Errorf("dispatcher: %w", err)
+		}
+		if time.Since(stored) >= d.cfg.UnknownModelGrace {
+			return nil, fmt.Errorf("%w: model %q does not exist: create it with 'teactl model create %s'", model.ErrInvalid, id, id)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (d *Dispatcher) owns(m *controldb.Model, seq uint64) error {
+	if seq < m.StartSeq {
+		return fmt.Errorf("%w: model %q did not exist when this request was published (stream sequence %d, model created at %d)", model.ErrInvalid, m.ID, seq, m.StartSeq)
+	}
+	return nil
+}
+
+// pending reports whether model m has requests that are not yet in a
+// published version.
+func (d *Dispatcher) pending(ctx context.Context, m controldb.Model) (bool, error) {
+	last, err := queue.LastSeq(ctx, d.js, queue.RequestStream, queue.RequestSubject(m.ID))
+	if err != nil {
+		return false, err
+	}
+	if last < m.StartSeq {
+		return false, nil
+	}
+	v, err := d.ctl.GetVersion(ctx, m.ID, 0)
+	if errors.Is(err, model.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return last > v.LastSeq, nil
+}
+
+// ensurePending starts a db-manager for every model with pending requests:
+// after a restart of the dispatcher, or of a whole node.
+func (d *Dispatcher) ensurePending(ctx context.Context) error {
+	models, err := d.ctl.ListModels(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range models {
+		p, err := d.pending(ctx, m)
+		if err != nil {
+			return err
+		}
+		if p {
+			if err := d.runner.Ensure(ctx, m.ID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// idleLoop stops db-managers with nothing pending for IdleTimeout.
+func (d *Dispatcher) idleLoop(ctx context.Context) error {
+	t := time.NewTicker(max(d.cfg.IdleTimeout/4, 250*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for _, id := range d.runner.Running() {
+			m, err := d.ctl.GetModel(ctx, id)
+			if err != nil {
+				continue
+			}
+			p, err := d.pending(ctx, m)
+			if err != nil {
+				d.log.Warn("idle check", "model", id, "err", err)
+				continue
+			}
+			d.mu.Lock()
+			since, seen := d.idleSince[id]
+			switch {
+			case p:
+				delete(d.idleSince, id)
+			case !seen:
+				d.idleSince[id] = time.Now()
+			}
+			d.mu.Unlock()
+			if !p && seen && time.Since(since) >= d.cfg.IdleTimeout {
+				d.log.Info("stopping idle db-manager", "model", id, "idle", time.Since(since).Round(time.Second))
+				if err := d.runner.Stop(ctx, id); err != nil {
+					d.log.Warn("stop db-manager", "model", id, "err", err)
+				}
+				d.mu.Lock()
+				delete(d.idleSince, id)
+				d.mu.Unlock()
+			}
+		}
+	}
+}

@@ -1,0 +1,89 @@
+// Package duck opens DuckDB databases the way teatree uses them: explicit
+// threads and memory_limit, and external access switched off except for the
+// directories a caller names (the staged-payload and snapshot directories of
+// a db-manager).
+package duck
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/duckdb/duckdb-go/v2"
+)
+
+// Options configure Open. The zero value opens read-write with DuckDB's
+// defaults for threads and memory and external access switched off.
+type Options struct {
+	// Threads is DuckDB's `threads` setting; 0 leaves DuckDB's default (the
+	// number of cores).
+	Threads int
+	// MemoryLimit is DuckDB's `memory_limit`, e.g. "1GB"; "" leaves DuckDB's
+	// default (80% of RAM).
+	MemoryLimit string
+	// ReadOnly opens the file with access_mode=read_only.
+	ReadOnly bool
+	// AllowedDirs are directories DuckDB may read and write files in once
+	// external access is off (DuckDB's `allowed_directories`). Each must be
+	// absolute.
+	AllowedDirs []string
+	// ExternalAccess leaves DuckDB's enable_external_access on. Only tools
+	// that run trusted SQL (teactl query on a pulled copy) set it.
+	ExternalAccess bool
+}
+
+// Open opens the DuckDB database at path ("" for in-memory) with opts. The
+// settings are global to the database instance, so every connection of the
+// returned pool has them.
+func Open(ctx context.Context, path string, opts Options) (*sql.DB, error) {
+	dsn := path
+	if opts.ReadOnly {
+		dsn += "?access_mode=read_only"
+	}
+	conn, err := duckdb.NewConnector(dsn, nil)
+	if err != nil {
+		return nil, fmt.Errorf("duck: open %s: %w", path, err)
+	}
+	db := sql.OpenDB(conn)
+	var stmts []string
+	if opts.Threads > 0 {
+		stmts = append(stmts, fmt.Sprintf("SET GLOBAL threads = %d", opts.Threads))
+	}
+	if opts.MemoryLimit != "" {
+		stmts = append(stmts, "SET GLOBAL memory_limit = "+Literal(opts.MemoryLimit))
+	}
+	if !opts.ExternalAccess {
+		if len(opts.AllowedDirs) > 0 {
+			lits := make([]string, len(opts.AllowedDirs))
+			for i, d := range opts.AllowedDirs {
+				if !strings.HasSuffix(d, "/") {
+					d += "/"
+				}
+				lits[i] = Literal(d)
+			}
+			stmts = append(stmts, "SET GLOBAL allowed_directories = ["+strings.Join(lits, ", ")+"]")
+		}
+		stmts = append(stmts, "SET GLOBAL enable_external_access = false", "SET GLOBAL lock_configuration = true")
+	}
+	for _, s := range stmts {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("duck: open %s: %s: %w", path, s, err)
+		}
+	}
+	return db, nil
+}
+
+// Ident quotes an identifier (table, column, schema) for DuckDB: wrapped in
+// double quotes with embedded double quotes doubled, as the SQL standard and
+// DuckDB's own quoting do.
+func Ident(name string) string {
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+}
+
+// Literal quotes a string literal for DuckDB, for the few places (SET,
+// ATTACH, COPY TO) where DuckDB does not accept a bound parameter.
+func Literal(s string) string {
+	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
+}

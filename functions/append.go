@@ -1,0 +1,353 @@
+package functions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/teatree/teatree/duck"
+)
+
+// appendFn is append: inline rows, or a staged Parquet, CSV, JSON or Arrow
+// IPC file.
+type appendFn struct{}
+
+var _ Function = appendFn{}
+
+type appendArgs struct {
+	Table   string           `json:"table"`
+	Rows    []map[string]any `json:"rows,omitempty"`
+	Payload *payloadRef      `json:"payload,omitempty"`
+	// Create (default true) creates a missing table from the payload's
+	// schema.
+	Create *bool `json:"create,omitempty"`
+}
+
+// payloadRef names a staged payload.
+type payloadRef struct {
+	URI       string `json:"uri"`
+	Format    string `json:"format,omitempty"`
+	Delimiter string `json:"delimiter,omitempty"`
+}
+
+// Payload formats.
+const (
+	formatParquet = "parquet"
+	formatCSV     = "csv"
+	formatJSON    = "json"
+	formatArrow   = "arrow"
+)
+
+// formatByExt infers a payload's format from its file extension.
+var formatByExt = map[string]string{
+	".parquet": formatParquet, ".pq": formatParquet,
+	".csv": formatCSV, ".tsv": formatCSV,
+	".json": formatJSON, ".jsonl": formatJSON, ".ndjson": formatJSON,
+	".arrow": formatArrow, ".arrows": formatArrow, ".ipc": formatArrow, ".feather": formatArrow,
+}
+
+// maxURILen is the longest payload uri.
+const maxURILen = 1024
+
+func (appendFn) Name() string { return "append" }
+
+func (appendFn) Summary() string {
+	return "append inline rows, or a staged Parquet, CSV, JSON or Arrow IPC file, to a table (a file creates a missing table)"
+}
+
+var appendSchema = makeSchema("append",
+	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist). Or payload: a file staged in the object store under staging/<request_id>/ ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A file whose table does not exist creates it from the file's schema unless create is false; into an existing table the file's columns must be the table's columns (by name, any order) with castable types.",
+	`"required": ["table"],
+  "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}],
+  "dependentRequired": {"create": ["payload"]},
+  "properties": {
+    "table": {"$ref": "#/$defs/table"},
+    "rows": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/row"}},
+    "payload": {
+      "type": "object", "additionalProperties": false, "required": ["uri"],
+      "properties": {
+        "uri": {"type": "string", "maxLength": 1024, "pattern": "^staging/[^\\x00]+$", "description": "object store key of the staged file: staging/<request_id>/<file>"},
+        "format": {"enum": ["parquet", "csv", "json", "arrow"], "description": "default: from the file extension (.parquet .csv .tsv .json .jsonl .ndjson .arrow .arrows .ipc .feather)"},
+        "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "description": "csv only: the field delimiter (default ',', or tab for .tsv)"}
+      }
+    },
+    "create": {"type": "boolean", "description": "payload only: create a missing table from the file's schema (default true)"}
+  }`,
+	`{"table":"t","rows":[{"id":1,"v":"a"},{"id":2,"v":null}]}`,
+	`{"table":"t","payload":{"uri":"staging/0190d0c8-7f4e-7cc0-9a3c-2b8c1f0e6a11/f.parquet","format":"parquet"}}`,
+	`{"table":"events","payload":{"uri":"staging/01J2ZK8M3V4W5X6Y7Z8A9B0C1D/events.csv","delimiter":";"},"create":false}`,
+)
+
+func (appendFn) Schema() json.RawMessage { return appendSchema }
+
+func (f appendFn) Validate(args json.RawMessage) error {
+	_, err := f.parse(args)
+	return err
+}
+
+func (f appendFn) parseAny(args json.RawMessage) (any, error) { return f.parse(args) }
+
+func (f appendFn) parse(args json.RawMessage) (*appendArgs, error) {
+	fn := f.Name()
+	var a appendArgs
+	if err := decodeArgs(fn, args, &a); err != nil {
+		return nil, err
+	}
+	if err := checkTable(fn, a.Table); err != nil {
+		return nil, err
+	}
+	switch {
+	case a.Rows != nil && a.Payload != nil:
+		return nil, invalid(fn, "give rows or payload, not both")
+	case a.Rows == nil && a.Payload == nil:
+		return nil, invalid(fn, "give rows (inline row objects) or payload (a staged file)")
+	case a.Rows != nil:
+		if a.Create != nil {
+			return nil, invalid(fn, "create applies to a payload only: inline rows go into an existing table")
+		}
+		if err := checkRows(fn, a.Rows); err != nil {
+			return nil, err
+		}
+	default:
+		if err := a.Payload.check(fn); err != nil {
+			return nil, err
+		}
+	}
+	return &a, nil
+}
+
+// check validates the payload reference without fetching it.
+func (p *payloadRef) check(fn string) error {
+	u := p.URI
+	switch {
+	case !strings.HasPrefix(u, "staging/"):
+		return invalid(fn, "payload uri %s must be a staged object, staging/<request_id>/<file> ('teactl append' stages files)", quoteShort(u))
+	case len(u) > maxURILen:
+		return invalid(fn, "payload uri is %d bytes long: at most %d are allowed", len(u), maxURILen)
+	case strings.ContainsFunc(u, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }):
+		return invalid(fn, "payload uri %s holds a control character or a backslash", quoteShort(u))
+	case path.Clean(u) != u || strings.HasSuffix(u, "/") || len(u) == len("staging/"):
+		return invalid(fn, "payload uri %s is not a clean object key (no '..', '.', '//' or trailing '/')", quoteShort(u))
+	}
+	format := p.format()
+	switch {
+	case format == formatParquet, format == formatCSV, format == formatJSON, format == formatArrow:
+	case p.Format != "":
+		return invalid(fn, "payload format %s is not one of parquet, csv, json, arrow", quoteShort(p.Format))
+	default:
+		return invalid(fn, "payload uri %s has no known file extension: give payload.format (parquet, csv, json or arrow)", quoteShort(u))
+	}
+	if p.Delimiter != "" {
+		if format != formatCSV {
+			return invalid(fn, "payload delimiter applies to csv only, not %s", format)
+		}
+		d := p.Delimiter
+		if len(d) != 1 || d[0] < 0x20 && d[0] != '\t' || d[0] >= 0x7f || d == `"` || d == "'" {
+			return invalid(fn, "payload delimiter %s must be one printable ASCII character (or a tab), not a quote", quoteShort(d))
+		}
+	}
+	return nil
+}
+
+// format is the payload's format: the given one, else the extension's.
+func (p *payloadRef) format() string {
+	if p.Format != "" {
+		return p.Format
+	}
+	return formatByExt[strings.ToLower(path.Ext(p.URI))]
+}
+
+// delimiter is the csv field delimiter.
+func (p *payloadRef) delimiter() string {
+	switch {
+	case p.Delimiter != "":
+		return p.Delimiter
+	case strings.EqualFold(path.Ext(p.URI), ".tsv"):
+		return "\t"
+	}
+	return ","
+}
+
+// Apply appends the rows or the payload.
+func (f appendFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
+	fn := f.Name()
+	a, err := f.parse(args)
+	if err != nil {
+		return Result{}, err
+	}
+	if a.Payload != nil {
+		return f.applyPayload(ctx, env, a)
+	}
+	t, err := mustTable(ctx, env.Conn, fn, a.Table)
+	if err != nil {
+		return Result{}, err
+	}
+	rows, err := bindRows(fn, t, a.Rows)
+	if err != nil {
+		return Result{}, err
+	}
+	n, err := insertRows(ctx, env.Conn, fn, t, rows, nil, nil)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Tables: []string{t.Name}, Rows: n}, nil
+}
+
+// applyPayload fetches the payload and inserts it with DuckDB's own file
+// readers (an Arrow IPC file is converted to Parquet first).
+func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Result, error) {
+	fn := f.Name()
+	if env.Payload == nil {
+		return Result{}, fmt.Errorf("%s: no payload fetcher in Env", fn)
+	}
+	t, exists, err := lookupTable(ctx, env.Conn, a.Table)
+	if err != nil {
+		return Result{}, dbError(fn, "look up table "+a.Table, err)
+	}
+	if !exists && a.Create != nil && !*a.Create {
+		return Result{}, invalid(fn, "table %q does not exist and create is false: create it first (create_table), or leave create out to create it from the file's columns", a.Table)
+	}
+	local, err := env.Payload(ctx, a.Payload.URI)
+	if err != nil {
+		return Result{}, err
+	}
+	format := a.Payload.format()
+	what := format + " payload " + a.Payload.URI
+	if format == formatArrow {
+		pq, err := arrowToParquet(local)
+		if err != nil {
+			if errors.Is(err, errNotArrow) {
+				return Result{}, invalid(fn, "%s: %v", what, err)
+			}
+			return Result{}, fmt.Errorf("%s: %s: %w", fn, what, err)
+		}
+		defer os.Remove(pq)
+		local, format = pq, formatParquet
+	}
+	src := reader(format, a.Payload.delimiter(), !exists)
+	cols, err := fileColumns(ctx, env, src, local)
+	if err != nil {
+		return Result{}, dbError(fn, "read "+what, err)
+	}
+	if err := checkFileColumns(fn, what, cols); err != nil {
+		return Result{}, err
+	}
+	if !exists {
+		if _, err := env.Conn.ExecContext(ctx, "CREATE TABLE "+qualified(a.Table)+" AS SELECT * FROM "+src, local); err != nil {
+			return Result{}, dbError(fn, "create table "+a.Table+" from "+what, err)
+		}
+		n, err := countRows(ctx, env.Conn, a.Table)
+		if err != nil {
+			return Result{}, dbError(fn, "count rows of "+a.Table, err)
+		}
+		return Result{Tables: []string{a.Table}, Rows: n}, nil
+	}
+	if err := matchColumns(fn, what, t, cols); err != nil {
+		return Result{}, err
+	}
+	res, err := env.Conn.ExecContext(ctx, "INSERT INTO "+qualified(t.Name)+" BY NAME SELECT * FROM "+src, local)
+	if err != nil {
+		return Result{}, dbError(fn, fmt.Sprintf("insert %s into table %s %s (file columns %s)", what, t.Name, t.columnList(), columnList(cols)), err)
+	}
+	n, _ := res.RowsAffected()
+	return Result{Tables: []string{t.Name}, Rows: n}, nil
+}
+
+// reader is the DuckDB table function that reads a payload of format; its
+// one parameter is the local path. When creating a table, CSV and JSON
+// types are detected from the whole file; into an existing table CSV
+// fields are read as text and cast to the table's types by the INSERT.
+// CSV files have a header row and must not have ragged rows.
+func reader(format, delim string, create bool) string {
+	switch format {
+	case formatCSV:
+		opts := "delim = " + duck.Literal(delim) + ", header = true, strict_mode = true, null_padding = false"
+		if create {
+			opts += ", sample_size = -1"
+		} else {
+			opts += ", all_varchar = true"
+		}
+		return "read_csv(?, " + opts + ")"
+	case formatJSON:
+		if create {
+			return "read_json(?, sample_size = -1)"
+		}
+		return "read_json(?)"
+	}
+	return "read_parquet(?)"
+}
+
+// fileColumns returns the columns DuckDB reads from the payload.
+func fileColumns(ctx context.Context, env Env, src, local string) ([]column, error) {
+	rows, err := env.Conn.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "+src+")", local)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var cols []column
+	for rows.Next() {
+		var c column
+		if err := rows.Scan(&c.Name, &c.Type); err != nil {
+			return nil, err
+		}
+		cols = append(cols, c)
+	}
+	return cols, rows.Err()
+}
+
+// checkFileColumns checks the column names of a file.
+func checkFileColumns(fn, what string, cols []column) error {
+	if len(cols) == 0 {
+		return invalid(fn, "%s has no columns", what)
+	}
+	seen := map[string]string{}
+	for _, c := range cols {
+		if err := checkColumn(fn, what+": column name", c.Name); err != nil {
+			return err
+		}
+		folded := strings.ToLower(c.Name)
+		if prev, dup := seen[folded]; dup {
+			return invalid(fn, "%s has columns %q and %q, one name to DuckDB (names are case-insensitive)", what, prev, c.Name)
+		}
+		seen[folded] = c.Name
+	}
+	return nil
+}
+
+// matchColumns checks that the file has exactly the table's columns, by
+// name (case-insensitively, as DuckDB's BY NAME matches). The error lists
+// both sets and what is missing or extra.
+func matchColumns(fn, what string, t table, cols []column) error {
+	inFile := map[string]bool{}
+	for _, c := range cols {
+		inFile[strings.ToLower(c.Name)] = true
+	}
+	inTable := map[string]bool{}
+	var missing, extra []string
+	for _, c := range t.Columns {
+		inTable[strings.ToLower(c.Name)] = true
+		if !inFile[strings.ToLower(c.Name)] {
+			missing = append(missing, duck.Ident(c.Name))
+		}
+	}
+	for _, c := range cols {
+		if !inTable[strings.ToLower(c.Name)] {
+			extra = append(extra, duck.Ident(c.Name))
+		}
+	}
+	if len(missing) == 0 && len(extra) == 0 {
+		return nil
+	}
+	var diff []string
+	if len(missing) > 0 {
+		diff = append(diff, "missing "+strings.Join(missing, ", "))
+	}
+	if len(extra) > 0 {
+		diff = append(diff, "extra "+strings.Join(extra, ", "))
+	}
+	return invalid(fn, "%s does not have the columns of table %s (%s): file columns %s, table columns %s", what, t.Name, strings.Join(diff, "; "), columnList(cols), t.columnList())
+}

@@ -1,0 +1,70 @@
+// Package functions is the closed, typed set of functions a request can
+// call on a model. Each Function names itself, documents its args as a JSON
+// Schema (draft 2020-12, with examples; `teactl functions NAME` prints it),
+// validates args without a model (Validate, used by the dispatcher and the
+// db-manager alike through ValidateRequest), and applies them on the
+// model's DuckDB connection inside the db-manager's open transaction
+// (Apply), never committing or rolling back itself.
+//
+// The functions, with one example of args each:
+//
+//	create_table  {"table":"t","columns":[{"name":"id","type":"BIGINT"},{"name":"v","type":"VARCHAR"}],"primary_key":["id"]}
+//	append        {"table":"t","rows":[{"id":1,"v":"a"}]}
+//	              {"table":"t","payload":{"uri":"staging/<request_id>/f.parquet","format":"parquet"}}
+//	upsert        {"table":"t","rows":[{"id":1,"v":"b"}]}
+//	update        {"table":"t","set":{"v":"b"},"where":[{"column":"id","op":"=","value":1}]}
+//	delete        {"table":"t","where":[{"column":"id","op":"in","value":[1,2]}]}
+//	refresh       {"table":"derived","query":"SELECT v, count(*) AS n FROM t GROUP BY v"}
+//	drop_table    {"table":"t"}
+//	sql           {"sql":"ALTER TABLE t ADD COLUMN note VARCHAR"}
+//
+// Rules every function keeps:
+//
+//   - Args are strict JSON: unknown fields, keys in another case, duplicate
+//     keys and null for a typed field are errors. Every Validate error
+//     wraps model.ErrInvalid and says what to do.
+//   - Functions touch only tables of schema main. Table names match
+//     `^[A-Za-z_][A-Za-z0-9_]{0,62}$` and may not start with _teatree (the
+//     db-manager's own schema) in any case. Column names are 1 to 255 bytes
+//     without NUL and are always quoted (duck.Ident). DuckDB matches both
+//     case-insensitively, and so do the functions; Result.Tables spells a
+//     table as the catalog does.
+//   - Values are bound as parameters, never pasted into SQL. JSON numbers
+//     keep their precision: integers that fit int64 bind as BIGINT, others
+//     as their decimal text, which DuckDB casts exactly to the column type.
+//     JSON objects and arrays bind as JSON text.
+//   - What must be pasted is checked by DuckDB's own parser on a private
+//     in-memory DuckDB (external access off): column types of create_table
+//     (plus an allow-list of characters and balanced brackets), the SELECT
+//     of refresh (json_serialize_sql; its AST is walked to refuse table
+//     functions, file reads, other schemas and _teatree), the statement of
+//     sql (prepared, never executed, to learn its type).
+//   - update and delete need a non-empty where, or an explicit "all": true.
+//   - sql is privileged: ValidateRequest refuses it unless the model allows
+//     it, and Apply refuses it unless Env.AllowSQL.
+//
+// # Payloads
+//
+// append with a payload calls Env.Payload to fetch the staged object to a
+// local file in a directory the model's DuckDB may read
+// (allowed_directories), then reads it with DuckDB's own readers:
+// read_parquet, read_csv (header row, strict mode: a ragged row is an
+// error), read_json. An Arrow IPC file or stream is first converted to a
+// Parquet file next to it with arrow-go (DuckDB 1.4 has no Arrow IPC
+// reader here, and duckdb-go's Arrow API needs the duckdb_arrow build
+// tag); the temporary file is removed before Apply returns. A missing table
+// is created from the file's schema (CREATE TABLE AS), unless "create":
+// false; into an existing table the file's columns must be exactly the
+// table's (by name, in any order) and the rows are inserted BY NAME, with
+// DuckDB casting each value to the column's type.
+//
+// # Errors from Apply
+//
+// Errors that are the request's fault wrap model.ErrInvalid: bad args, a
+// missing table, unknown columns, a file that does not fit, a constraint
+// violation, a value DuckDB cannot cast. DuckDB errors keep their
+// *duckdb.Error in the chain, so a caller can tell fatal and internal
+// errors (restart) and I/O errors; errors from Env.Payload and from ctx are
+// returned as they are, with context only. After any error the caller
+// must roll back: a failed statement aborts the DuckDB transaction.
+package functions

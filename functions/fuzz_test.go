@@ -1,0 +1,108 @@
+package functions
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/teatree/teatree/model"
+)
+
+// FuzzValidate feeds every function's Validate (through Lookup) arbitrary
+// args. It must never panic; refusals wrap model.ErrInvalid; accepted args
+// satisfy the function's JSON schema, decode into the typed args, re-marshal,
+// and the re-marshaled args are accepted again.
+func FuzzValidate(f *testing.F) {
+	for _, fn := range All() {
+		for _, ex := range schemaExamples(fn.Schema()) {
+			f.Add(fn.Name(), []byte(ex))
+		}
+	}
+	for _, tc := range badArgs {
+		if len(tc.args) < 4096 {
+			f.Add(tc.fn, []byte(tc.args))
+		}
+	}
+	f.Add("nope", []byte(`{"table":"t"}`))
+	f.Add("append", []byte(`{"table":"t","rows":[{"a":1e400,"b":-0.0,"c":"\ud800","d":[{"e":{}}]}]}`))
+	f.Add("update", []byte(`{"table":"t","set":{"v":{"nested":[1,"x",null]}},"where":[{"column":"id","op":"in","value":[1,"2",true]}]}`))
+	f.Add("refresh", []byte(`{"table":"d","query":"SELECT a, sum(b) OVER (PARTITION BY c) FROM t QUALIFY row_number() OVER () < 3"}`))
+	f.Add("sql", []byte(`{"sql":"CREATE TABLE x (a INTEGER DEFAULT 1, b VARCHAR)"}`))
+	f.Add("create_table", []byte(`{"table":"t","columns":[{"name":"m","type":"MAP(VARCHAR, STRUCT(a INTEGER[3], b UNION(x INTEGER, y VARCHAR)))"}]}`))
+
+	schemas := map[string]*jsonschema.Schema{}
+	for _, fn := range All() {
+		schemas[fn.Name()] = compileSchema(f, fn)
+	}
+	all := All()
+	f.Fuzz(func(t *testing.T, name string, args []byte) {
+		fn, err := Lookup(name)
+		if err != nil {
+			if !errors.Is(err, model.ErrInvalid) {
+				t.Fatalf("Lookup(%q): %v does not wrap ErrInvalid", name, err)
+			}
+			h := fnv.New32a()
+			h.Write([]byte(name))
+			fn = all[int(h.Sum32()%uint32(len(all)))]
+		}
+		err = fn.Validate(args)
+		if err != nil {
+			if !errors.Is(err, model.ErrInvalid) {
+				t.Fatalf("%s %q: error %v does not wrap ErrInvalid", fn.Name(), args, err)
+			}
+			return
+		}
+		if err := schemaValidate(schemas[fn.Name()], args); err != nil {
+			t.Fatalf("%s %q: Validate accepts args the schema refuses: %v", fn.Name(), args, err)
+		}
+		v, err := fn.(argsParser).parseAny(args)
+		if err != nil {
+			t.Fatalf("%s %q: Validate accepts but parse refuses: %v", fn.Name(), args, err)
+		}
+		again, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("%s %q: accepted args do not re-marshal: %v", fn.Name(), args, err)
+		}
+		if err := fn.Validate(again); err != nil {
+			t.Fatalf("%s %q: re-marshaled %s refused: %v", fn.Name(), args, again, err)
+		}
+		if err := schemaValidate(schemas[fn.Name()], again); err != nil {
+			t.Fatalf("%s %q: re-marshaled %s refused by the schema: %v", fn.Name(), args, again, err)
+		}
+	})
+}
+
+// FuzzArrowToParquet feeds the Arrow IPC converter arbitrary bytes: it
+// must not panic, and every failure about the content wraps errNotArrow.
+func FuzzArrowToParquet(f *testing.F) {
+	f.Add(arrowBytes(f, true, arrowRecord(f, 1, 2)))
+	f.Add(arrowBytes(f, false, arrowRecord(f, 1), arrowRecord(f, 2, 3)))
+	f.Add(arrowBytes(f, false))
+	f.Add([]byte("ARROW1\x00\x00"))
+	f.Add([]byte{})
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		src := filepath.Join(dir, "in.arrow")
+		if err := os.WriteFile(src, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dst, err := arrowToParquet(src)
+		if err != nil {
+			if !errors.Is(err, errNotArrow) {
+				t.Fatalf("%q: error %v does not wrap errNotArrow", data, err)
+			}
+			return
+		}
+		b, err := os.ReadFile(dst)
+		os.Remove(dst)
+		if err != nil || !bytes.HasPrefix(b, []byte("PAR1")) {
+			t.Fatalf("%q: converted file is not Parquet (%v)", data, err)
+		}
+	})
+}

@@ -1,0 +1,222 @@
+package functions
+
+import (
+	"context"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/duckdb/duckdb-go/v2"
+
+	"github.com/teatree/teatree/model"
+)
+
+// refresh is refresh: materialise a derived table from one SELECT over the
+// model.
+type refresh struct{}
+
+var _ Function = refresh{}
+
+type refreshArgs struct {
+	Table string `json:"table"`
+	Query string `json:"query"`
+}
+
+func (refresh) Name() string { return "refresh" }
+
+func (refresh) Summary() string {
+	return "materialise a derived table from one SELECT over the model's tables (CREATE OR REPLACE TABLE … AS SELECT)"
+}
+
+var refreshSchema = makeSchema("refresh",
+	"Replaces main.<table> with the result of query: CREATE OR REPLACE TABLE main.<table> AS <query>. The query is one SELECT statement (SELECT, FROM-first, WITH, VALUES, UNION/EXCEPT/INTERSECT) over tables of schema main, checked with DuckDB's own parser: it may not call table functions (read_csv, read_parquet, glob, range, query, duckdb_tables, …), read files by name ('f.csv'), use DESCRIBE/SHOW/SUMMARIZE, other schemas or databases, teatree's _teatree tables, or parameters.",
+	`"required": ["table", "query"],
+  "properties": {
+    "table": {"$ref": "#/$defs/table"},
+    "query": {"type": "string", "minLength": 1, "maxLength": 1048576, "pattern": "^[^\\x00]*$"}
+  }`,
+	`{"table":"monthly_sales","query":"SELECT date_trunc('month', day) AS month, store, sum(amount) AS amount FROM sales GROUP BY ALL"}`,
+	`{"table":"top_customers","query":"WITH c AS (SELECT customer, count(*) AS n FROM orders GROUP BY customer) FROM c ORDER BY n DESC LIMIT 100"}`,
+)
+
+func (refresh) Schema() json.RawMessage { return refreshSchema }
+
+func (f refresh) Validate(args json.RawMessage) error {
+	_, err := f.parse(args)
+	return err
+}
+
+func (f refresh) parseAny(args json.RawMessage) (any, error) { return f.parse(args) }
+
+func (f refresh) parse(args json.RawMessage) (*refreshArgs, error) {
+	fn := f.Name()
+	var a refreshArgs
+	if err := decodeArgs(fn, args, &a); err != nil {
+		return nil, err
+	}
+	if err := checkTable(fn, a.Table); err != nil {
+		return nil, err
+	}
+	if err := checkQueryText(fn, "query", a.Query); err != nil {
+		return nil, err
+	}
+	node, err := parseSelect(fn, a.Query)
+	if err != nil {
+		return nil, err
+	}
+	switch t, _ := node["type"].(string); t {
+	case "SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE":
+	default:
+		return nil, invalid(fn, "query is a %s, not a SELECT", t)
+	}
+	if err := checkSelectTree(fn, node); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// checkQueryText checks SQL text before DuckDB parses it.
+func checkQueryText(fn, what, q string) error {
+	switch {
+	case strings.TrimSpace(q) == "":
+		return invalid(fn, "%s is empty", what)
+	case len(q) > MaxSQLLen:
+		return invalid(fn, "%s is %d bytes long: at most %d are allowed", what, len(q), MaxSQLLen)
+	case strings.IndexByte(q, 0) >= 0:
+		return invalid(fn, "%s contains a NUL byte", what)
+	}
+	return nil
+}
+
+// deniedFunctions are function names (lower case; a trailing '*' matches a
+// prefix) a refresh query may not call anywhere, as a table function or a
+// scalar: they read files, the catalog, settings or sequences, or run SQL.
+var deniedFunctions = []string{
+	"read_*", "glob", "parquet_*", "sniff_*", "query", "query_table", "json_execute_serialized_sql",
+	"iceberg_*", "delta_*", "sqlite_*", "postgres_*", "mysql_*", "http*", "s3*",
+	"duckdb_*", "pragma_*", "checkpoint", "force_checkpoint", "getenv", "current_setting",
+	"nextval", "setval", "currval", "which_secret", "load_*", "install_*", "sql_auto_complete",
+	"test_*", "enable_*", "disable_*", "export_*", "import_*",
+}
+
+// deniedFunction reports whether a refresh query may not call name.
+func deniedFunction(name string) bool {
+	name = strings.ToLower(name)
+	for _, d := range deniedFunctions {
+		if p, ok := strings.CutSuffix(d, "*"); ok {
+			if strings.HasPrefix(name, p) {
+				return true
+			}
+		} else if name == d {
+			return true
+		}
+	}
+	return false
+}
+
+// deniedTablePrefixes start names of DuckDB's system views, which show
+// the catalog (teatree's own tables included).
+var deniedTablePrefixes = []string{"duckdb_", "pg_", "sqlite_", "information_schema"}
+
+// checkSelectTree walks the serialized AST of a SELECT (from
+// json_serialize_sql) and refuses what would let a refresh read anything
+// but tables of schema main: table functions, replacement scans of files
+// ('f.csv' parses as a table name), DESCRIBE/SHOW/SUMMARIZE, qualified
+// names outside main, teatree's _teatree tables, denied functions,
+// parameters.
+func checkSelectTree(fn string, v any) error {
+	switch v := v.(type) {
+	case []any:
+		for _, e := range v {
+			if err := checkSelectTree(fn, e); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		if err := checkSelectNode(fn, v); err != nil {
+			return err
+		}
+		for _, e := range v {
+			if err := checkSelectTree(fn, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkSelectNode checks one object of the AST.
+func checkSelectNode(fn string, n map[string]any) error {
+	str := func(k string) string { s, _ := n[k].(string); return s }
+	if name := str("function_name"); name != "" && deniedFunction(name) {
+		return invalid(fn, "query calls %s(): a refresh reads only tables of schema main, so functions that read files, the catalog, settings or sequences are not allowed", name)
+	}
+	switch str("type") {
+	case "TABLE_FUNCTION":
+		name := "a table function"
+		if f, ok := n["function"].(map[string]any); ok {
+			if s, ok := f["function_name"].(string); ok {
+				name = s + "()"
+			}
+		}
+		return invalid(fn, "query reads from %s: a refresh may read only tables of schema main (no table functions such as read_csv, range or unnest in FROM)", name)
+	case "SHOW_REF":
+		return invalid(fn, "query uses DESCRIBE, SHOW or SUMMARIZE: a refresh may read only tables of schema main")
+	case "VALUE_PARAMETER":
+		return invalid(fn, "query has a parameter ($1 or ?): write the values into the query")
+	case "BASE_TABLE":
+		table, schema, catalog := str("table_name"), str("schema_name"), str("catalog_name")
+		if catalog != "" || (schema != "" && !strings.EqualFold(schema, "main")) {
+			return invalid(fn, "query reads %s: a refresh may read only tables of schema main (write main.t or t)", quoteShort(strings.Trim(catalog+"."+schema+"."+table, ".")))
+		}
+		if !tablePattern.MatchString(table) {
+			return invalid(fn, "query reads %s, which is not a table name (a file name? files cannot be read in a refresh)", quoteShort(table))
+		}
+		lower := strings.ToLower(table)
+		if strings.HasPrefix(lower, internalPrefix) {
+			return invalid(fn, "query reads %q: teatree's own tables are not readable", table)
+		}
+		for _, p := range deniedTablePrefixes {
+			if strings.HasPrefix(lower, p) {
+				return invalid(fn, "query reads %q: DuckDB's system views are not readable in a refresh", table)
+			}
+		}
+	}
+	return nil
+}
+
+// Apply replaces the table with the query's result.
+func (f refresh) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
+	fn := f.Name()
+	a, err := f.parse(args)
+	if err != nil {
+		return Result{}, err
+	}
+	// A newline ends a trailing "-- comment" of the query.
+	stmt := "CREATE OR REPLACE TABLE " + qualified(a.Table) + " AS\n" + a.Query + "\n"
+	err = env.Conn.Raw(func(dc any) error {
+		return prepareOne(dc, stmt, func(st driver.Stmt, p prepared) error {
+			if p.Type != duckdb.STATEMENT_TYPE_CREATE {
+				return invalid(fn, "query does not make one CREATE TABLE AS statement")
+			}
+			_, err := st.(driver.StmtExecContext).ExecContext(ctx, nil)
+			return err
+		})
+	})
+	if errors.Is(err, errMultiStatement) {
+		return Result{}, invalid(fn, "query does not make one CREATE TABLE AS statement")
+	}
+	if err != nil {
+		if errors.Is(err, model.ErrInvalid) {
+			return Result{}, err
+		}
+		return Result{}, dbError(fn, fmt.Sprintf("refresh table %s", a.Table), err)
+	}
+	n, err := countRows(ctx, env.Conn, a.Table)
+	if err != nil {
+		return Result{}, dbError(fn, "count rows of "+a.Table, err)
+	}
+	return Result{Tables: []string{a.Table}, Rows: n}, nil
+}

@@ -1,0 +1,157 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/teatree/teatree/dbmanager"
+	"github.com/teatree/teatree/dispatcher"
+	"github.com/teatree/teatree/internal/envflag"
+	"github.com/teatree/teatree/queue"
+	"github.com/teatree/teatree/telemetry"
+)
+
+// DBManager runs the db-manager binary: `dbmanager --model M [flags]`.
+func DBManager(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("dbmanager", pflag.ContinueOnError)
+	s := &envflag.Set{FS: fs, Getenv: getenv}
+	var common Common
+	var cfg dbmanager.Config
+	common.RegisterFlags(s)
+	cfg.RegisterFlags(s)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := errors.Join(s.Err(), common.Validate(true, true), cfg.Validate()); err != nil {
+		return err
+	}
+	log := common.Logger(stderr, "dbmanager")
+	shutdown, err := telemetry.Setup(ctx, "teatree-dbmanager")
+	if err != nil {
+		return err
+	}
+	defer shutdown(context.WithoutCancel(ctx))
+	deps, err := common.Connect(ctx, "teatree-dbmanager-"+cfg.Model)
+	if err != nil {
+		return err
+	}
+	defer deps.Close()
+	m, err := dbmanager.New(cfg, log, deps.JS, deps.Ctl, deps.Store)
+	if err != nil {
+		return err
+	}
+	return m.Run(ctx)
+}
+
+// DispatcherConfig is the configuration of the dispatcher binary.
+type DispatcherConfig struct {
+	Common
+	Dispatcher  dispatcher.Config
+	Streams     queue.Config
+	DataDir     string // passed to local db-managers
+	Threads     int    // passed to local db-managers
+	MemoryLimit string // passed to local db-managers
+	Command     string // db-manager command line (local mode)
+	Migrate     bool   // migrate the control tables at start
+}
+
+// RegisterFlags registers the dispatcher's flags.
+func (c *DispatcherConfig) RegisterFlags(s *envflag.Set) {
+	c.Common.RegisterFlags(s)
+	s.Duration(&c.Dispatcher.IdleTimeout, "idle-timeout", "TEATREE_IDLE_TIMEOUT", 5*time.Minute, "stop a db-manager idle this long")
+	s.String(&c.DataDir, "data-dir", "TEATREE_DATA_DIR", "data", "directory for model DuckDB files (local db-managers)")
+	s.Int(&c.Threads, "duckdb-threads", "TEATREE_DUCKDB_THREADS", 2, "DuckDB threads of each db-manager")
+	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit of each db-manager")
+	s.String(&c.Command, "dbmanager-command", "TEATREE_DBMANAGER_COMMAND", "", "command that runs a db-manager (default: the dbmanager binary next to this one, else on PATH)")
+	s.Bool(&c.Migrate, "migrate", "TEATREE_MIGRATE", true, "migrate the Postgres control tables at start")
+	s.Duration(&c.Streams.MaxAge, "request-max-age", "TEATREE_REQUEST_MAX_AGE", 7*24*time.Hour, "how long the request log keeps requests")
+	s.Duration(&c.Streams.Duplicates, "dedupe-window", "TEATREE_DEDUPE_WINDOW", 10*time.Minute, "JetStream duplicate window for request ids")
+	s.Int(&c.Streams.Replicas, "replicas", "TEATREE_STREAM_REPLICAS", 1, "stream replicas (3 on a NATS cluster)")
+}
+
+// ChildEnv is the environment of the local db-managers.
+func (c *DispatcherConfig) ChildEnv() []string {
+	abs, _ := filepath.Abs(c.DataDir)
+	return append(c.Common.Env(),
+		"TEATREE_DATA_DIR="+abs,
+		"TEATREE_DUCKDB_THREADS="+strconv.Itoa(c.Threads),
+		"TEATREE_DUCKDB_MEMORY_LIMIT="+c.MemoryLimit,
+	)
+}
+
+// Dispatcher runs the dispatcher binary with local db-managers.
+func Dispatcher(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("dispatcher", pflag.ContinueOnError)
+	s := &envflag.Set{FS: fs, Getenv: getenv}
+	var cfg DispatcherConfig
+	cfg.RegisterFlags(s)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := errors.Join(s.Err(), cfg.Validate(true, true)); err != nil {
+		return err
+	}
+	command := strings.Fields(cfg.Command)
+	if len(command) == 0 {
+		bin, err := findDBManager()
+		if err != nil {
+			return err
+		}
+		command = []string{bin}
+	}
+	return RunDispatcher(ctx, cfg, command, stderr)
+}
+
+// RunDispatcher runs a dispatcher with local db-managers started by
+// command until ctx ends, then stops them.
+func RunDispatcher(ctx context.Context, cfg DispatcherConfig, command []string, stderr io.Writer) error {
+	log := cfg.Logger(stderr, "dispatcher")
+	shutdown, err := telemetry.Setup(ctx, "teatree-dispatcher")
+	if err != nil {
+		return err
+	}
+	defer shutdown(context.WithoutCancel(ctx))
+	deps, err := cfg.Connect(ctx, "teatree-dispatcher")
+	if err != nil {
+		return err
+	}
+	defer deps.Close()
+	if err := queue.EnsureStreams(ctx, deps.JS, cfg.Streams); err != nil {
+		return err
+	}
+	if cfg.Migrate {
+		if err := deps.Ctl.Migrate(ctx); err != nil {
+			return err
+		}
+	}
+	runner := &dispatcher.LocalRunner{Command: command, Env: cfg.ChildEnv(), Log: log}
+	defer runner.Close()
+	log.Info("dispatcher running", "nats", cfg.NATSURL, "idle_timeout", cfg.Dispatcher.IdleTimeout)
+	return dispatcher.New(cfg.Dispatcher, log, deps.JS, deps.Ctl, runner).Run(ctx)
+}
+
+// findDBManager finds the dbmanager binary next to this executable, else
+// on PATH.
+func findDBManager() (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "dbmanager")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("dbmanager")
+	if err != nil {
+		return "", fmt.Errorf("no dbmanager binary next to this one or on PATH: build it (make build) or set --dbmanager-command")
+	}
+	return p, nil
+}

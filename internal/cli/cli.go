@@ -1,0 +1,141 @@
+// Package cli implements teactl's commands with cobra. Main is the whole
+// program; cmd/teactl only wires it to the process.
+//
+// Exit codes: 0 success (for submit: durably queued, or applied with
+// --wait), 1 an error, 2 bad usage or bad input, 3 the request failed,
+// 4 the request was rejected, 5 timed out waiting, 6 a service is
+// unreachable.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/teatree/teatree/internal/app"
+	"github.com/teatree/teatree/internal/envflag"
+	"github.com/teatree/teatree/model"
+)
+
+// Exit codes of teactl.
+const (
+	ExitOK          = 0
+	ExitError       = 1
+	ExitUsage       = 2
+	ExitFailed      = 3
+	ExitRejected    = 4
+	ExitTimeout     = 5
+	ExitUnreachable = 6
+)
+
+// exitError carries an exit code with its message.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+// env is what every command may use.
+type env struct {
+	ctx     context.Context
+	common  app.Common
+	getenv  func(string) string
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+	timeout time.Duration
+}
+
+// Main runs teactl with args and returns the exit code.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{ctx: ctx, getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "teactl",
+		Short:         "teactl talks to teatree: versioned DuckDB models fed by a durable request log",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetIn(stdin)
+	s := &envflag.Set{FS: root.PersistentFlags(), Getenv: getenv}
+	e.common.RegisterFlags(s)
+	root.PersistentFlags().DurationVar(&e.timeout, "timeout", 2*time.Minute, "how long to wait for a service or a notification")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return s.Err() }
+	root.AddCommand(
+		devCmd(e), dbmanagerCmd(e), dispatcherCmd(e),
+		modelCmd(e), submitCmd(e), appendCmd(e), watchCmd(e), statusCmd(e), functionsCmd(e),
+	)
+	for _, c := range extraCommands {
+		root.AddCommand(c(e))
+	}
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(stderr, "teactl:", err)
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, model.ErrInvalid):
+		return ExitUsage
+	case errors.Is(err, context.DeadlineExceeded):
+		return ExitTimeout
+	}
+	if isUsage(err) {
+		return ExitUsage
+	}
+	return ExitError
+}
+
+// extraCommands are added by other files of the package (read commands).
+var extraCommands []func(*env) *cobra.Command
+
+func isUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires ", "invalid argument", "flag needs an argument", "required flag"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// connect opens what a command needs and maps failures to ExitUnreachable.
+func (e *env) connect(needPostgres, needStore bool) (*app.Deps, error) {
+	if err := e.common.Validate(needPostgres, needStore); err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	c := e.common
+	if !needPostgres {
+		c.PostgresURL = ""
+	}
+	if !needStore {
+		c.StoreURL = ""
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	d, err := c.Connect(ctx, "teactl")
+	if err != nil {
+		return nil, withCode(ExitUnreachable, err)
+	}
+	return d, nil
+}
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

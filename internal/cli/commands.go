@@ -1,0 +1,540 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
+
+	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/functions"
+	"github.com/teatree/teatree/internal/app"
+	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/notify"
+	"github.com/teatree/teatree/objstore"
+	"github.com/teatree/teatree/queue"
+	"github.com/teatree/teatree/telemetry"
+)
+
+func dbmanagerCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:                "dbmanager --model M [flags]",
+		Short:              "run a db-manager (what `teactl dev` starts per model)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return app.DBManager(cmd.Context(), args, e.getenv, e.stderr)
+		},
+	}
+}
+
+func dispatcherCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:                "dispatcher [flags]",
+		Short:              "run a dispatcher with local db-managers",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return app.Dispatcher(cmd.Context(), args, e.getenv, e.stderr)
+		},
+	}
+}
+
+func modelCmd(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "model", Short: "create, list and show models"}
+	var sizeClass string
+	var retention int
+	var allowSQL, asJSON bool
+	create := &cobra.Command{
+		Use:   "create MODEL",
+		Short: "create a model (a DNS label: lower-case letters, digits, '-')",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(args[0]); err != nil {
+				return err
+			}
+			d, err := e.connect(true, false)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			ctx := cmd.Context()
+			// The model owns the requests published after this point.
+			last, err := queue.StreamLastSeq(ctx, d.JS)
+			if err != nil {
+				return withCode(ExitUnreachable, fmt.Errorf("%w (is the dispatcher or teactl dev running? it creates the streams)", err))
+			}
+			m, err := d.Ctl.CreateModel(ctx, controldb.Model{ID: args[0], SizeClass: sizeClass, Retention: retention, AllowSQL: allowSQL, StartSeq: last + 1})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(m)
+			}
+			fmt.Fprintf(e.stdout, "model %s created (size class %s, keeps %d versions)\n", m.ID, m.SizeClass, m.Retention)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&sizeClass, "size-class", "small", "size class: small, medium, large or xlarge")
+	create.Flags().IntVar(&retention, "retention", 10, "how many versions to keep")
+	create.Flags().BoolVar(&allowSQL, "allow-sql", false, "enable the privileged sql function for this model")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "list models",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := e.connect(true, false)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			ms, err := d.Ctl.ListModels(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(ms)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MODEL\tSIZE\tVERSION\tEPOCH\tRETENTION\tSQL\tCREATED")
+			for _, m := range ms {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%t\t%s\n", m.ID, m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.Created.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show MODEL",
+		Short: "show one model",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := e.connect(true, false)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			m, err := d.Ctl.GetModel(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(m)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "model\t%s\nsize class\t%s\ncurrent version\t%d\nwriter epoch\t%d\nretention\t%d versions\nsql enabled\t%t\nfirst stream seq\t%d\ncreated\t%s\n",
+				m.ID, m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.StartSeq, m.Created.Format(time.RFC3339))
+			return tw.Flush()
+		},
+	}
+	for _, sub := range []*cobra.Command{create, list, show} {
+		sub.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	}
+	c.AddCommand(create, list, show)
+	return c
+}
+
+// submitOpts are the options of submit and append.
+type submitOpts struct {
+	id     string
+	wait   bool
+	asJSON bool
+}
+
+func submitCmd(e *env) *cobra.Command {
+	var o submitOpts
+	var argsJSON, rowsFile string
+	c := &cobra.Command{
+		Use:   "submit MODEL FUNCTION --args JSON",
+		Short: "submit a request; exit 0 means durably queued (with --wait: applied)",
+		Long: `submit publishes one request to the model's request log and waits for the
+server's acknowledgement. With --wait it waits for the request's notification
+and exits 0 only when the request was applied. --rows FILE adds rows from a
+JSON array or newline-delimited JSON file to args.rows. See 'teactl functions'.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := buildArgs(argsJSON, rowsFile)
+			if err != nil {
+				return err
+			}
+			return e.submit(cmd.Context(), args[0], args[1], a, o)
+		},
+	}
+	c.Flags().StringVar(&argsJSON, "args", "{}", "the function's args, a JSON object")
+	c.Flags().StringVar(&rowsFile, "rows", "", "file with rows (JSON array or NDJSON) for args.rows")
+	o.register(c)
+	return c
+}
+
+func (o *submitOpts) register(c *cobra.Command) {
+	c.Flags().StringVar(&o.id, "id", "", "request id (default: a new UUIDv7); reuse it to retry the same request")
+	c.Flags().BoolVar(&o.wait, "wait", false, "wait for the request's notification")
+	c.Flags().BoolVar(&o.asJSON, "json", false, "print JSON")
+}
+
+// buildArgs parses --args and merges --rows into it.
+func buildArgs(argsJSON, rowsFile string) (json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	dec := json.NewDecoder(strings.NewReader(argsJSON))
+	dec.UseNumber()
+	if err := dec.Decode(&obj); err != nil || obj == nil {
+		return nil, fmt.Errorf("%w: --args must be a JSON object, e.g. '{\"table\":\"t\"}': %v", model.ErrInvalid, err)
+	}
+	if rowsFile != "" {
+		data, err := os.ReadFile(rowsFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --rows: %v", model.ErrInvalid, err)
+		}
+		rows, err := parseRows(data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --rows %s: %v", model.ErrInvalid, rowsFile, err)
+		}
+		obj["rows"] = rows
+	}
+	return json.Marshal(obj)
+}
+
+// parseRows accepts a JSON array of objects or one object per line.
+func parseRows(data []byte) (json.RawMessage, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && data[0] == '[' {
+		var rows []json.RawMessage
+		if err := json.Unmarshal(data, &rows); err != nil {
+			return nil, err
+		}
+		return json.Marshal(rows)
+	}
+	var rows []json.RawMessage
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), model.MaxRequestBytes)
+	for n := 1; sc.Scan(); n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		if !json.Valid(line) || line[0] != '{' {
+			return nil, fmt.Errorf("line %d is not a JSON object", n)
+		}
+		rows = append(rows, json.RawMessage(append([]byte{}, line...)))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(rows)
+}
+
+// submit validates, publishes and optionally waits for one request.
+func (e *env) submit(ctx context.Context, m, function string, args json.RawMessage, o submitOpts) error {
+	if o.id == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		o.id = id.String()
+	}
+	req := model.Request{ID: o.id, Model: m, Function: function, Args: args, Submitted: time.Now().UTC()}
+	// Refuse at submit what can be known here; the dispatcher checks again
+	// (with the model's settings) and announces what only it can know.
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	if _, err := model.DecodeRequest(data); err != nil {
+		return err
+	}
+	if err := functions.ValidateRequest(req, true); err != nil {
+		return err
+	}
+	d, err := e.connect(false, false)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	ctx, span := otel.Tracer("github.com/teatree/teatree/teactl").Start(ctx, "submit "+function)
+	defer span.End()
+	var sub *notify.Subscription
+	if o.wait {
+		// Subscribe before publishing so the notification cannot be missed.
+		if sub, err = notify.Subscribe(ctx, d.JS, m, notify.Start{}); err != nil {
+			return withCode(ExitUnreachable, err)
+		}
+		defer sub.Stop()
+	}
+	h := nats.Header{}
+	telemetry.Inject(ctx, h)
+	pctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	ack, err := queue.Publish(pctx, d.JS, req, h)
+	if err != nil {
+		if errors.Is(err, model.ErrInvalid) {
+			return err
+		}
+		return withCode(ExitUnreachable, err)
+	}
+	if !o.wait {
+		if o.asJSON {
+			return e.printJSON(map[string]any{"request_id": o.id, "model": m, "function": function, "status": model.StatusQueued, "stream_seq": ack.Sequence, "duplicate": ack.Duplicate})
+		}
+		fmt.Fprintf(e.stdout, "%s queued (stream sequence %d%s)\n", o.id, ack.Sequence, map[bool]string{true: ", duplicate of an earlier submit"}[ack.Duplicate])
+		return nil
+	}
+	if ack.Duplicate {
+		// The outcome may predate our subscription: read from the start
+		// of the dedupe window instead.
+		sub.Stop()
+		if sub, err = notify.Subscribe(ctx, d.JS, m, notify.Start{Time: time.Now().Add(-15 * time.Minute)}); err != nil {
+			return withCode(ExitUnreachable, err)
+		}
+		defer sub.Stop()
+	}
+	wctx, wcancel := context.WithTimeout(ctx, e.timeout)
+	defer wcancel()
+	n, err := sub.Wait(wctx, o.id)
+	if err != nil {
+		if wctx.Err() != nil {
+			return withCode(ExitTimeout, fmt.Errorf("request %s is queued but no notification came within %s (see 'teactl status %s')", o.id, e.timeout, o.id))
+		}
+		return withCode(ExitUnreachable, err)
+	}
+	return e.report(n, o.asJSON)
+}
+
+// report prints a final notification and maps its status to the exit code.
+func (e *env) report(n model.Notification, asJSON bool) error {
+	if asJSON {
+		if err := e.printJSON(n); err != nil {
+			return err
+		}
+	}
+	switch n.Status {
+	case model.StatusFailed:
+		return withCode(ExitFailed, fmt.Errorf("request %s failed: %s", n.RequestID, n.Error))
+	case model.StatusRejected:
+		return withCode(ExitRejected, fmt.Errorf("request %s rejected: %s", n.RequestID, n.Error))
+	}
+	if !asJSON {
+		fmt.Fprintf(e.stdout, "%s applied in version %d\n", n.RequestID, n.Version)
+	}
+	return nil
+}
+
+func appendCmd(e *env) *cobra.Command {
+	var o submitOpts
+	var format string
+	var noCreate bool
+	c := &cobra.Command{
+		Use:   "append MODEL TABLE FILE",
+		Short: "stage a Parquet, CSV, JSON or Arrow IPC file in the object store and append it to a table",
+		Long: `append uploads FILE to the object store under staging/<request_id>/ and
+submits an append request that references it: large files never travel
+through NATS. The table is created from the file's schema when it does not
+exist (unless --no-create). The format comes from the extension (.parquet,
+.csv, .json/.ndjson/.jsonl, .arrow/.ipc/.feather) or --format.`,
+		Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, table, file := args[0], args[1], args[2]
+			if err := model.ValidateID(m); err != nil {
+				return err
+			}
+			if format == "" {
+				format = formatOf(file)
+			}
+			if format == "" {
+				return fmt.Errorf("%w: cannot tell the format of %s from its extension: pass --format parquet|csv|json|arrow", model.ErrInvalid, file)
+			}
+			st, err := os.Stat(file)
+			if err != nil {
+				return fmt.Errorf("%w: %v", model.ErrInvalid, err)
+			}
+			if st.IsDir() {
+				return fmt.Errorf("%w: %s is a directory", model.ErrInvalid, file)
+			}
+			if o.id == "" {
+				id, err := uuid.NewV7()
+				if err != nil {
+					return err
+				}
+				o.id = id.String()
+			}
+			a := map[string]any{"table": table, "payload": map[string]string{"uri": "staging/" + o.id + "/" + filepath.Base(file), "format": format}}
+			if noCreate {
+				a["create"] = false
+			}
+			args2, _ := json.Marshal(a)
+			if err := functions.ValidateRequest(model.Request{ID: o.id, Model: m, Function: "append", Args: args2}, false); err != nil {
+				return err
+			}
+			if err := e.common.Validate(false, true); err != nil {
+				return withCode(ExitUsage, err)
+			}
+			store, err := objstore.Open(cmd.Context(), e.common.StoreURL)
+			if err != nil {
+				return withCode(ExitUnreachable, err)
+			}
+			if err := objstore.PutFile(cmd.Context(), store, "staging/"+o.id+"/"+filepath.Base(file), file); err != nil {
+				return withCode(ExitUnreachable, err)
+			}
+			return e.submit(cmd.Context(), m, "append", args2, o)
+		},
+	}
+	c.Flags().StringVar(&format, "format", "", "parquet, csv, json or arrow (default: from the extension)")
+	c.Flags().BoolVar(&noCreate, "no-create", false, "fail when the table does not exist instead of creating it from the file")
+	o.register(c)
+	return c
+}
+
+// formatOf maps a file extension to a payload format.
+func formatOf(name string) string {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".parquet", ".pq":
+		return "parquet"
+	case ".csv", ".tsv":
+		return "csv"
+	case ".json", ".ndjson", ".jsonl":
+		return "json"
+	case ".arrow", ".ipc", ".feather", ".arrows":
+		return "arrow"
+	}
+	return ""
+}
+
+func watchCmd(e *env) *cobra.Command {
+	var since int64
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "watch MODEL",
+		Short: "print the model's notifications as they come (Ctrl-C to stop)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m := args[0]
+			if err := model.ValidateID(m); err != nil {
+				return err
+			}
+			d, err := e.connect(false, false)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			start := notify.Start{}
+			if since > 0 {
+				start = notify.Start{All: true}
+			}
+			sub, err := notify.Subscribe(cmd.Context(), d.JS, m, start)
+			if err != nil {
+				return withCode(ExitUnreachable, err)
+			}
+			defer sub.Stop()
+			for {
+				n, err := sub.Next(cmd.Context())
+				if err != nil {
+					if cmd.Context().Err() != nil {
+						return nil
+					}
+					return err
+				}
+				if since > 0 && n.Version <= since {
+					continue
+				}
+				if asJSON {
+					b, _ := json.Marshal(n)
+					fmt.Fprintln(e.stdout, string(b))
+					continue
+				}
+				line := fmt.Sprintf("%s  %-8s  v%-5d  %-12s  %s", n.Published.Format(time.RFC3339), n.Status, n.Version, n.Function, n.RequestID)
+				if n.Error != "" {
+					line += "  " + n.Error
+				}
+				fmt.Fprintln(e.stdout, line)
+			}
+		},
+	}
+	c.Flags().Int64Var(&since, "since", 0, "show notifications of versions after this one (from the start of the stream)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	return c
+}
+
+func statusCmd(e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "status REQUEST_ID",
+		Short: "show a request's status from the request log in Postgres",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := e.connect(true, false)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			r, err := d.Ctl.GetRequest(cmd.Context(), args[0])
+			if err != nil {
+				if errors.Is(err, model.ErrNotFound) {
+					return fmt.Errorf("request %s is not in the request log (not yet seen by the dispatcher, or never submitted): %w", args[0], err)
+				}
+				return err
+			}
+			if asJSON {
+				return e.printJSON(r)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "request\t%s\nmodel\t%s\nfunction\t%s\nstatus\t%s\nversion\t%d\nstream seq\t%d\n", r.RequestID, r.Model, r.Function, r.Status, r.Version, r.StreamSeq)
+			if r.Error != "" {
+				fmt.Fprintf(tw, "error\t%s\n", r.Error)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func functionsCmd(e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "functions [FUNCTION]",
+		Short: "list the functions a request can call, or show one's args schema",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				f, err := functions.Lookup(args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s: %s\n\nargs schema:\n", f.Name(), f.Summary())
+				var buf bytes.Buffer
+				json.Indent(&buf, f.Schema(), "", "  ")
+				fmt.Fprintln(e.stdout, buf.String())
+				return nil
+			}
+			if asJSON {
+				type fn struct {
+					Name    string          `json:"name"`
+					Summary string          `json:"summary"`
+					Schema  json.RawMessage `json:"schema"`
+				}
+				var out []fn
+				for _, f := range functions.All() {
+					out = append(out, fn{f.Name(), f.Summary(), f.Schema()})
+				}
+				return e.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			for _, f := range functions.All() {
+				fmt.Fprintf(tw, "%s\t%s\n", f.Name(), f.Summary())
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON with each function's args schema")
+	return c
+}

@@ -1,0 +1,132 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/teatree/teatree/internal/app"
+	"github.com/teatree/teatree/internal/natsembed"
+	"github.com/teatree/teatree/pgcluster"
+)
+
+// devOpts are the options of teactl dev.
+type devOpts struct {
+	dir         string
+	natsPort    int
+	postgresURL string
+	storeURL    string
+	idleTimeout time.Duration
+	threads     int
+	memoryLimit string
+}
+
+func devCmd(e *env) *cobra.Command {
+	var o devOpts
+	c := &cobra.Command{
+		Use:   "dev",
+		Short: "run the whole stack on this machine in the foreground (Ctrl-C stops it)",
+		Long: `dev starts an in-process NATS server with JetStream (files under DIR/nats,
+sync_interval always, loopback only), Postgres (--postgres-url, or a private
+cluster under DIR/postgres made with the local PostgreSQL binaries), a local
+directory object store (DIR/objects), and the dispatcher, which starts a
+db-manager per model as a child process (DuckDB files under DIR/models).
+
+It writes the TEATREE_* variables that point other teactl commands at it to
+DIR/env ('. DIR/env' in a shell). Starting again on the same DIR keeps all
+data.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("postgres-url") {
+				o.postgresURL = e.getenv("TEATREE_POSTGRES_URL")
+			}
+			return e.dev(cmd.Context(), o)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "teatree-dev", "directory for all data of the dev stack")
+	f.IntVar(&o.natsPort, "nats-port", 4322, "NATS port on 127.0.0.1 (0: any free port)")
+	f.StringVar(&o.storeURL, "dev-store-url", "", "object store URL (default: DIR/objects)")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", time.Minute, "stop a db-manager idle this long")
+	f.IntVar(&o.threads, "duckdb-threads", 2, "DuckDB threads of each db-manager")
+	f.StringVar(&o.memoryLimit, "duckdb-memory-limit", "1GB", "DuckDB memory_limit of each db-manager")
+	return c
+}
+
+func (e *env) dev(ctx context.Context, o devOpts) error {
+	dir, err := filepath.Abs(o.dir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	common := e.common
+	log := common.Logger(e.stderr, "dev")
+
+	ns, err := natsembed.Start(natsembed.Options{StoreDir: filepath.Join(dir, "nats"), Port: o.natsPort})
+	if err != nil {
+		return withCode(ExitUnreachable, fmt.Errorf("start NATS on 127.0.0.1:%d: %w (another process uses the port? pass --nats-port)", o.natsPort, err))
+	}
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}()
+	common.NATSURL = ns.ClientURL()
+
+	if o.postgresURL != "" {
+		common.PostgresURL = o.postgresURL
+	} else {
+		pg, err := pgcluster.Start(ctx, filepath.Join(dir, "postgres"), log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := pg.Stop(sctx); err != nil {
+				log.Warn("stop Postgres", "err", err)
+			}
+		}()
+		common.PostgresURL = pg.URL()
+	}
+	common.StoreURL = o.storeURL
+	if common.StoreURL == "" {
+		common.StoreURL = filepath.Join(dir, "objects")
+		if err := os.MkdirAll(common.StoreURL, 0o755); err != nil {
+			return err
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg := app.DispatcherConfig{Common: common, DataDir: filepath.Join(dir, "models"), Threads: o.threads, MemoryLimit: o.memoryLimit, Migrate: true}
+	cfg.Dispatcher.IdleTimeout = o.idleTimeout
+
+	envFile := filepath.Join(dir, "env")
+	var b strings.Builder
+	for _, kv := range common.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "TEATREE_LOG_LEVEL" {
+			continue
+		}
+		fmt.Fprintf(&b, "export %s='%s'\n", k, strings.ReplaceAll(v, "'", `'\''`))
+	}
+	if err := os.WriteFile(envFile, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "teatree dev stack running; point teactl at it with:\n\n  . %s\n\n%s\nCtrl-C stops it.\n", envFile, b.String())
+	err = app.RunDispatcher(ctx, cfg, []string{exe, "dbmanager"}, e.stderr)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	log.Info("dev stack stopped")
+	return err
+}

@@ -1,0 +1,157 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Sentinel errors. Callers branch on them with errors.Is.
+var (
+	// ErrInvalid marks bad input: a malformed request, bad args, a bad
+	// model id. The message says what was wrong.
+	ErrInvalid = errors.New("invalid")
+	// ErrNotFound marks a model, version or request that does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict marks a create of something that exists already, or a
+	// write that would overwrite an immutable object with other content.
+	ErrConflict = errors.New("conflict")
+	// ErrStaleEpoch marks a write by a db-manager whose writer lease epoch
+	// is older than the one recorded for the model: another writer took
+	// over, and the caller must stop writing.
+	ErrStaleEpoch = errors.New("stale writer epoch")
+)
+
+// MaxIDLen is the longest model id: a DNS label (RFC 1123) is at most 63
+// characters.
+const MaxIDLen = 63
+
+var idPattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// ValidateID reports whether id is a valid model id: a DNS label
+// (RFC 1123), `[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?`, which is at once a valid
+// NATS subject token, S3 key part and Kubernetes name. The error wraps
+// ErrInvalid and says what to do.
+func ValidateID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: model id is empty: use lower-case letters, digits and '-'", ErrInvalid)
+	}
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%w: model id %.20q… is %d characters long: at most %d are allowed", ErrInvalid, id, len(id), MaxIDLen)
+	}
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("%w: model id %q is not a DNS label: use lower-case letters a-z, digits and '-', starting and ending with a letter or digit", ErrInvalid, id)
+	}
+	return nil
+}
+
+// MaxRequestBytes is the largest encoded request (1 MiB, the NATS default
+// max_payload). Larger data is staged in the object store and referenced
+// by a payload URI.
+const MaxRequestBytes = 1 << 20
+
+// Request is one function call submitted to a model. It travels as JSON on
+// subject teatree.req.<model> with header Nats-Msg-Id set to ID.
+type Request struct {
+	// ID is chosen by the client (a UUIDv7 by default) so that a retry is
+	// the same request: JetStream drops a duplicate within the dedupe
+	// window and the db-manager skips an id it has applied already.
+	ID string `json:"request_id"`
+	// Model is the model id; it must match the subject's last token.
+	Model string `json:"model"`
+	// Function is the name of one of the functions in package functions.
+	Function string `json:"function"`
+	// Args are the function's arguments, a JSON object whose shape the
+	// function's schema documents.
+	Args json.RawMessage `json:"args"`
+	// Submitted is the client's clock at submit time (informational).
+	Submitted time.Time `json:"submitted,omitzero"`
+}
+
+// MaxRequestIDLen is the longest accepted request id.
+const MaxRequestIDLen = 128
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]+$`)
+
+// ValidateRequestID reports whether id can serve as a request id: 1 to 128
+// characters of letters, digits, '.', '_', ':' and '-'.
+func ValidateRequestID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: request_id is empty", ErrInvalid)
+	}
+	if len(id) > MaxRequestIDLen {
+		return fmt.Errorf("%w: request_id is %d characters long: at most %d are allowed", ErrInvalid, len(id), MaxRequestIDLen)
+	}
+	if !requestIDPattern.MatchString(id) {
+		return fmt.Errorf("%w: request_id %q may hold only letters, digits, '.', '_', ':' and '-'", ErrInvalid, id)
+	}
+	return nil
+}
+
+// DecodeRequest decodes and checks the envelope of a request: size, JSON
+// shape, request id, model id, a function name and args that are a JSON
+// object. It does not check the args against the function; see
+// functions.Validate. Errors wrap ErrInvalid.
+func DecodeRequest(data []byte) (Request, error) {
+	var r Request
+	if len(data) > MaxRequestBytes {
+		return r, fmt.Errorf("%w: request is %d bytes: at most %d are allowed; stage large data with 'teactl append' instead", ErrInvalid, len(data), MaxRequestBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return Request{}, fmt.Errorf("%w: request is not a JSON object of the form {\"request_id\",\"model\",\"function\",\"args\"}: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return Request{}, fmt.Errorf("%w: request has data after its JSON object", ErrInvalid)
+	}
+	if err := ValidateRequestID(r.ID); err != nil {
+		return Request{}, err
+	}
+	if err := ValidateID(r.Model); err != nil {
+		return Request{}, err
+	}
+	if r.Function == "" {
+		return Request{}, fmt.Errorf("%w: request %s names no function: see 'teactl functions'", ErrInvalid, r.ID)
+	}
+	if a := bytes.TrimSpace(r.Args); len(a) == 0 || a[0] != '{' {
+		return Request{}, fmt.Errorf("%w: request %s: args must be a JSON object", ErrInvalid, r.ID)
+	}
+	return r, nil
+}
+
+// Status is the state of a request.
+type Status string
+
+// Request statuses. Applied, failed and rejected are final.
+const (
+	StatusQueued   Status = "queued"   // durably in the request stream
+	StatusApplied  Status = "applied"  // applied; part of the named version
+	StatusFailed   Status = "failed"   // the function returned an error; nothing of it was written
+	StatusRejected Status = "rejected" // invalid before it reached the db-manager
+)
+
+// Final reports whether s is a final status.
+func (s Status) Final() bool {
+	return s == StatusApplied || s == StatusFailed || s == StatusRejected
+}
+
+// Notification announces the outcome of one request on subject
+// teatree.notify.<model>. For applied requests Version is the first version
+// that contains the request's effect; for failed requests it is the version
+// that recorded the failure; rejected requests have Version 0.
+type Notification struct {
+	RequestID string    `json:"request_id"`
+	Model     string    `json:"model"`
+	Function  string    `json:"function"`
+	Status    Status    `json:"status"`
+	Version   int64     `json:"version"`
+	Error     string    `json:"error,omitempty"`
+	Seq       uint64    `json:"stream_seq,omitempty"` // sequence in TEATREE_REQUESTS
+	Queued    time.Time `json:"queued,omitzero"`      // when the stream stored the request
+	Applied   time.Time `json:"applied,omitzero"`     // when the DuckDB transaction committed
+	Published time.Time `json:"published,omitzero"`   // when the version was published
+}

@@ -1,0 +1,115 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/teatree/teatree/internal/natsembed"
+	"github.com/teatree/teatree/model"
+)
+
+func setup(t *testing.T, cfg Config) jetstream.JetStream {
+	t.Helper()
+	nc, js, err := Connect(natsembed.StartTest(t), "queue-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if err := EnsureStreams(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func TestEnsureStreamsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	js := setup(t, Config{})
+	if err := EnsureStreams(ctx, js, Config{MaxAge: time.Hour}); err != nil {
+		t.Fatalf("second EnsureStreams: %v", err)
+	}
+	s, err := js.Stream(ctx, RequestStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge != time.Hour || info.Config.Retention != jetstream.LimitsPolicy || info.Config.Duplicates != 10*time.Minute {
+		t.Errorf("request stream config = age %s retention %s dupes %s", info.Config.MaxAge, info.Config.Retention, info.Config.Duplicates)
+	}
+}
+
+func TestPublishDedupesByRequestID(t *testing.T) {
+	ctx := context.Background()
+	js := setup(t, Config{})
+	r := model.Request{ID: "r1", Model: "m", Function: "append", Args: json.RawMessage(`{}`)}
+	a1, err := Publish(ctx, js, r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := Publish(ctx, js, r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.Duplicate || !a2.Duplicate || a1.Sequence != a2.Sequence {
+		t.Errorf("acks = %+v, %+v; want the retry flagged duplicate with the same sequence", a1, a2)
+	}
+	last, err := LastSeq(ctx, js, RequestStream, RequestSubject("m"))
+	if err != nil || last != a1.Sequence {
+		t.Errorf("LastSeq = %d, %v; want %d", last, err, a1.Sequence)
+	}
+}
+
+func TestLease(t *testing.T) {
+	ctx := context.Background()
+	js := setup(t, Config{LeaseTTL: 2 * time.Second})
+	l1, err := AcquireLease(ctx, js, "m", "one", 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second holder waits.
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = AcquireLease(wctx, js, "m", "two", 50*time.Millisecond)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second AcquireLease = %v, want it to wait until its context ends", err)
+	}
+	if err := l1.Renew(ctx); err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	if err := l1.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := AcquireLease(ctx, js, "m", "two", 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.Epoch() <= l1.Epoch() {
+		t.Errorf("epochs %d then %d: a newer holder must have a larger epoch", l1.Epoch(), l2.Epoch())
+	}
+	// The old holder cannot renew: it must stop writing.
+	if err := l1.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("stale renew = %v, want ErrLeaseLost", err)
+	}
+	// A holder that stops renewing loses the lease after the TTL.
+	l3start := time.Now()
+	l3, err := AcquireLease(ctx, js, "m", "three", 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(l3start); waited < time.Second {
+		t.Errorf("took over a live lease after %s", waited)
+	}
+	if l3.Epoch() <= l2.Epoch() {
+		t.Errorf("epoch %d after %d", l3.Epoch(), l2.Epoch())
+	}
+	if err := l2.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("expired holder renew = %v, want ErrLeaseLost", err)
+	}
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# make demo: the main job on real data, on the embedded default stack.
+# Builds the binaries, fetches flights-3m.parquet, starts `teactl dev` in a
+# temporary directory and, as a user would with teactl: creates model
+# `flights`, appends the 3 M flights, refreshes `monthly_delays`, appends
+# corrections and deletes one origin airport, shows the versions, pulls the
+# latest snapshot and prints the ten worst months from the snapshot and from
+# the Parquet archive. Prints how long each step took; leaves nothing running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-bin}
+TEACTL=$BIN/teactl
+DELETED_ORIGIN=${DELETED_ORIGIN:-ORD}
+
+step_start=0
+step() { step_start=$EPOCHREALTIME; printf '\n\033[1m== %s\033[0m\n' "$*"; }
+took() { awk -v a="$step_start" -v b="$EPOCHREALTIME" 'BEGIN { printf "   (%.2f s)\n", b - a }'; }
+
+step "build"
+make -s build
+took
+
+step "fetch the data (vega-datasets@3.2.1, data/flights-3m.parquet)"
+DATA=$(scripts/fetch-flights.sh)
+ls -l "$DATA"
+took
+
+DIR=$(mktemp -d -t teatree-demo-XXXXXX)
+LOG=$DIR/dev.log
+cleanup() {
+  if [ -n "${DEV_PID:-}" ] && kill -0 "$DEV_PID" 2>/dev/null; then
+    kill -INT "$DEV_PID"
+    wait "$DEV_PID" || true
+  fi
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+step "start the stack: teactl dev --dir $DIR"
+"$TEACTL" dev --dir "$DIR" --nats-port 0 --duckdb-memory-limit 2GB >"$LOG" 2>&1 &
+DEV_PID=$!
+for _ in $(seq 1 600); do
+  [ -f "$DIR/env" ] && break
+  kill -0 "$DEV_PID" 2>/dev/null || { cat "$LOG"; exit 1; }
+  sleep 0.1
+done
+# shellcheck disable=SC1091
+. "$DIR/env"
+took
+
+step "1. create model flights"
+"$TEACTL" model create flights
+took
+
+step "2. append flights-3m.parquet (staged in the object store, applied, published)"
+"$TEACTL" append flights flights "$DATA" --wait
+took
+
+# One line, no double quotes: it goes into a JSON string as it is.
+MONTHLY="SELECT date_trunc('month', date)::DATE AS month, origin, count(*) AS flights, avg(delay) AS avg_delay, quantile_cont(delay, 0.95) AS p95_delay, avg(CASE WHEN delay > 15 THEN 1.0 ELSE 0.0 END) AS late_share, avg(distance) AS avg_distance FROM flights GROUP BY ALL ORDER BY month, origin"
+refresh_args="{\"table\":\"monthly_delays\",\"query\":\"$MONTHLY\"}"
+
+step "3. refresh monthly_delays (per month and origin: flights, avg and p95 delay, share > 15 min late, avg distance)"
+"$TEACTL" submit flights refresh --args "$refresh_args" --wait
+took
+
+step "4. corrections as inline rows, then delete origin $DELETED_ORIGIN, then refresh again"
+cat >"$DIR/corrections.ndjson" <<ROWS
+{"date":"2001-01-01 06:00:00","delay":12,"distance":328,"origin":"SFO","destination":"LAX"}
+{"date":"2001-01-01 07:30:00","delay":-4,"distance":1846,"origin":"JFK","destination":"SFO"}
+{"date":"2001-01-02 09:15:00","delay":95,"distance":733,"origin":"ATL","destination":"ORD"}
+ROWS
+"$TEACTL" submit flights append --args '{"table":"flights"}' --rows "$DIR/corrections.ndjson" --wait
+"$TEACTL" submit flights delete --args "{\"table\":\"flights\",\"where\":[{\"column\":\"origin\",\"op\":\"=\",\"value\":\"$DELETED_ORIGIN\"}]}" --wait
+"$TEACTL" submit flights refresh --args "$refresh_args" --wait
+took
+
+step "5. versions"
+"$TEACTL" versions flights
+took
+
+step "   pull the latest snapshot (verified sha256 and row counts)"
+SNAP=$("$TEACTL" pull flights -o "$DIR/flights.duckdb")
+echo "$SNAP  (open it with: duckdb -readonly $SNAP)"
+took
+
+TOP10="SELECT month, sum(flights) AS flights, round(sum(flights * avg_delay) / sum(flights), 2) AS avg_delay
+FROM monthly_delays GROUP BY month ORDER BY avg_delay DESC, month LIMIT 10"
+step "   the ten worst months by average delay, from the snapshot"
+"$TEACTL" query flights "$TOP10"
+took
+
+step "   the same from the Parquet archive of monthly_delays"
+"$TEACTL" query flights "$TOP10" --source parquet
+took
+
+step "6. stop the stack"
+kill -INT "$DEV_PID"
+wait "$DEV_PID" || true
+DEV_PID=
+took
+echo
+echo "demo done"

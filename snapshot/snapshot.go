@@ -1,0 +1,281 @@
+// Package snapshot makes and describes the immutable versions of a model:
+// a read-only DuckDB snapshot file taken between transactions, one Parquet
+// file per table, and the manifest that lists them, with the object-store
+// keys they are published under:
+//
+//	models/<model>/versions/<N>/<model>.duckdb   the snapshot
+//	models/<model>/versions/<N>/manifest.json    the manifest
+//	models/<model>/tables/<table>/<sha256>.parquet  the Parquet archive (content-addressed)
+//
+// A snapshot is written with DuckDB's COPY FROM DATABASE into a freshly
+// attached file inside one read transaction, so it is consistent (snapshot
+// isolation) while the writer goes on committing, compact (no free blocks)
+// and has no WAL once detached.
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/teatree/teatree/duck"
+)
+
+// SnapshotKey is the object key of version v's snapshot file.
+func SnapshotKey(m string, v int64) string {
+	return "models/" + m + "/versions/" + strconv.FormatInt(v, 10) + "/" + m + ".duckdb"
+}
+
+// ManifestKey is the object key of version v's manifest.
+func ManifestKey(m string, v int64) string {
+	return "models/" + m + "/versions/" + strconv.FormatInt(v, 10) + "/manifest.json"
+}
+
+// ParquetKey is the content-addressed object key of a table's Parquet file.
+func ParquetKey(m, table, sha string) string {
+	return "models/" + m + "/tables/" + table + "/" + sha + ".parquet"
+}
+
+// Manifest describes one published version. It is stored as manifest.json
+// next to the snapshot.
+type Manifest struct {
+	Model        string    `json:"model"`
+	Version      int64     `json:"version"`
+	Created      time.Time `json:"created"`
+	Epoch        int64     `json:"epoch"`     // writer lease epoch of the publisher
+	FirstSeq     uint64    `json:"first_seq"` // TEATREE_REQUESTS sequences covered, inclusive
+	LastSeq      uint64    `json:"last_seq"`
+	RequestCount int       `json:"request_count"`
+	Snapshot     File      `json:"snapshot"`
+	Tables       []Table   `json:"tables"`
+}
+
+// File is an object with its size in bytes and sha256 (hex).
+type File struct {
+	Key    string `json:"key"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// Table describes one table of a version.
+type Table struct {
+	Name    string   `json:"name"`
+	Rows    int64    `json:"rows"`
+	Columns []Column `json:"columns"`
+	Parquet File     `json:"parquet"`
+}
+
+// Column is a column name and its DuckDB type.
+type Column struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Info is what Take found in the snapshot it wrote.
+type Info struct {
+	Path   string
+	Bytes  int64
+	SHA256 string
+	Tables []Table // user tables (schema main) with rows and columns; Parquet empty
+}
+
+// Take writes a consistent snapshot of the database conn is connected to
+// into the new file path (which must not exist, in a directory DuckDB may
+// write to). Inside the read transaction, before anything is copied, it
+// calls inTx so the caller can read its own bookkeeping from the same
+// snapshot. The file is fsynced before Take returns. On error no file is
+// left at path.
+func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Context, *sql.Conn) error) (info Info, err error) {
+	var src string
+	if err := conn.QueryRowContext(ctx, "SELECT current_database()").Scan(&src); err != nil {
+		return info, fmt.Errorf("snapshot: current database: %w", err)
+	}
+	os.Remove(path)
+	os.Remove(path + ".wal")
+	if _, err := conn.ExecContext(ctx, "ATTACH "+duck.Literal(path)+" AS teatree_snapshot"); err != nil {
+		return info, fmt.Errorf("snapshot: attach %s: %w", path, err)
+	}
+	attached := true
+	defer func() {
+		if attached {
+			conn.ExecContext(context.WithoutCancel(ctx), "DETACH teatree_snapshot")
+		}
+		if err != nil {
+			os.Remove(path)
+			os.Remove(path + ".wal")
+		}
+	}()
+	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
+		return info, fmt.Errorf("snapshot: begin: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	// DuckDB starts a database's transaction lazily, at its first read:
+	// inTx must read from the source database to pin the snapshot.
+	if err := inTx(ctx, conn); err != nil {
+		return info, err
+	}
+	tables, err := describe(ctx, conn, src)
+	if err != nil {
+		return info, err
+	}
+	if _, err := conn.ExecContext(ctx, "COPY FROM DATABASE "+duck.Ident(src)+" TO teatree_snapshot"); err != nil {
+		return info, fmt.Errorf("snapshot: copy database: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return info, fmt.Errorf("snapshot: commit: %w", err)
+	}
+	committed = true
+	if _, err := conn.ExecContext(ctx, "DETACH teatree_snapshot"); err != nil {
+		return info, fmt.Errorf("snapshot: detach: %w", err)
+	}
+	attached = false
+	if _, err := os.Stat(path + ".wal"); err == nil {
+		return info, fmt.Errorf("snapshot: %s has a WAL after detach", path)
+	}
+	if err := syncFile(path); err != nil {
+		return info, err
+	}
+	sum, n, err := FileSHA256(path)
+	if err != nil {
+		return info, err
+	}
+	return Info{Path: path, Bytes: n, SHA256: sum, Tables: tables}, nil
+}
+
+// describe lists the user tables of database db (schema main) with their
+// row counts and columns, in the current transaction.
+func describe(ctx context.Context, conn *sql.Conn, db string) ([]Table, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT table_name, estimated_size FROM duckdb_tables()
+		WHERE database_name = ? AND schema_name = 'main' AND NOT temporary ORDER BY table_name`, db)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: list tables: %w", err)
+	}
+	var tables []Table
+	for rows.Next() {
+		var t Table
+		var est int64
+		if err := rows.Scan(&t.Name, &est); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("snapshot: list tables: %w", err)
+		}
+		tables = append(tables, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot: list tables: %w", err)
+	}
+	for i := range tables {
+		t := &tables[i]
+		q := "SELECT count(*) FROM " + duck.Ident(db) + ".main." + duck.Ident(t.Name)
+		if err := conn.QueryRowContext(ctx, q).Scan(&t.Rows); err != nil {
+			return nil, fmt.Errorf("snapshot: count %s: %w", t.Name, err)
+		}
+		cols, err := conn.QueryContext(ctx, `SELECT column_name, data_type FROM duckdb_columns()
+			WHERE database_name = ? AND schema_name = 'main' AND table_name = ? ORDER BY column_index`, db, t.Name)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot: columns of %s: %w", t.Name, err)
+		}
+		for cols.Next() {
+			var c Column
+			if err := cols.Scan(&c.Name, &c.Type); err != nil {
+				cols.Close()
+				return nil, fmt.Errorf("snapshot: columns of %s: %w", t.Name, err)
+			}
+			t.Columns = append(t.Columns, c)
+		}
+		cols.Close()
+		if err := cols.Err(); err != nil {
+			return nil, fmt.Errorf("snapshot: columns of %s: %w", t.Name, err)
+		}
+	}
+	return tables, nil
+}
+
+// Describe opens the snapshot file at path read-only in a separate DuckDB
+// instance and returns its user tables with row counts and columns: the
+// independent re-read that verifies a snapshot before it is published.
+func Describe(ctx context.Context, path string) ([]Table, error) {
+	db, err := duck.Open(ctx, path, duck.Options{ReadOnly: true, Threads: 1})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: open %s read-only: %w", path, err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: open %s read-only: %w", path, err)
+	}
+	defer conn.Close()
+	var name string
+	if err := conn.QueryRowContext(ctx, "SELECT current_database()").Scan(&name); err != nil {
+		return nil, fmt.Errorf("snapshot: %s: %w", path, err)
+	}
+	return describe(ctx, conn, name)
+}
+
+// ExportParquet writes table from the read-only snapshot db into the
+// Parquet file path (zstd) and returns its sha256 and size.
+func ExportParquet(ctx context.Context, db *sql.DB, table, path string) (File, error) {
+	q := "COPY (SELECT * FROM main." + duck.Ident(table) + ") TO " + duck.Literal(path) + " (FORMAT parquet, COMPRESSION zstd)"
+	if _, err := db.ExecContext(ctx, q); err != nil {
+		return File{}, fmt.Errorf("snapshot: export %s to Parquet: %w", table, err)
+	}
+	if err := syncFile(path); err != nil {
+		return File{}, err
+	}
+	sum, n, err := FileSHA256(path)
+	if err != nil {
+		return File{}, err
+	}
+	return File{Bytes: n, SHA256: sum}, nil
+}
+
+// FileSHA256 returns the sha256 (hex) and size of the file at path.
+func FileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, fmt.Errorf("snapshot: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("snapshot: hash %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot: fsync %s: %w", path, err)
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return fmt.Errorf("snapshot: fsync dir of %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package snapshot
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/teatree/teatree/duck"
+)
+
+func openModel(t *testing.T) (*sql.DB, string) {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := duck.Open(context.Background(), filepath.Join(dir, "m.duckdb"), duck.Options{Threads: 1, AllowedDirs: []string{dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, dir
+}
+
+func TestTakeIsConsistentWhileWriting(t *testing.T) {
+	ctx := context.Background()
+	db, dir := openModel(t)
+	if _, err := db.Exec(`CREATE SCHEMA _teatree; CREATE TABLE _teatree.position(last_seq UBIGINT); INSERT INTO _teatree.position VALUES (7);
+		CREATE TABLE t(id BIGINT PRIMARY KEY, v VARCHAR); INSERT INTO t SELECT range, 'v' || range FROM range(1000)`); err != nil {
+		t.Fatal(err)
+	}
+	reader, _ := db.Conn(ctx)
+	defer reader.Close()
+	writer, _ := db.Conn(ctx)
+	defer writer.Close()
+	var seq uint64
+	info, err := Take(ctx, reader, filepath.Join(dir, "snap.duckdb"), func(ctx context.Context, c *sql.Conn) error {
+		if err := c.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&seq); err != nil {
+			return err
+		}
+		// A commit after the snapshot is pinned must not be in it.
+		_, err := writer.ExecContext(ctx, "INSERT INTO t VALUES (5000, 'late'); UPDATE _teatree.position SET last_seq = 8")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq != 7 {
+		t.Errorf("position read in the snapshot = %d, want 7", seq)
+	}
+	want := []Table{{Name: "t", Rows: 1000, Columns: []Column{{"id", "BIGINT"}, {"v", "VARCHAR"}}}}
+	if diff := cmp.Diff(want, info.Tables); diff != "" {
+		t.Errorf("tables (-want +got):\n%s", diff)
+	}
+	if _, err := os.Stat(info.Path + ".wal"); err == nil {
+		t.Error("snapshot has a WAL")
+	}
+	got, err := Describe(ctx, info.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("re-read snapshot (-want +got):\n%s", diff)
+	}
+	sum, n, err := FileSHA256(info.Path)
+	if err != nil || sum != info.SHA256 || n != info.Bytes {
+		t.Errorf("sha256 %s/%d, Take said %s/%d (%v)", sum, n, info.SHA256, info.Bytes, err)
+	}
+}
+
+func TestTakeLeavesNoFileOnError(t *testing.T) {
+	ctx := context.Background()
+	db, dir := openModel(t)
+	conn, _ := db.Conn(ctx)
+	defer conn.Close()
+	path := filepath.Join(dir, "snap.duckdb")
+	_, err := Take(ctx, conn, path, func(ctx context.Context, c *sql.Conn) error {
+		var n int
+		return c.QueryRowContext(ctx, "SELECT 1 FROM no_such_table").Scan(&n)
+	})
+	if err == nil {
+		t.Fatal("Take succeeded")
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("a file was left at %s after a failed Take", path)
+	}
+}
+
+func TestExportParquetReadsBackWithArrow(t *testing.T) {
+	ctx := context.Background()
+	db, dir := openModel(t)
+	if _, err := db.Exec(`CREATE TABLE t(id BIGINT, v VARCHAR); INSERT INTO t SELECT range, 'v' || range FROM range(2500)`); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "t.parquet")
+	f, err := ExportParquet(ctx, db, "t", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, n, _ := FileSHA256(path); sum != f.SHA256 || n != f.Bytes {
+		t.Errorf("ExportParquet reported %s/%d, file is %s/%d", f.SHA256, f.Bytes, sum, n)
+	}
+	rdr, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdr.Close()
+	fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := fr.ReadTable(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Release()
+	if tbl.NumRows() != 2500 {
+		t.Fatalf("Parquet holds %d rows, want 2500", tbl.NumRows())
+	}
+	// Row for row against the model.
+	tr := array.NewTableReader(tbl, 1000)
+	defer tr.Release()
+	row := 0
+	for tr.Next() {
+		rec := tr.Record()
+		ids := rec.Column(0).(*array.Int64)
+		vs := rec.Column(1).(*array.String)
+		for i := 0; i < int(rec.NumRows()); i++ {
+			var id int64
+			var v string
+			if err := db.QueryRow("SELECT id, v FROM t WHERE id = ?", ids.Value(i)).Scan(&id, &v); err != nil || v != vs.Value(i) {
+				t.Fatalf("row %d: Parquet (%d, %q), model (%d, %q), %v", row, ids.Value(i), vs.Value(i), id, v, err)
+			}
+			row++
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	ctx := context.Background()
+	db, dir := openModel(t)
+	conn, _ := db.Conn(ctx)
+	defer conn.Close()
+	noop := func(ctx context.Context, c *sql.Conn) error {
+		var n int
+		return c.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n)
+	}
+	exec := func(q string) {
+		t.Helper()
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec("CREATE TABLE keep(id INT); INSERT INTO keep VALUES (1),(2); CREATE TABLE gone(id INT); CREATE TABLE t(id INT, v VARCHAR); INSERT INTO t VALUES (1,'a'),(2,'b'),(3,'c')")
+	a, err := Take(ctx, conn, filepath.Join(dir, "a.duckdb"), noop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec("DROP TABLE gone; CREATE TABLE fresh(x INT); INSERT INTO fresh VALUES (9); DELETE FROM t WHERE id = 1; UPDATE t SET v = 'B' WHERE id = 2; INSERT INTO t VALUES (4,'d'); ALTER TABLE t ADD COLUMN w INT")
+	b, err := Take(ctx, conn, filepath.Join(dir, "b.duckdb"), noop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Diff(ctx, a.Path, b.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []TableDiff{
+		{Table: "fresh", Change: "added", RowsAdded: 1, ColumnsAdded: []Column{{"x", "INTEGER"}}},
+		{Table: "gone", Change: "removed", ColumnsRemoved: []Column{{"id", "INTEGER"}}},
+		{Table: "keep", Change: "unchanged"},
+		{Table: "t", Change: "changed", RowsAdded: 2, RowsRemoved: 2, ColumnsAdded: []Column{{"w", "INTEGER"}}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Diff (-want +got):\n%s", diff)
+	}
+}
