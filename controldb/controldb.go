@@ -1,0 +1,511 @@
+// Package controldb is teatree's Postgres control plane: the models, their
+// published versions with the content index of every version, and the log
+// of every request. The schema lives in migrations/ (goose, embedded).
+//
+// Every write of a db-manager carries its writer epoch (the revision of its
+// lease in NATS KV). PublishVersion and ExpireVersions lock the model row
+// and refuse an epoch older than the one recorded by ClaimEpoch, so a
+// db-manager that lost its lease cannot publish after its successor
+// started: the fence DESIGN.md asks for.
+package controldb
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/teatree/teatree/model"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// DefaultRetention is the number of versions kept per model unless the
+// model says otherwise.
+const DefaultRetention = 10
+
+// DB is a connection pool to the control tables. It is safe for concurrent
+// use.
+type DB struct {
+	pool *pgxpool.Pool
+}
+
+// Open connects to the Postgres database at url (a postgres:// URL or a
+// key=value connection string) and checks that it answers.
+func Open(ctx context.Context, url string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("controldb: bad Postgres URL: %w (want postgres://user:pass@host:port/db)", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("controldb: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("controldb: cannot reach Postgres at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	return &DB{pool: pool}, nil
+}
+
+// Close closes the pool.
+func (db *DB) Close() { db.pool.Close() }
+
+// Migrate applies the embedded migrations that are not applied yet. It
+// holds a Postgres advisory lock while it runs, so processes starting at
+// the same time migrate once.
+func (db *DB) Migrate(ctx context.Context) error {
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 60))
+	if err != nil {
+		return fmt.Errorf("controldb: migrate: %w", err)
+	}
+	sqldb := stdlib.OpenDBFromPool(db.pool)
+	defer sqldb.Close()
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, sqldb, fsys, goose.WithSessionLocker(locker))
+	if err != nil {
+		return fmt.Errorf("controldb: migrate: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("controldb: migrate: %w", err)
+	}
+	return nil
+}
+
+// Model is one row of goal_model.
+type Model struct {
+	ID             string    `json:"id"`
+	SizeClass      string    `json:"size_class"` // small, medium, large, xlarge
+	WriterEpoch    int64     `json:"writer_epoch"`
+	CurrentVersion int64     `json:"current_version"`
+	Retention      int       `json:"retention"` // versions kept
+	AllowSQL       bool      `json:"allow_sql"` // the privileged sql function
+	StartSeq       uint64    `json:"start_seq"` // first owned sequence of TEATREE_REQUESTS
+	Created        time.Time `json:"created"`
+	Updated        time.Time `json:"updated"`
+}
+
+// SizeClasses are the valid values of Model.SizeClass, smallest first.
+var SizeClasses = []string{"small", "medium", "large", "xlarge"}
+
+func (m *Model) validate() error {
+	if err := model.ValidateID(m.ID); err != nil {
+		return err
+	}
+	if m.SizeClass == "" {
+		m.SizeClass = SizeClasses[0]
+	}
+	ok := false
+	for _, c := range SizeClasses {
+		ok = ok || c == m.SizeClass
+	}
+	if !ok {
+		return fmt.Errorf("%w: size class %q is unknown: use one of %v", model.ErrInvalid, m.SizeClass, SizeClasses)
+	}
+	if m.Retention == 0 {
+		m.Retention = DefaultRetention
+	}
+	if m.Retention < 1 {
+		return fmt.Errorf("%w: retention %d keeps no version: use 1 or more", model.ErrInvalid, m.Retention)
+	}
+	if m.StartSeq == 0 {
+		m.StartSeq = 1
+	}
+	return nil
+}
+
+const modelColumns = `id, size_class, writer_epoch, current_version, retention, allow_sql, start_seq, created_at, updated_at`
+
+func scanModel(row pgx.Row) (Model, error) {
+	var m Model
+	var start int64
+	err := row.Scan(&m.ID, &m.SizeClass, &m.WriterEpoch, &m.CurrentVersion, &m.Retention, &m.AllowSQL, &start, &m.Created, &m.Updated)
+	m.StartSeq = uint64(start)
+	return m, err
+}
+
+// CreateModel inserts m (defaults: size class small, retention 10, start
+// sequence 1). An existing id is model.ErrConflict.
+func (db *DB) CreateModel(ctx context.Context, m Model) (Model, error) {
+	if err := m.validate(); err != nil {
+		return Model{}, err
+	}
+	row := db.pool.QueryRow(ctx, `INSERT INTO goal_model (id, size_class, retention, allow_sql, start_seq)
+		VALUES ($1, $2, $3, $4, $5) RETURNING `+modelColumns, m.ID, m.SizeClass, m.Retention, m.AllowSQL, int64(m.StartSeq))
+	got, err := scanModel(row)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return Model{}, fmt.Errorf("%w: model %q already exists", model.ErrConflict, m.ID)
+	}
+	if err != nil {
+		return Model{}, fmt.Errorf("controldb: create model %q: %w", m.ID, err)
+	}
+	return got, nil
+}
+
+// GetModel returns model id, or model.ErrNotFound.
+func (db *DB) GetModel(ctx context.Context, id string) (Model, error) {
+	m, err := scanModel(db.pool.QueryRow(ctx, `SELECT `+modelColumns+` FROM goal_model WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Model{}, fmt.Errorf("%w: model %q does not exist: create it with `teactl model create %s`", model.ErrNotFound, id, id)
+	}
+	if err != nil {
+		return Model{}, fmt.Errorf("controldb: get model %q: %w", id, err)
+	}
+	return m, nil
+}
+
+// ListModels returns all models ordered by id.
+func (db *DB) ListModels(ctx context.Context) ([]Model, error) {
+	rows, err := db.pool.Query(ctx, `SELECT `+modelColumns+` FROM goal_model ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("controldb: list models: %w", err)
+	}
+	ms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Model, error) { return scanModel(r) })
+	if err != nil {
+		return nil, fmt.Errorf("controldb: list models: %w", err)
+	}
+	return ms, nil
+}
+
+// UpdateModel changes the settings of model m.ID: size class, retention
+// and allow_sql. Epoch, version and start sequence are not settings and
+// are left alone.
+func (db *DB) UpdateModel(ctx context.Context, m Model) (Model, error) {
+	if err := m.validate(); err != nil {
+		return Model{}, err
+	}
+	got, err := scanModel(db.pool.QueryRow(ctx, `UPDATE goal_model SET size_class = $2, retention = $3, allow_sql = $4, updated_at = now()
+		WHERE id = $1 RETURNING `+modelColumns, m.ID, m.SizeClass, m.Retention, m.AllowSQL))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Model{}, fmt.Errorf("%w: model %q does not exist", model.ErrNotFound, m.ID)
+	}
+	if err != nil {
+		return Model{}, fmt.Errorf("controldb: update model %q: %w", m.ID, err)
+	}
+	return got, nil
+}
+
+// ClaimEpoch records epoch as the writer epoch of model id. It fails with
+// model.ErrStaleEpoch when a newer epoch is recorded already.
+func (db *DB) ClaimEpoch(ctx context.Context, id string, epoch int64) error {
+	var cur int64
+	err := db.pool.QueryRow(ctx, `UPDATE goal_model SET writer_epoch = greatest(writer_epoch, $2), updated_at = now()
+		WHERE id = $1 RETURNING writer_epoch`, id, epoch).Scan(&cur)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: model %q does not exist", model.ErrNotFound, id)
+	}
+	if err != nil {
+		return fmt.Errorf("controldb: claim epoch of %q: %w", id, err)
+	}
+	if cur != epoch {
+		return fmt.Errorf("%w: model %q has writer epoch %d, newer than %d", model.ErrStaleEpoch, id, cur, epoch)
+	}
+	return nil
+}
+
+// lockEpoch locks the row of model id for the transaction and checks that
+// epoch is still its writer epoch; epoch 0 checks nothing.
+func lockEpoch(ctx context.Context, tx pgx.Tx, id string, epoch int64) (Model, error) {
+	m, err := scanModel(tx.QueryRow(ctx, `SELECT `+modelColumns+` FROM goal_model WHERE id = $1 FOR UPDATE`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, fmt.Errorf("%w: model %q does not exist", model.ErrNotFound, id)
+	}
+	if err != nil {
+		return m, err
+	}
+	if epoch > 0 && m.WriterEpoch > epoch {
+		return m, fmt.Errorf("%w: model %q has writer epoch %d, newer than %d", model.ErrStaleEpoch, id, m.WriterEpoch, epoch)
+	}
+	return m, nil
+}
+
+// Table is one row of content_index: a table of a version.
+type Table struct {
+	Name       string          `json:"name"`
+	ParquetURI string          `json:"parquet_uri"` // object key
+	SHA256     string          `json:"sha256"`      // of the Parquet object
+	Rows       int64           `json:"rows"`
+	Bytes      int64           `json:"bytes"`  // of the Parquet object
+	Schema     json.RawMessage `json:"schema"` // column names and types
+}
+
+// Version is one row of model_version with its content index.
+type Version struct {
+	Model        string     `json:"model"`
+	Version      int64      `json:"version"`
+	SnapshotURI  string     `json:"snapshot_uri"` // object key
+	SHA256       string     `json:"sha256"`       // of the snapshot
+	ManifestURI  string     `json:"manifest_uri"` // object key
+	Bytes        int64      `json:"bytes"`        // of the snapshot
+	FirstSeq     uint64     `json:"first_seq"`    // stream sequence range of its requests
+	LastSeq      uint64     `json:"last_seq"`
+	RequestCount int        `json:"request_count"`
+	Epoch        int64      `json:"epoch"`
+	Created      time.Time  `json:"created"`
+	Expired      *time.Time `json:"expired,omitempty"`
+	Tables       []Table    `json:"tables"`
+}
+
+// RequestRecord is one row of request_log.
+type RequestRecord struct {
+	RequestID string       `json:"request_id"`
+	Model     string       `json:"model"`
+	Function  string       `json:"function"`
+	Status    model.Status `json:"status"`
+	Version   int64        `json:"version,omitempty"` // 0 until applied
+	Error     string       `json:"error,omitempty"`
+	StreamSeq uint64       `json:"stream_seq"`
+	Submitted time.Time    `json:"submitted"`
+	Finished  time.Time    `json:"finished,omitzero"`
+}
+
+// PublishVersion records version v with its tables and the final records
+// of its requests in one transaction. The model row is locked and v.Epoch
+// checked (model.ErrStaleEpoch). It is idempotent: recording a version that
+// exists with the same sha256 again succeeds without change, so a
+// db-manager that crashed after the commit can retry; the same number with
+// another sha256 is model.ErrConflict. Versions are contiguous: v.Version
+// must follow the model's current version.
+func (db *DB) PublishVersion(ctx context.Context, v Version, reqs []RequestRecord) error {
+	if v.Epoch <= 0 {
+		return fmt.Errorf("%w: %s version %d carries no writer epoch", model.ErrInvalid, v.Model, v.Version)
+	}
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		m, err := lockEpoch(ctx, tx, v.Model, v.Epoch)
+		if err != nil {
+			return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
+		}
+		var sum string
+		err = tx.QueryRow(ctx, `SELECT sha256 FROM model_version WHERE model = $1 AND version = $2`, v.Model, v.Version).Scan(&sum)
+		switch {
+		case err == nil && sum == v.SHA256:
+			return nil
+		case err == nil:
+			return fmt.Errorf("%w: %s version %d is recorded with sha256 %s, not %s", model.ErrConflict, v.Model, v.Version, sum, v.SHA256)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
+		}
+		if v.Version != m.CurrentVersion+1 {
+			return fmt.Errorf("%w: %s version %d does not follow the current version %d", model.ErrConflict, v.Model, v.Version, m.CurrentVersion)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO model_version (model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			v.Model, v.Version, v.SnapshotURI, v.SHA256, v.ManifestURI, v.Bytes, int64(v.FirstSeq), int64(v.LastSeq), v.RequestCount, v.Epoch, v.Created)
+		if err != nil {
+			return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
+		}
+		for _, t := range v.Tables {
+			_, err = tx.Exec(ctx, `INSERT INTO content_index (model, version, table_name, parquet_uri, sha256, rows, bytes, schema)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, v.Model, v.Version, t.Name, t.ParquetURI, t.SHA256, t.Rows, t.Bytes, string(t.Schema))
+			if err != nil {
+				return fmt.Errorf("controldb: publish %s version %d table %q: %w", v.Model, v.Version, t.Name, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE goal_model SET current_version = $2, updated_at = now() WHERE id = $1`, v.Model, v.Version); err != nil {
+			return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
+		}
+		return recordRequests(ctx, tx, reqs)
+	})
+}
+
+// RecordRequests upserts request records. A final status (applied,
+// failed, rejected) is never replaced by queued, so the dispatcher
+// recording a request late cannot undo its outcome.
+func (db *DB) RecordRequests(ctx context.Context, reqs []RequestRecord) error {
+	if len(reqs) == 0 {
+		return nil
+	}
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return recordRequests(ctx, tx, reqs) })
+}
+
+func recordRequests(ctx context.Context, tx pgx.Tx, reqs []RequestRecord) error {
+	b := &pgx.Batch{}
+	for _, r := range reqs {
+		var version *int64
+		if r.Version > 0 {
+			version = &r.Version
+		}
+		var finished *time.Time
+		if !r.Finished.IsZero() {
+			finished = &r.Finished
+		}
+		submitted := r.Submitted
+		if submitted.IsZero() {
+			submitted = time.Now().UTC()
+		}
+		b.Queue(`INSERT INTO request_log (request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, version = excluded.version, error = excluded.error,
+				finished_at = excluded.finished_at, submitted_at = least(request_log.submitted_at, excluded.submitted_at)
+			WHERE excluded.status <> 'queued' OR request_log.status = 'queued'`,
+			r.RequestID, r.Model, r.Function, string(r.Status), version, r.Error, int64(r.StreamSeq), submitted, finished)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("controldb: record requests: %w", err)
+	}
+	return nil
+}
+
+// GetRequest returns the record of request id, or model.ErrNotFound.
+func (db *DB) GetRequest(ctx context.Context, id string) (RequestRecord, error) {
+	var r RequestRecord
+	var version, seq *int64
+	var status string
+	var finished *time.Time
+	err := db.pool.QueryRow(ctx, `SELECT request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at
+		FROM request_log WHERE request_id = $1`, id).Scan(&r.RequestID, &r.Model, &r.Function, &status, &version, &r.Error, &seq, &r.Submitted, &finished)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, fmt.Errorf("%w: request %q is not recorded (not submitted, or not yet seen by the dispatcher)", model.ErrNotFound, id)
+	}
+	if err != nil {
+		return r, fmt.Errorf("controldb: get request %q: %w", id, err)
+	}
+	r.Status = model.Status(status)
+	if version != nil {
+		r.Version = *version
+	}
+	if seq != nil {
+		r.StreamSeq = uint64(*seq)
+	}
+	if finished != nil {
+		r.Finished = *finished
+	}
+	return r, nil
+}
+
+const versionColumns = `model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, expired_at`
+
+func scanVersion(row pgx.Row) (Version, error) {
+	var v Version
+	var first, last int64
+	err := row.Scan(&v.Model, &v.Version, &v.SnapshotURI, &v.SHA256, &v.ManifestURI, &v.Bytes, &first, &last, &v.RequestCount, &v.Epoch, &v.Created, &v.Expired)
+	v.FirstSeq, v.LastSeq = uint64(first), uint64(last)
+	return v, err
+}
+
+// tables fills in the content index of vs.
+func (db *DB) tables(ctx context.Context, m string, vs []Version) error {
+	if len(vs) == 0 {
+		return nil
+	}
+	idx := map[int64]int{}
+	nums := make([]int64, len(vs))
+	for i, v := range vs {
+		idx[v.Version], nums[i] = i, v.Version
+	}
+	rows, err := db.pool.Query(ctx, `SELECT version, table_name, parquet_uri, sha256, rows, bytes, schema
+		FROM content_index WHERE model = $1 AND version = ANY($2) ORDER BY version, table_name`, m, nums)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n int64
+		var t Table
+		var schema []byte
+		if err := rows.Scan(&n, &t.Name, &t.ParquetURI, &t.SHA256, &t.Rows, &t.Bytes, &schema); err != nil {
+			return err
+		}
+		t.Schema = schema
+		vs[idx[n]].Tables = append(vs[idx[n]].Tables, t)
+	}
+	return rows.Err()
+}
+
+// GetVersion returns version n of model m with its tables; n = 0 means
+// the latest. Expired versions and versions never published are
+// model.ErrNotFound.
+func (db *DB) GetVersion(ctx context.Context, m string, n int64) (Version, error) {
+	q := `SELECT ` + versionColumns + ` FROM model_version WHERE model = $1 AND expired_at IS NULL AND ($2::bigint = 0 OR version = $2::bigint) ORDER BY version DESC LIMIT 1`
+	v, err := scanVersion(db.pool.QueryRow(ctx, q, m, n))
+	if errors.Is(err, pgx.ErrNoRows) {
+		if n == 0 {
+			return v, fmt.Errorf("%w: model %q has no published version yet", model.ErrNotFound, m)
+		}
+		return v, fmt.Errorf("%w: model %q has no version %d (never published, or expired by retention; `teactl versions %s` lists those kept)", model.ErrNotFound, m, n, m)
+	}
+	if err != nil {
+		return v, fmt.Errorf("controldb: get %s version %d: %w", m, n, err)
+	}
+	vs := []Version{v}
+	if err := db.tables(ctx, m, vs); err != nil {
+		return v, fmt.Errorf("controldb: get %s version %d: %w", m, n, err)
+	}
+	return vs[0], nil
+}
+
+// ListVersions returns the versions of model m, oldest first, with their
+// tables; expired ones only when includeExpired.
+func (db *DB) ListVersions(ctx context.Context, m string, includeExpired bool) ([]Version, error) {
+	rows, err := db.pool.Query(ctx, `SELECT `+versionColumns+` FROM model_version WHERE model = $1 AND ($2::boolean OR expired_at IS NULL) ORDER BY version`, m, includeExpired)
+	if err != nil {
+		return nil, fmt.Errorf("controldb: list versions of %q: %w", m, err)
+	}
+	vs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Version, error) { return scanVersion(r) })
+	if err == nil {
+		err = db.tables(ctx, m, vs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controldb: list versions of %q: %w", m, err)
+	}
+	return vs, nil
+}
+
+// ExpireVersions marks all but the newest keep unexpired versions of model
+// m expired and returns them. epoch fences the write like PublishVersion;
+// epoch 0 means the caller is not a writer (teactl gc) and uses the
+// model's current epoch.
+func (db *DB) ExpireVersions(ctx context.Context, m string, keep int, epoch int64) ([]Version, error) {
+	var out []Version
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		mdl, err := lockEpoch(ctx, tx, m, epoch)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `UPDATE model_version SET expired_at = now()
+			WHERE model = $1 AND expired_at IS NULL AND version <= $2::bigint - $3::bigint RETURNING `+versionColumns, m, mdl.CurrentVersion, keep)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Version, error) { return scanVersion(r) })
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controldb: expire versions of %q: %w", m, err)
+	}
+	return out, nil
+}
+
+// LiveParquetURIs returns the Parquet objects referenced by the unexpired
+// versions of model m.
+func (db *DB) LiveParquetURIs(ctx context.Context, m string) (map[string]bool, error) {
+	rows, err := db.pool.Query(ctx, `SELECT DISTINCT c.parquet_uri FROM content_index c
+		JOIN model_version v USING (model, version) WHERE c.model = $1 AND v.expired_at IS NULL`, m)
+	if err != nil {
+		return nil, fmt.Errorf("controldb: live Parquet of %q: %w", m, err)
+	}
+	uris, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("controldb: live Parquet of %q: %w", m, err)
+	}
+	live := make(map[string]bool, len(uris))
+	for _, u := range uris {
+		live[u] = true
+	}
+	return live, nil
+}

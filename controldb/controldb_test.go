@@ -1,0 +1,199 @@
+package controldb_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/internal/pgtest"
+	"github.com/teatree/teatree/model"
+)
+
+func open(t *testing.T) *controldb.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := controldb.Open(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func sha(c byte) string { return strings.Repeat(string(c), 64) }
+
+func version(m string, n, epoch int64, tables ...controldb.Table) controldb.Version {
+	return controldb.Version{Model: m, Version: n, SnapshotURI: "s", SHA256: sha('a' + byte(n%6)), ManifestURI: "m", Bytes: 10,
+		FirstSeq: uint64(n), LastSeq: uint64(n), RequestCount: 1, Epoch: epoch, Created: time.Now(), Tables: tables}
+}
+
+func TestMigrateConcurrentlyAndTwice(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() {
+			db, err := controldb.Open(ctx, url)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer db.Close()
+			errs[i] = db.Migrate(ctx)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestModels(t *testing.T) {
+	db, ctx := open(t), context.Background()
+	m, err := db.CreateModel(ctx, controldb.Model{ID: "shop", StartSeq: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.SizeClass != "small" || m.Retention != controldb.DefaultRetention || m.StartSeq != 7 {
+		t.Fatalf("defaults: %+v", m)
+	}
+	if _, err := db.CreateModel(ctx, controldb.Model{ID: "shop"}); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	for _, bad := range []controldb.Model{{ID: "Bad_Id"}, {ID: "x", SizeClass: "huge"}, {ID: "y", Retention: -1}} {
+		if _, err := db.CreateModel(ctx, bad); !errors.Is(err, model.ErrInvalid) {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+	if _, err := db.GetModel(ctx, "nope"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("missing: %v", err)
+	}
+	m.SizeClass, m.Retention = "large", 3
+	if m, err = db.UpdateModel(ctx, m); err != nil || m.SizeClass != "large" || m.Retention != 3 {
+		t.Fatalf("update: %+v %v", m, err)
+	}
+	ms, err := db.ListModels(ctx)
+	if err != nil || len(ms) != 1 || ms[0].ID != "shop" {
+		t.Fatalf("list: %+v %v", ms, err)
+	}
+}
+
+func TestEpochFencesPublish(t *testing.T) {
+	db, ctx := open(t), context.Background()
+	if _, err := db.CreateModel(ctx, controldb.Model{ID: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ClaimEpoch(ctx, "m", 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ClaimEpoch(ctx, "m", 4); !errors.Is(err, model.ErrStaleEpoch) {
+		t.Fatalf("older epoch claimed: %v", err)
+	}
+	if err := db.PublishVersion(ctx, version("m", 1, 4), nil); !errors.Is(err, model.ErrStaleEpoch) {
+		t.Fatalf("stale publish: %v", err)
+	}
+	if err := db.PublishVersion(ctx, version("m", 2, 5), nil); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("gap: %v", err)
+	}
+	if _, err := db.GetVersion(ctx, "m", 0); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("nothing published: %v", err)
+	}
+}
+
+func TestPublishIsIdempotentAndKeepsFinalStatus(t *testing.T) {
+	db, ctx := open(t), context.Background()
+	if _, err := db.CreateModel(ctx, controldb.Model{ID: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ClaimEpoch(ctx, "m", 1); err != nil {
+		t.Fatal(err)
+	}
+	queued := controldb.RequestRecord{RequestID: "r1", Model: "m", Function: "append", Status: model.StatusQueued, StreamSeq: 3, Submitted: time.Now()}
+	if err := db.RecordRequests(ctx, []controldb.RequestRecord{queued}); err != nil {
+		t.Fatal(err)
+	}
+	applied := queued
+	applied.Status, applied.Version, applied.Finished = model.StatusApplied, 1, time.Now()
+	tbl := controldb.Table{Name: "t", ParquetURI: "p1", SHA256: sha('f'), Rows: 3, Bytes: 100, Schema: []byte(`[{"name":"a","type":"BIGINT"}]`)}
+	v := version("m", 1, 1, tbl)
+	for range 2 {
+		if err := db.PublishVersion(ctx, v, []controldb.RequestRecord{applied}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := v
+	other.SHA256 = sha('0')
+	if err := db.PublishVersion(ctx, other, nil); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("same number, other content: %v", err)
+	}
+	// The dispatcher recording the request late does not undo its outcome.
+	if err := db.RecordRequests(ctx, []controldb.RequestRecord{queued}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := db.GetRequest(ctx, "r1")
+	if err != nil || r.Status != model.StatusApplied || r.Version != 1 || r.StreamSeq != 3 {
+		t.Fatalf("request: %+v %v", r, err)
+	}
+	got, err := db.GetVersion(ctx, "m", 0)
+	if err != nil || got.Version != 1 || len(got.Tables) != 1 || got.Tables[0].Rows != 3 || got.Tables[0].ParquetURI != "p1" {
+		t.Fatalf("version: %+v %v", got, err)
+	}
+	if m, _ := db.GetModel(ctx, "m"); m.CurrentVersion != 1 {
+		t.Fatalf("current version %d", m.CurrentVersion)
+	}
+}
+
+func TestExpireVersions(t *testing.T) {
+	db, ctx := open(t), context.Background()
+	if _, err := db.CreateModel(ctx, controldb.Model{ID: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ClaimEpoch(ctx, "m", 2); err != nil {
+		t.Fatal(err)
+	}
+	shared := controldb.Table{Name: "dim", ParquetURI: "dim-1", SHA256: sha('d'), Schema: []byte(`[]`)}
+	for n := int64(1); n <= 5; n++ {
+		fact := controldb.Table{Name: "fact", ParquetURI: "fact-" + string(rune('0'+n)), SHA256: sha('e'), Schema: []byte(`[]`)}
+		if err := db.PublishVersion(ctx, version("m", n, 2, shared, fact), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.ExpireVersions(ctx, "m", 2, 1); !errors.Is(err, model.ErrStaleEpoch) {
+		t.Fatalf("stale expire: %v", err)
+	}
+	expired, err := db.ExpireVersions(ctx, "m", 2, 2)
+	if err != nil || len(expired) != 3 {
+		t.Fatalf("expired %d: %v", len(expired), err)
+	}
+	vs, err := db.ListVersions(ctx, "m", false)
+	if err != nil || len(vs) != 2 || vs[0].Version != 4 || vs[1].Version != 5 {
+		t.Fatalf("retained: %+v %v", vs, err)
+	}
+	all, _ := db.ListVersions(ctx, "m", true)
+	if len(all) != 5 || all[0].Expired == nil {
+		t.Fatalf("all: %d", len(all))
+	}
+	if _, err := db.GetVersion(ctx, "m", 1); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("expired version found: %v", err)
+	}
+	live, err := db.LiveParquetURIs(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"dim-1": true, "fact-4": true, "fact-5": true}
+	if len(live) != len(want) || !live["dim-1"] || !live["fact-4"] || !live["fact-5"] {
+		t.Fatalf("live: %v", live)
+	}
+	// gc from outside a writer (epoch 0) is not fenced.
+	if _, err := db.ExpireVersions(ctx, "m", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+}
