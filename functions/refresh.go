@@ -59,22 +59,41 @@ func (f refresh) parse(args json.RawMessage) (*refreshArgs, error) {
 	if err := checkTable(fn, a.Table); err != nil {
 		return nil, err
 	}
-	if err := checkQueryText(fn, "query", a.Query); err != nil {
-		return nil, err
-	}
-	node, err := parseSelect(fn, a.Query)
+	node, err := selectNode(fn, a.Query)
 	if err != nil {
 		return nil, err
-	}
-	switch t, _ := node["type"].(string); t {
-	case "SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE":
-	default:
-		return nil, invalid(fn, "query is a %s, not a SELECT", t)
 	}
 	if err := checkSelectTree(fn, node); err != nil {
 		return nil, err
 	}
 	return &a, nil
+}
+
+// selectNode checks that query is exactly one SELECT statement (SELECT,
+// FROM, WITH, VALUES or a set operation of them) and returns its AST.
+func selectNode(fn, query string) (map[string]any, error) {
+	if err := checkQueryText(fn, "query", query); err != nil {
+		return nil, err
+	}
+	node, err := parseSelect(fn, query)
+	if err != nil {
+		return nil, err
+	}
+	switch t, _ := node["type"].(string); t {
+	case "SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE":
+		return node, nil
+	default:
+		return nil, invalid(fn, "query is a %s, not a SELECT", t)
+	}
+}
+
+// ValidateSelect checks that query is exactly one SELECT statement, as
+// `teactl query` requires; the error wraps model.ErrInvalid. Unlike a
+// refresh, a read query may use table functions: it runs on a read-only
+// snapshot with external access disabled.
+func ValidateSelect(query string) error {
+	_, err := selectNode("query", query)
+	return err
 }
 
 // checkQueryText checks SQL text before DuckDB parses it.
