@@ -16,7 +16,7 @@ func TestDevStackKeepsDataAcrossRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole stack")
 	}
-	dir := t.TempDir()
+	dir := stackDir(t)
 	d := startDev(t, dir)
 
 	d.must(t, "model", "create", "shop")
@@ -96,7 +96,7 @@ func decodeNotification(t *testing.T, out string) notification {
 func modelVersion(t *testing.T, d *devStack) int64 {
 	t.Helper()
 	var m struct {
-		CurrentVersion int64
+		CurrentVersion int64 `json:"current_version"`
 	}
 	if err := json.Unmarshal([]byte(d.must(t, "model", "show", "shop", "--json")), &m); err != nil {
 		t.Fatal(err)

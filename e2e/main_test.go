@@ -152,3 +152,19 @@ func (d *devStack) must(t *testing.T, args ...string) string {
 	}
 	return out
 }
+
+// stackDir returns a new directory for a stack's data that other users
+// can enter: PostgreSQL runs as the postgres user when the tests run as
+// root, and t.TempDir's parents are private.
+func stackDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "teatree-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}

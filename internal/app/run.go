@@ -63,6 +63,9 @@ type DispatcherConfig struct {
 	MemoryLimit string // passed to local db-managers
 	Command     string // db-manager command line (local mode)
 	Migrate     bool   // migrate the control tables at start
+	// Ready, when set, is called once the streams exist and the control
+	// tables are migrated, before dispatching starts.
+	Ready func() error
 }
 
 // RegisterFlags registers the dispatcher's flags.
@@ -131,6 +134,11 @@ func RunDispatcher(ctx context.Context, cfg DispatcherConfig, command []string, 
 	}
 	if cfg.Migrate {
 		if err := deps.Ctl.Migrate(ctx); err != nil {
+			return err
+		}
+	}
+	if cfg.Ready != nil {
+		if err := cfg.Ready(); err != nil {
 			return err
 		}
 	}

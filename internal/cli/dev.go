@@ -119,10 +119,14 @@ func (e *env) dev(ctx context.Context, o devOpts) error {
 		}
 		fmt.Fprintf(&b, "export %s='%s'\n", k, strings.ReplaceAll(v, "'", `'\''`))
 	}
-	if err := os.WriteFile(envFile, []byte(b.String()), 0o644); err != nil {
-		return err
+	// DIR/env appears once the stack accepts commands.
+	cfg.Ready = func() error {
+		if err := os.WriteFile(envFile, []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "teatree dev stack running; point teactl at it with:\n\n  . %s\n\n%s\nCtrl-C stops it.\n", envFile, b.String())
+		return nil
 	}
-	fmt.Fprintf(e.stdout, "teatree dev stack running; point teactl at it with:\n\n  . %s\n\n%s\nCtrl-C stops it.\n", envFile, b.String())
 	err = app.RunDispatcher(ctx, cfg, []string{exe, "dbmanager"}, e.stderr)
 	if errors.Is(err, context.Canceled) {
 		err = nil
