@@ -27,6 +27,7 @@ ls -l "$DATA"
 took
 
 DIR=$(mktemp -d -t teatree-demo-XXXXXX)
+chmod 755 "$DIR" # PostgreSQL runs as the postgres user when the demo runs as root
 LOG=$DIR/dev.log
 cleanup() {
   if [ -n "${DEV_PID:-}" ] && kill -0 "$DEV_PID" 2>/dev/null; then
@@ -85,9 +86,12 @@ SNAP=$("$TEACTL" pull flights -o "$DIR/flights.duckdb")
 echo "$SNAP  (open it with: duckdb -readonly $SNAP)"
 took
 
-TOP10="SELECT month, sum(flights) AS flights, round(sum(flights * avg_delay) / sum(flights), 2) AS avg_delay
-FROM monthly_delays GROUP BY month ORDER BY avg_delay DESC, month LIMIT 10"
-step "   the ten worst months by average delay, from the snapshot"
+# The data covers January to June 2001 (and six flights of July 1st), so
+# the ten worst months are months of one origin airport, among those with
+# at least 1000 flights.
+TOP10="SELECT month, origin, flights, round(avg_delay, 2) AS avg_delay, p95_delay, round(100 * late_share, 1) AS pct_late_15
+FROM monthly_delays WHERE flights >= 1000 ORDER BY avg_delay DESC, month, origin LIMIT 10"
+step "   the ten worst months (of an origin airport) by average delay, from the snapshot"
 "$TEACTL" query flights "$TOP10"
 took
 

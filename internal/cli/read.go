@@ -246,7 +246,9 @@ func queryCmd(e *env) *cobra.Command {
 			defer db.Close()
 			rows, err := db.QueryContext(cmd.Context(), args[1])
 			if err != nil {
-				return fmt.Errorf("%w: %v", model.ErrInvalid, err)
+				// DuckDB's message ends with the query and a caret line.
+				msg, _, _ := strings.Cut(err.Error(), "\n")
+				return fmt.Errorf("%w: %s", model.ErrInvalid, msg)
 			}
 			defer rows.Close()
 			return writeRows(e.stdout, rows, format)
@@ -379,6 +381,9 @@ func text(v any) string {
 	case []byte:
 		return string(x)
 	case time.Time:
+		if x.Equal(x.Truncate(24 * time.Hour)) { // a DATE
+			return x.Format(time.DateOnly)
+		}
 		return x.Format(time.RFC3339Nano)
 	case float64:
 		return strconv.FormatFloat(x, 'g', -1, 64)
