@@ -22,7 +22,7 @@ fmt: ## gofmt check
 minio: ## build and cache the pinned MinIO used by the S3 tests
 	scripts/minio.sh
 
-test: fmt vet ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO)
+test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
 	$(GO) test -race -timeout 20m $(TESTFLAGS) ./...
 
 demo: ## the main job on real data: 3 M flights through teactl dev (a few minutes)
