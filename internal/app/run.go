@@ -80,6 +80,7 @@ func (c *DispatcherConfig) RegisterFlags(s *envflag.Set) {
 	s.Duration(&c.Streams.MaxAge, "request-max-age", "TEATREE_REQUEST_MAX_AGE", 7*24*time.Hour, "how long the request log keeps requests")
 	s.Duration(&c.Streams.Duplicates, "dedupe-window", "TEATREE_DEDUPE_WINDOW", 10*time.Minute, "JetStream duplicate window for request ids")
 	s.Int(&c.Streams.Replicas, "replicas", "TEATREE_STREAM_REPLICAS", 1, "stream replicas (3 on a NATS cluster)")
+	s.Duration(&c.Streams.LeaseTTL, "lease-ttl", "TEATREE_LEASE_TTL", 15*time.Second, "writer lease TTL: a db-manager that cannot renew within it stops writing")
 }
 
 // ChildEnv is the environment of the local db-managers.
