@@ -5,7 +5,7 @@ BIN     ?= bin
 TESTFLAGS ?=
 export TEATREE_MINIO_BIN ?= $(shell scripts/minio.sh --path 2>/dev/null)
 
-.PHONY: help build test vet fmt demo data clean minio
+.PHONY: help build test vet fmt demo data clean minio chaos
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,6 +24,9 @@ minio: ## build and cache the pinned MinIO used by the S3 tests
 
 test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
 	$(GO) test -race -timeout 20m $(TESTFLAGS) ./...
+
+chaos: data ## the full fault-injection run (10,000 requests, 200 faults; about 10 minutes) and bounded fuzzing
+	$(GO) test -tags chaos -run '^TestChaosFull$$' -v -timeout 80m ./chaos $(CHAOSFLAGS)
 
 demo: ## the main job on real data: 3 M flights through teactl dev (a few minutes)
 	scripts/demo.sh

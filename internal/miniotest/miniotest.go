@@ -80,6 +80,12 @@ func Start(bin, dir string) (*Server, error) {
 	}
 	addr := l.Addr().String()
 	l.Close()
+	return StartAt(bin, dir, addr)
+}
+
+// StartAt starts a MinIO server with its data in dir on addr (host:port);
+// a restart on the same dir and addr serves the same objects.
+func StartAt(bin, dir, addr string) (*Server, error) {
 	cmd := exec.Command(bin, "server", "--quiet", "--address", addr, "--console-address", "127.0.0.1:0", dir)
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+AccessKey, "MINIO_ROOT_PASSWORD="+SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
@@ -140,13 +146,23 @@ func Shared(t testing.TB) *Server {
 // it.
 func (s *Server) Bucket(t testing.TB) objstore.S3Config {
 	t.Helper()
+	cfg, err := s.NewBucket(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// NewBucket creates a new empty bucket on s and returns the store config
+// for it.
+func (s *Server) NewBucket(ctx context.Context) (objstore.S3Config, error) {
 	name := "t-" + strings.ToLower(rand.Text()[:16])
 	client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, "")})
-	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("miniotest: create bucket: %v", err)
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		return objstore.S3Config{}, fmt.Errorf("miniotest: create bucket: %w", err)
 	}
-	return objstore.S3Config{Bucket: name, Endpoint: s.Endpoint, Region: "us-east-1", PathStyle: true, AccessKey: AccessKey, SecretKey: SecretKey}
+	return objstore.S3Config{Bucket: name, Endpoint: s.Endpoint, Region: "us-east-1", PathStyle: true, AccessKey: AccessKey, SecretKey: SecretKey}, nil
 }
 
 // URL is the objstore URL of cfg (credentials are passed in the
