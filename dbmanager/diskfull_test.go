@@ -89,7 +89,7 @@ func TestDiskFullRecovers(t *testing.T) {
 			t.Errorf("%s: %s %s", id, nt.Status, nt.Error)
 		}
 	}
-	if exits.Load() == 0 && !grown.Load() {
+	if exits.Load() == 0 {
 		t.Fatal("the volume never filled up: the test proves nothing")
 	}
 	// Every recorded version has its objects, and the latest holds every
