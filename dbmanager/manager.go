@@ -92,7 +92,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	hctx, stopHealth := context.WithCancel(ctx)
 	defer stopHealth()
 	herr := make(chan error, 1)
-	go func() { herr <- m.serveHealth(hctx) }()
+	go func() {
+		err := m.serveHealth(hctx)
+		if err != nil {
+			m.log.Error("health endpoint stopped; probes will fail", "err", err)
+		}
+		herr <- err
+	}()
 	defer func() {
 		stopHealth()
 		<-herr
