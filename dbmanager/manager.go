@@ -92,10 +92,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	hctx, stopHealth := context.WithCancel(ctx)
 	defer stopHealth()
 	herr := make(chan error, 1)
+	log := m.log
 	go func() {
 		err := m.serveHealth(hctx)
 		if err != nil {
-			m.log.Error("health endpoint stopped; probes will fail", "err", err)
+			log.Error("health endpoint stopped; probes will fail", "err", err)
 		}
 		herr <- err
 	}()
