@@ -25,8 +25,8 @@ var faultWeights = []struct {
 	{killDBManager, 40}, {killDispatcher, 10}, {restartNATS, 12}, {restartPostgres, 12}, {stopMinIO, 16}, {pauseDBManager, 10},
 }
 
-// inject runs n faults, one about every interval, and returns the count by
-// kind. Every fault is healed before the next one starts, except that a
+// inject runs up to n faults, one about every interval, until ctx ends,
+// and returns the count by kind. Every fault is healed before the next one starts, except that a
 // second writer is stopped a little later.
 func (c *cluster) inject(ctx context.Context, rng *rand.Rand, n int, interval time.Duration) map[string]int {
 	counts := map[string]int{}
@@ -35,7 +35,11 @@ func (c *cluster) inject(ctx context.Context, rng *rand.Rand, n int, interval ti
 		total += f.weight
 	}
 	for i := 0; i < n && ctx.Err() == nil; i++ {
-		time.Sleep(interval/2 + time.Duration(rng.Int64N(int64(interval))))
+		select {
+		case <-ctx.Done():
+			return counts
+		case <-time.After(interval/2 + time.Duration(rng.Int64N(int64(interval)))):
+		}
 		r := rng.IntN(total)
 		kind := faultWeights[0].kind
 		for _, f := range faultWeights {
@@ -45,7 +49,7 @@ func (c *cluster) inject(ctx context.Context, rng *rand.Rand, n int, interval ti
 			}
 			r -= f.weight
 		}
-		if c.fault(ctx, rng, kind) {
+		if c.fault(context.WithoutCancel(ctx), rng, kind) {
 			counts[kind]++
 		} else {
 			i-- // nothing to hit (no db-manager running): try again
