@@ -20,6 +20,9 @@ func TestDevStackKeepsDataAcrossRestart(t *testing.T) {
 	d := startDev(t, dir)
 
 	d.must(t, "model", "create", "shop")
+	if out := d.must(t, "migrate"); !strings.Contains(out, "up to date") {
+		t.Fatalf("migrate on a migrated database: %q", out)
+	}
 	out := d.must(t, "submit", "shop", "create_table", "--wait", "--json",
 		"--args", `{"table":"orders","columns":[{"name":"id","type":"BIGINT"},{"name":"item","type":"VARCHAR"}],"primary_key":["id"]}`)
 	n := decodeNotification(t, out)

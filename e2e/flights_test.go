@@ -259,4 +259,3 @@ func compareMonthly(t *testing.T, snap, source, corrections string) {
 		t.Fatalf("%d of %d month/origin rows differ (ORD present: %t)", bad, len(want), ok)
 	}
 }
-

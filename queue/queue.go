@@ -73,8 +73,9 @@ func (c Config) withDefaults() Config {
 
 // Connect connects to NATS at url with a client name and infinite
 // reconnects, and returns the connection and its JetStream context.
-func Connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+func Connect(url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	opts = append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("queue: connect to NATS at %s: %w (is the server running? set --nats-url or TEATREE_NATS_URL)", url, err)
 	}

@@ -27,6 +27,7 @@ type Common struct {
 	PostgresURL string // required ($TEATREE_POSTGRES_URL)
 	StoreURL    string // object store: a directory or s3://bucket/prefix?endpoint=… ($TEATREE_STORE_URL)
 	LogLevel    string // debug, info, warn, error; default info ($TEATREE_LOG_LEVEL)
+	NATSCreds   string // NATS credentials file (JWT and NKey seed), optional ($TEATREE_NATS_CREDS)
 }
 
 // RegisterFlags registers the shared flags.
@@ -35,17 +36,22 @@ func (c *Common) RegisterFlags(s *envflag.Set) {
 	s.String(&c.PostgresURL, "postgres-url", "TEATREE_POSTGRES_URL", "", "Postgres URL of the control tables")
 	s.String(&c.StoreURL, "store-url", "TEATREE_STORE_URL", "", "object store: a directory, file:///dir, or s3://bucket/prefix?endpoint=URL&region=R&path_style=true")
 	s.String(&c.LogLevel, "log-level", "TEATREE_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	s.String(&c.NATSCreds, "nats-creds", "TEATREE_NATS_CREDS", "", "NATS credentials file (user JWT and NKey seed); none by default")
 }
 
 // Env returns the TEATREE_* variables that configure another process the
 // same way (children of the dispatcher, the DIR/env file of teactl dev).
 func (c *Common) Env() []string {
-	return []string{
+	env := []string{
 		"TEATREE_NATS_URL=" + c.NATSURL,
 		"TEATREE_POSTGRES_URL=" + c.PostgresURL,
 		"TEATREE_STORE_URL=" + c.StoreURL,
 		"TEATREE_LOG_LEVEL=" + c.LogLevel,
 	}
+	if c.NATSCreds != "" {
+		env = append(env, "TEATREE_NATS_CREDS="+c.NATSCreds)
+	}
+	return env
 }
 
 // Validate checks that the required settings are there.
@@ -85,7 +91,11 @@ type Deps struct {
 func (c *Common) Connect(ctx context.Context, name string) (*Deps, error) {
 	d := &Deps{}
 	var err error
-	if d.NC, d.JS, err = queue.Connect(c.NATSURL, name); err != nil {
+	var opts []nats.Option
+	if c.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+	}
+	if d.NC, d.JS, err = queue.Connect(c.NATSURL, name, opts...); err != nil {
 		return nil, err
 	}
 	if c.PostgresURL != "" {

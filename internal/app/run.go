@@ -17,6 +17,7 @@ import (
 	"github.com/teatree/teatree/dbmanager"
 	"github.com/teatree/teatree/dispatcher"
 	"github.com/teatree/teatree/internal/envflag"
+	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/queue"
 	"github.com/teatree/teatree/telemetry"
 )
@@ -66,6 +67,12 @@ type DispatcherConfig struct {
 	// Ready, when set, is called once the streams exist and the control
 	// tables are migrated, before dispatching starts.
 	Ready func() error
+
+	Mode           string // local (child processes) or kubernetes (a StatefulSet per model)
+	HealthAddr     string // /livez and /readyz; empty: none
+	Namespace      string // kubernetes mode
+	PodName        string // kubernetes mode: leader election identity
+	DBManagerImage string // kubernetes mode
 }
 
 // RegisterFlags registers the dispatcher's flags.
@@ -80,6 +87,12 @@ func (c *DispatcherConfig) RegisterFlags(s *envflag.Set) {
 	s.Duration(&c.Streams.MaxAge, "request-max-age", "TEATREE_REQUEST_MAX_AGE", 7*24*time.Hour, "how long the request log keeps requests")
 	s.Duration(&c.Streams.Duplicates, "dedupe-window", "TEATREE_DEDUPE_WINDOW", 10*time.Minute, "JetStream duplicate window for request ids")
 	s.Int(&c.Streams.Replicas, "replicas", "TEATREE_STREAM_REPLICAS", 1, "stream replicas (3 on a NATS cluster)")
+	host, _ := os.Hostname()
+	s.String(&c.Mode, "mode", "TEATREE_MODE", "local", "where db-managers run: local (child processes) or kubernetes (a StatefulSet per model)")
+	s.String(&c.HealthAddr, "health-addr", "TEATREE_HEALTH_ADDR", "", "serve /livez and /readyz on this address (e.g. :8080)")
+	s.String(&c.Namespace, "namespace", "TEATREE_NAMESPACE", "", "kubernetes mode: namespace of the db-manager StatefulSets")
+	s.String(&c.PodName, "pod-name", "TEATREE_POD_NAME", host, "kubernetes mode: identity in the leader election")
+	s.String(&c.DBManagerImage, "dbmanager-image", "TEATREE_DBMANAGER_IMAGE", "", "kubernetes mode: container image of the db-manager")
 	s.Duration(&c.Streams.LeaseTTL, "lease-ttl", "TEATREE_LEASE_TTL", 15*time.Second, "writer lease TTL: a db-manager that cannot renew within it stops writing")
 }
 
@@ -106,6 +119,16 @@ func Dispatcher(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	command := strings.Fields(cfg.Command)
+	switch cfg.Mode {
+	case "local":
+	case "kubernetes":
+		if cfg.Namespace == "" || cfg.DBManagerImage == "" {
+			return fmt.Errorf("%w: --mode kubernetes needs --namespace and --dbmanager-image (TEATREE_NAMESPACE, TEATREE_DBMANAGER_IMAGE)", model.ErrInvalid)
+		}
+		return RunDispatcher(ctx, cfg, nil, stderr)
+	default:
+		return fmt.Errorf("%w: --mode %q: use local or kubernetes", model.ErrInvalid, cfg.Mode)
+	}
 	if len(command) == 0 {
 		bin, err := findDBManager()
 		if err != nil {
@@ -116,8 +139,9 @@ func Dispatcher(ctx context.Context, args []string, getenv func(string) string, 
 	return RunDispatcher(ctx, cfg, command, stderr)
 }
 
-// RunDispatcher runs a dispatcher with local db-managers started by
-// command until ctx ends, then stops them.
+// RunDispatcher runs a dispatcher until ctx ends: in local mode with
+// db-managers started by command (and stopped at the end), in kubernetes
+// mode with a StatefulSet per model, as the leader of its replicas.
 func RunDispatcher(ctx context.Context, cfg DispatcherConfig, command []string, stderr io.Writer) error {
 	log := cfg.Logger(stderr, "dispatcher")
 	shutdown, err := telemetry.Setup(ctx, "teatree-dispatcher")
@@ -142,6 +166,16 @@ func RunDispatcher(ctx context.Context, cfg DispatcherConfig, command []string, 
 		if err := cfg.Ready(); err != nil {
 			return err
 		}
+	}
+	if cfg.HealthAddr != "" {
+		go func() {
+			if err := serveHealth(ctx, cfg.HealthAddr, deps.NC); err != nil {
+				log.Error("health endpoint stopped; probes will fail", "err", err)
+			}
+		}()
+	}
+	if cfg.Mode == "kubernetes" {
+		return runKubernetes(ctx, cfg, deps, log)
 	}
 	runner := &dispatcher.LocalRunner{Command: command, Env: cfg.ChildEnv(), Log: log}
 	defer runner.Close()

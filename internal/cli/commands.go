@@ -538,3 +538,29 @@ func functionsCmd(e *env) *cobra.Command {
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON with each function's args schema")
 	return c
 }
+
+// migrateCmd applies the control-table migrations: the Kubernetes
+// migration Job runs it; the dispatcher migrates at start unless told not
+// to (--migrate=false).
+func migrateCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "create or upgrade the Postgres control tables (goose migrations; safe to run concurrently)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if e.common.PostgresURL == "" {
+				return withCode(ExitUsage, errors.New("no Postgres: set --postgres-url or TEATREE_POSTGRES_URL"))
+			}
+			ctl, err := controldb.Open(cmd.Context(), e.common.PostgresURL)
+			if err != nil {
+				return withCode(ExitUnreachable, err)
+			}
+			defer ctl.Close()
+			if err := ctl.Migrate(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, "control tables are up to date")
+			return nil
+		},
+	}
+}

@@ -1,0 +1,78 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/dispatcher"
+)
+
+// modelInfo gives the KubeRunner the size class of a model.
+type modelInfo struct{ ctl *controldb.DB }
+
+func (i modelInfo) SizeClass(ctx context.Context, m string) (string, error) {
+	mdl, err := i.ctl.GetModel(ctx, m)
+	return mdl.SizeClass, err
+}
+
+// runKubernetes dispatches with a StatefulSet per model, while this
+// replica is the leader (a coordination.k8s.io Lease).
+func runKubernetes(ctx context.Context, cfg DispatcherConfig, deps *Deps, log *slog.Logger) error {
+	rc, err := rest.InClusterConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes mode runs in a pod: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	runner, err := dispatcher.NewKubeRunner(cs, modelInfo{deps.Ctl}, dispatcher.KubeConfig{Namespace: cfg.Namespace, Image: cfg.DBManagerImage}, log)
+	if err != nil {
+		return err
+	}
+	d := dispatcher.New(cfg.Dispatcher, log, deps.JS, deps.Ctl, runner)
+	log.Info("dispatcher waiting for leadership", "namespace", cfg.Namespace, "identity", cfg.PodName)
+	return dispatcher.RunWithLeaderElection(ctx, cs, cfg.Namespace, cfg.PodName, func(ctx context.Context) {
+		log.Info("dispatcher leading")
+		if err := d.Run(ctx); err != nil {
+			log.Error("dispatch", "err", err)
+		}
+	})
+}
+
+// serveHealth serves /livez (the process answers) and /readyz (connected
+// to NATS) on addr until ctx ends.
+func serveHealth(ctx context.Context, addr string, nc *nats.Conn) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !nc.IsConnected() {
+			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
