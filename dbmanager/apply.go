@@ -40,28 +40,90 @@ type item struct {
 	span    trace.Span
 }
 
-// applyLoop reads batches from the consumer and applies them until ctx
-// ends.
-func (m *Manager) applyLoop(ctx context.Context, cons jetstream.Consumer) error {
+// errDeliveryGap reports a lost delivery: the consumer sequence of a
+// message does not follow the previous one.
+var errDeliveryGap = errors.New("consumer sequence gap")
+
+// applyLoop binds the model's consumer at the position and applies
+// batches until ctx ends. A lost delivery rebinds it at the position.
+//
+// Why: a pull request outstanding when the NATS connection breaks (a
+// server restart, say) may have messages delivered to it that never reach
+// this process. They stay pending until AckWait, but the AckAll of a later
+// batch would acknowledge them unseen: an acknowledged request lost. The
+// consumer sequence of the deliveries is contiguous otherwise, so a gap
+// means a loss; the batch is cut before it and the consumer recreated at
+// the first unapplied stream sequence. Found by the chaos harness.
+func (m *Manager) applyLoop(ctx context.Context) error {
+	for {
+		from := max(m.position.Load()+1, m.model.StartSeq)
+		cons, err := queue.BindModelConsumer(ctx, m.js, m.cfg.Model, from, m.cfg.AckWait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("dbmanager: %w", err)
+		}
+		m.log.Info("consuming", "from_seq", from)
+		m.ready.Store(true)
+		err = m.consume(ctx, cons)
+		m.ready.Store(false)
+		if !errors.Is(err, errDeliveryGap) {
+			return err
+		}
+		m.log.Warn("a delivery was lost; consuming again from the position", "err", err, "position", m.position.Load())
+	}
+}
+
+// consume applies batches from cons until ctx ends or a delivery is lost.
+func (m *Manager) consume(ctx context.Context, cons jetstream.Consumer) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(2 * m.cfg.BatchSize))
 	if err != nil {
 		return fmt.Errorf("dbmanager: consume: %w", err)
 	}
 	defer it.Stop()
+	var delivered uint64 // consumer sequence of the last message taken
+	contiguous := func(msg jetstream.Msg) error {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("dbmanager: message metadata: %w", err)
+		}
+		if meta.Sequence.Consumer != delivered+1 {
+			return fmt.Errorf("%w: delivery %d after %d (stream sequence %d)", errDeliveryGap, meta.Sequence.Consumer, delivered, meta.Sequence.Stream)
+		}
+		delivered = meta.Sequence.Consumer
+		return nil
+	}
+	next := func(opt jetstream.NextOpt) (jetstream.Msg, error) {
+		for {
+			msg, err := it.Next(opt)
+			if err != nil || m.loseDelivery == nil || !m.loseDelivery(msg) {
+				return msg, err
+			}
+		}
+	}
 	for {
-		first, err := it.Next(jetstream.NextContext(ctx))
+		first, err := next(jetstream.NextContext(ctx))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("dbmanager: next request: %w", err)
 		}
+		if err := contiguous(first); err != nil {
+			return err
+		}
 		msgs := []jetstream.Msg{first}
 		// Take what is already buffered, without waiting for more: the
-		// batch grows with the load (group commit).
+		// batch grows with the load (group commit). A gap ends the batch
+		// before it; the batch is applied and acknowledged first.
+		var gap error
 		for len(msgs) < m.cfg.BatchSize {
-			msg, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
+			msg, err := next(jetstream.NextMaxWait(time.Millisecond))
 			if err != nil {
+				break
+			}
+			if gap = contiguous(msg); gap != nil {
 				break
 			}
 			msgs = append(msgs, msg)
@@ -85,6 +147,9 @@ func (m *Manager) applyLoop(ctx context.Context, cons jetstream.Consumer) error 
 		select {
 		case m.committed <- struct{}{}:
 		default:
+		}
+		if gap != nil {
+			return gap
 		}
 	}
 }

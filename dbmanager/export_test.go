@@ -1,4 +1,9 @@
 package dbmanager
 
+import "github.com/nats-io/nats.go/jetstream"
+
 // SetCrashAfterCommit installs the crash hook (tests only).
 func (m *Manager) SetCrashAfterCommit(f func() bool) { m.crashAfterCommit = f }
+
+// SetLoseDelivery installs the lost-delivery hook (tests only).
+func (m *Manager) SetLoseDelivery(f func(jetstream.Msg) bool) { m.loseDelivery = f }

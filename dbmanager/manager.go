@@ -49,6 +49,9 @@ type Manager struct {
 	// crashAfterCommit, when set and returning true, makes the applier stop
 	// after a commit and before the ack, as a crash there would (tests).
 	crashAfterCommit func() bool
+	// loseDelivery, when set and returning true for a message, makes the
+	// applier act as if that delivery never arrived (tests only).
+	loseDelivery func(jetstream.Msg) bool
 }
 
 type metrics struct {
@@ -136,12 +139,6 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	defer m.close()
 
-	cons, err := queue.BindModelConsumer(ctx, m.js, m.cfg.Model, max(m.position.Load()+1, m.model.StartSeq), m.cfg.AckWait)
-	if err != nil {
-		return fmt.Errorf("dbmanager: %w", err)
-	}
-	m.log.Info("consuming", "from_seq", max(m.position.Load()+1, m.model.StartSeq))
-	m.ready.Store(true)
 	defer m.ready.Store(false)
 
 	// The lease keeper ends the whole group when the lease is lost; the
@@ -153,7 +150,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return m.applyLoop(gctx, cons) })
+	g.Go(func() error { return m.applyLoop(gctx) })
 	g.Go(func() error { return m.publishLoop(gctx) })
 	return g.Wait()
 }

@@ -348,3 +348,45 @@ func TestRestoreFromSnapshotAfterLostVolume(t *testing.T) {
 		t.Errorf("snapshot uri %s, want %s", v.SnapshotURI, want)
 	}
 }
+
+// TestLostDeliveryIsNotAcknowledgedUnseen: a message delivered to a pull
+// request that never reaches the db-manager (as happens when the NATS
+// connection breaks) must not be acknowledged by the AckAll of a later
+// batch; it is applied, in order. Found by the chaos harness.
+func TestLostDeliveryIsNotAcknowledgedUnseen(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "gap"}).ID
+	s.Submit(t, createTable(m, "create"))
+	var lost atomic.Bool
+	run(t, s, m, func(mgr *dbmanager.Manager) {
+		mgr.SetLoseDelivery(func(msg jetstream.Msg) bool {
+			return msg.Headers().Get(nats.MsgIdHdr) == "a-1" && lost.CompareAndSwap(false, true)
+		})
+	})
+	for i := range 4 {
+		s.Submit(t, appendRow(m, fmt.Sprintf("a-%d", i), i))
+	}
+	got := s.Outcomes(t, m, wait, append([]string{"create"}, stacktest.IDs("a", 4)...)...)
+	if !lost.Load() {
+		t.Fatal("the delivery of a-1 was never lost: the test proves nothing")
+	}
+	for id, n := range got {
+		if n.Status != model.StatusApplied {
+			t.Errorf("%s: %s %s", id, n.Status, n.Error)
+		}
+	}
+	db, _ := latest(t, s, m)
+	var ns []int
+	rows, err := db.Query("SELECT n FROM t ORDER BY n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n int
+		rows.Scan(&n)
+		ns = append(ns, n)
+	}
+	if fmt.Sprint(ns) != "[0 1 2 3]" {
+		t.Fatalf("rows %v, want [0 1 2 3]", ns)
+	}
+}
