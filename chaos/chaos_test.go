@@ -113,9 +113,9 @@ func run(t *testing.T, p params) {
 
 	// The workload and the faults run side by side.
 	// The workload is paced to last as long as the faults (a fault takes
-	// about a second besides the interval); faults stop with the workload,
+	// two seconds besides the interval, measured); faults stop with the workload,
 	// so every counted fault hit a system under load.
-	rate := float64(p.requests) / (float64(p.faults) * (p.interval.Seconds() + 1))
+	rate := float64(p.requests) / (float64(p.faults) * (p.interval.Seconds() + 2))
 	fctx, stopFaults := context.WithCancel(ctx)
 	faults := make(chan map[string]int, 1)
 	go func() { faults <- c.inject(fctx, rng, p.faults, p.interval) }()
