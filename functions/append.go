@@ -9,7 +9,10 @@ import (
 	"path"
 	"strings"
 
+	"github.com/duckdb/duckdb-go/v2"
+
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
 )
 
 // appendFn is append: inline rows, or a staged Parquet, CSV, JSON or Arrow
@@ -231,14 +234,14 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 	src := reader(format, a.Payload.delimiter(), !exists)
 	cols, err := fileColumns(ctx, env, src, local)
 	if err != nil {
-		return Result{}, dbError(fn, "read "+what, err)
+		return Result{}, fileError(fn, "read "+what, err)
 	}
 	if err := checkFileColumns(fn, what, cols); err != nil {
 		return Result{}, err
 	}
 	if !exists {
 		if _, err := env.Conn.ExecContext(ctx, "CREATE TABLE "+qualified(a.Table)+" AS SELECT * FROM "+src, local); err != nil {
-			return Result{}, dbError(fn, "create table "+a.Table+" from "+what, err)
+			return Result{}, fileError(fn, "create table "+a.Table+" from "+what, err)
 		}
 		n, err := countRows(ctx, env.Conn, a.Table)
 		if err != nil {
@@ -251,21 +254,35 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 	}
 	res, err := env.Conn.ExecContext(ctx, "INSERT INTO "+qualified(t.Name)+" BY NAME SELECT * FROM "+src, local)
 	if err != nil {
-		return Result{}, dbError(fn, fmt.Sprintf("insert %s into table %s %s (file columns %s)", what, t.Name, t.columnList(), columnList(cols)), err)
+		return Result{}, fileError(fn, fmt.Sprintf("insert %s into table %s %s (file columns %s)", what, t.Name, t.columnList(), columnList(cols)), err)
 	}
 	n, _ := res.RowsAffected()
 	return Result{Tables: []string{t.Name}, Rows: n}, nil
+}
+
+// fileError is dbError for errors DuckDB returns while it reads a staged
+// payload: DuckDB's readers report some malformed files (a corrupt Parquet
+// footer: "don't know what type") with its generic Invalid error type,
+// which is the file's fault here, so it wraps model.ErrInvalid too.
+func fileError(fn, what string, err error) error {
+	var de *duckdb.Error
+	if errors.As(err, &de) && de.Type == duckdb.ErrorTypeInvalid {
+		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, err)
+	}
+	return dbError(fn, what, err)
 }
 
 // reader is the DuckDB table function that reads a payload of format; its
 // one parameter is the local path. When creating a table, CSV and JSON
 // types are detected from the whole file; into an existing table CSV
 // fields are read as text and cast to the table's types by the INSERT.
-// CSV files have a header row and must not have ragged rows.
+// CSV files have a header row and must not have ragged rows; skip = 0
+// keeps the sniffer from taking a later line for the header (a ragged
+// last row made it skip every row before it).
 func reader(format, delim string, create bool) string {
 	switch format {
 	case formatCSV:
-		opts := "delim = " + duck.Literal(delim) + ", header = true, strict_mode = true, null_padding = false"
+		opts := "delim = " + duck.Literal(delim) + ", header = true, skip = 0, strict_mode = true, null_padding = false"
 		if create {
 			opts += ", sample_size = -1"
 		} else {
