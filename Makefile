@@ -5,7 +5,7 @@ BIN     ?= bin
 TESTFLAGS ?=
 export TEATREE_MINIO_BIN ?= $(shell scripts/minio.sh --path 2>/dev/null)
 
-.PHONY: help build test vet fmt demo data clean minio chaos
+.PHONY: help build test vet fmt demo data clean minio chaos fuzz bench
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,8 +25,20 @@ minio: ## build and cache the pinned MinIO used by the S3 tests
 test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
 	$(GO) test -race -timeout 20m $(TESTFLAGS) ./...
 
-chaos: data ## the full fault-injection run (10,000 requests, 200 faults; about 10 minutes) and bounded fuzzing
+chaos: data fuzz ## bounded fuzzing, then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
 	$(GO) test -tags chaos -run '^TestChaosFull$$' -v -timeout 80m ./chaos $(CHAOSFLAGS)
+
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target for FUZZTIME (30s) each
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./model
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateID$$' -fuzztime $(FUZZTIME) ./model
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateRequestID$$' -fuzztime $(FUZZTIME) ./model
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAndValidate$$' -fuzztime $(FUZZTIME) ./functions
+	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./functions
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateSelect$$' -fuzztime $(FUZZTIME) ./functions
+	$(GO) test -run '^$$' -fuzz '^FuzzArrowToParquet$$' -fuzztime $(FUZZTIME) ./functions
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateKey$$' -fuzztime $(FUZZTIME) ./objstore
+	$(GO) test -run '^$$' -fuzz '^FuzzStatefulSetName$$' -fuzztime $(FUZZTIME) ./dispatcher
 
 demo: ## the main job on real data: 3 M flights through teactl dev (a few minutes)
 	scripts/demo.sh
@@ -36,3 +48,6 @@ data: ## fetch and verify the demo data (data/flights-3m.parquet)
 
 clean: ## remove build output
 	rm -rf $(BIN)
+
+bench: build data ## benchmarks side by side with JetStream and DuckDB alone (about 15 minutes; BENCHFLAGS=-quick: 2 minutes); writes bench/results.json
+	$(BIN)/teabench -bin $(BIN) -json bench/results.json $(BENCHFLAGS)

@@ -191,3 +191,15 @@ func checkInvalid(t *testing.T, name string, err error, want string) {
 		t.Errorf("%s: error %q does not contain %q", name, err, want)
 	}
 }
+
+func TestDecodeRequestRefusesDuplicateAndMiscasedKeys(t *testing.T) {
+	for _, tc := range []struct{ data, want string }{
+		{`{"request_id":"r1","model":"shop","model":"evil","function":"append","args":{}}`, `key "model" twice`},
+		{`{"request_id":"r1","Model":"shop","function":"append","args":{}}`, `unknown field "Model"`},
+		{`{"REQUEST_ID":"r1","model":"shop","function":"append","args":{}}`, `unknown field "REQUEST_ID"`},
+		{`{"request_id":"r1","model":"shop","function":"append","args":{},"args":{"table":"x"}}`, `key "args" twice`},
+	} {
+		_, err := DecodeRequest([]byte(tc.data))
+		checkInvalid(t, tc.data, err, tc.want)
+	}
+}

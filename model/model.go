@@ -100,6 +100,9 @@ func DecodeRequest(data []byte) (Request, error) {
 	if len(data) > MaxRequestBytes {
 		return r, fmt.Errorf("%w: request is %d bytes: at most %d are allowed; stage large data with 'teactl append' instead", ErrInvalid, len(data), MaxRequestBytes)
 	}
+	if err := checkKeys(data); err != nil {
+		return Request{}, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
@@ -121,6 +124,40 @@ func DecodeRequest(data []byte) (Request, error) {
 		return Request{}, fmt.Errorf("%w: request %s: args must be a JSON object", ErrInvalid, r.ID)
 	}
 	return r, nil
+}
+
+// requestKeys are the keys of a request object, spelled exactly.
+var requestKeys = map[string]bool{"request_id": true, "model": true, "function": true, "args": true, "submitted": true}
+
+// checkKeys refuses a request object with a key twice or a key not
+// spelled exactly: encoding/json matches keys regardless of case and keeps
+// the last of two duplicates, so {"model":"a","model":"b"} would name b.
+// Malformed JSON is left to the decoder, which says what is wrong.
+func checkKeys(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		k, _ := tok.(string)
+		switch {
+		case seen[k]:
+			return fmt.Errorf("%w: request has the key %q twice", ErrInvalid, k)
+		case !requestKeys[k]:
+			return fmt.Errorf("%w: unknown field %q in request: the fields are request_id, model, function, args and submitted", ErrInvalid, k)
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
 }
 
 // Status is the state of a request.
