@@ -135,7 +135,12 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	version := max(lastVersion, m.model.CurrentVersion) + 1
 	ctx, span := m.tracer.Start(ctx, "cut version", trace.WithAttributes(attribute.String("teatree.model", m.cfg.Model), attribute.Int64("teatree.version", version)))
 	defer span.End()
+	// A directory of this version can only be left by a cut that crashed
+	// before it was recorded.
 	dir := filepath.Join(m.cfg.versionsDir(), strconv.FormatInt(version, 10))
+	if err := os.RemoveAll(dir); err != nil {
+		return false, fmt.Errorf("dbmanager: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("dbmanager: %w", err)
 	}

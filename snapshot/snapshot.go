@@ -24,7 +24,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/teatree/teatree/duck"
 )
@@ -98,19 +101,32 @@ func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Co
 	if err := conn.QueryRowContext(ctx, "SELECT current_database()").Scan(&src); err != nil {
 		return info, fmt.Errorf("snapshot: current database: %w", err)
 	}
-	os.Remove(path)
-	os.Remove(path + ".wal")
-	if _, err := conn.ExecContext(ctx, "ATTACH "+duck.Literal(path)+" AS teatree_snapshot"); err != nil {
-		return info, fmt.Errorf("snapshot: attach %s: %w", path, err)
+	// Attached databases are visible to every connection of the instance,
+	// and a transaction that scans the catalog (duckdb_tables(), …) while
+	// the snapshot is attached keeps it open after DETACH until that
+	// transaction ends. So each Take uses its own alias (DuckDB invalidates
+	// the whole instance when one transaction sees two databases under one
+	// name) and its own file (a lingering handle blocks re-attaching a
+	// path), waits until the file is closed (checkpointed, no WAL) and
+	// renames it into place.
+	n := takes.Add(1)
+	alias := "teatree_snapshot_" + strconv.FormatUint(n, 10)
+	tmp := path + ".tmp" + strconv.FormatUint(n, 10)
+	for _, f := range []string{path, tmp, tmp + ".wal"} { // leftovers of a crashed process
+		os.Remove(f)
+	}
+	if _, err := conn.ExecContext(ctx, "ATTACH "+duck.Literal(tmp)+" AS "+alias); err != nil {
+		return info, fmt.Errorf("snapshot: attach %s: %w", tmp, err)
 	}
 	attached := true
 	defer func() {
 		if attached {
-			conn.ExecContext(context.WithoutCancel(ctx), "DETACH teatree_snapshot")
+			conn.ExecContext(context.WithoutCancel(ctx), "DETACH "+alias)
 		}
 		if err != nil {
+			os.Remove(tmp)
+			os.Remove(tmp + ".wal")
 			os.Remove(path)
-			os.Remove(path + ".wal")
 		}
 	}()
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
@@ -131,29 +147,53 @@ func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Co
 	if err != nil {
 		return info, err
 	}
-	if _, err := conn.ExecContext(ctx, "COPY FROM DATABASE "+duck.Ident(src)+" TO teatree_snapshot"); err != nil {
+	if _, err := conn.ExecContext(ctx, "COPY FROM DATABASE "+duck.Ident(src)+" TO "+alias); err != nil {
 		return info, fmt.Errorf("snapshot: copy database: %w", err)
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		return info, fmt.Errorf("snapshot: commit: %w", err)
 	}
 	committed = true
-	if _, err := conn.ExecContext(ctx, "DETACH teatree_snapshot"); err != nil {
+	if _, err := conn.ExecContext(ctx, "DETACH "+alias); err != nil {
 		return info, fmt.Errorf("snapshot: detach: %w", err)
 	}
 	attached = false
-	if _, err := os.Stat(path + ".wal"); err == nil {
-		return info, fmt.Errorf("snapshot: %s has a WAL after detach", path)
+	if err := waitClosed(ctx, tmp); err != nil {
+		return info, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return info, fmt.Errorf("snapshot: %w", err)
 	}
 	if err := syncFile(path); err != nil {
 		return info, err
 	}
-	sum, n, err := FileSHA256(path)
+	sum, size, err := FileSHA256(path)
 	if err != nil {
 		return info, err
 	}
-	return Info{Path: path, Bytes: n, SHA256: sum, Tables: tables}, nil
+	return Info{Path: path, Bytes: size, SHA256: sum, Tables: tables}, nil
 }
+
+// waitClosed waits until the detached database file path is closed:
+// DuckDB checkpoints a database when its last user lets go of it and then
+// removes its WAL. A transaction of another connection that read the
+// catalog while the snapshot was attached holds it until it ends.
+func waitClosed(ctx context.Context, path string) error {
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(time.Millisecond), backoff.WithMaxInterval(100*time.Millisecond), backoff.WithMaxElapsedTime(closeTimeout))
+	return backoff.Retry(func() error {
+		if _, err := os.Stat(path + ".wal"); err == nil {
+			return fmt.Errorf("snapshot: %s still has a WAL %s after detach: a transaction that saw it attached has not ended", path, closeTimeout)
+		}
+		return nil
+	}, backoff.WithContext(b, ctx))
+}
+
+// closeTimeout bounds waitClosed.
+const closeTimeout = time.Minute
+
+// takes numbers the snapshots taken by this process (aliases and
+// temporary file names).
+var takes atomic.Uint64
 
 // describe lists the user tables of database db (schema main) with their
 // row counts and columns, in the current transaction.

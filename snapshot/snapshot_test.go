@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -178,5 +179,88 @@ func TestDiff(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Diff (-want +got):\n%s", diff)
+	}
+}
+
+// TestTakeWhileAnotherConnectionReadsTheCatalog takes snapshots while
+// another connection runs transactions that read the catalog (as the
+// functions do) and insert. Such a transaction keeps a detached snapshot
+// open until it ends; Take must neither fail on that nor, by reusing a
+// database name, make DuckDB invalidate the instance.
+func TestTakeWhileAnotherConnectionReadsTheCatalog(t *testing.T) {
+	ctx := context.Background()
+	db, dir := openModel(t)
+	if _, err := db.Exec("CREATE TABLE t(id BIGINT)"); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer conn.Close()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			tx, err := conn.BeginTx(ctx, nil)
+			if err != nil {
+				done <- err
+				return
+			}
+			var n int
+			if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM duckdb_tables() t JOIN duckdb_columns() c ON c.table_oid = t.table_oid").Scan(&n); err != nil {
+				tx.Rollback()
+				done <- err
+				return
+			}
+			if _, err := tx.ExecContext(ctx, "INSERT INTO t VALUES (?)", i); err != nil {
+				tx.Rollback()
+				done <- err
+				return
+			}
+			if err := tx.Commit(); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for v := range 40 {
+		var rows int64
+		info, err := Take(ctx, conn, filepath.Join(dir, fmt.Sprintf("v%d.duckdb", v)), func(ctx context.Context, c *sql.Conn) error {
+			return c.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&rows)
+		})
+		if err != nil {
+			t.Fatalf("snapshot %d: %v", v, err)
+		}
+		got, err := Describe(ctx, info.Path)
+		if err != nil {
+			t.Fatalf("snapshot %d: %v", v, err)
+		}
+		if len(got) != 1 || got[0].Rows != rows {
+			t.Fatalf("snapshot %d holds %+v, want table t with the %d rows seen when it was taken", v, got, rows)
+		}
+		if sum, _, err := FileSHA256(info.Path); err != nil || sum != info.SHA256 {
+			t.Fatalf("snapshot %d changed after Take: sha256 %s, Take said %s (%v)", v, sum, info.SHA256, err)
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatalf("the other connection: %v", err)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(dir, "*.tmp*"))
+	if len(leftovers) > 0 {
+		t.Errorf("temporary files left: %v", leftovers)
 	}
 }
