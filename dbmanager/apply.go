@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -325,7 +326,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 			m.log.Warn("rollback", "err", err)
 		}
 	}
-	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL}
+	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: functions.NewTableCache()}
 	for i, it := range items {
 		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed {
 			continue
@@ -374,6 +375,7 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 	now := time.Now().UTC()
 	var last uint64
 	changed := map[string]uint64{}
+	var rows [][]any
 	for _, it := range items {
 		last = max(last, it.seq)
 		if it.skip {
@@ -383,11 +385,7 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 		if it.err != nil {
 			errText = it.err.Error()
 		}
-		_, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now)
-		if err != nil {
-			return classify(fmt.Errorf("dbmanager: record request %s: %w", it.req.ID, err))
-		}
+		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now})
 		if it.status != model.StatusApplied {
 			continue
 		}
@@ -396,6 +394,14 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 		}
 		if it.result.AllTables {
 			changed["*"] = it.seq
+		}
+	}
+	// One statement per recordChunk requests: a statement per request
+	// cost more than applying a one-row append.
+	for chunk := range slices.Chunk(rows, recordChunk) {
+		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
+		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied VALUES `+values, slices.Concat(chunk...)...); err != nil {
+			return classify(fmt.Errorf("dbmanager: record %d requests from %s: %w", len(chunk), chunk[0][0], err))
 		}
 	}
 	for t, seq := range changed {
@@ -408,6 +414,9 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 	}
 	return nil
 }
+
+// recordChunk is the number of requests recorded by one INSERT.
+const recordChunk = 256
 
 func nullIfEmpty(s string) any {
 	if s == "" {

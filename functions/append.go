@@ -185,7 +185,7 @@ func (f appendFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Res
 	if a.Payload != nil {
 		return f.applyPayload(ctx, env, a)
 	}
-	t, err := mustTable(ctx, env.Conn, fn, a.Table)
+	t, err := mustTable(ctx, env, fn, a.Table)
 	if err != nil {
 		return Result{}, err
 	}
@@ -203,6 +203,7 @@ func (f appendFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Res
 // applyPayload fetches the payload and inserts it with DuckDB's own file
 // readers (an Arrow IPC file is converted to Parquet first).
 func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Result, error) {
+	env.Tables.forget() // the file may create the table
 	fn := f.Name()
 	if env.Payload == nil {
 		return Result{}, fmt.Errorf("%s: no payload fetcher in Env", fn)

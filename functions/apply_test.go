@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"slices"
 	"testing"
 
 	"github.com/duckdb/duckdb-go/v2"
@@ -395,4 +396,35 @@ func TestApplyValidatesAgain(t *testing.T) {
 		t.Errorf("Apply fetched payloads for invalid args: %v", m.fetched)
 	}
 	wantRows(t, m, `SELECT count(*) FROM duckdb_tables()`, "1")
+}
+
+// TestSchemaChangesInOneBatch applies, in one transaction with one
+// TableCache, data functions around every function that changes a
+// table's columns: each must see the columns as they are now.
+func TestSchemaChangesInOneBatch(t *testing.T) {
+	m := newModel(t)
+	m.allowSQL = true
+	m.put("staging/r/t.csv", []byte("id,w\n5,five\n"))
+	_, err := m.applyBatch(
+		request{"create_table", `{"table":"t","columns":[{"name":"id","type":"BIGINT"}]}`},
+		request{"append", `{"table":"t","rows":[{"id":1}]}`},
+		request{"drop_table", `{"table":"t"}`},
+		request{"create_table", `{"table":"T","columns":[{"name":"id","type":"BIGINT"},{"name":"v","type":"VARCHAR"}],"primary_key":["id"]}`},
+		request{"append", `{"table":"t","rows":[{"id":2,"v":"two"}]}`},
+		request{"upsert", `{"table":"t","rows":[{"id":2,"v":"deux"}]}`},
+		request{"refresh", `{"table":"t","query":"SELECT id, v, id * 10 AS n FROM t"}`},
+		request{"append", `{"table":"t","rows":[{"id":3,"v":"three","n":30}]}`},
+		request{"sql", `{"sql":"ALTER TABLE t ADD COLUMN x INTEGER"}`},
+		request{"update", `{"table":"t","set":{"x":7},"where":[{"column":"id","op":"=","value":3}]}`},
+		request{"drop_table", `{"table":"t"}`},
+		request{"append", `{"table":"t","payload":{"uri":"staging/r/t.csv"}}`},
+		request{"append", `{"table":"t","rows":[{"id":6,"w":"six"}]}`},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := m.rows("SELECT id || ':' || w FROM t ORDER BY id")
+	if want := []string{"5:five", "6:six"}; !slices.Equal(got, want) {
+		t.Errorf("t = %v, want %v", got, want)
+	}
 }

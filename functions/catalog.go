@@ -67,16 +67,53 @@ ORDER BY c.column_index`, name)
 	return t, t.Name != "", nil
 }
 
-// mustTable is lookupTable for a table that must exist.
-func mustTable(ctx context.Context, conn *sql.Conn, fn, name string) (table, error) {
-	t, ok, err := lookupTable(ctx, conn, name)
+// mustTable is lookupTable for a table that must exist, answered from
+// env.Tables when it holds the table.
+func mustTable(ctx context.Context, env Env, fn, name string) (table, error) {
+	key := strings.ToLower(name)
+	if t, ok := env.Tables.get(key); ok {
+		return t, nil
+	}
+	t, ok, err := lookupTable(ctx, env.Conn, name)
 	if err != nil {
 		return table{}, fmt.Errorf("%s: look up table %s: %w", fn, name, err)
 	}
 	if !ok {
 		return table{}, invalid(fn, "table %q does not exist in schema main: create it first (create_table)", name)
 	}
+	env.Tables.put(key, t)
 	return t, nil
+}
+
+// TableCache keeps the tables looked up by the data functions (append of
+// rows, update, delete, upsert) for the rest of one transaction, so a batch
+// of small requests reads the catalog once per table. The functions that
+// change the schema (create_table, drop_table, refresh, sql, append of a
+// file) empty it. A nil *TableCache caches nothing.
+type TableCache struct{ tables map[string]table }
+
+// NewTableCache returns an empty cache for one transaction.
+func NewTableCache() *TableCache { return &TableCache{tables: map[string]table{}} }
+
+func (c *TableCache) get(key string) (table, bool) {
+	if c == nil {
+		return table{}, false
+	}
+	t, ok := c.tables[key]
+	return t, ok
+}
+
+func (c *TableCache) put(key string, t table) {
+	if c != nil {
+		c.tables[key] = t
+	}
+}
+
+// forget empties the cache: the schema may change.
+func (c *TableCache) forget() {
+	if c != nil {
+		clear(c.tables)
+	}
 }
 
 // primaryKey returns the primary-key columns of table name, or nil.

@@ -145,6 +145,7 @@ func (a *createTableArgs) ddl() string {
 // Apply creates the table. With if_not_exists and an existing table it
 // changes nothing and returns an empty Result.
 func (f createTable) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
+	env.Tables.forget()
 	fn := f.Name()
 	a, err := f.parse(args)
 	if err != nil {

@@ -54,6 +54,7 @@ func (f dropTable) parse(args json.RawMessage) (*dropTableArgs, error) {
 // Apply drops the table. With if_exists and no such table it changes
 // nothing and returns an empty Result.
 func (f dropTable) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
+	env.Tables.forget()
 	fn := f.Name()
 	a, err := f.parse(args)
 	if err != nil {

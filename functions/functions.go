@@ -32,6 +32,9 @@ type Env struct {
 	// AllowSQL is true when the model enables the privileged `sql`
 	// function.
 	AllowSQL bool
+	// Tables caches table lookups for the rest of the transaction
+	// (NewTableCache); nil looks every table up.
+	Tables *TableCache
 }
 
 // Result says what an applied function changed.

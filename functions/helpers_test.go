@@ -101,13 +101,15 @@ func (m *testModel) applyBatch(reqs ...request) (Result, error) {
 	if _, err := m.conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		m.t.Fatal(err)
 	}
+	env := m.env()
+	env.Tables = NewTableCache() // one per transaction, as the db-manager does
 	var last Result
 	for _, r := range reqs {
 		f, err := Lookup(r.fn)
 		if err != nil {
 			m.t.Fatal(err)
 		}
-		res, err := f.Apply(ctx, m.env(), json.RawMessage(r.args))
+		res, err := f.Apply(ctx, env, json.RawMessage(r.args))
 		if err != nil {
 			if _, rerr := m.conn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
 				m.t.Fatalf("rollback: %v", rerr)

@@ -208,6 +208,7 @@ func checkSelectNode(fn string, n map[string]any) error {
 
 // Apply replaces the table with the query's result.
 func (f refresh) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
+	env.Tables.forget()
 	fn := f.Name()
 	a, err := f.parse(args)
 	if err != nil {

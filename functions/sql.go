@@ -207,6 +207,7 @@ func firstKeyword(s string) string {
 // Apply runs the statement after checking, on the model, that DuckDB
 // prepares it as exactly one statement of an allowed type.
 func (f sqlFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
+	env.Tables.forget()
 	fn := f.Name()
 	if !env.AllowSQL {
 		return Result{}, errSQLDisabled

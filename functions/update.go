@@ -85,7 +85,7 @@ func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 	if err != nil {
 		return Result{}, err
 	}
-	t, err := mustTable(ctx, env.Conn, fn, a.Table)
+	t, err := mustTable(ctx, env, fn, a.Table)
 	if err != nil {
 		return Result{}, err
 	}
@@ -186,7 +186,7 @@ func (f deleteFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Res
 	if err != nil {
 		return Result{}, err
 	}
-	t, err := mustTable(ctx, env.Conn, fn, a.Table)
+	t, err := mustTable(ctx, env, fn, a.Table)
 	if err != nil {
 		return Result{}, err
 	}

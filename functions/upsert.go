@@ -67,7 +67,7 @@ func (f upsert) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 	if err != nil {
 		return Result{}, err
 	}
-	t, err := mustTable(ctx, env.Conn, fn, a.Table)
+	t, err := mustTable(ctx, env, fn, a.Table)
 	if err != nil {
 		return Result{}, err
 	}
