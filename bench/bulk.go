@@ -1,0 +1,319 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
+)
+
+// changeRow is the row of scenario 3's single-row append, in the flights
+// schema (as the demo's corrections).
+var changeRow = map[string]any{"date": "2001-01-01 06:00:00", "delay": 12, "distance": 328, "origin": "SFO", "destination": "LAX"}
+
+// teactl runs bin/teactl with args against the stack and returns how long
+// it took and its stdout.
+func (b *bench) teactl(ctx context.Context, args ...string) (time.Duration, []byte, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(b.cfg.Bin, "teactl"), args...)
+	cmd.Env = append(append(os.Environ(), b.common.Env()...), "TEATREE_CACHE="+filepath.Join(b.dir, "cache"))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	t0 := time.Now()
+	err := cmd.Run()
+	d := time.Since(t0)
+	if err != nil {
+		return d, nil, fmt.Errorf("bench: teactl %s: %w: %s", strings.Join(args[:min(2, len(args))], " "), err, strings.TrimSpace(errb.String()))
+	}
+	return d, out.Bytes(), nil
+}
+
+// flightsFile returns the flights file the scenarios use: -flights, or
+// its first -flights-rows rows written once into the work directory.
+func (b *bench) flightsFile(ctx context.Context) (string, error) {
+	if b.flights != "" {
+		return b.flights, nil
+	}
+	src, err := filepath.Abs(b.cfg.Flights)
+	if err != nil {
+		return "", err
+	}
+	if b.cfg.FlightsRows == 0 {
+		b.flights = src
+		return src, nil
+	}
+	dst := filepath.Join(b.dir, "input", "flights.parquet")
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	db, err := duck.Open(ctx, "", duck.Options{Threads: b.cfg.Threads, ExternalAccess: true})
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	q := fmt.Sprintf("COPY (SELECT * FROM read_parquet(%s) LIMIT %d) TO %s (FORMAT parquet)", duck.Literal(src), b.cfg.FlightsRows, duck.Literal(dst))
+	if _, err := db.ExecContext(ctx, q); err != nil {
+		return "", fmt.Errorf("bench: cut the flights file: %w", err)
+	}
+	b.flights = dst
+	return dst, nil
+}
+
+// ingest creates model m and appends the flights file to its table
+// flights with `teactl append --wait`; it returns the time and the
+// db-manager's peak RSS in bytes.
+func (b *bench) ingest(ctx context.Context, m string) (time.Duration, int64, error) {
+	file, err := b.flightsFile(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := b.createModel(ctx, m); err != nil {
+		return 0, 0, err
+	}
+	d, _, err := b.teactl(ctx, "append", m, "flights", file, "--wait")
+	if err != nil {
+		return d, 0, err
+	}
+	return d, procStatusKB(dbManagerPID(m), "VmHWM"), nil
+}
+
+// duckIngest is the bulk-ingest baseline: DuckDB alone (same threads and
+// memory_limit as a db-manager) creates the table from the file, exports
+// it as Parquet, closes (checkpoints) the database and copies the file.
+func (b *bench) duckIngest(ctx context.Context, dir string) (time.Duration, error) {
+	file, err := b.flightsFile(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	path := filepath.Join(dir, "flights.duckdb")
+	t0 := time.Now()
+	db, err := duck.Open(ctx, path, duck.Options{Threads: b.cfg.Threads, MemoryLimit: b.cfg.MemoryLimit, ExternalAccess: true})
+	if err != nil {
+		return 0, err
+	}
+	for _, q := range []string{
+		"CREATE TABLE flights AS SELECT * FROM read_parquet(" + duck.Literal(file) + ")",
+		"COPY flights TO " + duck.Literal(filepath.Join(dir, "flights-0.parquet")) + " (FORMAT parquet)",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			db.Close()
+			return 0, fmt.Errorf("bench: baseline: %w", err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		return 0, err
+	}
+	if err := copyFile(path, filepath.Join(dir, "copy-0.duckdb")); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}
+
+// copyFile copies src to dst and syncs dst, as publishing a snapshot to a
+// directory object store does.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// scenarioBulk is scenario 2: the flights through teactl append vs DuckDB
+// alone, and the low-memory run.
+func (b *bench) scenarioBulk(ctx context.Context) ([]Result, error) {
+	file, err := b.flightsFile(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := Result{ID: "2a", Name: "bulk ingest: " + filepath.Base(b.cfg.Flights) + rowsNote(b.cfg.FlightsRows) + " via teactl append --wait",
+		Unit: "s", BaseName: "DuckDB: CREATE TABLE AS read_parquet, COPY TO Parquet, copy of the file", Target: "ratio <= 1.3"}
+	var tt, base, rss []float64
+	for r := 0; r <= b.cfg.Runs; r++ { // run 0 is the warm-up
+		m := fmt.Sprintf("bulk-%d", r)
+		d, peak, err := b.ingest(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		dir := filepath.Join(b.dir, "baseline", fmt.Sprintf("bulk-%d", r))
+		bd, err := b.duckIngest(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		b.progress("2a run %d: teatree %.2f s (db-manager peak RSS %d MiB), DuckDB %.2f s", r, sec(d), peak>>20, sec(bd))
+		if r == 0 {
+			continue
+		}
+		if r == 1 {
+			b.large, b.largeBase = m, filepath.Join(dir, "flights.duckdb")
+		}
+		tt, base, rss = append(tt, sec(d)), append(base, sec(bd)), append(rss, float64(peak>>20))
+	}
+	res.Teatree, res.Baseline = newStat(tt), ptr(newStat(base))
+	res.setRatio("teatree s / DuckDB s")
+	res.Met = boolp(res.Ratio <= 1.3)
+	res.Extra = map[string]any{"peak_rss_mib": newStat(rss).Median, "memory_limit": b.cfg.MemoryLimit, "file_mib": fileMiB(file)}
+	out := []Result{res}
+	if b.cfg.LowMemory == "" {
+		return out, nil
+	}
+	low := Result{ID: "2b", Name: "bulk ingest with memory_limit " + b.cfg.LowMemory + " (succeeds?)", Unit: "s", Target: "succeeds"}
+	var lt, lrss []float64
+	for r := range b.cfg.Runs {
+		d, peak, err := b.ingest(ctx, fmt.Sprintf("%sbulk-%d", lowMemPrefix, r))
+		if err != nil {
+			low.Err, low.Met = err.Error(), boolp(false)
+			return append(out, low), nil
+		}
+		b.progress("2b run %d: teatree %.2f s with memory_limit %s, db-manager peak RSS %d MiB", r+1, sec(d), b.cfg.LowMemory, peak>>20)
+		lt, lrss = append(lt, sec(d)), append(lrss, float64(peak>>20))
+	}
+	low.Teatree, low.Met = newStat(lt), boolp(true)
+	low.Extra = map[string]any{"peak_rss_mib": newStat(lrss).Median}
+	return append(out, low), nil
+}
+
+func rowsNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (first %d rows)", n)
+}
+
+func fileMiB(path string) float64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return float64(st.Size()) / (1 << 20)
+}
+
+// ensureLarge makes sure a model and a baseline file hold the flights
+// (scenario 2 leaves them; scenarios 3 and 4 run without it too).
+func (b *bench) ensureLarge(ctx context.Context) error {
+	if b.large != "" {
+		return nil
+	}
+	if _, _, err := b.ingest(ctx, "large"); err != nil {
+		return err
+	}
+	dir := filepath.Join(b.dir, "baseline", "large")
+	if _, err := b.duckIngest(ctx, dir); err != nil {
+		return err
+	}
+	b.large, b.largeBase = "large", filepath.Join(dir, "flights.duckdb")
+	return nil
+}
+
+// changeRequest is a single-row append to table of model m.
+func changeRequest(m, table, id string, row map[string]any) model.Request {
+	args, _ := json.Marshal(map[string]any{"table": table, "rows": []map[string]any{row}})
+	return model.Request{ID: id, Model: m, Function: "append", Args: args}
+}
+
+// duckChange is the small-change baseline: the same row inserted with
+// DuckDB alone, then the version published the naive way: checkpoint,
+// re-export the whole table as Parquet and copy the whole file.
+func (b *bench) duckChange(ctx context.Context, run int) (time.Duration, error) {
+	dir := filepath.Dir(b.largeBase)
+	t0 := time.Now()
+	db, err := duck.Open(ctx, b.largeBase, duck.Options{Threads: b.cfg.Threads, MemoryLimit: b.cfg.MemoryLimit, ExternalAccess: true})
+	if err != nil {
+		return 0, err
+	}
+	r := changeRow
+	if err := execAll(ctx, db,
+		[]any{"INSERT INTO flights (date, delay, distance, origin, destination) VALUES (?, ?, ?, ?, ?)", r["date"], r["delay"], r["distance"], r["origin"], r["destination"]},
+		[]any{"CHECKPOINT"},
+		[]any{fmt.Sprintf("COPY flights TO %s (FORMAT parquet)", duck.Literal(filepath.Join(dir, fmt.Sprintf("change-%d.parquet", run))))},
+	); err != nil {
+		db.Close()
+		return 0, fmt.Errorf("bench: change baseline: %w", err)
+	}
+	if err := db.Close(); err != nil {
+		return 0, err
+	}
+	if err := copyFile(b.largeBase, filepath.Join(dir, fmt.Sprintf("change-%d.duckdb", run))); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}
+
+// execAll runs statements, each a query followed by its arguments.
+func execAll(ctx context.Context, db *sql.DB, stmts ...[]any) error {
+	for _, s := range stmts {
+		if _, err := db.ExecContext(ctx, s[0].(string), s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scenarioChange is scenario 3: one single-row append to the large model,
+// submit to applied, vs the naive re-export; and the same append to a
+// small table, to show whether the time depends on the table's size.
+func (b *bench) scenarioChange(ctx context.Context) ([]Result, error) {
+	if err := b.ensureLarge(ctx); err != nil {
+		return nil, err
+	}
+	res := Result{ID: "3", Name: "small change: one single-row append to the " + b.large + " model, submit→applied",
+		Unit: "ms", BaseName: "DuckDB: insert, checkpoint, re-export the table, copy the file", Target: "< 150 ms"}
+	var tt, base, small []float64
+	for r := 0; r <= b.cfg.Changes; r++ { // run 0 is the warm-up
+		d, _, err := b.submitWait(ctx, changeRequest(b.large, "flights", fmt.Sprintf("change-%d", r), changeRow), 5*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		bd, err := b.duckChange(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		sd := time.Duration(0)
+		if b.small != "" {
+			row := map[string]any{"id": -1 - r, "v": "change"}
+			if sd, _, err = b.submitWait(ctx, changeRequest(b.small, "t", fmt.Sprintf("small-change-%d", r), row), time.Minute); err != nil {
+				return nil, err
+			}
+		}
+		b.progress("3 run %d: teatree %.0f ms (small table %.0f ms), DuckDB re-export %.0f ms", r, ms(d), ms(sd), ms(bd))
+		if r == 0 {
+			continue
+		}
+		tt, base = append(tt, ms(d)), append(base, ms(bd))
+		if b.small != "" {
+			small = append(small, ms(sd))
+		}
+	}
+	res.Teatree, res.Baseline = newStat(tt), ptr(newStat(base))
+	res.setRatio("teatree ms / re-export ms")
+	res.Met = boolp(res.Teatree.Median < 150)
+	if len(small) > 0 {
+		res.Extra = map[string]any{"small_table_ms": newStat(small).Median}
+	}
+	return []Result{res}, nil
+}
