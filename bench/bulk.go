@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,7 +84,7 @@ func (b *bench) ingest(ctx context.Context, m string) (time.Duration, int64, err
 	if err != nil {
 		return d, 0, err
 	}
-	return d, procStatusKB(dbManagerPID(m), "VmHWM"), nil
+	return d, kBField("/proc/"+strconv.Itoa(dbManagerPID(m))+"/status", "VmHWM"), nil
 }
 
 // duckIngest is the bulk-ingest baseline: DuckDB alone (same threads and

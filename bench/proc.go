@@ -70,35 +70,16 @@ func parentOf(pid int) int {
 	return ppid
 }
 
-// procStatusKB returns a "kB" field of /proc/pid/status (VmHWM: peak RSS,
-// VmRSS: current RSS) in bytes, or 0.
-func procStatusKB(pid int, field string) int64 {
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+// kBField returns a "Field: N kB" line of a /proc file in bytes, or 0:
+// VmHWM (peak RSS) of /proc/PID/status, MemTotal of /proc/meminfo.
+func kBField(path, field string) int64 {
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
 		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				return n << 10
-			}
-		}
-	}
-	return 0
-}
-
-// meminfo returns a field of /proc/meminfo in bytes, or 0.
-func meminfo(field string) int64 {
-	raw, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
+			if f := strings.Fields(v); len(f) > 0 {
 				n, _ := strconv.ParseInt(f[0], 10, 64)
 				return n << 10
 			}

@@ -237,7 +237,7 @@ func (b *bench) progress(format string, args ...any) {
 // machine fills in the machine description.
 func (b *bench) machine(ctx context.Context, m Machine) Machine {
 	m.Cores = runtime.NumCPU()
-	m.MemoryBytes = meminfo("MemTotal")
+	m.MemoryBytes = kBField("/proc/meminfo", "MemTotal")
 	m.CPU = cpuModel()
 	rel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	m.Kernel = "Linux " + strings.TrimSpace(string(rel))
