@@ -49,5 +49,5 @@ data: ## fetch and verify the demo data (data/flights-3m.parquet)
 clean: ## remove build output
 	rm -rf $(BIN)
 
-bench: build data ## benchmarks side by side with JetStream and DuckDB alone (about 15 minutes; BENCHFLAGS=-quick: 2 minutes); writes bench/results.json
+bench: build data ## benchmarks side by side with JetStream and DuckDB alone (about 5 minutes; BENCHFLAGS=-quick: 2 minutes); writes bench/results.json
 	$(BIN)/teabench -bin $(BIN) -json bench/results.json $(BENCHFLAGS)
