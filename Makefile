@@ -23,10 +23,10 @@ minio: ## build and cache the pinned MinIO used by the S3 tests
 	scripts/minio.sh
 
 test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
-	$(GO) test -race -timeout 20m $(TESTFLAGS) ./...
+	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
 chaos: data fuzz ## bounded fuzzing, then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
-	$(GO) test -tags chaos -run '^TestChaosFull$$' -v -timeout 80m ./chaos $(CHAOSFLAGS)
+	$(GO) test -count=1 -tags chaos -run '^TestChaosFull$$' -v -timeout 80m ./chaos $(CHAOSFLAGS)
 
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME (30s) each
