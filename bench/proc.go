@@ -6,7 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // child is a db-manager child process of this process.
@@ -112,23 +113,21 @@ func loadAvg() string {
 // fsType names the filesystem holding dir (it decides whether a reflink
 // copy is possible).
 func fsType(dir string) string {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
 		return ""
 	}
-	switch uint64(st.Type) {
-	case 0xEF53:
+	switch st.Type {
+	case unix.EXT4_SUPER_MAGIC:
 		return "ext4"
-	case 0x58465342:
+	case unix.XFS_SUPER_MAGIC:
 		return "xfs"
-	case 0x9123683E:
+	case unix.BTRFS_SUPER_MAGIC:
 		return "btrfs"
-	case 0x01021994:
+	case unix.TMPFS_MAGIC:
 		return "tmpfs"
-	case 0x794c7630:
+	case unix.OVERLAYFS_SUPER_MAGIC:
 		return "overlayfs"
-	case 0x2FC12FC1:
-		return "zfs"
 	}
-	return "0x" + strconv.FormatUint(uint64(st.Type), 16)
+	return "0x" + strconv.FormatInt(st.Type, 16)
 }

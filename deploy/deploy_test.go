@@ -128,6 +128,20 @@ func all[T runtime.Object](objs []runtime.Object) []T {
 	return out
 }
 
+// named returns the object of type T called name, or nil.
+func named[T interface {
+	runtime.Object
+	GetName() string
+}](objs []runtime.Object, name string) T {
+	var found T
+	for _, o := range all[T](objs) {
+		if o.GetName() == name {
+			found = o
+		}
+	}
+	return found
+}
+
 func TestOverlays(t *testing.T) {
 	for _, dir := range overlays {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
@@ -177,12 +191,7 @@ func checkWorkloads(t *testing.T, objs []runtime.Object) {
 
 func checkDispatcher(t *testing.T, objs []runtime.Object) {
 	t.Helper()
-	var d *appsv1.Deployment
-	for _, x := range all[*appsv1.Deployment](objs) {
-		if x.Name == "teatree-dispatcher" {
-			d = x
-		}
-	}
+	d := named[*appsv1.Deployment](objs, "teatree-dispatcher")
 	if d == nil {
 		t.Fatal("no Deployment teatree-dispatcher")
 	}
@@ -299,12 +308,7 @@ func checkNetworkPolicies(t *testing.T, objs []runtime.Object) {
 
 func checkConfig(t *testing.T, objs []runtime.Object) {
 	t.Helper()
-	var cm *corev1.ConfigMap
-	for _, c := range all[*corev1.ConfigMap](objs) {
-		if c.Name == "teatree-config" {
-			cm = c
-		}
-	}
+	cm := named[*corev1.ConfigMap](objs, "teatree-config")
 	if cm == nil {
 		t.Fatal("no ConfigMap teatree-config (its name must not get a hash suffix)")
 	}

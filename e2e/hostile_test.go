@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"context"
 	"database/sql"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,14 +24,7 @@ type teactlCase struct {
 // connect would exit 6 (unreachable) instead.
 func TestTeactlRefusesHostileInputOffline(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		t.Helper()
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := fileWriter(t, dir)
 	csv := write("f.csv", []byte("id,v\n1,a\n"))
 	xlsx := write("f.xlsx", []byte("PK\x03\x04"))
 	nl := write("f\nx.csv", []byte("id,v\n1,a\n"))
@@ -83,7 +74,7 @@ func TestTeactlRefusesHostileInputOffline(t *testing.T) {
 		{[]string{"append", "shop", "t", nl}, 2, "control character"},
 	}
 	for _, tc := range cases {
-		out, errOut, code := runTeactl(t, env, tc.args...)
+		out, errOut, code := runTeactl(t, time.Minute, env, tc.args...)
 		name := strings.Join(tc.args, " ")
 		if len(name) > 120 {
 			name = name[:120] + "…"
@@ -97,25 +88,6 @@ func TestTeactlRefusesHostileInputOffline(t *testing.T) {
 	}
 }
 
-// runTeactl runs the teactl binary with env added to a clean environment.
-func runTeactl(t *testing.T, env []string, args ...string) (string, string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "teactl"), args...)
-	cmd.Env = append(cleanEnv(), env...)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return stdout.String(), stderr.String(), code
-}
-
 // TestHostileInputThroughStack: bad requests that only the service can
 // judge, through teactl and the whole dev stack: bad staged files and
 // values fail (exit 3), sql on a model without it is rejected (exit 4),
@@ -126,15 +98,7 @@ func TestHostileInputThroughStack(t *testing.T) {
 		t.Skip("starts the whole stack")
 	}
 	d := startDev(t, stackDir(t))
-	files := t.TempDir()
-	write := func(name string, data []byte) string {
-		t.Helper()
-		p := filepath.Join(files, name)
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := fileWriter(t, t.TempDir())
 	good := write("good.parquet", parquetFile(t, "SELECT 100::BIGINT AS id, 'parquet' AS v"))
 	goodBytes, _ := os.ReadFile(good)
 	truncated := write("truncated.parquet", goodBytes[:len(goodBytes)/2])
@@ -202,4 +166,17 @@ func parquetFile(t *testing.T, query string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// fileWriter returns a function that writes a file into dir and returns
+// its path.
+func fileWriter(t *testing.T, dir string) func(name string, data []byte) string {
+	return func(name string, data []byte) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 }

@@ -133,11 +133,18 @@ func (d *devStack) stop(t *testing.T) {
 // stderr and exit code.
 func (d *devStack) teactl(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	return runTeactl(t, 3*time.Minute, d.env, args...)
+}
+
+// runTeactl runs the teactl binary with env added to a clean environment
+// and returns its stdout, stderr and exit code.
+func runTeactl(t *testing.T, timeout time.Duration, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "teactl"), args...)
-	cmd.Env = append(cleanEnv(), d.env...)
-	var stdout, stderr bytes.Buffer
+	cmd.Env = append(cleanEnv(), env...)
+	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	code := 0
