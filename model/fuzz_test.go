@@ -22,13 +22,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := DecodeRequest(data)
-		if err != nil {
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("%q: %v does not wrap ErrInvalid", data, err)
-			}
-			if len(err.Error()) > 2000 {
-				t.Fatalf("%q: error is %d bytes long", data, len(err.Error()))
-			}
+		if refused(t, data, err, 2000) {
 			return
 		}
 		if len(data) > MaxRequestBytes {
@@ -64,13 +58,7 @@ func FuzzValidateID(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, id string) {
 		err := ValidateID(id)
-		if err != nil {
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("%q: %v does not wrap ErrInvalid", id, err)
-			}
-			if len(err.Error()) > 400 {
-				t.Fatalf("%q: error is %d bytes long", id, len(err.Error()))
-			}
+		if refused(t, id, err, 400) {
 			return
 		}
 		if len(id) == 0 || len(id) > MaxIDLen {
@@ -99,13 +87,7 @@ func FuzzValidateRequestID(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, id string) {
 		err := ValidateRequestID(id)
-		if err != nil {
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("%q: %v does not wrap ErrInvalid", id, err)
-			}
-			if len(err.Error()) > 700 {
-				t.Fatalf("%q: error is %d bytes long", id, len(err.Error()))
-			}
+		if refused(t, id, err, 700) {
 			return
 		}
 		if len(id) == 0 || len(id) > MaxRequestIDLen {
@@ -117,4 +99,20 @@ func FuzzValidateRequestID(f *testing.F) {
 			}
 		}
 	})
+}
+
+// refused reports whether err refused input, failing t unless the refusal
+// wraps ErrInvalid with a message of at most maxLen bytes.
+func refused[T string | []byte](t *testing.T, input T, err error, maxLen int) bool {
+	t.Helper()
+	if err == nil {
+		return false
+	}
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("%q: %v does not wrap ErrInvalid", input, err)
+	}
+	if len(err.Error()) > maxLen {
+		t.Fatalf("%q: error is %d bytes long", input, len(err.Error()))
+	}
+	return true
 }
