@@ -64,7 +64,14 @@ func Open(ctx context.Context, path string, opts Options) (*sql.DB, error) {
 			}
 			stmts = append(stmts, "SET GLOBAL allowed_directories = ["+strings.Join(lits, ", ")+"]")
 		}
-		stmts = append(stmts, "SET GLOBAL enable_external_access = false", "SET GLOBAL lock_configuration = true")
+		// DuckDB 1.5 runs a multi-statement (COPY FROM DATABASE, "a; b")
+		// inside an open transaction between two SET GLOBAL
+		// current_transaction_invalidation_policy, which a locked
+		// configuration refuses unless it is in allowed_configs. The policy
+		// only decides which errors abort the current transaction.
+		stmts = append(stmts, "SET GLOBAL enable_external_access = false",
+			"SET GLOBAL allowed_configs = ['current_transaction_invalidation_policy']",
+			"SET GLOBAL lock_configuration = true")
 	}
 	for _, s := range stmts {
 		if _, err := db.ExecContext(ctx, s); err != nil {

@@ -42,6 +42,46 @@ func TestOpenRestrictsExternalAccess(t *testing.T) {
 	}
 }
 
+// TestLockedConfigurationRunsMultiStatementsInATransaction: DuckDB 1.5
+// wraps a multi-statement run inside an open transaction (what COPY FROM
+// DATABASE expands to) in SET GLOBAL current_transaction_invalidation_policy,
+// which the locked configuration must let through.
+func TestLockedConfigurationRunsMultiStatementsInATransaction(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := Open(ctx, filepath.Join(dir, "m.duckdb"), Options{Threads: 1, AllowedDirs: []string{dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{
+		"CREATE TABLE a(x INTEGER)",
+		"ATTACH " + Literal(filepath.Join(dir, "copy.duckdb")) + " AS copy",
+		"BEGIN TRANSACTION",
+		"INSERT INTO a VALUES (1); INSERT INTO a VALUES (2)",
+		"COMMIT",
+		"BEGIN TRANSACTION",
+		"COPY FROM DATABASE m TO copy",
+		"COMMIT",
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM copy.a").Scan(&n); err != nil || n != 2 {
+		t.Errorf("copy has %d rows (%v), want 2", n, err)
+	}
+	if _, err := conn.ExecContext(ctx, "SET GLOBAL allowed_configs = ['enable_external_access']"); err == nil {
+		t.Error("allowed_configs could be changed on a locked configuration")
+	}
+}
+
 func TestIdentAndLiteral(t *testing.T) {
 	for _, tc := range []struct{ in, ident, lit string }{
 		{"t", `"t"`, `'t'`},

@@ -10,7 +10,8 @@
 // A snapshot is written with DuckDB's COPY FROM DATABASE into a freshly
 // attached file inside one read transaction, so it is consistent (snapshot
 // isolation) while the writer goes on committing, compact (no free blocks)
-// and has no WAL once detached.
+// and has no WAL once detached. It is written in storage version
+// StorageVersion, whatever the engine's default.
 package snapshot
 
 import (
@@ -31,6 +32,14 @@ import (
 
 	"github.com/teatree/teatree/duck"
 )
+
+// StorageVersion is the DuckDB storage version snapshot files are written
+// with (ATTACH … (STORAGE_VERSION …)): the oldest DuckDB 1.5 can write, so
+// that the widest range of DuckDB CLIs opens a pulled snapshot (file header
+// version 64, DuckDB 0.10 and later; docs/decisions.md lists the releases
+// measured). It is also DuckDB 1.5's default for new files, so it matches a
+// model's live file.
+const StorageVersion = "v0.10.2"
 
 // SnapshotKey is the object key of version v's snapshot file.
 func SnapshotKey(m string, v int64) string {
@@ -112,10 +121,10 @@ func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Co
 	n := takes.Add(1)
 	alias := "teatree_snapshot_" + strconv.FormatUint(n, 10)
 	tmp := path + ".tmp" + strconv.FormatUint(n, 10)
-	for _, f := range []string{path, tmp, tmp + ".wal"} { // leftovers of a crashed process
+	for _, f := range []string{path, tmp, tmp + ".wal", tmp + ".wal.checkpoint"} { // leftovers of a crashed process
 		os.Remove(f)
 	}
-	if _, err := conn.ExecContext(ctx, "ATTACH "+duck.Literal(tmp)+" AS "+alias); err != nil {
+	if _, err := conn.ExecContext(ctx, "ATTACH "+duck.Literal(tmp)+" AS "+alias+" (STORAGE_VERSION "+duck.Literal(StorageVersion)+")"); err != nil {
 		return info, fmt.Errorf("snapshot: attach %s: %w", tmp, err)
 	}
 	attached := true

@@ -3,7 +3,9 @@ package snapshot
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -263,4 +265,79 @@ func TestTakeWhileAnotherConnectionReadsTheCatalog(t *testing.T) {
 	if len(leftovers) > 0 {
 		t.Errorf("temporary files left: %v", leftovers)
 	}
+}
+
+// TestTakeWritesStorageVersion checks that a snapshot is written in
+// StorageVersion even when the engine would write new files in a newer one:
+// the file header says version 64 (DuckDB 0.10 and later open it) and DuckDB
+// reports the storage version of serialization v0.10.2 when it opens it.
+func TestTakeWritesStorageVersion(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := duck.Open(ctx, filepath.Join(dir, "m.duckdb"), duck.Options{Threads: 1, ExternalAccess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`SET GLOBAL storage_compatibility_version = 'latest';
+		CREATE TABLE t(id BIGINT, ts TIMESTAMP, v VARCHAR); INSERT INTO t SELECT range, TIMESTAMP '2026-01-01' + to_seconds(range), 'v' || range FROM range(5000)`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	info, err := Take(ctx, conn, filepath.Join(dir, "snap.duckdb"), func(ctx context.Context, c *sql.Conn) error {
+		_, err := c.ExecContext(ctx, "SELECT count(*) FROM t")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := headerVersion(t, info.Path); v != 64 {
+		t.Errorf("snapshot file header version %d, want 64 (storage %s)", v, StorageVersion)
+	}
+	snap, err := duck.Open(ctx, info.Path, duck.Options{ReadOnly: true, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	var tag string
+	if err := snap.QueryRow("SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = current_database()").Scan(&tag); err != nil {
+		t.Fatal(err)
+	}
+	// DuckDB names every serialization older than v1.2.0 "v1.0.0+".
+	if tag != "v1.0.0+" {
+		t.Errorf("DuckDB reports storage version %q for the snapshot, want v1.0.0+ (%s)", tag, StorageVersion)
+	}
+	// The engine setting did apply to other new files: the test would not
+	// notice a Take that followed it.
+	other := filepath.Join(dir, "other.duckdb")
+	if _, err := db.Exec("ATTACH " + duck.Literal(other) + " AS other; CREATE TABLE other.x AS SELECT 1 AS a; DETACH other"); err != nil {
+		t.Fatal(err)
+	}
+	if v := headerVersion(t, other); v <= 64 {
+		t.Errorf("a file attached with storage_compatibility_version latest has header version %d, want > 64", v)
+	}
+}
+
+// headerVersion reads the storage version number of the DuckDB file at
+// path from its main header: an 8-byte checksum, the magic "DUCK", then the
+// version as a little-endian uint64 (src/storage/single_file_block_manager.cpp).
+func headerVersion(t *testing.T, path string) uint64 {
+	t.Helper()
+	b := make([]byte, 20)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.ReadFull(f, b); err != nil {
+		t.Fatal(err)
+	}
+	if string(b[8:12]) != "DUCK" {
+		t.Fatalf("%s: no DuckDB magic bytes in the header", path)
+	}
+	return binary.LittleEndian.Uint64(b[12:20])
 }
