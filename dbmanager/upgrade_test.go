@@ -1,0 +1,192 @@
+package dbmanager_test
+
+import (
+	"compress/gzip"
+	"context"
+	"database/sql"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/internal/stacktest"
+	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/queue"
+	"github.com/teatree/teatree/snapshot"
+)
+
+// legacyRequests are the requests testdata/legacy-duckdb-1.4.5.duckdb.gz
+// applied (stream sequences 1-3): the live file of model "legacy" written by
+// the db-manager of the DuckDB 1.4.5 release, closed cleanly (no WAL).
+func legacyRequests(m string) []model.Request {
+	return []model.Request{
+		stacktest.Request(m, "create", "create_table", map[string]any{
+			"table": "events", "columns": []map[string]string{{"name": "id", "type": "BIGINT"}, {"name": "ts", "type": "TIMESTAMP"}, {"name": "amount", "type": "DOUBLE"}}, "primary_key": []string{"id"}}),
+		stacktest.Request(m, "a1", "append", map[string]any{"table": "events", "rows": []map[string]any{
+			{"id": 1, "ts": "2026-01-05 10:00:00", "amount": 1.5},
+			{"id": 2, "ts": "2026-01-20 11:00:00", "amount": 2.5},
+			{"id": 3, "ts": "2026-02-03 12:00:00", "amount": 4},
+		}}),
+		monthlyRefresh(m, "r1"),
+	}
+}
+
+func monthlyRefresh(m, id string) model.Request {
+	return stacktest.Request(m, id, "refresh", map[string]any{"table": "monthly",
+		"query": "SELECT date_trunc('month', ts) AS month, count(*) AS n, sum(amount) AS amount FROM events GROUP BY ALL ORDER BY month"})
+}
+
+// TestOpensModelWrittenByDuckDB145 upgrades a model in place: the live file
+// written by the previous release (DuckDB 1.4.5) is opened by this one,
+// which applies new requests, cuts versions from it and refreshes its
+// derived table. date_trunc('month', TIMESTAMP) is DATE in DuckDB 1.4 and
+// TIMESTAMP in 1.5 (duckdb/duckdb#19629): the derived table keeps its DATE
+// column until its next refresh, which replaces it with a TIMESTAMP column.
+func TestOpensModelWrittenByDuckDB145(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "legacy"}).ID
+	live := filepath.Join(s.DataDir, m, m+".duckdb")
+	unzip(t, filepath.Join("testdata", "legacy-duckdb-1.4.5.duckdb.gz"), live)
+	// Postgres records version 1 as the old release published it (from the
+	// file's outbox), so that numbering goes on at 2.
+	ctx := context.Background()
+	v1 := controldb.Version{Model: m, Epoch: 1}
+	old, err := duck.Open(ctx, live, duck.Options{ReadOnly: true, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = old.QueryRow("SELECT version, first_seq, last_seq, request_count, sha256, bytes, created FROM _teatree.outbox WHERE published IS NOT NULL").
+		Scan(&v1.Version, &v1.FirstSeq, &v1.LastSeq, &v1.RequestCount, &v1.SHA256, &v1.Bytes, &v1.Created)
+	old.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1.SnapshotURI, v1.ManifestURI = snapshot.SnapshotKey(m, v1.Version), snapshot.ManifestKey(m, v1.Version)
+	if err := s.Ctl.ClaimEpoch(ctx, m, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ctl.PublishVersion(ctx, v1, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The request log still holds what the old release applied: it is
+	// skipped (the file's position is 3), not applied again.
+	s.Submit(t, legacyRequests(m)...)
+	run(t, s, m, nil)
+	s.Submit(t, stacktest.Request(m, "a2", "append", map[string]any{"table": "events", "rows": []map[string]any{
+		{"id": 4, "ts": "2026-03-09 08:00:00", "amount": 8},
+	}}))
+	if n := s.Outcomes(t, m, wait, "a2")["a2"]; n.Status != model.StatusApplied {
+		t.Fatalf("append after the upgrade: %s %s", n.Status, n.Error)
+	}
+	waitVersionWith(t, s, m, "SELECT count(*) = 4 FROM events")
+	db, _ := latest(t, s, m)
+	if got := monthType(t, db); got != "DATE" {
+		t.Errorf("monthly.month before its next refresh is %s, want DATE (kept from DuckDB 1.4.5)", got)
+	}
+	var dup int
+	if err := db.QueryRow("SELECT count(*) FROM _teatree.applied WHERE request_id IN ('create', 'a1', 'r1')").Scan(&dup); err != nil || dup != 3 {
+		t.Errorf("old requests recorded %d times (%v), want once each", dup, err)
+	}
+
+	s.Submit(t, monthlyRefresh(m, "r2"))
+	if n := s.Outcomes(t, m, wait, "r2")["r2"]; n.Status != model.StatusApplied {
+		t.Fatalf("refresh after the upgrade: %s %s", n.Status, n.Error)
+	}
+	waitVersionWith(t, s, m, "SELECT count(*) = 3 FROM monthly")
+	db, v := latest(t, s, m)
+	if v.Version <= v1.Version {
+		t.Errorf("latest version %d, want after the old release's version %d", v.Version, v1.Version)
+	}
+	if got := monthType(t, db); got != "TIMESTAMP" {
+		t.Errorf("monthly.month after a refresh by DuckDB 1.5 is %s, want TIMESTAMP", got)
+	}
+	rows, err := db.Query("SELECT strftime(month, '%Y-%m-%d %H:%M:%S'), n, amount FROM monthly ORDER BY month")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	type month struct {
+		Month  string
+		N      int64
+		Amount float64
+	}
+	var got []month
+	for rows.Next() {
+		var r month
+		if err := rows.Scan(&r.Month, &r.N, &r.Amount); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	want := []month{{"2026-01-01 00:00:00", 2, 4}, {"2026-02-01 00:00:00", 1, 4}, {"2026-03-01 00:00:00", 1, 8}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("monthly in version %d (-want +got):\n%s", v.Version, diff)
+	}
+	for _, tb := range v.Tables {
+		if tb.Name == "monthly" && tb.Rows != 3 {
+			t.Errorf("Postgres records %d rows for monthly in version %d, want 3", tb.Rows, v.Version)
+		}
+	}
+}
+
+// monthType is the type of monthly.month in db.
+func monthType(t *testing.T, db *sql.DB) string {
+	t.Helper()
+	var typ string
+	if err := db.QueryRow("SELECT data_type FROM duckdb_columns() WHERE table_name = 'monthly' AND column_name = 'month'").Scan(&typ); err != nil {
+		t.Fatal(err)
+	}
+	return typ
+}
+
+// waitVersionWith waits until the latest published version of m satisfies
+// the boolean query cond.
+func waitVersionWith(t *testing.T, s *stacktest.Stack, m, cond string) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		db, v := latest(t, s, m)
+		var ok bool
+		err := db.QueryRow(cond).Scan(&ok)
+		db.Close()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no version satisfies %q; latest is %d (%v)", cond, v.Version, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// unzip writes the gzip-compressed file src to dst.
+func unzip(t *testing.T, src, dst string) {
+	t.Helper()
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, zr); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
