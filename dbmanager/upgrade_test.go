@@ -190,3 +190,39 @@ func unzip(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestWriteUpgradeFixture writes the live file of model "legacy" after
+// legacyRequests, as this release's db-manager leaves it, to the file named
+// by TEATREE_UPGRADE_FIXTURE (gzip it into testdata). Run on the DuckDB
+// 1.4.5 release, it made testdata/legacy-duckdb-1.4.5.duckdb.gz; run it
+// before the next engine upgrade to make that upgrade's fixture.
+func TestWriteUpgradeFixture(t *testing.T) {
+	out := os.Getenv("TEATREE_UPGRADE_FIXTURE")
+	if out == "" {
+		t.Skip("TEATREE_UPGRADE_FIXTURE is not set")
+	}
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "legacy"}).ID
+	s.Submit(t, legacyRequests(m)...)
+	h := run(t, s, m, nil)
+	for id, n := range s.Outcomes(t, m, wait, "create", "a1", "r1") {
+		if n.Status != model.StatusApplied {
+			t.Fatalf("%s: %s %s", id, n.Status, n.Error)
+		}
+	}
+	waitVersionWith(t, s, m, "SELECT count(*) = 2 FROM monthly")
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(s.DataDir, m, m+".duckdb")
+	if _, err := os.Stat(live + ".wal"); err == nil {
+		t.Fatal("the live file has a WAL after the db-manager stopped")
+	}
+	b, err := os.ReadFile(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
