@@ -16,6 +16,7 @@ import (
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/stacktest"
 	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/queue"
 	"github.com/teatree/teatree/snapshot"
 )
@@ -134,6 +135,47 @@ func TestOpensModelWrittenByDuckDB145(t *testing.T) {
 	}
 }
 
+// TestRestoresSnapshotWrittenByDuckDB145 is disaster recovery across the
+// upgrade: the live file is lost and the latest version is a snapshot the
+// DuckDB 1.4.5 release published. This release restores it, goes on from
+// its position and publishes the next version.
+func TestRestoresSnapshotWrittenByDuckDB145(t *testing.T) {
+	ctx := context.Background()
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "legacy"}).ID
+	path := filepath.Join(t.TempDir(), "v1.duckdb")
+	unzip(t, filepath.Join("testdata", "legacy-duckdb-1.4.5-v1-snapshot.duckdb.gz"), path)
+	sum, size, err := snapshot.FileSHA256(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := controldb.Version{Model: m, Version: 1, SnapshotURI: snapshot.SnapshotKey(m, 1), ManifestURI: snapshot.ManifestKey(m, 1),
+		SHA256: sum, Bytes: size, FirstSeq: 1, LastSeq: 3, RequestCount: 3, Epoch: 1, Created: time.Now()}
+	if err := objstore.PutFile(ctx, s.Store, v1.SnapshotURI, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ctl.ClaimEpoch(ctx, m, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ctl.PublishVersion(ctx, v1, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Submit(t, legacyRequests(m)...)
+	run(t, s, m, nil)
+	s.Submit(t, stacktest.Request(m, "a2", "append", map[string]any{"table": "events", "rows": []map[string]any{
+		{"id": 4, "ts": "2026-03-09 08:00:00", "amount": 8},
+	}}))
+	n := s.Outcomes(t, m, wait, "a2")["a2"]
+	if n.Status != model.StatusApplied || n.Version != 2 {
+		t.Fatalf("append after restoring a DuckDB 1.4.5 snapshot: %s in version %d %s, want applied in version 2", n.Status, n.Version, n.Error)
+	}
+	waitVersionWith(t, s, m, "SELECT count(*) = 4 FROM events")
+	db, _ := latest(t, s, m)
+	if got := monthType(t, db); got != "DATE" {
+		t.Errorf("monthly.month after the restore is %s, want DATE (kept from DuckDB 1.4.5)", got)
+	}
+}
+
 // monthType is the type of monthly.month in db.
 func monthType(t *testing.T, db *sql.DB) string {
 	t.Helper()
@@ -193,9 +235,10 @@ func unzip(t *testing.T, src, dst string) {
 
 // TestWriteUpgradeFixture writes the live file of model "legacy" after
 // legacyRequests, as this release's db-manager leaves it, to the file named
-// by TEATREE_UPGRADE_FIXTURE (gzip it into testdata). Run on the DuckDB
-// 1.4.5 release, it made testdata/legacy-duckdb-1.4.5.duckdb.gz; run it
-// before the next engine upgrade to make that upgrade's fixture.
+// by TEATREE_UPGRADE_FIXTURE, and its published version 1 to that name +
+// ".v1-snapshot" (gzip them into testdata). Run on the DuckDB 1.4.5 release,
+// it made testdata/legacy-duckdb-1.4.5*.duckdb.gz; run it before the next
+// engine upgrade to make that upgrade's fixtures.
 func TestWriteUpgradeFixture(t *testing.T) {
 	out := os.Getenv("TEATREE_UPGRADE_FIXTURE")
 	if out == "" {
@@ -223,6 +266,9 @@ func TestWriteUpgradeFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(out, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := objectFile(context.Background(), s, snapshot.SnapshotKey(m, 1), out+".v1-snapshot"); err != nil {
 		t.Fatal(err)
 	}
 }
