@@ -312,4 +312,3 @@ func allZero(b []byte) bool {
 	}
 	return true
 }
-

@@ -40,7 +40,7 @@ var magic = []byte("DUCK")
 
 // Header is what this package reads from the header area of a DuckDB file.
 type Header struct {
-	VersionNumber uint64 // storage version number of the main header (64..68)
+	VersionNumber  uint64 // storage version number of the main header (64..68)
 	LibraryVersion string // DuckDB version that created the file, e.g. "v1.5.6"
 	// Of the active database header (the one with the higher iteration):
 	Iteration  uint64 // checkpoints so far

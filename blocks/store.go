@@ -209,4 +209,3 @@ func (s *FileSource) Block(ctx context.Context, d Digest, buf []byte) error {
 
 // Close closes the file.
 func (s *FileSource) Close() error { return s.f.Close() }
-
