@@ -1,0 +1,176 @@
+package blocks_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/teatree/teatree/blocks"
+	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/objstore"
+)
+
+func TestRefusesFileWithWAL(t *testing.T) {
+	dir := t.TempDir()
+	l := openLive(t, dir)
+	l.exec("CREATE TABLE t AS SELECT range AS id FROM range(10)") // in the WAL until a checkpoint
+	for name, f := range map[string]func() error{
+		"MapFile": func() error { _, _, err := blocks.MapFile(context.Background(), l.path); return err },
+		"NewCapture": func() error {
+			c, err := blocks.NewCapture(context.Background(), l.path, nil, dir)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		},
+	} {
+		if err := f(); !errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), "write-ahead log") || !strings.Contains(err.Error(), "CHECKPOINT") {
+			t.Errorf("%s of a file with a WAL: %v", name, err)
+		}
+	}
+	if entries, _ := filepath.Glob(filepath.Join(dir, ".capture-*")); len(entries) != 0 {
+		t.Errorf("a refused capture left %v", entries)
+	}
+	l.exec("CHECKPOINT")
+	if _, _, err := blocks.MapFile(context.Background(), l.path); err != nil {
+		t.Fatalf("after CHECKPOINT: %v", err)
+	}
+}
+
+func newDir(t *testing.T) *objstore.Dir {
+	t.Helper()
+	objs, err := objstore.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
+}
+
+// setMain rewrites a little-endian word of header slot 0 and its checksum.
+func setMain(data []byte, off int, v uint64) {
+	binary.LittleEndian.PutUint64(data[off:], v)
+	binary.LittleEndian.PutUint64(data, blocks.Checksum(data[8:blocks.SlotSize]))
+}
+
+func TestRefusesWrongFiles(t *testing.T) {
+	l := openLive(t, t.TempDir()).withRows(100_000)
+	l.db.Close()
+	good, err := os.ReadFile(l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := mapFile(t, l.path, nil)
+	if len(m.Blocks) < 3 {
+		t.Fatalf("%d blocks", len(m.Blocks))
+	}
+	block := func(i int) int { return blocks.HeaderSize + i*int(m.BlockSize) }
+	for _, tc := range []struct {
+		name string
+		edit func([]byte) []byte
+		want string
+	}{
+		{"short", func(b []byte) []byte { return b[:100] }, "shorter than the 12288-byte header"},
+		{"not duckdb", func(b []byte) []byte { copy(b[8:], "SQLite format 3"); return b }, "no DUCK magic"},
+		{"database header checksum", func(b []byte) []byte { b[blocks.SlotSize+100] ^= 1; return b }, "corrupt DuckDB header: slot 1"},
+		{"main header checksum", func(b []byte) []byte { b[200] ^= 1; return b }, "corrupt DuckDB header: slot 0"},
+		{"encrypted", func(b []byte) []byte { setMain(b, 20, 1); return b }, "encrypted"},
+		{"future storage version", func(b []byte) []byte { setMain(b, 12, 99); return b }, "storage version number 99"},
+		{"truncated", func(b []byte) []byte { return b[:len(b)-int(m.BlockSize)/2] }, "truncated or being written"},
+		{"missing blocks", func(b []byte) []byte { return b[:block(1)] }, "truncated or being written"},
+		{"torn block", func(b []byte) []byte { b[block(1)+4000] ^= 1; return b }, "block 1 at offset"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "bad.duckdb")
+			if err := os.WriteFile(path, tc.edit(append([]byte(nil), good...)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := blocks.MapFile(context.Background(), path)
+			if !errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an ErrInvalid saying %q", err, tc.want)
+			}
+			if strings.Count(err.Error(), "\n") > 0 {
+				t.Errorf("error is more than one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestScrubCorrectsStaleDigests(t *testing.T) {
+	l := openLive(t, t.TempDir()).withRows(300_000)
+	m, _ := mapFile(t, l.path, nil)
+	if len(m.Blocks) < 6 {
+		t.Fatalf("%d blocks, want 6 or more", len(m.Blocks))
+	}
+	// Pretend blocks 3 and 5 changed without a change of DuckDB's
+	// checksum: the previous map has other digests for them.
+	truth := append([]blocks.Digest(nil), m.Blocks...)
+	m.Blocks[3][0] ^= 1
+	m.Blocks[5][0] ^= 1
+	m.Generation = 2 // the next map is generation 3: it scrubs block 3
+	next, st := mapFile(t, l.path, m)
+	if next.Blocks[3] != truth[3] || st.Mismatch != 1 || st.Scrubbed == 0 || st.Changed != 1 {
+		t.Fatalf("scrub of block 3: stats %+v", st)
+	}
+	if next.Blocks[5] == truth[5] {
+		t.Fatalf("block 5 was re-hashed outside its scrub generation")
+	}
+	// Within ScrubEvery maps every block is hashed again.
+	scrubbed := st.Scrubbed
+	for g := 0; g < blocks.ScrubEvery-1; g++ {
+		next, st = mapFile(t, l.path, next)
+		scrubbed += st.Scrubbed
+	}
+	if next.Blocks[5] != truth[5] || scrubbed != len(m.Blocks) {
+		t.Fatalf("after %d maps: block 5 corrected %v, %d of %d blocks scrubbed", blocks.ScrubEvery, next.Blocks[5] == truth[5], scrubbed, len(m.Blocks))
+	}
+}
+
+func TestCaptureSpoolResumes(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l := openLive(t, dir).withRows(200_000)
+	m1, _ := mapFile(t, l.path, nil)
+	store, _ := blocks.NewStore(newDir(t), "m")
+	if _, err := store.Upload(ctx, m1, mustOpen(t, l.path, m1), nil); err != nil {
+		t.Fatal(err)
+	}
+	l.appendRow()
+	c, err := blocks.NewCapture(ctx, l.path, m1, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reflink {
+		t.Skip("the filesystem clones files; the spool is not used")
+	}
+	// The writer moves on; the spool keeps the cut.
+	l.exec("INSERT INTO t SELECT range, 'more', 1 FROM range(100000)")
+	l.exec("CHECKPOINT")
+	if c.Stats.Changed == 0 {
+		t.Fatalf("capture stats %+v", c.Stats)
+	}
+	sp, err := blocks.OpenSpool(c.Dir()) // as after a crash
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	// Version 1's blocks are in the store; the spool has the rest of 2's.
+	store2, _ := blocks.NewStore(newDir(t), "m")
+	up, err := store2.Upload(ctx, c.Map, sp, nil)
+	if !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("a spool has only the new blocks, yet a full upload from it gave %+v, %v", up, err)
+	}
+	up, err = store.Upload(ctx, c.Map, sp, m1)
+	if err != nil || up.Uploaded != c.Stats.Changed+1 {
+		t.Fatalf("upload from the reopened spool %+v: %v (changed %d)", up, err, c.Stats.Changed)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(c.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Close left %s", c.Dir())
+	}
+}
