@@ -156,7 +156,8 @@ func TestHeaderOfDuckDB156(t *testing.T) {
 		t.Errorf("header (-want +got):\n%s", diff)
 	}
 	st, _ := f.Stat()
-	if got := uint64((st.Size() - blocks.HeaderSize) / h.BlockSize); got != h.BlockCount || h.Iteration == 0 {
+	// A checkpoint writes the header, then truncates trailing free blocks.
+	if got := uint64((st.Size() - blocks.HeaderSize) / h.BlockSize); got > h.BlockCount || h.Iteration == 0 {
 		t.Errorf("file has %d blocks after the header, header says %d (iteration %d)", got, h.BlockCount, h.Iteration)
 	}
 }

@@ -44,7 +44,7 @@ type Header struct {
 	LibraryVersion string // DuckDB version that created the file, e.g. "v1.5.6"
 	// Of the active database header (the one with the higher iteration):
 	Iteration  uint64 // checkpoints so far
-	BlockCount uint64 // blocks in use or free below the end of the file
+	BlockCount uint64 // blocks at the checkpoint, before trailing free ones were truncated
 	BlockSize  int64  // block_alloc_size in bytes
 	// SerializationCompatibility is the storage version the catalog is
 	// serialized with (1 = v0.10.0, 7 = v1.5), the one that decides which
@@ -149,8 +149,8 @@ func checkWAL(path string) error {
 	return nil
 }
 
-// fileLayout opens the DuckDB file at path for mapping: it must have a valid header and a size of HeaderSize plus whole
-// blocks covering the header's block count.
+// fileLayout opens the DuckDB file at path for mapping: it must have a
+// valid header and a size of HeaderSize plus whole blocks.
 func fileLayout(path string) (*os.File, Header, []byte, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -171,10 +171,12 @@ func fileLayout(path string) (*os.File, Header, []byte, int64, error) {
 		f.Close()
 		return nil, Header{}, nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
+	// The header's block count is no lower bound: a checkpoint writes the
+	// header, then truncates the free blocks at the end of the file.
 	size := st.Size()
-	if (size-HeaderSize)%h.BlockSize != 0 || uint64((size-HeaderSize)/h.BlockSize) < h.BlockCount {
+	if (size-HeaderSize)%h.BlockSize != 0 {
 		f.Close()
-		return nil, Header{}, nil, 0, fmt.Errorf("%w: %s: %d bytes is not the %d-byte header plus %d or more whole %d-byte blocks: the file is truncated or being written", model.ErrInvalid, path, size, HeaderSize, h.BlockCount, h.BlockSize)
+		return nil, Header{}, nil, 0, fmt.Errorf("%w: %s: %d bytes is not the %d-byte header plus whole %d-byte blocks: the file is truncated or being written", model.ErrInvalid, path, size, HeaderSize, h.BlockSize)
 	}
 	return f, h, hdr, size, nil
 }

@@ -1,0 +1,157 @@
+package blocks_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/teatree/teatree/blocks"
+	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/objstore"
+)
+
+// TestMeasureFlights measures the block costs of versions of the 3 M-row
+// flights model: set TEATREE_BLOCKS_MEASURE=1 and link data/ (scripts/
+// fetch-flights.sh). The figures are logged (go test -v); docs/decisions.md
+// quotes them.
+func TestMeasureFlights(t *testing.T) {
+	if os.Getenv("TEATREE_BLOCKS_MEASURE") == "" {
+		t.Skip("set TEATREE_BLOCKS_MEASURE=1 to measure")
+	}
+	parquet, err := filepath.Abs("../data/flights-3m.parquet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(parquet); err != nil {
+		t.Skipf("no flights data: %v", err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "flights.duckdb")
+	db, err := duck.Open(ctx, path, duck.Options{Threads: 2, ExternalAccess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	exec := func(q string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return time.Since(start)
+	}
+	exec("CREATE TABLE flights AS SELECT * FROM read_parquet(" + duck.Literal(parquet) + ")")
+	exec("CHECKPOINT")
+	objs, err := objstore.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, _ := blocks.NewStore(objs, "flights")
+
+	c, err := blocks.NewCapture(ctx, path, nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	up, err := store.Upload(ctx, c.Map, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("version 1: %d bytes, %d blocks; capture (full map + spool) %v; upload %d objects (%d bytes) to a directory store in %v",
+		c.Map.Size(), len(c.Map.Blocks), c.Stats.Duration, up.Uploaded, up.Bytes, time.Since(start))
+	c.Close()
+
+	// One object per block against one object for the file (a pack).
+	whole, _ := os.ReadFile(path)
+	start = time.Now()
+	if err := objs.Put(ctx, "pack", bytes.NewReader(whole), int64(len(whole))); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the same bytes as one object: %v", time.Since(start))
+	perBlock := func(n int) time.Duration {
+		buf := make([]byte, 262144)
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(blocks.DefaultParallel)
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			g.Go(func() error {
+				return objs.Put(gctx, fmt.Sprintf("put/%d", i), bytes.NewReader(buf), int64(len(buf)))
+			})
+		}
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	n := 1024
+	d := perBlock(n)
+	t.Logf("%d PUTs of 256 KiB to the directory store, %d at once: %v (%.0f PUT/s; 8192 blocks = 2 GiB would take %v)", n, blocks.DefaultParallel, d, float64(n)/d.Seconds(), d*8192/time.Duration(n))
+
+	prev := mustMap(t, path)
+	laptop := filepath.Join(t.TempDir(), "flights.duckdb")
+	if _, err := blocks.Reconstruct(ctx, prev, laptop, blocks.ReconstructOptions{Remote: store}); err != nil {
+		t.Fatal(err)
+	}
+	for v, change := range []string{
+		"INSERT INTO flights SELECT * FROM flights LIMIT 1",
+		"INSERT INTO flights SELECT * FROM flights LIMIT 1",
+		"INSERT INTO flights SELECT * FROM flights LIMIT 1",
+		"UPDATE flights SET delay = delay + 1 WHERE hash(rowid) % 100 = 0",
+		"INSERT INTO flights SELECT * FROM flights LIMIT 1",
+	} {
+		apply := exec(change)
+		ckpt := exec("CHECKPOINT")
+		c, err := blocks.NewCapture(ctx, path, prev, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full := mustMapStats(t, path)
+		start := time.Now()
+		up, err := store.Upload(ctx, c.Map, c, prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		upload := time.Since(start)
+		local, err := blocks.OpenFile(ctx, laptop, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start = time.Now()
+		rs, err := blocks.Reconstruct(ctx, c.Map, laptop, blocks.ReconstructOptions{Root: c.Map.Root(), Local: []blocks.Source{local}, Remote: store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pull := time.Since(start)
+		local.Close()
+		js, _ := c.Map.MarshalJSON()
+		t.Logf("version %d, %q: apply %v, CHECKPOINT %v; %d bytes, %d blocks, %d changed (%d hashed, %d scrubbed); capture %v (full map %v); upload %d objects, %d bytes in %v; pull over version %d fetched %d bytes, reused %d, in %v; block map JSON %d bytes",
+			v+2, change, apply, ckpt, c.Map.Size(), len(c.Map.Blocks), c.Stats.Changed, c.Stats.Hashed, c.Stats.Scrubbed, c.Stats.Duration, full.Duration, up.Uploaded, up.Bytes, upload, v+1, rs.Fetched, rs.Reused, pull, len(js))
+		prev = c.Map
+		c.Close()
+	}
+}
+
+func mustMap(t *testing.T, path string) *blocks.Map {
+	t.Helper()
+	m, _, err := blocks.MapFile(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mustMapStats(t *testing.T, path string) blocks.MapStats {
+	t.Helper()
+	_, st, err := blocks.MapFile(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
