@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/teatree/teatree/model"
@@ -206,23 +207,40 @@ func MapFile(ctx context.Context, path string) (*Map, MapStats, error) {
 // scrubs because DuckDB writes a block only as a whole, at a checkpoint,
 // with a fresh checksum over its content, and never into a block that is
 // in use; see doc.go for the residual risk.
+//
+// Remap opens and closes the file, which releases every POSIX lock this
+// process holds on it: DuckDB's own lock, if this process has the file
+// open in DuckDB. Map such a file with RemapFile.
 func Remap(ctx context.Context, path string, prev *Map) (*Map, MapStats, error) {
-	return remap(ctx, path, path, prev, nil)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, MapStats{}, fmt.Errorf("blocks: %w", err)
+	}
+	defer f.Close()
+	return remap(ctx, f, path, prev, nil)
 }
 
-// remap maps the file at path, checking walOf for a write-ahead log (the
-// live file when path is a clone of it), and calls keep with every block it
-// hashed whose digest prev does not have (i == -1 for the header).
-func remap(ctx context.Context, path, walOf string, prev *Map, keep func(i int, d Digest, b []byte) error) (*Map, MapStats, error) {
+// RemapFile is Remap of an open file that it leaves open: the way to map a
+// DuckDB file this process has open in DuckDB, with a descriptor kept open
+// until DuckDB has closed the file (closing it earlier releases DuckDB's
+// fcntl lock, see doc.go).
+func RemapFile(ctx context.Context, f *os.File, prev *Map) (*Map, MapStats, error) {
+	return remap(ctx, f, f.Name(), prev, nil)
+}
+
+// remap maps f, checking walOf for a write-ahead log (the live file when
+// f is a clone of it), and calls keep with every block it hashed whose
+// digest prev does not have (i == -1 for the header); b is reused after
+// keep returns.
+func remap(ctx context.Context, f *os.File, walOf string, prev *Map, keep func(i int, d Digest, b []byte) error) (*Map, MapStats, error) {
 	start := time.Now()
 	if err := checkWAL(walOf); err != nil {
 		return nil, MapStats{}, err
 	}
-	f, h, hdr, size, err := fileLayout(path)
+	h, hdr, size, err := fileLayout(f)
 	if err != nil {
 		return nil, MapStats{}, err
 	}
-	defer f.Close()
 	n := int((size - HeaderSize) / h.BlockSize)
 	full := prev == nil || prev.BlockSize != h.BlockSize || len(prev.Checksums) != len(prev.Blocks)
 	m := &Map{BlockSize: h.BlockSize, Header: sha256.Sum256(hdr), Blocks: make([]Digest, n), Checksums: make([]uint64, n), Info: h}
@@ -249,7 +267,7 @@ func remap(ctx context.Context, path, walOf string, prev *Map, keep func(i int, 
 		old := !full && i < len(prev.Blocks)
 		if old {
 			if _, err := f.ReadAt(cs[:], off); err != nil {
-				return nil, st, fmt.Errorf("blocks: read %s: %w", path, err)
+				return nil, st, fmt.Errorf("blocks: read %s: %w", f.Name(), err)
 			}
 			c := binary.LittleEndian.Uint64(cs[:])
 			scrub := i%ScrubEvery == m.Generation%ScrubEvery
@@ -262,10 +280,10 @@ func remap(ctx context.Context, path, walOf string, prev *Map, keep func(i int, 
 			}
 		}
 		if _, err := f.ReadAt(buf, off); err != nil {
-			return nil, st, fmt.Errorf("blocks: read %s: %w", path, err)
+			return nil, st, fmt.Errorf("blocks: read %s: %w", f.Name(), err)
 		}
 		if err := checkBlock(buf); err != nil {
-			return nil, st, fmt.Errorf("%w: %s: block %d at offset %d: %v", model.ErrInvalid, path, i, off, err)
+			return nil, st, fmt.Errorf("%w: %s: block %d at offset %d: %v", model.ErrInvalid, f.Name(), i, off, err)
 		}
 		st.Hashed++
 		m.Blocks[i], m.Checksums[i] = sha256.Sum256(buf), binary.LittleEndian.Uint64(buf)

@@ -27,6 +27,7 @@ type live struct {
 	t    *testing.T
 	db   *sql.DB
 	path string
+	fd   *os.File // held open until DuckDB closes the file (see RemapFile)
 }
 
 func openLive(t *testing.T, dir string) *live {
@@ -36,8 +37,15 @@ func openLive(t *testing.T, dir string) *live {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	return &live{t: t, db: db, path: path}
+	if _, err := db.Exec("CHECKPOINT"); err != nil { // creates the file
+		t.Fatal(err)
+	}
+	fd, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(); fd.Close() })
+	return &live{t: t, db: db, path: path, fd: fd}
 }
 
 func (l *live) exec(q string) {
@@ -286,7 +294,7 @@ func TestPullReusesPreviousVersion(t *testing.T) {
 		store, _ := blocks.NewStore(objs, "m")
 
 		// Version 1: captured, uploaded, pulled to the laptop.
-		c1, err := blocks.NewCapture(ctx, l.path, nil, dir)
+		c1, err := blocks.NewCapture(ctx, l.fd, nil, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -301,7 +309,7 @@ func TestPullReusesPreviousVersion(t *testing.T) {
 
 		// Version 2: one row more; the capture spools only the new blocks.
 		l.appendRow()
-		c2, err := blocks.NewCapture(ctx, l.path, c1.Map, dir)
+		c2, err := blocks.NewCapture(ctx, l.fd, c1.Map, dir)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -30,19 +30,19 @@ type Capture struct {
 
 var _ Source = (*Capture)(nil)
 
-// NewCapture captures the DuckDB file at path, checkpointed and not
+// NewCapture captures the open DuckDB file live, checkpointed and not
 // written to meanwhile (the caller holds off transactions and checkpoints
-// until it returns), mapping it incrementally from prev (see Remap). The
-// capture lives in a new directory under dir, which must be on the same
-// filesystem as path for a reflink; the spool is synced before NewCapture
-// returns, so OpenSpool can resume an upload after a crash. Errors are
-// Remap's.
-func NewCapture(ctx context.Context, path string, prev *Map, dir string) (*Capture, error) {
+// until it returns), mapping it incrementally from prev (see Remap). It
+// leaves live open (see RemapFile). The capture lives in a new directory
+// under dir, which must be on the same filesystem as live for a reflink;
+// the spool is synced before NewCapture returns, so OpenSpool can resume an
+// upload after a crash. Errors are Remap's.
+func NewCapture(ctx context.Context, live *os.File, prev *Map, dir string) (*Capture, error) {
 	cdir, err := os.MkdirTemp(dir, ".capture-")
 	if err != nil {
 		return nil, fmt.Errorf("blocks: capture: %w", err)
 	}
-	c, err := capture(ctx, path, prev, cdir)
+	c, err := capture(ctx, live, prev, cdir)
 	if err != nil {
 		os.RemoveAll(cdir)
 		return nil, err
@@ -50,22 +50,20 @@ func NewCapture(ctx context.Context, path string, prev *Map, dir string) (*Captu
 	return c, nil
 }
 
-func capture(ctx context.Context, path string, prev *Map, cdir string) (*Capture, error) {
+func capture(ctx context.Context, live *os.File, prev *Map, cdir string) (*Capture, error) {
+	path := live.Name()
 	if err := checkWAL(path); err != nil {
 		return nil, err
 	}
-	clone := filepath.Join(cdir, "clone.duckdb")
-	switch err := reflink(path, clone); {
+	clonePath := filepath.Join(cdir, "clone.duckdb")
+	switch clone, err := reflink(live, clonePath); {
 	case err == nil:
 		m, st, err := remap(ctx, clone, path, prev, nil)
 		if err != nil {
+			clone.Close()
 			return nil, err
 		}
-		fs, err := OpenFile(ctx, clone, m)
-		if err != nil {
-			return nil, err
-		}
-		return &Capture{Map: m, Stats: st, Reflink: true, dir: cdir, src: fs}, nil
+		return &Capture{Map: m, Stats: st, Reflink: true, dir: cdir, src: newFileSource(clone, m)}, nil
 	case !errors.Is(err, errors.ErrUnsupported):
 		return nil, fmt.Errorf("blocks: capture %s: %w", path, err)
 	}
@@ -75,7 +73,7 @@ func capture(ctx context.Context, path string, prev *Map, cdir string) (*Capture
 	}
 	sp := &Spool{f: f, at: map[Digest]spoolEntry{}}
 	var end int64
-	m, st, err := remap(ctx, path, path, prev, func(i int, d Digest, b []byte) error {
+	m, st, err := remap(ctx, live, path, prev, func(i int, d Digest, b []byte) error {
 		if _, ok := sp.at[d]; ok {
 			return nil
 		}

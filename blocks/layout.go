@@ -149,34 +149,26 @@ func checkWAL(path string) error {
 	return nil
 }
 
-// fileLayout opens the DuckDB file at path for mapping: it must have a
-// valid header and a size of HeaderSize plus whole blocks.
-func fileLayout(path string) (*os.File, Header, []byte, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, Header{}, nil, 0, fmt.Errorf("blocks: %w", err)
-	}
+// fileLayout reads and checks the layout of the open DuckDB file f: it
+// must have a valid header and a size of HeaderSize plus whole blocks.
+func fileLayout(f *os.File) (Header, []byte, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return nil, Header{}, nil, 0, fmt.Errorf("blocks: %w", err)
+		return Header{}, nil, 0, fmt.Errorf("blocks: %w", err)
 	}
 	hdr := make([]byte, HeaderSize)
 	if _, err := io.ReadFull(io.NewSectionReader(f, 0, HeaderSize), hdr); err != nil {
-		f.Close()
-		return nil, Header{}, nil, 0, fmt.Errorf("%w: %s is not a DuckDB database file: %d bytes, shorter than the %d-byte header", model.ErrInvalid, path, st.Size(), HeaderSize)
+		return Header{}, nil, 0, fmt.Errorf("%w: %s is not a DuckDB database file: %d bytes, shorter than the %d-byte header", model.ErrInvalid, f.Name(), st.Size(), HeaderSize)
 	}
 	h, err := ReadHeader(hdr)
 	if err != nil {
-		f.Close()
-		return nil, Header{}, nil, 0, fmt.Errorf("%s: %w", path, err)
+		return Header{}, nil, 0, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	// The header's block count is no lower bound: a checkpoint writes the
 	// header, then truncates the free blocks at the end of the file.
 	size := st.Size()
 	if (size-HeaderSize)%h.BlockSize != 0 {
-		f.Close()
-		return nil, Header{}, nil, 0, fmt.Errorf("%w: %s: %d bytes is not the %d-byte header plus whole %d-byte blocks: the file is truncated or being written", model.ErrInvalid, path, size, HeaderSize, h.BlockSize)
+		return Header{}, nil, 0, fmt.Errorf("%w: %s: %d bytes is not the %d-byte header plus whole %d-byte blocks: the file is truncated or being written", model.ErrInvalid, f.Name(), size, HeaderSize, h.BlockSize)
 	}
-	return f, h, hdr, size, nil
+	return h, hdr, size, nil
 }

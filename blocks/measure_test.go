@@ -49,13 +49,18 @@ func TestMeasureFlights(t *testing.T) {
 	}
 	exec("CREATE TABLE flights AS SELECT * FROM read_parquet(" + duck.Literal(parquet) + ")")
 	exec("CHECKPOINT")
+	live, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
 	objs, err := objstore.NewDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	store, _ := blocks.NewStore(objs, "flights")
 
-	c, err := blocks.NewCapture(ctx, path, nil, dir)
+	c, err := blocks.NewCapture(ctx, live, nil, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +113,7 @@ func TestMeasureFlights(t *testing.T) {
 	} {
 		apply := exec(change)
 		ckpt := exec("CHECKPOINT")
-		c, err := blocks.NewCapture(ctx, path, prev, dir)
+		c, err := blocks.NewCapture(ctx, live, prev, dir)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,8 +5,9 @@ package blocks
 import (
 	"errors"
 	"fmt"
+	"os"
 )
 
-func reflink(src, dst string) error {
-	return fmt.Errorf("reflink %s: %w", src, errors.ErrUnsupported)
+func reflink(src *os.File, dst string) (*os.File, error) {
+	return nil, fmt.Errorf("reflink %s: %w", src.Name(), errors.ErrUnsupported)
 }

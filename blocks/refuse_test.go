@@ -21,7 +21,7 @@ func TestRefusesFileWithWAL(t *testing.T) {
 	for name, f := range map[string]func() error{
 		"MapFile": func() error { _, _, err := blocks.MapFile(context.Background(), l.path); return err },
 		"NewCapture": func() error {
-			c, err := blocks.NewCapture(context.Background(), l.path, nil, dir)
+			c, err := blocks.NewCapture(context.Background(), l.fd, nil, dir)
 			if err == nil {
 				c.Close()
 			}
@@ -138,7 +138,7 @@ func TestCaptureSpoolResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.appendRow()
-	c, err := blocks.NewCapture(ctx, l.path, m1, dir)
+	c, err := blocks.NewCapture(ctx, l.fd, m1, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,7 +168,8 @@ var _ Source = (*FileSource)(nil)
 // OpenFile opens the file at path as a Source of the blocks m lists. With
 // a nil m the file is mapped first (every block hashed, see MapFile). The
 // content is verified on every read, so a stale m only costs the blocks
-// that no longer match.
+// that no longer match. Close releases this process's POSIX locks on the
+// file (see RemapFile): do not open a file DuckDB has open in this process.
 func OpenFile(ctx context.Context, path string, m *Map) (*FileSource, error) {
 	if m == nil {
 		var err error
@@ -180,12 +181,16 @@ func OpenFile(ctx context.Context, path string, m *Map) (*FileSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blocks: %w", err)
 	}
+	return newFileSource(f, m), nil
+}
+
+func newFileSource(f *os.File, m *Map) *FileSource {
 	idx := make(map[Digest]int, len(m.Blocks)+1)
 	for i := len(m.Blocks) - 1; i >= 0; i-- {
 		idx[m.Blocks[i]] = i
 	}
 	idx[m.Header] = -1
-	return &FileSource{f: f, m: m, index: idx}, nil
+	return &FileSource{f: f, m: m, index: idx}
 }
 
 // Map is the block map the source was opened with.
