@@ -13,6 +13,7 @@ import (
 
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/internal/miniotest"
 	"github.com/teatree/teatree/objstore"
 )
 
@@ -75,29 +76,14 @@ func TestMeasureFlights(t *testing.T) {
 
 	// One object per block against one object for the file (a pack).
 	whole, _ := os.ReadFile(path)
-	start = time.Now()
-	if err := objs.Put(ctx, "pack", bytes.NewReader(whole), int64(len(whole))); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("the same bytes as one object: %v", time.Since(start))
-	perBlock := func(n int) time.Duration {
-		buf := make([]byte, 262144)
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(blocks.DefaultParallel)
-		start := time.Now()
-		for i := 0; i < n; i++ {
-			g.Go(func() error {
-				return objs.Put(gctx, fmt.Sprintf("put/%d", i), bytes.NewReader(buf), int64(len(buf)))
-			})
-		}
-		if err := g.Wait(); err != nil {
+	comparePuts(t, "directory store", objs, whole)
+	if bin, _ := miniotest.Binary(); bin != "" {
+		s3, err := objstore.NewS3(ctx, miniotest.Shared(t).Bucket(t))
+		if err != nil {
 			t.Fatal(err)
 		}
-		return time.Since(start)
+		comparePuts(t, "MinIO", s3, whole)
 	}
-	n := 1024
-	d := perBlock(n)
-	t.Logf("%d PUTs of 256 KiB to the directory store, %d at once: %v (%.0f PUT/s; 8192 blocks = 2 GiB would take %v)", n, blocks.DefaultParallel, d, float64(n)/d.Seconds(), d*8192/time.Duration(n))
 
 	prev := mustMap(t, path)
 	laptop := filepath.Join(t.TempDir(), "flights.duckdb")
@@ -159,4 +145,33 @@ func mustMapStats(t *testing.T, path string) blocks.MapStats {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// comparePuts logs the time of n PUTs of 256 KiB, 8 at once, against one
+// PUT of the whole file.
+func comparePuts(t *testing.T, name string, objs objstore.Store, whole []byte) {
+	ctx := context.Background()
+	start := time.Now()
+	if err := objs.Put(ctx, "pack", bytes.NewReader(whole), int64(len(whole))); err != nil {
+		t.Fatal(err)
+	}
+	one := time.Since(start)
+	buf := make([]byte, 262144)
+	n := len(whole) / len(buf)
+	for _, par := range []int{blocks.DefaultParallel, 32} {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(par)
+		start = time.Now()
+		for i := 0; i < n; i++ {
+			g.Go(func() error {
+				return objs.Put(gctx, fmt.Sprintf("put/%d/%d", par, i), bytes.NewReader(buf), int64(len(buf)))
+			})
+		}
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		d := time.Since(start)
+		t.Logf("%s: %d bytes as one object %v; as %d PUTs of 256 KiB, %d at once, %v (%.0f PUT/s; 2 GiB = 8192 blocks would take %v)",
+			name, len(whole), one, n, par, d, float64(n)/d.Seconds(), d*8192/time.Duration(n))
+	}
 }
