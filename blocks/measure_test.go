@@ -175,3 +175,63 @@ func comparePuts(t *testing.T, name string, objs objstore.Store, whole []byte) {
 			name, len(whole), one, n, par, d, float64(n)/d.Seconds(), d*8192/time.Duration(n))
 	}
 }
+
+// TestMeasureLarge maps a synthetic file of about 1.5 GB (set
+// TEATREE_BLOCKS_MEASURE=large): full against incremental map, and what a
+// one-row append and a 1 % update change.
+func TestMeasureLarge(t *testing.T) {
+	if os.Getenv("TEATREE_BLOCKS_MEASURE") != "large" {
+		t.Skip("set TEATREE_BLOCKS_MEASURE=large to measure")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "large.duckdb")
+	db, err := duck.Open(ctx, path, duck.Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	exec := func(q string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return time.Since(start)
+	}
+	load := exec("CREATE TABLE big AS SELECT range AS id, hash(range) AS h, random() AS x FROM range(80000000)")
+	load += exec("CHECKPOINT")
+	live, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	prev, full, err := blocks.RemapFile(ctx, live, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := prev.MarshalJSON()
+	t.Logf("80 M rows: load %v; %d bytes, %d blocks; full map %v; block map JSON %d bytes", load, prev.Size(), len(prev.Blocks), full.Duration, len(js))
+	store, _ := blocks.NewStore(newDir(t), "large")
+	for _, change := range []string{
+		"INSERT INTO big VALUES (-1, 0, 0.5)",
+		"INSERT INTO big VALUES (-2, 0, 0.5)",
+		"UPDATE big SET x = x + 1 WHERE id % 100 = 0",
+		"INSERT INTO big VALUES (-3, 0, 0.5)",
+	} {
+		apply := exec(change)
+		ckpt := exec("CHECKPOINT")
+		c, err := blocks.NewCapture(ctx, live, prev, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up, err := store.Upload(ctx, c.Map, c, prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%q: apply %v, CHECKPOINT %v; %d bytes; capture (incremental map + spool) %v: %d changed, %d hashed, %d scrubbed; upload %d objects, %d bytes",
+			change, apply, ckpt, c.Map.Size(), c.Stats.Duration, c.Stats.Changed, c.Stats.Hashed, c.Stats.Scrubbed, up.Uploaded, up.Bytes)
+		prev = c.Map
+		c.Close()
+	}
+}
