@@ -156,7 +156,7 @@ func (m *Map) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("%w: block map: bytes %d, but %d blocks of %d bytes after the header make %d", model.ErrInvalid, w.Bytes, len(w.Blocks), w.BlockSize, d.Size())
 	}
 	if root := d.Root(); root != w.Root {
-		return fmt.Errorf("%w: block map: root %s does not match its blocks (%s): the manifest is corrupt", ErrCorrupt, w.Root, root)
+		return fmt.Errorf("block map: %w: root %s, its blocks make %s", ErrCorrupt, w.Root, root)
 	}
 	*m = d
 	return nil
@@ -179,7 +179,7 @@ type MapStats struct {
 	Full     bool          // every block was hashed
 	Blocks   int           // blocks in the file
 	Hashed   int           // blocks read and hashed
-	Changed  int           // blocks whose digest differs from the previous map (or new)
+	Changed  int           // blocks whose digest differs from the previous map's at the same index, or new
 	Scrubbed int           // blocks hashed only because of the scrub
 	Mismatch int           // scrubbed blocks whose content changed under an unchanged checksum
 	Duration time.Duration // wall time
@@ -287,7 +287,7 @@ func remap(ctx context.Context, f *os.File, walOf string, prev *Map, keep func(i
 		}
 		st.Hashed++
 		m.Blocks[i], m.Checksums[i] = sha256.Sum256(buf), binary.LittleEndian.Uint64(buf)
-		if !old || m.Blocks[i] != prev.Blocks[i] {
+		if prev == nil || i >= len(prev.Blocks) || m.Blocks[i] != prev.Blocks[i] {
 			st.Changed++
 			if old && m.Checksums[i] == prev.Checksums[i] {
 				st.Mismatch++

@@ -379,6 +379,7 @@ func TestCorruptBlockRefused(t *testing.T) {
 		if !errors.Is(err, blocks.ErrCorrupt) || !errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), victim.String()) {
 			t.Fatalf("corrupt block: %v", err)
 		}
+		t.Logf("refused: %v", err)
 		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("a refused reconstruction left %s: %v", out, err)
 		}

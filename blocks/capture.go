@@ -176,7 +176,7 @@ func OpenSpool(dir string) (*Spool, error) {
 	}
 	sp := &Spool{}
 	if err := json.Unmarshal(idx, &sp.at); err != nil {
-		return nil, fmt.Errorf("%w: spool index %s: %v", ErrCorrupt, dir, err)
+		return nil, fmt.Errorf("%w: spool index in %s: %v", model.ErrInvalid, dir, err)
 	}
 	if sp.f, err = os.Open(filepath.Join(dir, spoolFile)); err != nil {
 		return nil, fmt.Errorf("blocks: %w", err)
@@ -191,7 +191,7 @@ func (s *Spool) Block(ctx context.Context, d Digest, buf []byte) error {
 		return fmt.Errorf("block %s: %w in the spool", d, model.ErrNotFound)
 	}
 	if e.Size != int64(len(buf)) {
-		return fmt.Errorf("%w: spooled block %s has %d bytes, want %d", ErrCorrupt, d, e.Size, len(buf))
+		return fmt.Errorf("spooled block %s: %w: %d bytes, want %d", d, ErrCorrupt, e.Size, len(buf))
 	}
 	if _, err := s.f.ReadAt(buf, e.Offset); err != nil {
 		return fmt.Errorf("blocks: spool: %w", err)

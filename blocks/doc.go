@@ -81,9 +81,10 @@
 // written to meanwhile: the applier waits and automatic checkpoints must not
 // interleave. DuckDB locks its file with fcntl F_SETLK
 // (local_file_system.cpp:408), a lock of the process: closing any other
-// descriptor of the file in the same process releases it. A db-manager that
-// maps its live file in-process therefore loses DuckDB's lock on every
-// MapFile/Remap/NewCapture; see the note in docs/decisions.md.
+// descriptor of the file in the same process releases it. A db-manager
+// therefore maps its live file through one descriptor it keeps open until
+// DuckDB has closed the file (RemapFile, NewCapture), never by path
+// (MapFile, Remap, OpenFile open and close their own; TestMapKeepsDuckDBLock).
 //
 // # Captures
 //

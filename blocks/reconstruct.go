@@ -52,7 +52,7 @@ func Reconstruct(ctx context.Context, m *Map, out string, opts ReconstructOption
 	st := ReconstructStats{Bytes: m.Size()}
 	if opts.Root != (Digest{}) {
 		if root := m.Root(); root != opts.Root {
-			return st, fmt.Errorf("%w: block map root %s, the version records %s", ErrCorrupt, root, opts.Root)
+			return st, fmt.Errorf("block map: %w: its root is %s, the version records %s", ErrCorrupt, root, opts.Root)
 		}
 	}
 	if opts.Remote == nil {
@@ -106,7 +106,7 @@ func Reconstruct(ctx context.Context, m *Map, out string, opts ReconstructOption
 			}
 			if !local {
 				if err := fill(gctx, opts.Remote, d, buf); err != nil {
-					return fmt.Errorf("blocks: reconstruct: %w", err)
+					return fmt.Errorf("blocks: reconstruct %s: %w", out, err)
 				}
 			}
 			for _, i := range offs {

@@ -18,7 +18,7 @@ import (
 
 // ErrCorrupt reports a block or block map whose content does not match its
 // digest; it wraps model.ErrInvalid.
-var ErrCorrupt = fmt.Errorf("corrupt block: %w", model.ErrInvalid)
+var ErrCorrupt = fmt.Errorf("content does not match its sha256 (%w)", model.ErrInvalid)
 
 // DefaultParallel is the number of concurrent block transfers when a
 // Store's or ReconstructOptions' Parallel is 0.
@@ -38,7 +38,7 @@ func fill(ctx context.Context, src Source, d Digest, buf []byte) error {
 		return err
 	}
 	if got := Digest(sha256.Sum256(buf)); got != d {
-		return fmt.Errorf("%w: block %s has content %s", ErrCorrupt, d, got)
+		return fmt.Errorf("block %s: %w: read %s", d, ErrCorrupt, got)
 	}
 	return nil
 }
@@ -78,12 +78,12 @@ func (s *Store) Block(ctx context.Context, d Digest, buf []byte) error {
 	defer rc.Close()
 	if _, err := io.ReadFull(rc, buf); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: %s is shorter than %d bytes", ErrCorrupt, key, len(buf))
+			return fmt.Errorf("%s: %w: shorter than %d bytes", key, ErrCorrupt, len(buf))
 		}
 		return fmt.Errorf("blocks: get %s: %w", key, err)
 	}
 	if n, _ := io.Copy(io.Discard, io.LimitReader(rc, 1)); n > 0 {
-		return fmt.Errorf("%w: %s is longer than %d bytes", ErrCorrupt, key, len(buf))
+		return fmt.Errorf("%s: %w: longer than %d bytes", key, ErrCorrupt, len(buf))
 	}
 	return nil
 }
