@@ -1,6 +1,7 @@
 package blocks_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -138,6 +139,10 @@ func TestCaptureSpoolResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.appendRow()
+	frozen, err := os.ReadFile(l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := blocks.NewCapture(ctx, l.fd, m1, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +170,13 @@ func TestCaptureSpoolResumes(t *testing.T) {
 	up, err = store.Upload(ctx, c.Map, sp, m1)
 	if err != nil || up.Uploaded != c.Stats.Changed+1 {
 		t.Fatalf("upload from the reopened spool %+v: %v (changed %d)", up, err, c.Stats.Changed)
+	}
+	out := filepath.Join(t.TempDir(), "v2.duckdb")
+	if _, err := blocks.Reconstruct(ctx, c.Map, out, blocks.ReconstructOptions{Root: c.Map.Root(), Remote: store}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, frozen) {
+		t.Fatal("version 2 from the spool is not the file as captured")
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -217,5 +229,54 @@ func TestMapsFileShorterThanHeaderCount(t *testing.T) {
 	sameFile(t, l.path, out)
 	if n, _ := rows(t, out); n != 300_000 {
 		t.Fatalf("%d rows", n)
+	}
+}
+
+// TestCaptureReflink runs a capture on a filesystem that clones files
+// (XFS, Btrfs): set TEATREE_BLOCKS_REFLINK_DIR to a directory on one. The
+// capture must be a clone, and the version it froze must come back
+// byte-identical after the writer moved on.
+func TestCaptureReflink(t *testing.T) {
+	root := os.Getenv("TEATREE_BLOCKS_REFLINK_DIR")
+	if root == "" {
+		t.Skip("set TEATREE_BLOCKS_REFLINK_DIR to a directory on XFS or Btrfs")
+	}
+	ctx := context.Background()
+	dir, err := os.MkdirTemp(root, "blocks-reflink-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	l := openLive(t, dir).withRows(300_000)
+	m1, _, err := blocks.RemapFile(ctx, l.fd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.appendRow()
+	frozen, err := os.ReadFile(l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := blocks.NewCapture(ctx, l.fd, m1, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !c.Reflink {
+		t.Fatalf("%s does not clone files", root)
+	}
+	l.exec("INSERT INTO t SELECT range, 'more', 1 FROM range(100000)")
+	l.exec("CHECKPOINT")
+	store, _ := blocks.NewStore(newDir(t), "m")
+	if _, err := store.Upload(ctx, c.Map, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "v.duckdb")
+	if _, err := blocks.Reconstruct(ctx, c.Map, out, blocks.ReconstructOptions{Root: c.Map.Root(), Remote: store}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, frozen) {
+		t.Fatal("the reconstructed version is not the file as captured")
 	}
 }
