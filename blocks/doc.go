@@ -43,7 +43,8 @@
 //     the highest block + 1 (cpp:1306), syncs, trims fully freed blocks
 //     (hole punching, cpp:1344), then truncates trailing free blocks
 //     (checkpoint_manager.cpp:227, :264; cpp:1172). So the file may be
-//     shorter than block_count says, and free blocks read as zeros.
+//     shorter than block_count says, and trimmed free blocks read as zeros
+//     (others keep stale content; both are mapped like any block).
 //   - Storage version numbers 64 to 68 are readable by 1.5
 //     (storage_info.cpp:13-15, 68 = v1.5.x at :96-101); DuckDB 1.5.6 writes
 //     64 with serialization compatibility 1 (v0.10.0) unless a database is
