@@ -1,0 +1,216 @@
+package blocks
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/objstore"
+)
+
+// ErrCorrupt reports a block or block map whose content does not match its
+// digest; it wraps model.ErrInvalid.
+var ErrCorrupt = fmt.Errorf("content does not match its sha256 (%w)", model.ErrInvalid)
+
+// DefaultParallel is the number of concurrent block transfers when a
+// Store's or ReconstructOptions' Parallel is 0.
+const DefaultParallel = 8
+
+// Source gives the content of blocks by digest. Block fills buf with the
+// block whose SHA-256 is d (len(buf) is the block size, or HeaderSize for a
+// map's header) and returns an error wrapping model.ErrNotFound when the
+// source does not have it. Callers verify what they get.
+type Source interface {
+	Block(ctx context.Context, d Digest, buf []byte) error
+}
+
+// fill reads block d from src into buf and checks its digest.
+func fill(ctx context.Context, src Source, d Digest, buf []byte) error {
+	if err := src.Block(ctx, d, buf); err != nil {
+		return err
+	}
+	if got := Digest(sha256.Sum256(buf)); got != d {
+		return fmt.Errorf("block %s: %w: read %s", d, ErrCorrupt, got)
+	}
+	return nil
+}
+
+// BlockKey is the object key of the block with digest d of model m.
+func BlockKey(m string, d Digest) string { return "models/" + m + "/blocks/" + d.String() }
+
+// Store keeps the blocks of a model's snapshots in an object store, one
+// object per distinct block, named by its SHA-256 (BlockKey), so that
+// versions share their unchanged blocks. It is a Source.
+type Store struct {
+	objs  objstore.Store
+	model string
+	// Parallel is the number of concurrent uploads (DefaultParallel if 0).
+	Parallel int
+}
+
+var _ Source = (*Store)(nil)
+
+// NewStore returns the block store of model m in objs. It returns an error
+// wrapping model.ErrInvalid if m is not a valid model id.
+func NewStore(objs objstore.Store, m string) (*Store, error) {
+	if err := model.ValidateID(m); err != nil {
+		return nil, err
+	}
+	return &Store{objs: objs, model: m}, nil
+}
+
+// Block implements Source: it downloads the block object of d into buf. An
+// object of another size is reported as ErrCorrupt.
+func (s *Store) Block(ctx context.Context, d Digest, buf []byte) error {
+	key := BlockKey(s.model, d)
+	rc, err := s.objs.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: %w: shorter than %d bytes", key, ErrCorrupt, len(buf))
+		}
+		return fmt.Errorf("blocks: get %s: %w", key, err)
+	}
+	if n, _ := io.Copy(io.Discard, io.LimitReader(rc, 1)); n > 0 {
+		return fmt.Errorf("%s: %w: longer than %d bytes", key, ErrCorrupt, len(buf))
+	}
+	return nil
+}
+
+// UploadStats says what an upload cost.
+type UploadStats struct {
+	Distinct int   // distinct blocks in the map, the header included
+	Known    int   // skipped because the previous map has them
+	Present  int   // found in the store already (an earlier, interrupted upload)
+	Uploaded int   // blocks put
+	Bytes    int64 // bytes put
+}
+
+// Upload stores the blocks of m that the store does not hold: every
+// distinct digest of m that prev (the map of the last published version,
+// whose blocks are all stored; nil for none) does not have and that is not
+// already an object of the right size, read from src and verified before it
+// is put. It is idempotent: a repeated or resumed upload puts only what is
+// missing. A block of src that does not match m fails the upload with
+// ErrCorrupt.
+func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (UploadStats, error) {
+	var had map[Digest]struct{}
+	if prev != nil {
+		had = prev.Digests()
+	}
+	todo := m.Digests()
+	st := UploadStats{Distinct: len(todo)}
+	var present, uploaded, bytesPut atomic.Int64
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel(s.Parallel))
+	for d := range todo {
+		if _, ok := had[d]; ok {
+			st.Known++
+			continue
+		}
+		size := m.BlockSize
+		if d == m.Header {
+			size = HeaderSize
+		}
+		g.Go(func() error {
+			key := BlockKey(s.model, d)
+			if info, err := s.objs.Stat(ctx, key); err == nil && info.Size == size {
+				present.Add(1)
+				return nil
+			} else if err != nil && !errors.Is(err, model.ErrNotFound) {
+				return fmt.Errorf("blocks: stat %s: %w", key, err)
+			}
+			buf := make([]byte, size)
+			if err := fill(ctx, src, d, buf); err != nil {
+				return fmt.Errorf("blocks: upload %s: %w", key, err)
+			}
+			if err := s.objs.Put(ctx, key, bytes.NewReader(buf), size); err != nil {
+				return fmt.Errorf("blocks: upload %s: %w", key, err)
+			}
+			uploaded.Add(1)
+			bytesPut.Add(size)
+			return nil
+		})
+	}
+	err := g.Wait()
+	st.Present, st.Uploaded, st.Bytes = int(present.Load()), int(uploaded.Load()), bytesPut.Load()
+	return st, err
+}
+
+func parallel(n int) int {
+	if n <= 0 {
+		return DefaultParallel
+	}
+	return n
+}
+
+// FileSource is a DuckDB file with its block map, as a Source: the local
+// copy of an earlier version that a pull reuses, or the clone of a capture.
+type FileSource struct {
+	f     *os.File
+	m     *Map
+	index map[Digest]int // digest -> first block with it; -1 for the header
+}
+
+var _ Source = (*FileSource)(nil)
+
+// OpenFile opens the file at path as a Source of the blocks m lists. With
+// a nil m the file is mapped first (every block hashed, see MapFile). The
+// content is verified on every read, so a stale m only costs the blocks
+// that no longer match. Close releases this process's POSIX locks on the
+// file (see RemapFile): do not open a file DuckDB has open in this process.
+func OpenFile(ctx context.Context, path string, m *Map) (*FileSource, error) {
+	if m == nil {
+		var err error
+		if m, _, err = MapFile(ctx, path); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("blocks: %w", err)
+	}
+	return newFileSource(f, m), nil
+}
+
+func newFileSource(f *os.File, m *Map) *FileSource {
+	idx := make(map[Digest]int, len(m.Blocks)+1)
+	for i := len(m.Blocks) - 1; i >= 0; i-- {
+		idx[m.Blocks[i]] = i
+	}
+	idx[m.Header] = -1
+	return &FileSource{f: f, m: m, index: idx}
+}
+
+// Map is the block map the source was opened with.
+func (s *FileSource) Map() *Map { return s.m }
+
+// Block implements Source.
+func (s *FileSource) Block(ctx context.Context, d Digest, buf []byte) error {
+	i, ok := s.index[d]
+	if !ok {
+		return fmt.Errorf("block %s: %w in %s", d, model.ErrNotFound, s.f.Name())
+	}
+	off := int64(0)
+	if i >= 0 {
+		off = HeaderSize + int64(i)*s.m.BlockSize
+	}
+	if _, err := s.f.ReadAt(buf, off); err != nil {
+		return fmt.Errorf("blocks: read %s: %w", s.f.Name(), err)
+	}
+	return nil
+}
+
+// Close closes the file.
+func (s *FileSource) Close() error { return s.f.Close() }
