@@ -224,6 +224,7 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 		m.meter.requests.Add(ctx, n, metric.WithAttributes(attribute.String("status", string(st))))
 	}
 	m.meter.applyTime.Record(ctx, time.Since(start).Seconds())
+	m.meter.batchSize.Record(ctx, int64(len(items)))
 	m.log.Debug("batch committed", "requests", len(items), "position", m.position.Load(), "took", time.Since(start))
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/teatree/teatree/telemetry"
 )
 
 // Health endpoints, served on Config.HealthAddr when set (Kubernetes
@@ -20,6 +22,7 @@ import (
 //	             generous failure threshold, as the startup probe.
 //	GET /readyz  200 once the writer lease is held and the consumer bound,
 //	             else 503.
+//	GET /metrics the process's metrics in the Prometheus text format.
 func (m *Manager) serveHealth(ctx context.Context) error {
 	if m.cfg.HealthAddr == "" {
 		return nil
@@ -39,6 +42,7 @@ func (m *Manager) serveHealth(ctx context.Context) error {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.Handle("GET /metrics", telemetry.Handler())
 	ln, err := net.Listen("tcp", m.cfg.HealthAddr)
 	if err != nil {
 		return fmt.Errorf("dbmanager: health listener: %w", err)

@@ -59,6 +59,7 @@ type metrics struct {
 	applyTime metric.Float64Histogram
 	versions  metric.Int64Counter
 	bytes     metric.Int64Counter
+	batchSize metric.Int64Histogram
 }
 
 // New returns a Manager for cfg. cfg is validated.
@@ -81,6 +82,8 @@ func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB
 	m.meter.applyTime, _ = meter.Float64Histogram("teatree.apply.duration", metric.WithUnit("s"), metric.WithDescription("time to apply and commit one batch"))
 	m.meter.versions, _ = meter.Int64Counter("teatree.versions", metric.WithDescription("versions published"))
 	m.meter.bytes, _ = meter.Int64Counter("teatree.published.bytes", metric.WithUnit("By"), metric.WithDescription("bytes uploaded to the object store"))
+	m.meter.batchSize, _ = meter.Int64Histogram("teatree.batch.size", metric.WithDescription("requests per applied batch (group commit)"),
+		metric.WithExplicitBucketBoundaries(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
 	return m, nil
 }
 

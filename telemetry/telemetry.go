@@ -2,23 +2,29 @@
 // carries W3C trace context (the traceparent header) through NATS message
 // headers.
 //
-// With OTEL_EXPORTER_OTLP_ENDPOINT (or the _TRACES_/_METRICS_ variants) set,
-// Setup installs OTLP/HTTP exporters for traces and metrics configured by
-// the standard OTEL_* variables; otherwise it installs nothing and the
-// global no-op providers stay in place, so instrumentation costs next to
-// nothing.
+// Setup always installs a meter provider whose instruments are readable in
+// the Prometheus text format by Handler (served as /metrics by the
+// dispatcher and the db-managers). With OTEL_EXPORTER_OTLP_ENDPOINT (or the
+// _TRACES_/_METRICS_ variants) set, it also installs OTLP/HTTP exporters for
+// traces and metrics configured by the standard OTEL_* variables, fed by
+// the very same instruments; otherwise traces stay no-op.
 package telemetry
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -26,17 +32,43 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 )
 
+// registry holds the Prometheus view of the meter provider of the last
+// Setup (nil before).
+var registry atomic.Pointer[prometheus.Registry]
+
+// Handler serves the process's metrics in the Prometheus text format
+// (/metrics): every instrument of the global meter provider, the same
+// ones OTLP exports. Before Setup it serves an empty page.
+func Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reg := registry.Load()
+		if reg == nil {
+			reg = prometheus.NewRegistry()
+		}
+		promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	})
+}
+
 // Setup configures the global tracer and meter providers for service and
 // returns a shutdown function that flushes them. It always installs the
-// W3C trace-context propagator.
+// W3C trace-context propagator and the Prometheus reader behind Handler.
 func Setup(ctx context.Context, service string) (shutdown func(context.Context) error, err error) {
 	otel.SetTextMapPropagator(propagation.TraceContext{})
-	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") == "" {
-		return func(context.Context) error { return nil }, nil
-	}
-	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(service)))
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(service)))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	pe, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+	}
+	readers := []sdkmetric.Option{sdkmetric.WithReader(pe), sdkmetric.WithResource(res)}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") == "" {
+		mp := sdkmetric.NewMeterProvider(readers...)
+		otel.SetMeterProvider(mp)
+		registry.Store(reg)
+		return mp.Shutdown, nil
 	}
 	te, err := otlptracehttp.New(ctx)
 	if err != nil {
@@ -47,9 +79,10 @@ func Setup(ctx context.Context, service string) (shutdown func(context.Context) 
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: metric exporter: %w", err)
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me)), sdkmetric.WithResource(res))
+	mp := sdkmetric.NewMeterProvider(append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me)))...)
 	otel.SetTracerProvider(tp)
 	otel.SetMeterProvider(mp)
+	registry.Store(reg)
 	return func(ctx context.Context) error {
 		return errors.Join(tp.Shutdown(ctx), mp.Shutdown(ctx))
 	}, nil

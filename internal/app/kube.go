@@ -15,6 +15,7 @@ import (
 
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/dispatcher"
+	"github.com/teatree/teatree/telemetry"
 )
 
 // modelInfo gives the KubeRunner the size class of a model.
@@ -62,6 +63,7 @@ func serveHealth(ctx context.Context, addr string, nc *nats.Conn) error {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.Handle("GET /metrics", telemetry.Handler())
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel"
 
+	"github.com/teatree/teatree/console"
 	"github.com/teatree/teatree/dbmanager"
 	"github.com/teatree/teatree/dispatcher"
 	"github.com/teatree/teatree/internal/envflag"
@@ -68,11 +71,14 @@ type DispatcherConfig struct {
 	// tables are migrated, before dispatching starts.
 	Ready func() error
 
-	Mode           string // local (child processes) or kubernetes (a StatefulSet per model)
-	HealthAddr     string // /livez and /readyz; empty: none
-	Namespace      string // kubernetes mode
-	PodName        string // kubernetes mode: leader election identity
-	DBManagerImage string // kubernetes mode
+	Mode        string // local (child processes) or kubernetes (a StatefulSet per model)
+	HealthAddr  string // /livez and /readyz; empty: none
+	ConsoleAddr string // the read-only web console and /metrics; empty: none ($TEATREE_CONSOLE_ADDR)
+	// ConsoleListener, when set, serves the console instead of ConsoleAddr.
+	ConsoleListener net.Listener
+	Namespace       string // kubernetes mode
+	PodName         string // kubernetes mode: leader election identity
+	DBManagerImage  string // kubernetes mode
 }
 
 // RegisterFlags registers the dispatcher's flags.
@@ -90,11 +96,16 @@ func (c *DispatcherConfig) RegisterFlags(s *envflag.Set) {
 	host, _ := os.Hostname()
 	s.String(&c.Mode, "mode", "TEATREE_MODE", "local", "where db-managers run: local (child processes) or kubernetes (a StatefulSet per model)")
 	s.String(&c.HealthAddr, "health-addr", "TEATREE_HEALTH_ADDR", "", "serve /livez and /readyz on this address (e.g. :8080)")
+	s.String(&c.ConsoleAddr, "console-addr", "TEATREE_CONSOLE_ADDR", DefaultConsoleAddr, "serve the read-only web console and /metrics on this address (empty: none)")
 	s.String(&c.Namespace, "namespace", "TEATREE_NAMESPACE", "", "kubernetes mode: namespace of the db-manager StatefulSets")
 	s.String(&c.PodName, "pod-name", "TEATREE_POD_NAME", host, "kubernetes mode: identity in the leader election")
 	s.String(&c.DBManagerImage, "dbmanager-image", "TEATREE_DBMANAGER_IMAGE", "", "kubernetes mode: container image of the db-manager")
 	s.Duration(&c.Streams.LeaseTTL, "lease-ttl", "TEATREE_LEASE_TTL", 15*time.Second, "writer lease TTL: a db-manager that cannot renew within it stops writing")
 }
+
+// DefaultConsoleAddr is the dispatcher's default console address:
+// loopback only.
+const DefaultConsoleAddr = "127.0.0.1:4380"
 
 // ChildEnv is the environment of the local db-managers.
 func (c *DispatcherConfig) ChildEnv() []string {
@@ -171,6 +182,23 @@ func RunDispatcher(ctx context.Context, cfg DispatcherConfig, command []string, 
 		go func() {
 			if err := serveHealth(ctx, cfg.HealthAddr, deps.NC); err != nil {
 				log.Error("health endpoint stopped; probes will fail", "err", err)
+			}
+		}()
+	}
+	con := console.New(deps.JS, deps.Ctl, log)
+	if err := con.RegisterMetrics(otel.Meter("github.com/teatree/teatree/dispatcher")); err != nil {
+		return err
+	}
+	if ln := cfg.ConsoleListener; ln != nil || cfg.ConsoleAddr != "" {
+		if ln == nil {
+			if ln, err = net.Listen("tcp", cfg.ConsoleAddr); err != nil {
+				return fmt.Errorf("console: %w (another process uses the port? pass --console-addr, or an empty one for no console)", err)
+			}
+		}
+		log.Info("console", "url", "http://"+ln.Addr().String()+"/")
+		go func() {
+			if err := console.Serve(ctx, ln, con.Handler()); err != nil {
+				log.Error("console stopped", "err", err)
 			}
 		}()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,7 @@ type devOpts struct {
 	idleTimeout time.Duration
 	threads     int
 	memoryLimit string
+	consoleAddr string
 }
 
 func devCmd(e *env) *cobra.Command {
@@ -56,6 +58,7 @@ data.`,
 	f.DurationVar(&o.idleTimeout, "idle-timeout", time.Minute, "stop a db-manager idle this long")
 	f.IntVar(&o.threads, "duckdb-threads", 2, "DuckDB threads of each db-manager")
 	f.StringVar(&o.memoryLimit, "duckdb-memory-limit", "1GB", "DuckDB memory_limit of each db-manager")
+	f.StringVar(&o.consoleAddr, "console-addr", app.DefaultConsoleAddr, "address of the read-only web console (a free loopback port when the default is taken; empty: none)")
 	return c
 }
 
@@ -109,6 +112,19 @@ func (e *env) dev(ctx context.Context, o devOpts) error {
 	}
 	cfg := app.DispatcherConfig{Common: common, DataDir: filepath.Join(dir, "models"), Threads: o.threads, MemoryLimit: o.memoryLimit, Migrate: true}
 	cfg.Dispatcher.IdleTimeout = o.idleTimeout
+	consoleURL := ""
+	if o.consoleAddr != "" {
+		ln, err := net.Listen("tcp", o.consoleAddr)
+		if err != nil && o.consoleAddr == app.DefaultConsoleAddr {
+			ln, err = net.Listen("tcp", "127.0.0.1:0")
+		}
+		if err != nil {
+			return fmt.Errorf("console: %w (another process uses the port? pass --console-addr, or an empty one for no console)", err)
+		}
+		defer ln.Close()
+		cfg.ConsoleListener = ln
+		consoleURL = "console: http://" + ln.Addr().String() + "/\n"
+	}
 
 	envFile := filepath.Join(dir, "env")
 	var b strings.Builder
@@ -124,7 +140,7 @@ func (e *env) dev(ctx context.Context, o devOpts) error {
 		if err := os.WriteFile(envFile, []byte(b.String()), 0o644); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "teatree dev stack running; point teactl at it with:\n\n  . %s\n\n%s\nCtrl-C stops it.\n", envFile, b.String())
+		fmt.Fprintf(e.stdout, "teatree dev stack running; point teactl at it with:\n\n  . %s\n\n%s\n%sCtrl-C stops it.\n", envFile, b.String(), consoleURL)
 		return nil
 	}
 	err = app.RunDispatcher(ctx, cfg, []string{exe, "dbmanager"}, e.stderr)
