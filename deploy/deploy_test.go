@@ -151,6 +151,7 @@ func TestOverlays(t *testing.T) {
 			checkRBAC(t, objs)
 			checkNetworkPolicies(t, objs)
 			checkConfig(t, objs)
+			checkConsole(t, objs)
 			for _, o := range objs {
 				m, ok := o.(interface{ GetNamespace() string })
 				if _, isNS := o.(*corev1.Namespace); ok && !isNS && m.GetNamespace() != "teatree" {
@@ -303,6 +304,44 @@ func checkNetworkPolicies(t *testing.T, objs []runtime.Object) {
 		if !ports[p] {
 			t.Errorf("teatree-egress does not allow %s (have %v)", p, ports)
 		}
+	}
+}
+
+// checkConsole: the dispatcher serves the console behind a Service that
+// selects it, only the console clients may reach that port, and
+// Prometheus is told where /metrics is.
+func checkConsole(t *testing.T, objs []runtime.Object) {
+	t.Helper()
+	d := named[*appsv1.Deployment](objs, "teatree-dispatcher")
+	svc := named[*corev1.Service](objs, "teatree-console")
+	if d == nil || svc == nil {
+		t.Fatal("no Deployment teatree-dispatcher or Service teatree-console")
+	}
+	for k, v := range svc.Spec.Selector {
+		if d.Spec.Template.Labels[k] != v {
+			t.Errorf("Service teatree-console selector %s=%s does not select the dispatcher pods", k, v)
+		}
+	}
+	env := map[string]string{}
+	ports := map[string]int32{}
+	c := d.Spec.Template.Spec.Containers[0]
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	if env["TEATREE_CONSOLE_ADDR"] != fmt.Sprintf(":%d", ports["console"]) || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.String() != "console" {
+		t.Errorf("console: TEATREE_CONSOLE_ADDR %q, container port %d, service ports %v do not line up", env["TEATREE_CONSOLE_ADDR"], ports["console"], svc.Spec.Ports)
+	}
+	a := d.Spec.Template.Annotations
+	if a["prometheus.io/scrape"] != "true" || a["prometheus.io/path"] != "/metrics" || a["prometheus.io/port"] != fmt.Sprint(ports["health"]) {
+		t.Errorf("dispatcher pod annotations %v do not point Prometheus at /metrics on the health port", a)
+	}
+	np := named[*networkingv1.NetworkPolicy](objs, "teatree-console")
+	if np == nil || len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 || np.Spec.Ingress[0].From[0].PodSelector == nil ||
+		len(np.Spec.Ingress[0].Ports) != 1 || np.Spec.Ingress[0].Ports[0].Port.IntValue() != int(ports["console"]) {
+		t.Errorf("NetworkPolicy teatree-console must let only selected pods reach port %d", ports["console"])
 	}
 }
 

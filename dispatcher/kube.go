@@ -504,7 +504,10 @@ func (r *KubeRunner) podTemplate(model string, class SizeClass, labels map[strin
 		}
 	}
 	return corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		// Prometheus scrapes /metrics on the health port.
+		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
+			"prometheus.io/scrape": "true", "prometheus.io/port": strconv.Itoa(HealthPort), "prometheus.io/path": "/metrics",
+		}},
 		Spec: corev1.PodSpec{
 			ServiceAccountName:            r.cfg.ServiceAccount,
 			AutomountServiceAccountToken:  ptr(false),
