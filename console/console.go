@@ -161,7 +161,7 @@ type Subscriber struct {
 	Name    string
 	Filter  string
 	Pending uint64 // notifications not yet delivered
-	Lag     int64  // versions between the model's current one and the newest delivered applied notification; -1: unknown
+	Lag     int64  // versions between the model's current one and the notification at the subscriber's ack floor; -1: unknown
 }
 
 // subscribers lists the consumers of TEATREE_NOTIFY whose filter covers
@@ -184,13 +184,19 @@ func (c *Console) subscribers(ctx context.Context, m string, current int64) ([]S
 			continue
 		}
 		s := Subscriber{Name: info.Name, Filter: filter, Pending: info.NumPending, Lag: -1}
-		if seq := info.Delivered.Stream; seq > 0 {
+		// What the subscriber has processed: its ack floor, or what was
+		// delivered to it when it does not ack (an ordered consumer).
+		seq := info.AckFloor.Stream
+		if info.Config.AckPolicy == jetstream.AckNonePolicy {
+			seq = info.Delivered.Stream
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			s.Lag = 0
+		} else if seq > 0 {
 			if msg, err := st.GetMsg(ctx, seq); err == nil && msg.Subject == subject {
 				if n, err := notify.Decode(msg.Data); err == nil && n.Version > 0 {
 					s.Lag = max(current-n.Version, 0)
 				}
-			} else if info.NumPending == 0 {
-				s.Lag = 0
 			}
 		}
 		out = append(out, s)

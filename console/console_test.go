@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 
 	"github.com/teatree/teatree/console"
@@ -30,25 +31,37 @@ const Chromium = "/usr/bin/chromium"
 const failure = `append: table "nope" does not exist: create it first with create_table`
 
 // fixture is a stack with model m, a console in front of it, and helpers
-// that publish versions the way a db-manager does.
+// that act as m's db-manager: it holds the real writer lease, binds the
+// real consumer dbm-<m>, and publishes versions and notifications the way
+// a db-manager does.
 type fixture struct {
-	s   *stacktest.Stack
-	m   string
-	srv *httptest.Server
-	con *console.Console
+	s     *stacktest.Stack
+	m     string
+	epoch int64
+	srv   *httptest.Server
+	con   *console.Console
 }
 
 func newFixture(t *testing.T, m string) *fixture {
 	t.Helper()
 	s := stacktest.New(t, queue.Config{})
-	s.CreateModel(t, controldb.Model{ID: m, SizeClass: "medium"})
-	if err := s.Ctl.ClaimEpoch(context.Background(), m, 3); err != nil {
+	ctx := context.Background()
+	mdl := s.CreateModel(t, controldb.Model{ID: m, SizeClass: "medium"})
+	lease, err := queue.AcquireLease(ctx, s.JS, m, "test-host:4242", 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lease.Release(ctx) })
+	if err := s.Ctl.ClaimEpoch(ctx, m, int64(lease.Epoch())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queue.BindModelConsumer(ctx, s.JS, m, mdl.StartSeq, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	con := console.New(s.JS, s.Ctl, stacktest.Logger(t))
 	srv := httptest.NewServer(con.Handler())
 	t.Cleanup(srv.Close)
-	return &fixture{s: s, m: m, srv: srv, con: con}
+	return &fixture{s: s, m: m, epoch: int64(lease.Epoch()), srv: srv, con: con}
 }
 
 // publish records version n with rows rows and one applied request.
@@ -59,11 +72,14 @@ func (f *fixture) publish(t *testing.T, n int64, rows int64) {
 	v := controldb.Version{
 		Model: f.m, Version: n, SnapshotURI: fmt.Sprintf("models/%s/versions/%d/snapshot.duckdb", f.m, n),
 		SHA256: strings.Repeat(fmt.Sprintf("%x", n%16), 64), ManifestURI: fmt.Sprintf("models/%s/versions/%d/manifest.json", f.m, n),
-		Bytes: 1 << (18 + n), FirstSeq: uint64(n), LastSeq: uint64(n), RequestCount: 1, Epoch: 3, Created: now,
+		Bytes: 1 << (18 + n), FirstSeq: uint64(n), LastSeq: uint64(n), RequestCount: 1, Epoch: f.epoch, Created: now,
 		Tables: []controldb.Table{{Name: "flights", ParquetURI: fmt.Sprintf("models/%s/tables/flights/%d.parquet", f.m, n), SHA256: strings.Repeat("a", 64), Rows: rows, Bytes: rows * 20, Schema: []byte(`[]`)}},
 	}
 	reqs := []controldb.RequestRecord{{RequestID: id, Model: f.m, Function: "append", Status: model.StatusApplied, Version: n, StreamSeq: uint64(n), Submitted: now.Add(-time.Duration(n) * 100 * time.Millisecond), Finished: now}}
 	if err := f.s.Ctl.PublishVersion(context.Background(), v, reqs); err != nil {
+		t.Fatal(err)
+	}
+	if err := notify.NewPublisher(f.s.JS).Publish(context.Background(), model.Notification{RequestID: id, Model: f.m, Function: "append", Status: model.StatusApplied, Version: n}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -160,20 +176,27 @@ func TestConsoleInBrowser(t *testing.T) {
 	f.publish(t, 1, 1000)
 	f.publish(t, 2, 250000)
 	f.fail(t, "bad-append-1")
-	sub, err := notify.Subscribe(context.Background(), f.s.JS, f.m, notify.Start{All: true})
+	f.s.Submit(t, stacktest.Request(f.m, "queued-1", "append", map[string]any{"table": "flights", "rows": []any{}}),
+		stacktest.Request(f.m, "queued-2", "append", map[string]any{"table": "flights", "rows": []any{}}))
+	// A subscriber of the model's notifications, as a service that acts on
+	// new versions would have: a durable consumer with explicit acks.
+	sub, err := f.s.JS.CreateConsumer(context.Background(), queue.NotifyStream, jetstream.ConsumerConfig{
+		Durable: "version-follower", FilterSubject: queue.NotifySubject(f.m), AckPolicy: jetstream.AckExplicitPolicy,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Stop()
 
 	// The models page lists the model the test created, with its version.
 	if err := chromedp.Do(ctx, chromedp.Navigate(f.srv.URL+"/"), chromedp.WaitVisible(chromedp.CSS(`tr[data-model="flights"]`))); err != nil {
 		t.Fatalf("models page: %v", err)
 	}
 	version := text(t, ctx, `tr[data-model="flights"] td:nth-child(2)`)
+	pending := text(t, ctx, `tr[data-model="flights"] td:nth-child(4)`)
+	running := text(t, ctx, `tr[data-model="flights"] td:nth-child(5)`)
 	lastErr := text(t, ctx, `tr[data-model="flights"] td.error`)
-	if strings.TrimSpace(version) != "2" || !strings.Contains(lastErr, failure) {
-		t.Errorf("models page shows version %q, last error %q; want 2 and %q", version, lastErr, failure)
+	if version != "2" || pending != "2" || running != "running" || !strings.Contains(lastErr, failure) {
+		t.Errorf("models page shows version %q, pending %q, db-manager %q, last error %q; want 2, 2, running and %q", version, pending, running, lastErr, failure)
 	}
 	screenshot(t, ctx, dir, "models.png")
 
@@ -207,12 +230,33 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("plot %s has %d points and a line %v wide; want 3 points on a drawn line", plot, dots, w)
 		}
 	}
+	// The test's subscriber has read the notifications of versions 1 and 2
+	// (before version 3 was published): it is one version behind.
+	batch, err := sub.FetchNoWait(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for msg := range batch.Messages() {
+		if err := msg.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	subs, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#subscribers tbody tr').length`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if subs != 1 {
 		t.Errorf("model page lists %d subscribers on TEATREE_NOTIFY, want 1 (the test's)", subs)
+	}
+	if err := chromedp.Do(wctx, chromedp.WaitVisible(chromedp.CSS(`#subscribers td.num:last-child`))); err != nil {
+		t.Fatal(err)
+	}
+	lagDeadline := time.Now().Add(10 * time.Second)
+	for lag := ""; lag != "1"; lag = text(t, ctx, `#subscribers tbody tr td:nth-child(4)`) {
+		if time.Now().After(lagDeadline) {
+			t.Fatalf("subscriber shows %q versions behind, want 1", lag)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	screenshot(t, ctx, dir, "model.png")
 
@@ -278,6 +322,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The db-manager's instruments, as it creates them, on the same provider.
+	f.s.Submit(t, stacktest.Request(f.m, "waiting-1", "append", map[string]any{"table": "flights", "rows": []any{}}))
 	c, _ := otel.Meter("github.com/teatree/teatree/dbmanager").Int64Counter("teatree.requests")
 	c.Add(ctx, 3)
 	code, body := get(t, f.srv.URL+"/metrics")
@@ -290,8 +335,11 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, "teatree_lease_epoch{") && !strings.HasSuffix(line, " 3") {
-			t.Errorf("lease epoch: %s, want 3", line)
+		if strings.HasPrefix(line, "teatree_lease_epoch{") && !strings.HasSuffix(line, fmt.Sprintf(" %d", f.epoch)) {
+			t.Errorf("lease epoch: %s, want %d", line, f.epoch)
+		}
+		if strings.HasPrefix(line, "teatree_requests_pending{") && !strings.HasSuffix(line, " 1") {
+			t.Errorf("pending: %s, want 1", line)
 		}
 		if strings.HasPrefix(line, "teatree_publication_lag_seconds{") {
 			var v float64
