@@ -39,6 +39,7 @@ fuzz: ## run every fuzz target for FUZZTIME (30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzArrowToParquet$$' -fuzztime $(FUZZTIME) ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateKey$$' -fuzztime $(FUZZTIME) ./objstore
 	$(GO) test -run '^$$' -fuzz '^FuzzStatefulSetName$$' -fuzztime $(FUZZTIME) ./dispatcher
+	$(GO) test -run '^$$' -fuzz '^FuzzSubjectMatches$$' -fuzztime $(FUZZTIME) ./console
 
 demo: ## the main job on real data: 3 M flights through teactl dev (a few minutes)
 	scripts/demo.sh

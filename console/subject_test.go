@@ -22,3 +22,21 @@ func TestSubjectMatches(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSubjectMatches: consumer filters come from the NATS server; any
+// filter must be handled without a panic, a subject matches itself, and
+// ">" matches every subject.
+func FuzzSubjectMatches(f *testing.F) {
+	f.Add("teatree.notify.*", "teatree.notify.flights")
+	f.Add(">", "a")
+	f.Add("..", ".")
+	f.Fuzz(func(t *testing.T, filter, subject string) {
+		subjectMatches(filter, subject)
+		if !subjectMatches(subject, subject) {
+			t.Errorf("%q does not match itself", subject)
+		}
+		if subject != "" && !subjectMatches(">", subject) {
+			t.Errorf("> does not match %q", subject)
+		}
+	})
+}

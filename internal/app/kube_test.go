@@ -43,6 +43,9 @@ func TestDispatcherHealth(t *testing.T) {
 	if c := get("/readyz"); c != 200 {
 		t.Fatalf("readyz %d while connected", c)
 	}
+	if c := get("/metrics"); c != 200 {
+		t.Fatalf("metrics %d, want the Prometheus page", c)
+	}
 	nc.Close()
 	if c := get("/readyz"); c != http.StatusServiceUnavailable {
 		t.Fatalf("readyz %d after the NATS connection closed", c)
