@@ -34,7 +34,7 @@ import (
 	"github.com/teatree/teatree/deploy"
 )
 
-var overlays = []string{"k8s/overlays/dev", "k8s/overlays/production"}
+var overlays = []string{"k8s/overlays/dev", "k8s/overlays/production", "k8s/overlays/monitoring"}
 
 // strict decodes client-go's kinds and refuses unknown and duplicate
 // fields.
@@ -93,9 +93,45 @@ func decode(doc []byte) (runtime.Object, error) {
 		}
 		return &unstructuredRecurringJob{rj}, nil
 	}
+	if bytes.Contains(doc, []byte("monitoring.coreos.com/")) && bytes.Contains(doc, []byte("kind: PodMonitor")) {
+		var pm podMonitor
+		if err := yaml.UnmarshalStrict(doc, &pm); err != nil {
+			return nil, err
+		}
+		return &pm, nil
+	}
 	obj, _, err := strict.Decode(doc, nil, nil)
 	return obj, err
 }
+
+// podMonitor is the part of prometheus-operator's PodMonitor that the
+// monitoring overlay uses, decoded strictly (no CRD types in client-go).
+type podMonitor struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string            `json:"name"`
+		Namespace string            `json:"namespace"`
+		Labels    map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Spec struct {
+		Selector struct {
+			MatchLabels map[string]string `json:"matchLabels"`
+		} `json:"selector"`
+		PodMetricsEndpoints []struct {
+			Port     string `json:"port"`
+			Path     string `json:"path"`
+			Interval string `json:"interval"`
+		} `json:"podMetricsEndpoints"`
+	} `json:"spec"`
+}
+
+func (*podMonitor) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+func (p *podMonitor) DeepCopyObject() runtime.Object {
+	c := *p
+	return &c
+}
+func (p *podMonitor) GetNamespace() string { return p.Metadata.Namespace }
 
 // unstructuredRecurringJob lets a recurringJob travel as a runtime.Object.
 type unstructuredRecurringJob struct{ recurringJob }
@@ -534,5 +570,28 @@ func TestSourcesStrict(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMonitoringOverlay: the PodMonitor scrapes /metrics on the health
+// port of the dispatcher pods (and, by the same label, the db-managers').
+func TestMonitoringOverlay(t *testing.T) {
+	objs := renderT(t, "k8s/overlays/monitoring")
+	pms := all[*podMonitor](objs)
+	d := named[*appsv1.Deployment](objs, "teatree-dispatcher")
+	if len(pms) != 1 || d == nil {
+		t.Fatalf("%d PodMonitors and dispatcher %v, want one of each", len(pms), d != nil)
+	}
+	pm := pms[0]
+	for k, v := range pm.Spec.Selector.MatchLabels {
+		if d.Spec.Template.Labels[k] != v {
+			t.Errorf("PodMonitor selector %s=%s does not select the dispatcher pods", k, v)
+		}
+	}
+	if len(pm.Spec.PodMetricsEndpoints) != 1 || pm.Spec.PodMetricsEndpoints[0].Port != "health" || pm.Spec.PodMetricsEndpoints[0].Path != "/metrics" {
+		t.Errorf("PodMonitor endpoints %+v, want /metrics on port health", pm.Spec.PodMetricsEndpoints)
+	}
+	if pm.Metadata.Namespace != "teatree" {
+		t.Errorf("PodMonitor in namespace %q", pm.Metadata.Namespace)
 	}
 }
