@@ -264,7 +264,7 @@ func (c *Console) model(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, err)
 		return
 	}
-	vs, err := c.ctl.ListVersions(ctx, id, true)
+	vs, err := c.ctl.ListVersions(ctx, id, false)
 	if err != nil {
 		c.fail(w, err)
 		return
@@ -274,7 +274,7 @@ func (c *Console) model(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, err)
 		return
 	}
-	lat, err := c.ctl.PublicationLatencies(ctx, id)
+	lat, err := c.ctl.PublicationLatencies(ctx, id, max(len(vs), 1))
 	if err != nil {
 		c.fail(w, err)
 		return

@@ -53,12 +53,12 @@ type PublicationLatency struct {
 	Latency time.Duration
 }
 
-// PublicationLatencies returns the publication latency of every version of
-// model m that has recorded requests, oldest version first.
-func (db *DB) PublicationLatencies(ctx context.Context, m string) ([]PublicationLatency, error) {
-	rows, err := db.pool.Query(ctx, `SELECT v.version, v.created_at, extract(epoch FROM v.created_at - min(r.submitted_at))::float8
+// PublicationLatencies returns the publication latency of the newest limit
+// versions of model m that have recorded requests, oldest version first.
+func (db *DB) PublicationLatencies(ctx context.Context, m string, limit int) ([]PublicationLatency, error) {
+	rows, err := db.pool.Query(ctx, `SELECT * FROM (SELECT v.version, v.created_at, extract(epoch FROM v.created_at - min(r.submitted_at))::float8
 		FROM model_version v JOIN request_log r ON r.model = v.model AND r.version = v.version
-		WHERE v.model = $1 GROUP BY v.version, v.created_at ORDER BY v.version`, m)
+		WHERE v.model = $1 GROUP BY v.version, v.created_at ORDER BY v.version DESC LIMIT $2) newest ORDER BY version`, m, limit)
 	if err != nil {
 		return nil, fmt.Errorf("controldb: publication latencies of %q: %w", m, err)
 	}
