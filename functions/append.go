@@ -268,7 +268,7 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 func fileError(fn, what string, err error) error {
 	var de *duckdb.Error
 	if errors.As(err, &de) && de.Type == duckdb.ErrorTypeInvalid {
-		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, err)
+		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, model.Shorten(err))
 	}
 	return dbError(fn, what, err)
 }

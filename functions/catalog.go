@@ -196,7 +196,7 @@ func (t table) bindValue(i int, v any) (any, error) {
 	// DuckDB casts the text '1.5' to an integer type by rounding; a
 	// fraction is refused instead of silently changed.
 	if n, ok := v.(json.Number); ok && integerTypes[typ] && !wholeNumber(string(n)) {
-		return nil, fmt.Errorf("%s is not a whole number, and the column is %s", n, typ)
+		return nil, fmt.Errorf("%s is not a whole number, and the column is %s", quoteShort(string(n)), typ)
 	}
 	return sqlValue(v)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
 )
 
 // The parser is a private in-memory DuckDB that Validate uses to parse
@@ -39,7 +40,7 @@ func parserDB() (*sql.DB, error) {
 // a caret picture of the query or a long list of hints).
 func firstLine(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
+	return model.Excerpt(s, model.MaxErrorText)
 }
 
 // typeChars are the characters a column type may hold: names, sizes,
