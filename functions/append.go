@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -221,6 +222,7 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 	}
 	format := a.Payload.format()
 	what := format + " payload " + a.Payload.URI
+	typeless := format == formatCSV || format == formatJSON // types come from the rows
 	if format == formatArrow {
 		pq, err := arrowToParquet(local)
 		if err != nil {
@@ -231,6 +233,13 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 		}
 		defer os.Remove(pq)
 		local, format = pq, formatParquet
+	}
+	if typeless && blankFile(local) {
+		// Not even a CSV header: DuckDB would make up a column0 VARCHAR.
+		if !exists {
+			return Result{}, errNoSchema(fn, what, a.Table)
+		}
+		return Result{Tables: []string{t.Name}}, nil
 	}
 	src := reader(format, a.Payload.delimiter(), !exists)
 	cols, err := fileColumns(ctx, env, src, local)
@@ -248,9 +257,18 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 		if err != nil {
 			return Result{}, dbError(fn, "count rows of "+a.Table, err)
 		}
+		if n == 0 && typeless {
+			// The caller rolls the transaction back: the table goes.
+			return Result{}, errNoSchema(fn, what, a.Table)
+		}
 		return Result{Tables: []string{a.Table}, Rows: n}, nil
 	}
 	if err := matchColumns(fn, what, t, cols); err != nil {
+		// A JSON file without rows names no columns (DuckDB makes up
+		// json JSON): it appends nothing.
+		if format == formatJSON && noRows(ctx, env, src, local) {
+			return Result{Tables: []string{t.Name}}, nil
+		}
 		return Result{}, err
 	}
 	res, err := env.Conn.ExecContext(ctx, "INSERT INTO "+qualified(t.Name)+" BY NAME SELECT * FROM "+src, local)
@@ -259,6 +277,31 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 	}
 	n, _ := res.RowsAffected()
 	return Result{Tables: []string{t.Name}, Rows: n}, nil
+}
+
+// errNoSchema refuses a CSV or JSON file without rows for a missing table:
+// its types come from its rows.
+func errNoSchema(fn, what, table string) error {
+	return invalid(fn, "%s has no rows, so the column types of table %s cannot be known: create the table first (create_table), then append the file", what, table)
+}
+
+// noRows reports whether DuckDB reads no rows from the payload.
+func noRows(ctx context.Context, env Env, src, local string) bool {
+	var n int64
+	err := env.Conn.QueryRowContext(ctx, "SELECT count(*) FROM "+src, local).Scan(&n)
+	return err == nil && n == 0
+}
+
+// blankFile reports whether the file at name holds only white space (a CSV
+// file without even a header line).
+func blankFile(name string) bool {
+	const most = 64 << 10
+	st, err := os.Stat(name)
+	if err != nil || st.Size() > most {
+		return false
+	}
+	b, err := os.ReadFile(name)
+	return err == nil && len(bytes.TrimSpace(b)) == 0
 }
 
 // fileError is dbError for errors DuckDB returns while it reads a staged
