@@ -94,7 +94,7 @@ func decodeArgs(fn string, args json.RawMessage, v any) error {
 		if errors.As(err, &te) && te.Field != "" {
 			// te.Value is the JSON kind, for a number followed by the literal.
 			kind, _, _ := strings.Cut(te.Value, " ")
-			return invalid(fn, "%s must be %s, not a JSON %s (see 'teactl functions %s')", quoteShort(te.Field), goTypeName(te.Type), kind, fn)
+			return invalid(fn, "%s must be %s, not a JSON %s (see 'teactl functions %s')", te.Field, goTypeName(te.Type), kind, fn)
 		}
 		return invalid(fn, "args: %v (see 'teactl functions %s')", model.Shorten(err), fn)
 	}

@@ -104,9 +104,9 @@ func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 		name := t.Columns[c].Name
 		v, err := t.bindValue(c, a.Set[keys[i]])
 		if err != nil {
-			return Result{}, invalid(fn, "set column %q: %v", name, err)
+			return Result{}, invalid(fn, "set column %s (%s): %v", quoteShort(name), t.Columns[c].Type, err)
 		}
-		set = append(set, duck.Ident(name)+" = ?")
+		set = append(set, duck.Ident(name)+" = "+placeholder(t.Columns[c].Type))
 		params = append(params, v)
 	}
 	where, wargs, err := whereSQL(fn, t, a.Where)
