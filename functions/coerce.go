@@ -139,10 +139,11 @@ func coerce(typ string, v any) (any, error) {
 		return jsonText(v)
 	}
 	if nestedType(typ) {
-		if err := checkValue(typ, v); err != nil {
-			return nil, err
+		norm, err := checkValue(typ, v)
+		if err != nil {
+			return nil, refuse(v, typ, err.Error())
 		}
-		return jsonText(v) // cast from JSON by the placeholder
+		return jsonText(norm) // cast from JSON by the placeholder
 	}
 	return coerceScalar(typ, v)
 }
@@ -154,12 +155,25 @@ func nestedType(typ string) bool {
 
 // placeholder is the bound parameter for a column of type typ: nested
 // values are bound as JSON text and cast from JSON (DuckDB's VARCHAR cast
-// would parse its own list syntax instead).
+// would parse its own list syntax instead); strings for DuckDB to cast
+// (DATE, UUID, BIT, …) as VARCHAR, which the driver binds for any type.
 func placeholder(typ string) string {
-	if nestedType(typ) {
+	switch {
+	case nestedType(typ):
 		return "CAST(? AS JSON)"
+	case castType(typ):
+		return "CAST(? AS VARCHAR)"
 	}
 	return "?"
+}
+
+// castType reports whether values of typ are strings that DuckDB casts.
+func castType(typ string) bool {
+	switch typ {
+	case "BOOLEAN", "FLOAT", "DOUBLE", "VARCHAR", "BLOB", "JSON", "VARINT", "BIGNUM":
+		return false
+	}
+	return intRanges[typ][0] == nil && !strings.HasPrefix(typ, "DECIMAL(") && !nestedType(typ)
 }
 
 // numberText is the syntax of a JSON number (RFC 8259): an integer or
@@ -269,68 +283,81 @@ func decimalText(x *big.Int, scale int) string {
 }
 
 // checkValue checks v against typ by the rules of coerce, recursively
-// for nested types.
-func checkValue(typ string, v any) error {
+// for nested types, and returns it ready for DuckDB's JSON cast: STRUCT
+// objects get their fields' exact names and null for a missing field.
+func checkValue(typ string, v any) (any, error) {
 	if v == nil || typ == "JSON" {
-		return nil
+		return v, nil
 	}
 	switch {
 	case strings.HasSuffix(typ, "]"):
 		elem, size := listElem(typ)
 		arr, ok := v.([]any)
 		if !ok {
-			return refuse(v, typ, "give a JSON array")
+			return nil, refuse(v, typ, "give a JSON array")
 		}
 		if size >= 0 && len(arr) != size {
-			return refuse(v, typ, fmt.Sprintf("give an array of %d elements, not %d", size, len(arr)))
+			return nil, refuse(v, typ, fmt.Sprintf("give an array of %d elements, not %d", size, len(arr)))
 		}
+		out := make([]any, len(arr))
 		for i, e := range arr {
-			if err := checkValue(elem, e); err != nil {
-				return coerceError{fmt.Sprintf("element %d: %v", i, err)}
+			n, err := checkValue(elem, e)
+			if err != nil {
+				return nil, coerceError{fmt.Sprintf("element %d: %v", i, err)}
 			}
+			out[i] = n
 		}
-		return nil
+		return out, nil
 	case strings.HasPrefix(typ, "STRUCT("):
 		obj, ok := v.(map[string]any)
 		if !ok {
-			return refuse(v, typ, "give a JSON object")
+			return nil, refuse(v, typ, "give a JSON object")
 		}
 		fields := splitTop(typ[len("STRUCT(") : len(typ)-1])
-		byName := map[string]string{}
+		out := make(map[string]any, len(fields))
+		byName := map[string][2]string{}
 		for _, f := range fields {
 			name, ftyp := fieldName(f)
-			byName[strings.ToLower(name)] = ftyp
+			byName[strings.ToLower(name)] = [2]string{name, ftyp}
+			out[name] = nil
 		}
 		for k, e := range obj {
-			ftyp, ok := byName[strings.ToLower(k)]
+			f, ok := byName[strings.ToLower(k)]
 			if !ok {
-				return refuse(v, typ, "key "+model.Quote(k)+" is not a field")
+				return nil, refuse(v, typ, "key "+model.Quote(k)+" is not a field")
 			}
-			if err := checkValue(ftyp, e); err != nil {
-				return coerceError{fmt.Sprintf("field %s: %v", model.Quote(k), err)}
+			n, err := checkValue(f[1], e)
+			if err != nil {
+				return nil, coerceError{fmt.Sprintf("field %s: %v", model.Quote(k), err)}
 			}
+			out[f[0]] = n
 		}
-		return nil
+		return out, nil
 	case strings.HasPrefix(typ, "MAP("):
 		obj, ok := v.(map[string]any)
 		parts := splitTop(typ[len("MAP(") : len(typ)-1])
 		if !ok || len(parts) != 2 {
-			return refuse(v, typ, "give a JSON object")
+			return nil, refuse(v, typ, "give a JSON object")
 		}
+		out := make(map[string]any, len(obj))
 		for k, e := range obj {
-			if err := checkValue(parts[0], k); err != nil {
-				return coerceError{fmt.Sprintf("key: %v", err)}
+			if _, err := checkValue(parts[0], k); err != nil {
+				return nil, coerceError{fmt.Sprintf("key: %v", err)}
 			}
-			if err := checkValue(parts[1], e); err != nil {
-				return coerceError{fmt.Sprintf("value of key %s: %v", model.Quote(k), err)}
+			n, err := checkValue(parts[1], e)
+			if err != nil {
+				return nil, coerceError{fmt.Sprintf("value of key %s: %v", model.Quote(k), err)}
 			}
+			out[k] = n
 		}
-		return nil
+		return out, nil
 	case strings.HasPrefix(typ, "UNION("):
-		return nil // DuckDB's JSON cast picks the member
+		return v, nil // DuckDB's JSON cast picks the member
 	}
-	_, err := coerceScalar(typ, v)
-	return err
+	if _, err := coerceScalar(typ, v); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // listElem splits "T[]" into T and -1, "T[n]" into T and n.
@@ -384,27 +411,42 @@ func fieldName(f string) (name, typ string) {
 	return name, strings.TrimSpace(typ)
 }
 
-// badCast finds, after DuckDB refused to cast a row's string, which row
-// and column it was: it casts each string of a cast-typed column (DATE,
-// UUID, …) on the private parser DuckDB (the model's transaction is
-// aborted by then). It returns nil when no single value fails there.
-func badCast(ctx context.Context, fn string, t table, rows []boundRow, first int) error {
-	db, err := parserDB()
-	if err != nil {
-		return nil
-	}
+// badCast finds, after DuckDB refused to cast a string, which row and
+// column it was: it casts each string of a cast-typed column (DATE, UUID,
+// …) on the private parser DuckDB (the model's transaction is aborted by
+// then). It returns nil when no single value fails there.
+func badCast(ctx context.Context, fn string, t table, rows []boundRow) error {
 	for i, r := range rows {
 		for j, c := range t.Columns {
-			s, ok := r.vals[j].(string)
-			if !ok || !r.has[j] || nestedType(c.Type) || c.Type == "VARCHAR" || c.Type == "JSON" || c.Type == "BLOB" {
-				continue
-			}
-			var discard any
-			err := db.QueryRowContext(ctx, "SELECT CAST(?::VARCHAR AS "+c.Type+")", s).Scan(&discard)
-			if de := (*duckdb.Error)(nil); errors.As(err, &de) && de.Type == duckdb.ErrorTypeConversion {
-				return invalid(fn, "row %d: column %s (%s): JSON string %s is not a %s: %s", first+i, quoteShort(c.Name), c.Type, model.Quote(s), c.Type, firstLine(err))
+			if err := castCheck(ctx, c.Type, r.vals[j]); r.has[j] && err != nil {
+				return invalid(fn, "row %d: column %s (%s): %v", i, quoteShort(c.Name), c.Type, err)
 			}
 		}
 	}
 	return nil
+}
+
+// castCheck casts v, when it is a string for a cast-typed column, to typ
+// on the private parser DuckDB, and returns the conversion error.
+func castCheck(ctx context.Context, typ string, v any) error {
+	s, ok := v.(string)
+	if !ok || !castType(typ) {
+		return nil
+	}
+	db, err := parserDB()
+	if err != nil {
+		return nil
+	}
+	var discard any
+	err = db.QueryRowContext(ctx, "SELECT CAST(?::VARCHAR AS "+typ+")", s).Scan(&discard)
+	if de := (*duckdb.Error)(nil); errors.As(err, &de) && de.Type == duckdb.ErrorTypeConversion {
+		return coerceError{fmt.Sprintf("JSON string %s is not a %s: %s", model.Quote(s), typ, firstLine(err))}
+	}
+	return nil
+}
+
+// conversionError reports whether err is DuckDB's conversion error.
+func conversionError(err error) bool {
+	var de *duckdb.Error
+	return errors.As(err, &de) && de.Type == duckdb.ErrorTypeConversion
 }

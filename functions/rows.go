@@ -3,12 +3,9 @@ package functions
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/duckdb/duckdb-go/v2"
 )
 
 // Limits of one INSERT statement built from inline rows. Rows are sent in
@@ -125,9 +122,8 @@ func insertRows(ctx context.Context, conn *sql.Conn, fn string, t table, rows []
 		}
 		res, err := conn.ExecContext(ctx, b.String(), args...)
 		if err != nil {
-			var de *duckdb.Error
-			if errors.As(err, &de) && de.Type == duckdb.ErrorTypeConversion {
-				if bad := badCast(ctx, fn, t, rows, 0); bad != nil {
+			if conversionError(err) {
+				if bad := badCast(ctx, fn, t, rows); bad != nil {
 					return bad
 				}
 			}

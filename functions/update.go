@@ -115,6 +115,11 @@ func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 	}
 	res, err := env.Conn.ExecContext(ctx, "UPDATE "+qualified(t.Name)+" SET "+strings.Join(set, ", ")+where, append(params, wargs...)...)
 	if err != nil {
+		for i, c := range cols {
+			if cerr := castCheck(ctx, t.Columns[c].Type, params[i]); conversionError(err) && cerr != nil {
+				return Result{}, invalid(fn, "set column %s (%s): %v", quoteShort(t.Columns[c].Name), t.Columns[c].Type, cerr)
+			}
+		}
 		return Result{}, dbError(fn, "update "+t.Name, err)
 	}
 	n, _ := res.RowsAffected()
