@@ -103,3 +103,32 @@ func TestInlineValuesEnum(t *testing.T) {
 	m.applyErr("append", `{"table":"e","rows":[{"id":3,"m":1}]}`, `row 0: column "m" (ENUM('a', 'b c')): JSON number 1 does not go into`)
 	m.applyErr("append", `{"table":"e","rows":[{"id":3,"m":"a"},{"id":4,"m":"z"}]}`, `row 1: column "m" (ENUM('a', 'b c')): JSON string "z" is not a ENUM`)
 }
+
+// TestApplyErrorsQuoteBoundedExcerpts: an error that quotes a value of the
+// request, ours or DuckDB's, quotes a bounded excerpt, however long the
+// value: it goes into a notification.
+func TestApplyErrorsQuoteBoundedExcerpts(t *testing.T) {
+	m := newModel(t)
+	m.mustApply("create_table", `{"table":"t","columns":[{"name":"id","type":"BIGINT"},{"name":"d","type":"DATE"},{"name":"v","type":"VARCHAR"}]}`)
+	m.mustApply("append", `{"table":"t","rows":[{"id":1}]}`)
+	long := strings.Repeat("9\\u0001", 40000)
+	digits := strings.Repeat("7", 100000)
+	for _, tc := range []struct{ fn, args string }{
+		{"append", `{"table":"t","rows":[{"id":"` + long + `"}]}`},
+		{"append", `{"table":"t","rows":[{"id":` + digits + `}]}`},
+		{"append", `{"table":"t","rows":[{"id":1.` + digits + `}]}`},
+		{"append", `{"table":"t","rows":[{"id":1,"d":"` + long + `"}]}`},
+		{"append", `{"table":"t","rows":[{"id":1,"d":"x` + strings.Repeat("y", 100000) + `"}]}`},
+		{"update", `{"table":"t","set":{"d":"x` + strings.Repeat("y", 100000) + `"},"all":true}`},
+		{"delete", `{"table":"t","where":[{"column":"id","op":"=","value":"` + long + `"}]}`},
+		{"delete", `{"table":"t","where":[{"column":"d","op":"in","value":["` + long + `"]}]}`},
+	} {
+		err := m.applyErr(tc.fn, tc.args, "")
+		if err != nil && len(err.Error()) > maxErrorLen {
+			t.Errorf("%s: error is %d bytes long: %.300s", tc.fn, len(err.Error()), err)
+		}
+		if err != nil && strings.ContainsRune(err.Error(), '\x01') {
+			t.Errorf("%s %.60s…: error holds a raw control character", tc.fn, tc.args)
+		}
+	}
+}

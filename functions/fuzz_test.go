@@ -12,8 +12,13 @@ import (
 	"github.com/teatree/teatree/model"
 )
 
+// maxErrorLen bounds a refusal's message however long the input: errors
+// quote outside input through model.Quote and model.Shorten.
+const maxErrorLen = 2000
+
 // FuzzValidate feeds every function's Validate (through Lookup) arbitrary
-// args. It must never panic; refusals wrap model.ErrInvalid; accepted args
+// args. It must never panic; refusals wrap model.ErrInvalid with a bounded
+// message; accepted args
 // satisfy the function's JSON schema, decode into the typed args, re-marshal,
 // and the re-marshaled args are accepted again.
 func FuzzValidate(f *testing.F) {
@@ -54,6 +59,9 @@ func FuzzValidate(f *testing.F) {
 			if !errors.Is(err, model.ErrInvalid) {
 				t.Fatalf("%s %q: error %v does not wrap ErrInvalid", fn.Name(), args, err)
 			}
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("%s %q: error is %d bytes long", fn.Name(), args, len(err.Error()))
+			}
 			return
 		}
 		if err := schemaValidate(schemas[fn.Name()], args); err != nil {
@@ -93,7 +101,7 @@ func FuzzArrowToParquet(f *testing.F) {
 			if !errors.Is(err, errNotArrow) {
 				t.Fatalf("%q: error %v does not wrap errNotArrow", data, err)
 			}
-			if len(err.Error()) > 2000 {
+			if len(err.Error()) > maxErrorLen {
 				t.Fatalf("%q: error is %d bytes long", data, len(err.Error()))
 			}
 		}

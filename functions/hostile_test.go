@@ -492,9 +492,9 @@ func csvQuote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) +
 
 // FuzzDecodeAndValidate is the dispatcher's verdict on raw message bytes:
 // model.DecodeRequest then ValidateRequest. It must never panic, every
-// refusal wraps model.ErrInvalid, and an accepted request has a valid
-// model id and request id, a known function, fits the size limit, and is
-// accepted again after a JSON round trip.
+// refusal wraps model.ErrInvalid with a bounded message, and an accepted
+// request has a valid model id and request id, a known function, fits the
+// size limit, and is accepted again after a JSON round trip.
 func FuzzDecodeAndValidate(f *testing.F) {
 	for _, fn := range All() {
 		for _, ex := range schemaExamples(fn.Schema()) {
@@ -514,11 +514,17 @@ func FuzzDecodeAndValidate(f *testing.F) {
 			if !errors.Is(err, model.ErrInvalid) {
 				t.Fatalf("DecodeRequest(%q): %v does not wrap ErrInvalid", data, err)
 			}
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("DecodeRequest(%q): error is %d bytes long", data, len(err.Error()))
+			}
 			return
 		}
 		if err := ValidateRequest(req, allowSQL); err != nil {
 			if !errors.Is(err, model.ErrInvalid) {
 				t.Fatalf("ValidateRequest(%q): %v does not wrap ErrInvalid", data, err)
+			}
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("ValidateRequest(%q): error is %d bytes long", data, len(err.Error()))
 			}
 			if !strings.Contains(err.Error(), req.ID) {
 				t.Fatalf("ValidateRequest(%q): %v does not name the request", data, err)
