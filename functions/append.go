@@ -64,7 +64,7 @@ func (appendFn) Summary() string {
 }
 
 var appendSchema = makeSchema("append",
-	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist). Or payload: a file staged in the object store under staging/<request_id>/ ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A file whose table does not exist creates it from the file's schema unless create is false; into an existing table the file's columns must be the table's columns (by name, any order) with castable types.",
+	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<request_id>/ ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types.",
 	`"required": ["table"],
   "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}],
   "dependentRequired": {"create": ["payload"]},
