@@ -410,5 +410,5 @@ func matchColumns(fn, what string, t table, cols []column) error {
 	if len(extra) > 0 {
 		diff = append(diff, "extra "+strings.Join(extra, ", "))
 	}
-	return invalid(fn, "%s does not have the columns of table %s (%s): file columns %s, table columns %s", what, t.Name, strings.Join(diff, "; "), columnList(cols), t.columnList())
+	return invalid(fn, "%s does not have the columns of table %s (%s): file columns %s, table columns %s", what, t.Name, model.Excerpt(strings.Join(diff, "; "), model.MaxErrorText), columnList(cols), t.columnList())
 }

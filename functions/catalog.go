@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
 )
 
 // column is a column of a table or a file, in order.
@@ -176,12 +177,13 @@ func (t table) columnList() string {
 	return columnList(t.Columns)
 }
 
+// The list is cut by model.Excerpt: a file can have thousands of columns.
 func columnList(cs []column) string {
 	parts := make([]string, len(cs))
 	for i, c := range cs {
 		parts[i] = duck.Ident(c.Name) + " " + c.Type
 	}
-	return "(" + strings.Join(parts, ", ") + ")"
+	return "(" + model.Excerpt(strings.Join(parts, ", "), model.MaxErrorText) + ")"
 }
 
 // bindValue converts a decoded JSON value for column i of the table by the

@@ -132,3 +132,19 @@ func TestApplyErrorsQuoteBoundedExcerpts(t *testing.T) {
 		}
 	}
 }
+
+// TestFileColumnsErrorBounded: a file with thousands of columns that do
+// not match the table gets an error of bounded length.
+func TestFileColumnsErrorBounded(t *testing.T) {
+	m := newModel(t)
+	m.mustApply("create_table", `{"table":"t","columns":[{"name":"id","type":"BIGINT"}]}`)
+	var cols []string
+	for i := range 3000 {
+		cols = append(cols, fmt.Sprintf("%d AS %s", i, strings.Repeat("c", 200)+fmt.Sprint(i)))
+	}
+	m.copyTo("staging/r/wide.parquet", "SELECT "+strings.Join(cols, ", "), "FORMAT parquet")
+	err := m.applyErr("append", `{"table":"t","payload":{"uri":"staging/r/wide.parquet"}}`, "does not have the columns of table t")
+	if err != nil && len(err.Error()) > maxErrorLen {
+		t.Errorf("error is %d bytes long", len(err.Error()))
+	}
+}
