@@ -81,6 +81,24 @@ var intRanges = func() map[string][2]*big.Int {
 	}
 }()
 
+// int64Ranges are intRanges clamped to int64 (VARINT: all of it).
+var int64Ranges = func() map[string][2]int64 {
+	m := map[string][2]int64{"VARINT": {math.MinInt64, math.MaxInt64}, "BIGNUM": {math.MinInt64, math.MaxInt64}}
+	clamp := func(x *big.Int) int64 {
+		switch {
+		case x.Cmp(big.NewInt(math.MinInt64)) < 0:
+			return math.MinInt64
+		case x.Cmp(big.NewInt(math.MaxInt64)) > 0:
+			return math.MaxInt64
+		}
+		return x.Int64()
+	}
+	for t, r := range intRanges {
+		m[t] = [2]int64{clamp(r[0]), clamp(r[1])}
+	}
+	return m
+}()
+
 // scaledInteger returns n × 10^scale, n a JSON number, as an integer, or
 // ok false when it has a fractional part. huge is true when it has more
 // than maxDigits digits (the value is not built then, so 1e999999999 costs
@@ -197,6 +215,9 @@ func coerceScalar(typ string, v any) (any, error) {
 	case intRanges[typ][0] != nil || typ == "VARINT" || typ == "BIGNUM":
 		if !isNum {
 			return nil, refuse(v, typ, "give a JSON number without a fraction (or one as a string)")
+		}
+		if i, err := strconv.ParseInt(string(n), 10, 64); err == nil && i >= int64Ranges[typ][0] && i <= int64Ranges[typ][1] {
+			return i, nil // the common case, without math/big
 		}
 		maxDigits := 40
 		if r, ok := intRanges[typ]; !ok {
