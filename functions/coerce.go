@@ -41,7 +41,8 @@ import (
 //   - T[] and T[n]: a JSON array (of n elements), each element by T's rule;
 //     STRUCT(…): a JSON object whose keys are fields, each value by its
 //     field's rule; MAP(K, V): a JSON object, keys by K's rule (they are
-//     strings), values by V's; UNION(…): by DuckDB's JSON cast.
+//     strings), values by V's; UNION(…): a JSON object with one key, the
+//     member, whose value goes by the member's rule.
 
 // coerceError is a refused value: what the error message says after the
 // row, column and type.
@@ -373,7 +374,21 @@ func checkValue(typ string, v any) (any, error) {
 		}
 		return out, nil
 	case strings.HasPrefix(typ, "UNION("):
-		return v, nil // DuckDB's JSON cast picks the member
+		obj, ok := v.(map[string]any)
+		if !ok || len(obj) != 1 {
+			return nil, refuse(v, typ, `give an object with one key, the member: {"member": value}`)
+		}
+		for _, f := range splitTop(typ[len("UNION(") : len(typ)-1]) {
+			name, ftyp := fieldName(f)
+			if e, ok := obj[name]; ok {
+				n, err := checkValue(ftyp, e)
+				if err != nil {
+					return nil, coerceError{fmt.Sprintf("member %s: %v", model.Quote(name), err)}
+				}
+				return map[string]any{name: n}, nil
+			}
+		}
+		return nil, refuse(v, typ, "its key is not a member")
 	}
 	if _, err := coerceScalar(typ, v); err != nil {
 		return nil, err

@@ -52,6 +52,9 @@ func TestInlineValuesStrict(t *testing.T) {
 		{"INTEGER[2]", []ok{{"[1,2]", "[1, 2]::INTEGER[2]"}}, []string{"[1]", "[1,2,3]"}, "array of 2 elements"},
 		{"DATE[]", []ok{{`["2024-01-01",null]`, "[DATE '2024-01-01', NULL]"}}, []string{`[" 2024-01-01"]`, "[20240101]"}, ""},
 		{"STRUCT(a INTEGER, b VARCHAR)", []ok{{`{"a":1,"b":"x"}`, "{'a': 1, 'b': 'x'}"}, {`{"a":2}`, "{'a': 2, 'b': NULL}"}}, []string{`{"a":"one"}`, `{"c":1}`, "[1]", `{"b":2}`}, ""},
+		{"DECIMAL(5,2)[]", []ok{{`[1.25,"2.50",null]`, "[1.25, 2.50, NULL]"}}, []string{"[1.234]", "[true]"}, ""},
+		{"UNION(i INTEGER, s VARCHAR)", []ok{{`{"i":5}`, "5"}, {`{"s":"x"}`, "'x'"}}, []string{"5", `{"z":1}`, `{"i":"x"}`, `{"i":1,"s":"a"}`}, ""},
+		{"JSON[]", []ok{{`[{"k":1},"s"]`, `['{"k":1}', '"s"']::JSON[]`}}, []string{`{"k":1}`}, "give a JSON array"},
 		{"MAP(VARCHAR, INTEGER)", []ok{{`{"k":1,"l":null}`, "MAP {'k': 1, 'l': NULL}"}}, []string{`{"k":"one"}`, "[1]", `{"k":1.5}`}, ""},
 	} {
 		t.Run(tc.typ, func(t *testing.T) {
