@@ -219,6 +219,9 @@ func checkArrowFraming(in io.ReaderAt, start, end int64) (err error) {
 			if o := t.Offset(4 + 2*3); o != 0 { // Message.bodyLength
 				body = t.GetInt64(t.Pos + flatbuffers.UOffsetT(o))
 			}
+			if !fbMessageOK(t) {
+				return fmt.Errorf("%w: message %d declares more entries (fields, children, buffers, metadata) than its %d bytes hold", errNotArrow, i, meta)
+			}
 		}
 		if body < 0 || body > end-pos {
 			return fmt.Errorf("%w: message %d declares a body of %d bytes, but %d bytes are left", errNotArrow, i, body, end-pos)
@@ -226,6 +229,100 @@ func checkArrowFraming(in io.ReaderAt, start, end int64) (err error) {
 		pos += body
 	}
 	return nil
+}
+
+// fbVector reports whether the vector in field slot of flatbuffer table t
+// (absent, or elem bytes per entry) lies inside the buffer, and returns
+// where its entries start and how many there are. arrow-go makes a slice
+// of whatever length a vector declares before it reads the entries.
+func fbVector(t flatbuffers.Table, slot, elem int) (start flatbuffers.UOffsetT, n int, ok bool) {
+	o := t.Offset(flatbuffers.VOffsetT(4 + 2*slot))
+	if o == 0 {
+		return 0, 0, true
+	}
+	n = t.VectorLen(flatbuffers.UOffsetT(o))
+	start = t.Vector(flatbuffers.UOffsetT(o))
+	return start, n, n >= 0 && int64(start)+int64(n)*int64(elem) <= int64(len(t.Bytes))
+}
+
+// fbMessageOK checks the vectors of an Arrow IPC Message flatbuffer
+// (format/Message.fbs, Schema.fbs): custom_metadata; a Schema's fields,
+// custom_metadata and features, each Field's children, custom_metadata
+// and Union typeIds, recursively; a RecordBatch's (or DictionaryBatch's)
+// nodes, buffers and variadicBufferCounts.
+func fbMessageOK(msg flatbuffers.Table) bool {
+	const (
+		headerSchema          = 1
+		headerDictionaryBatch = 2
+		headerRecordBatch     = 3
+		typeUnion             = 14
+	)
+	table := func(t flatbuffers.Table, slot int) (flatbuffers.Table, bool) {
+		o := t.Offset(flatbuffers.VOffsetT(4 + 2*slot))
+		if o == 0 {
+			return flatbuffers.Table{}, false
+		}
+		return flatbuffers.Table{Bytes: t.Bytes, Pos: t.Indirect(t.Pos + flatbuffers.UOffsetT(o))}, true
+	}
+	byteField := func(t flatbuffers.Table, slot int) byte {
+		if o := t.Offset(flatbuffers.VOffsetT(4 + 2*slot)); o != 0 {
+			return t.GetByte(t.Pos + flatbuffers.UOffsetT(o))
+		}
+		return 0
+	}
+	vec := func(t flatbuffers.Table, slot, elem int) bool { _, _, ok := fbVector(t, slot, elem); return ok }
+	var field func(f flatbuffers.Table, depth int) bool
+	field = func(f flatbuffers.Table, depth int) bool {
+		if depth > MaxNesting || !vec(f, 6, 4) {
+			return false
+		}
+		if byteField(f, 2) == typeUnion {
+			if u, ok := table(f, 3); ok && !vec(u, 1, 4) {
+				return false
+			}
+		}
+		start, n, ok := fbVector(f, 5, 4)
+		if !ok {
+			return false
+		}
+		for i := range n {
+			c := flatbuffers.Table{Bytes: f.Bytes, Pos: f.Indirect(start + flatbuffers.UOffsetT(4*i))}
+			if !field(c, depth+1) {
+				return false
+			}
+		}
+		return true
+	}
+	batch := func(b flatbuffers.Table) bool { return vec(b, 1, 16) && vec(b, 2, 16) && vec(b, 4, 8) }
+	if !vec(msg, 4, 4) {
+		return false
+	}
+	h, ok := table(msg, 2)
+	if !ok {
+		return true
+	}
+	switch byteField(msg, 1) {
+	case headerSchema:
+		if !vec(h, 2, 4) || !vec(h, 3, 8) {
+			return false
+		}
+		start, n, ok := fbVector(h, 1, 4)
+		if !ok {
+			return false
+		}
+		for i := range n {
+			if !field(flatbuffers.Table{Bytes: h.Bytes, Pos: h.Indirect(start + flatbuffers.UOffsetT(4*i))}, 0) {
+				return false
+			}
+		}
+	case headerRecordBatch:
+		return batch(h)
+	case headerDictionaryBatch:
+		if d, ok := table(h, 1); ok {
+			return batch(d)
+		}
+	}
+	return true
 }
 
 // bufferBytes is the size of the buffers of rec's columns and their
