@@ -217,26 +217,7 @@ func coerceScalar(typ string, v any) (any, error) {
 		if !isNum {
 			return nil, refuse(v, typ, "give a JSON number without a fraction (or one as a string)")
 		}
-		if i, err := strconv.ParseInt(string(n), 10, 64); err == nil && i >= int64Ranges[typ][0] && i <= int64Ranges[typ][1] {
-			return i, nil // the common case, without math/big
-		}
-		maxDigits := 40
-		if r, ok := intRanges[typ]; !ok {
-			maxDigits = 10000 // VARINT
-		} else if x, whole, huge := scaledInteger(string(n), 0, maxDigits); !whole {
-			return nil, refuse(v, typ, "it is not a whole number")
-		} else if huge || x.Cmp(r[0]) < 0 || x.Cmp(r[1]) > 0 {
-			return nil, refuse(v, typ, fmt.Sprintf("it is out of range (%s to %s)", r[0], r[1]))
-		} else if x.IsInt64() {
-			return x.Int64(), nil
-		} else {
-			return x.String(), nil // exact: DuckDB casts the digits
-		}
-		x, whole, huge := scaledInteger(string(n), 0, maxDigits)
-		if !whole || huge {
-			return nil, refuse(v, typ, "give a whole number of at most 10000 digits")
-		}
-		return x.String(), nil
+		return coerceInteger(typ, v, string(n))
 	case strings.HasPrefix(typ, "DECIMAL("):
 		var p, sc int
 		if _, err := fmt.Sscanf(typ, "DECIMAL(%d,%d)", &p, &sc); err != nil {
@@ -287,6 +268,31 @@ func coerceScalar(typ string, v any) (any, error) {
 		return nil, refuse(v, typ, "it has white space around it (values are not trimmed)")
 	}
 	return s, nil
+}
+
+// coerceInteger is coerceScalar for an integer type and a JSON number n
+// (v as given).
+func coerceInteger(typ string, v any, n string) (any, error) {
+	if i, err := strconv.ParseInt(n, 10, 64); err == nil && i >= int64Ranges[typ][0] && i <= int64Ranges[typ][1] {
+		return i, nil // the common case, without math/big
+	}
+	r, bounded := intRanges[typ]
+	maxDigits := 40
+	if !bounded {
+		maxDigits = 10000 // VARINT
+	}
+	x, whole, huge := scaledInteger(n, 0, maxDigits)
+	switch {
+	case !whole:
+		return nil, refuse(v, typ, "it is not a whole number")
+	case !bounded && huge:
+		return nil, refuse(v, typ, fmt.Sprintf("it has more than %d digits", maxDigits))
+	case huge || bounded && (x.Cmp(r[0]) < 0 || x.Cmp(r[1]) > 0):
+		return nil, refuse(v, typ, fmt.Sprintf("it is out of range (%s to %s)", r[0], r[1]))
+	case x.IsInt64():
+		return x.Int64(), nil
+	}
+	return x.String(), nil // exact: DuckDB casts the digits
 }
 
 // decimalText writes x × 10^-scale as decimal digits with a point.
