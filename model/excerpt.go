@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"strconv"
 	"unicode/utf8"
 )
@@ -26,34 +27,31 @@ func Quote(s string) string {
 	return strconv.Quote(cut(s, MaxExcerpt)) + "… (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
-// Excerpt is Quote for a message rather than a value: text cut at max bytes
-// (with "…" when cut) and every control character and invalid byte
-// escaped, so that the result is one line, but without surrounding quotes
-// and with quotes left as they are.
-func Excerpt(text string, max int) string {
-	long := len(text) > max
-	if long {
-		text = cut(text, max)
-	}
-	b := make([]byte, 0, len(text)+8)
+// Excerpt is Quote for a message rather than a value: text with every
+// control character and invalid byte escaped and new lines made spaces, so
+// that the result is one line, cut (with "…") where the escaped text would
+// pass limit bytes; no surrounding quotes, and quotes left as they are.
+func Excerpt(text string, limit int) string {
+	b := make([]byte, 0, min(len(text), limit)+8)
 	for i, w := 0, 0; i < len(text); i += w {
 		r, n := utf8.DecodeRuneInString(text[i:])
 		w = n
+		var piece string
 		switch {
 		case r == utf8.RuneError && n == 1:
-			b = append(b, `\x`...)
-			b = append(b, "0123456789abcdef"[text[i]>>4], "0123456789abcdef"[text[i]&15])
+			piece = fmt.Sprintf(`\x%02x`, text[i])
 		case r == '\n':
-			b = append(b, ' ')
+			piece = " "
 		case !strconv.IsPrint(r) && r != ' ':
 			q := strconv.QuoteRune(r)
-			b = append(b, q[1:len(q)-1]...)
+			piece = q[1 : len(q)-1]
 		default:
-			b = append(b, text[i:i+n]...)
+			piece = text[i : i+n]
 		}
-	}
-	if long {
-		b = append(b, "…"...)
+		if len(b)+len(piece) > limit {
+			return string(b) + "…"
+		}
+		b = append(b, piece...)
 	}
 	return string(b)
 }

@@ -59,6 +59,9 @@ func TestQuote(t *testing.T) {
 	if got := Excerpt(strings.Repeat("x", 600), MaxErrorText); len(got) != MaxErrorText+len("…") {
 		t.Errorf("Excerpt is %d bytes", len(got))
 	}
+	if got := Excerpt(strings.Repeat("\x01\xff", 600), MaxErrorText); len(got) > MaxErrorText+len("…") {
+		t.Errorf("Excerpt of control bytes is %d bytes", len(got))
+	}
 	base := errors.New(strings.Repeat("y", 2000))
 	if err := Shorten(base); !errors.Is(err, base) || len(err.Error()) > MaxErrorText+3 {
 		t.Errorf("Shorten: %d bytes, Is=%v", len(err.Error()), errors.Is(err, base))
