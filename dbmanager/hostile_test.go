@@ -103,7 +103,7 @@ func TestHostileQueueKeepsGoing(t *testing.T) {
 		{id: "bad-other-model", raw: []byte(`{"request_id":"bad-other-model","model":"other","function":"append","args":{"table":"t","rows":[{"n":1}]}}`), want: model.StatusRejected, msg: "names model"},
 		{id: "bad-model-name", raw: []byte(`{"request_id":"bad-model-name","model":"a.*>","function":"append","args":{"table":"t","rows":[{"n":1}]}}`), want: model.StatusRejected, msg: "not a DNS label"},
 		{id: "bad-big", raw: bigRequest(m, "bad-big"), want: model.StatusRejected, msg: "at most 1048576"},
-		{id: "bad-value", req: req("bad-value", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": "not a number"}}}), want: model.StatusFailed, msg: "Could not convert"},
+		{id: "bad-value", req: req("bad-value", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": "not a number"}}}), want: model.StatusFailed, msg: `JSON string "not a number" does not go into`},
 		{id: "bad-fraction", req: rawArgs("bad-fraction", "append", `{"table":"t","rows":[{"n":1.5}]}`), want: model.StatusFailed, msg: "not a whole number"},
 		{id: "bad-dupkey", req: req("bad-dupkey", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": 1}}}), want: model.StatusFailed, msg: "Duplicate key"},
 		{id: "bad-column", req: req("bad-column", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": 99, `v" = 1; DROP TABLE t; --`: "x"}}}), want: model.StatusFailed, msg: "is not a column of table t"},

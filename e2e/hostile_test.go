@@ -111,7 +111,7 @@ func TestHostileInputThroughStack(t *testing.T) {
 	d.must(t, "submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":1,"v":"x'); DROP TABLE t; --"}]}`)
 	for _, tc := range []teactlCase{
 		{[]string{"model", "create", "shop.*"}, 2, "not a DNS label"},
-		{[]string{"submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":"2 OR 1=1"}]}`}, 3, "Could not convert"},
+		{[]string{"submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":"2 OR 1=1"}]}`}, 3, `JSON string "2 OR 1=1" does not go into`},
 		{[]string{"submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":2,"v\" = 'x'; --":"y"}]}`}, 3, "is not a column of table t"},
 		{[]string{"submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":1,"v":"again"}]}`}, 3, "Duplicate key"},
 		{[]string{"submit", "hostile", "sql", "--wait", "--args", `{"sql":"DELETE FROM t"}`}, 4, "not enabled"},

@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -63,7 +64,7 @@ func (appendFn) Summary() string {
 }
 
 var appendSchema = makeSchema("append",
-	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist). Or payload: a file staged in the object store under staging/<request_id>/ ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A file whose table does not exist creates it from the file's schema unless create is false; into an existing table the file's columns must be the table's columns (by name, any order) with castable types.",
+	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<request_id>/ ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types.",
 	`"required": ["table"],
   "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}],
   "dependentRequired": {"create": ["payload"]},
@@ -221,6 +222,7 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 	}
 	format := a.Payload.format()
 	what := format + " payload " + a.Payload.URI
+	typeless := format == formatCSV || format == formatJSON // types come from the rows
 	if format == formatArrow {
 		pq, err := arrowToParquet(local)
 		if err != nil {
@@ -231,6 +233,13 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 		}
 		defer os.Remove(pq)
 		local, format = pq, formatParquet
+	}
+	if typeless && blankFile(local) {
+		// Not even a CSV header: DuckDB would make up a column0 VARCHAR.
+		if !exists {
+			return Result{}, errNoSchema(fn, what, a.Table)
+		}
+		return Result{Tables: []string{t.Name}}, nil
 	}
 	src := reader(format, a.Payload.delimiter(), !exists)
 	cols, err := fileColumns(ctx, env, src, local)
@@ -248,9 +257,18 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 		if err != nil {
 			return Result{}, dbError(fn, "count rows of "+a.Table, err)
 		}
+		if n == 0 && typeless {
+			// The caller rolls the transaction back: the table goes.
+			return Result{}, errNoSchema(fn, what, a.Table)
+		}
 		return Result{Tables: []string{a.Table}, Rows: n}, nil
 	}
 	if err := matchColumns(fn, what, t, cols); err != nil {
+		// A JSON file without rows names no columns (DuckDB makes up
+		// json JSON): it appends nothing.
+		if format == formatJSON && noRows(ctx, env, src, local) {
+			return Result{Tables: []string{t.Name}}, nil
+		}
 		return Result{}, err
 	}
 	res, err := env.Conn.ExecContext(ctx, "INSERT INTO "+qualified(t.Name)+" BY NAME SELECT * FROM "+src, local)
@@ -261,6 +279,31 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 	return Result{Tables: []string{t.Name}, Rows: n}, nil
 }
 
+// errNoSchema refuses a CSV or JSON file without rows for a missing table:
+// its types come from its rows.
+func errNoSchema(fn, what, table string) error {
+	return invalid(fn, "%s has no rows, so the column types of table %s cannot be known: create the table first (create_table), then append the file", what, table)
+}
+
+// noRows reports whether DuckDB reads no rows from the payload.
+func noRows(ctx context.Context, env Env, src, local string) bool {
+	var n int64
+	err := env.Conn.QueryRowContext(ctx, "SELECT count(*) FROM "+src, local).Scan(&n)
+	return err == nil && n == 0
+}
+
+// blankFile reports whether the file at name holds only white space (a CSV
+// file without even a header line).
+func blankFile(name string) bool {
+	const most = 64 << 10
+	st, err := os.Stat(name)
+	if err != nil || st.Size() > most {
+		return false
+	}
+	b, err := os.ReadFile(name)
+	return err == nil && len(bytes.TrimSpace(b)) == 0
+}
+
 // fileError is dbError for errors DuckDB returns while it reads a staged
 // payload: DuckDB's readers report some malformed files (a corrupt Parquet
 // footer: "don't know what type") with its generic Invalid error type,
@@ -268,7 +311,7 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 func fileError(fn, what string, err error) error {
 	var de *duckdb.Error
 	if errors.As(err, &de) && de.Type == duckdb.ErrorTypeInvalid {
-		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, err)
+		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, model.Shorten(err))
 	}
 	return dbError(fn, what, err)
 }
@@ -367,5 +410,5 @@ func matchColumns(fn, what string, t table, cols []column) error {
 	if len(extra) > 0 {
 		diff = append(diff, "extra "+strings.Join(extra, ", "))
 	}
-	return invalid(fn, "%s does not have the columns of table %s (%s): file columns %s, table columns %s", what, t.Name, strings.Join(diff, "; "), columnList(cols), t.columnList())
+	return invalid(fn, "%s does not have the columns of table %s (%s): file columns %s, table columns %s", what, t.Name, model.Excerpt(strings.Join(diff, "; "), model.MaxErrorText), columnList(cols), t.columnList())
 }

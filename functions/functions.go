@@ -122,7 +122,7 @@ func Lookup(name string) (Function, error) {
 	if f, ok := registry[name]; ok {
 		return f, nil
 	}
-	return nil, fmt.Errorf("%w: unknown function %.64q: use one of %s", model.ErrInvalid, name, strings.Join(names(), ", "))
+	return nil, fmt.Errorf("%w: unknown function %s: use one of %s", model.ErrInvalid, model.Quote(name), strings.Join(names(), ", "))
 }
 
 // ValidateRequest checks a decoded request end to end without a model: the
@@ -151,13 +151,14 @@ func invalid(fn, format string, args ...any) error {
 // dbError wraps err, an error DuckDB returned while fn applied, with
 // context. DuckDB errors that are the request's fault also wrap
 // model.ErrInvalid; I/O, memory, interrupt, transaction, fatal and internal
-// errors do not. The *duckdb.Error stays in the chain either way.
+// errors do not. The *duckdb.Error stays in the chain either way; its
+// message, which can echo values and SQL, is cut by model.Shorten.
 func dbError(fn, what string, err error) error {
 	var de *duckdb.Error
 	if errors.As(err, &de) && requestFault(de.Type) {
-		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, err)
+		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, model.Shorten(err))
 	}
-	return fmt.Errorf("%s: %s: %w", fn, what, err)
+	return fmt.Errorf("%s: %s: %w", fn, what, model.Shorten(err))
 }
 
 // requestFault reports whether a DuckDB error of type t is caused by what

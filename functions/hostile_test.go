@@ -132,17 +132,17 @@ func hostileCases(dir string) []hostileCase {
 		{"drop_table", `{"table":true}`, atValidate, "table must be a string", false},
 		{"sql", `{"sql":{"stmt":"DELETE FROM t"}}`, atValidate, "sql must be a string", true},
 		// Values of the wrong type for the column: only the model can tell.
-		{"append", `{"table":"t","rows":[{"id":"nine"}]}`, atApply, "Could not convert", false},
-		{"append", `{"table":"t","rows":[{"id":9,"n":1.5}]}`, atApply, `column "n": 1.5 is not a whole number`, false},
-		{"append", `{"table":"t","rows":[{"id":9,"n":25e-1}]}`, atApply, "25e-1 is not a whole number", false},
-		{"upsert", `{"table":"t","rows":[{"id":1,"n":0.5}]}`, atApply, "0.5 is not a whole number, and the column is INTEGER", false},
+		{"append", `{"table":"t","rows":[{"id":"nine"}]}`, atApply, `JSON string "nine" does not go into BIGINT`, false},
+		{"append", `{"table":"t","rows":[{"id":9,"n":1.5}]}`, atApply, `column "n" (INTEGER): JSON number 1.5 does not go into INTEGER: it is not a whole number`, false},
+		{"append", `{"table":"t","rows":[{"id":9,"n":25e-1}]}`, atApply, "JSON number 25e-1 does not go into INTEGER: it is not a whole number", false},
+		{"upsert", `{"table":"t","rows":[{"id":1,"n":0.5}]}`, atApply, "JSON number 0.5 does not go into INTEGER: it is not a whole number", false},
 		{"update", `{"table":"t","set":{"n":-1.000001},"all":true}`, atApply, "is not a whole number", false},
-		{"append", `{"table":"t","rows":[{"id":9,"n":{"a":1}}]}`, atApply, "Could not convert", false},
+		{"append", `{"table":"t","rows":[{"id":9,"n":{"a":1}}]}`, atApply, "JSON object", false},
 		{"append", `{"table":"t","rows":[{"id":99999999999999999999}]}`, atApply, "", false},
 		{"append", `{"table":"u","rows":[{"k":"y","l":"not a list"}]}`, atApply, "", false},
 		{"append", `{"table":"u","rows":[{"k":"y","l":[1,"a"]}]}`, atApply, "", false},
-		{"upsert", `{"table":"t","rows":[{"id":"1; DROP TABLE t"}]}`, atApply, "Could not convert", false},
-		{"update", `{"table":"t","set":{"n":"1); DROP TABLE t; --"},"all":true}`, atApply, "Could not convert", false},
+		{"upsert", `{"table":"t","rows":[{"id":"1; DROP TABLE t"}]}`, atApply, "does not go into BIGINT", false},
+		{"update", `{"table":"t","set":{"n":"1); DROP TABLE t; --"},"all":true}`, atApply, "does not go into INTEGER", false},
 		{"delete", `{"table":"t","where":[{"column":"id","op":"=","value":"1 OR 1=1"}]}`, atApply, "Could not convert", false},
 		{"delete", `{"table":"t","where":[{"column":"id","op":"in","value":[1,"2) OR (1=1"]}]}`, atApply, "Could not convert", false},
 		// Huge strings.
@@ -492,9 +492,9 @@ func csvQuote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) +
 
 // FuzzDecodeAndValidate is the dispatcher's verdict on raw message bytes:
 // model.DecodeRequest then ValidateRequest. It must never panic, every
-// refusal wraps model.ErrInvalid, and an accepted request has a valid
-// model id and request id, a known function, fits the size limit, and is
-// accepted again after a JSON round trip.
+// refusal wraps model.ErrInvalid with a bounded message, and an accepted
+// request has a valid model id and request id, a known function, fits the
+// size limit, and is accepted again after a JSON round trip.
 func FuzzDecodeAndValidate(f *testing.F) {
 	for _, fn := range All() {
 		for _, ex := range schemaExamples(fn.Schema()) {
@@ -514,11 +514,17 @@ func FuzzDecodeAndValidate(f *testing.F) {
 			if !errors.Is(err, model.ErrInvalid) {
 				t.Fatalf("DecodeRequest(%q): %v does not wrap ErrInvalid", data, err)
 			}
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("DecodeRequest(%q): error is %d bytes long", data, len(err.Error()))
+			}
 			return
 		}
 		if err := ValidateRequest(req, allowSQL); err != nil {
 			if !errors.Is(err, model.ErrInvalid) {
 				t.Fatalf("ValidateRequest(%q): %v does not wrap ErrInvalid", data, err)
+			}
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("ValidateRequest(%q): error is %d bytes long", data, len(err.Error()))
 			}
 			if !strings.Contains(err.Error(), req.ID) {
 				t.Fatalf("ValidateRequest(%q): %v does not name the request", data, err)
