@@ -55,7 +55,7 @@ func TestHostileQueueKeepsGoing(t *testing.T) {
 	dctx, dcancel := context.WithCancel(ctx)
 	ddone := make(chan error, 1)
 	go func() {
-		ddone <- dispatcher.New(dispatcher.Config{UnknownModelGrace: 100 * time.Millisecond}, stacktest.Logger(t), s.JS, s.Ctl, noRunner{}).Run(dctx)
+		ddone <- dispatcher.New(dispatcher.Config{UnknownModelGrace: 100 * time.Millisecond}, stacktest.Logger(t), s.JS, s.Ctl, s.Store, noRunner{}).Run(dctx)
 	}()
 	t.Cleanup(func() {
 		dcancel()
