@@ -188,8 +188,8 @@ func (d *Dispatcher) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	models := map[string]*controldb.Model{}
 	var records []controldb.RequestRecord
 	var rejected []model.Notification
-	var unstage []stagedFor // rejected requests whose staged payloads go
-	valid := map[string]bool{}  // ids of the valid requests of msgs
+	var unstage []stagedFor    // rejected requests whose staged payloads go
+	valid := map[string]bool{} // ids of the valid requests of msgs
 	wanted := map[string]bool{}
 	for _, msg := range msgs {
 		meta, err := msg.Metadata()
