@@ -337,8 +337,8 @@ const maxGist = 300
 // file name, read from the local path local: the lines before DuckDB's
 // advice (its possible fixes, the CSV sniffer's search space, the query
 // excerpt), without the error-type prefix and the quoted input line, with
-// the server's path replaced by the file's name, joined into one line of
-// at most maxGist bytes.
+// the server's path replaced by the file's name and control characters by
+// spaces, joined into one line of at most maxGist bytes (and "…").
 func duckGist(msg, local, name string) string {
 	msg = strings.ReplaceAll(msg, local, name)
 	msg = strings.ReplaceAll(msg, filepath.Dir(local)+string(filepath.Separator), "")
@@ -357,7 +357,12 @@ func duckGist(msg, local, name string) string {
 		}
 		parts = append(parts, strings.TrimRight(line, ". "))
 	}
-	g := strings.Join(parts, "; ")
+	g := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.Join(parts, "; "))
 	if strings.HasPrefix(g, "Error when sniffing file") {
 		g = "no CSV dialect fits it (a delimiter, quoting and the header's number of fields on every row)"
 	}

@@ -95,3 +95,46 @@ func TestPayloadErrorsOneLine(t *testing.T) {
 	}
 	wantRows(t, m, `SELECT count(*) FROM t`, "0")
 }
+
+// FuzzValidateRequestPayload: a request ValidateRequest accepts references
+// no payload, or one under its own model's and request's prefix.
+func FuzzValidateRequestPayload(f *testing.F) {
+	for _, s := range [][3]string{
+		{"m7", "r1", "staging/m7/r1/f.csv"}, {"m7", "r1", "staging/m8/r1/f.csv"}, {"m7", "r1", "staging/m7/r1/../r2/f.csv"},
+		{"m7", "..", "staging/m7/../f.csv"}, {"m7", "r1", "staging/r1/f.csv"}, {"m", "r", "staging/m/r/a/b.parquet"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, m, id, uri string) {
+		r := model.Request{ID: id, Model: m, Function: "append", Args: json.RawMessage(`{"table":"t","payload":{"uri":` + mustString(uri) + `}}`)}
+		err := ValidateRequest(r, false)
+		if err != nil {
+			if !errors.Is(err, model.ErrInvalid) {
+				t.Fatalf("%q: %v does not wrap ErrInvalid", uri, err)
+			}
+			return
+		}
+		pm, pid, ok := model.ParseStagedKey(uri)
+		if !strings.HasPrefix(uri, model.StagingPrefix(m, id)) || !ok || pm != m || pid != id {
+			t.Fatalf("request %q of model %q may use %q", id, m, uri)
+		}
+	})
+}
+
+// FuzzDuckGist: the gist of any DuckDB message is one line of bounded
+// length without the local path.
+func FuzzDuckGist(f *testing.F) {
+	const local = "/data/models/m/staging/r1/f.csv"
+	f.Add("Invalid Input Error: Error when sniffing file \"" + local + "\".\nIt was not possible\n\nPossible fixes:\n* x")
+	f.Add("Conversion Error: CSV Error on Line: 2\nOriginal Line: 2,b,x\nError when converting column \"n\".\n\n  file = " + local)
+	f.Add("")
+	f.Fuzz(func(t *testing.T, msg string) {
+		g := duckGist(msg, local, "f.csv")
+		if strings.ContainsFunc(g, func(r rune) bool { return r < 0x20 || r == 0x7f }) || len(g) > maxGist+len("…") {
+			t.Fatalf("gist %q of %q is not one short line", g, msg)
+		}
+		if strings.Contains(g, local) {
+			t.Fatalf("gist %q holds the local path", g)
+		}
+	})
+}
