@@ -218,9 +218,6 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 		if !it.skip {
 			counts[it.status]++
 		}
-		if !it.skip && it.status == model.StatusFailed && it.payload != "" {
-			m.deleteStaged(ctx, it.req.ID)
-		}
 	}
 	for st, n := range counts {
 		m.meter.requests.Add(ctx, n, metric.WithAttributes(attribute.String("status", string(st))))
@@ -353,6 +350,13 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
 		return 0, classify(fmt.Errorf("dbmanager: commit: %w", err))
+	}
+	// The failures are recorded: their payloads go before the publisher
+	// can announce them (docs/decisions.md, staged payloads).
+	for _, it := range items {
+		if !it.skip && it.status == model.StatusFailed && it.payload != "" {
+			m.deleteStaged(ctx, it.req.ID)
+		}
 	}
 	for _, it := range items {
 		if it.seq > m.position.Load() {

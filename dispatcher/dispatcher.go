@@ -229,8 +229,10 @@ func (d *Dispatcher) handle(ctx context.Context, msgs []jetstream.Msg) error {
 				Status: model.StatusRejected, Error: verr.Error(), Seq: seq, Queued: meta.Timestamp})
 			d.log.Info("request rejected", "model", subjModel, "request_id", req.ID, "err", verr)
 			// The subject, not the body, names the model the client may
-			// write: only that model's staging prefix is touched.
-			if model.ValidateID(subjModel) == nil && model.ValidateRequestID(req.ID) == nil {
+			// write: only that model's staging prefix is touched. Only a
+			// request that references a payload can have staged one (the
+			// sweep gets the rest).
+			if functions.PayloadURI(req.Args) != "" && model.ValidateID(subjModel) == nil && model.ValidateRequestID(req.ID) == nil {
 				unstage = append(unstage, stagedFor{model: subjModel, id: req.ID})
 			}
 		} else {
@@ -248,13 +250,15 @@ func (d *Dispatcher) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	if err := d.ctl.RecordRequests(ctx, records); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
-	if err := d.notify.PublishAll(ctx, rejected); err != nil {
-		return fmt.Errorf("dispatcher: %w", err)
-	}
+	// Deleted before the rejection is announced: a client that sees it
+	// knows the payload is gone.
 	for _, r := range unstage {
 		if _, err := objstore.DeleteStaged(ctx, d.store, r.model, r.id); err != nil {
 			d.log.Warn("delete staged payload of a rejected request", "model", r.model, "request_id", r.id, "err", err)
 		}
+	}
+	if err := d.notify.PublishAll(ctx, rejected); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
 	}
 	for m := range wanted {
 		d.mu.Lock()
