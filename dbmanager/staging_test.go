@@ -1,14 +1,18 @@
 package dbmanager_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/dbmanager"
 	"github.com/teatree/teatree/dispatcher"
 	"github.com/teatree/teatree/internal/stacktest"
 	"github.com/teatree/teatree/model"
@@ -140,7 +144,21 @@ func TestFailedRequestPayload(t *testing.T) {
 		stacktest.Request(m, "bad-2", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": png}}),
 		stacktest.Request(m, "ok-1", "create_table", map[string]any{"table": "t", "columns": []map[string]string{{"name": "n", "type": "BIGINT"}}}),
 	)
-	run(t, s, m, nil)
+	var logs syncBuffer
+	cfg := dbmanager.Config{Model: m, DataDir: s.DataDir, Threads: 1, MemoryLimit: "256MB", LeasePoll: 50 * time.Millisecond}
+	mgr, err := dbmanager.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), s.JS, s.Ctl, s.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("db-manager: %v", err)
+		}
+	})
 	got := s.Outcomes(t, m, wait, "bad-1", "bad-2", "ok-1")
 	for id, want := range map[string]string{
 		"bad-1": `staged file "flights.parquet" is not a valid Parquet file (format from its extension)`,
@@ -160,4 +178,32 @@ func TestFailedRequestPayload(t *testing.T) {
 	if n := got["ok-1"]; n.Status != model.StatusApplied {
 		t.Errorf("ok-1: %s (%s)", n.Status, n.Error)
 	}
+	// DuckDB's whole message, path and advice included, is in the log.
+	var line string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "request failed") && strings.Contains(l, "request_id=bad-2") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "duckdb=") || !strings.Contains(line, "Possible fixes") || !strings.Contains(line, filepath.Join(s.DataDir, m)) {
+		t.Errorf("the db-manager log lacks DuckDB's detail of bad-2: %q", line)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
