@@ -74,7 +74,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestRejectedRequestPayloadDeleted: the dispatcher deletes a rejected
-// request's staged payload with the rejection, and only under the prefix
+// request's staged payload (bad args, an unknown model) with the
+// rejection, before announcing it, and only under the prefix
 // of the model the request was published for: not the payload of a valid
 // request whose id a bad request reuses, and not another model's.
 func TestRejectedRequestPayloadDeleted(t *testing.T) {
@@ -85,7 +86,8 @@ func TestRejectedRequestPayloadDeleted(t *testing.T) {
 	rejected := model.StagingPrefix(m, "bad-1") + "f.csv"
 	keep := model.StagingPrefix(m, "keep-1") + "f.csv"
 	otherModel := model.StagingPrefix("other", "x-1") + "f.csv"
-	for _, k := range []string{rejected, keep, otherModel} {
+	ghost := model.StagingPrefix("ghost", "g-1") + "f.csv" // a model that does not exist
+	for _, k := range []string{rejected, keep, otherModel, ghost} {
 		put(t, s, k, 0)
 	}
 	pay := func(id, table, uri string) model.Request {
@@ -97,8 +99,9 @@ func TestRejectedRequestPayloadDeleted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runDispatcher(t, s, dispatcher.Config{})
+	runDispatcher(t, s, dispatcher.Config{UnknownModelGrace: 100 * time.Millisecond})
 	s.Submit(t, pay("bad-1", "not a table!", rejected), pay("keep-1", "t", keep))
+	s.Submit(t, stacktest.Request("ghost", "g-1", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": ghost}}))
 	// Bad requests that reuse the valid request's id, or name another
 	// model in the body of a request published for this one.
 	raw("hostile-1", `{"request_id":"keep-1","model":"pay","function":"append","args":{"table":"no table!","payload":{"uri":"`+keep+`"}}}`)
@@ -111,10 +114,12 @@ func TestRejectedRequestPayloadDeleted(t *testing.T) {
 				n++
 			}
 		}
-		return n == 3
+		return n == 3 && len(s.AllNotifications(t, "ghost")) == 1
 	})
-	if exists(t, s, rejected) {
-		t.Errorf("the rejected request's payload %s is still staged", rejected)
+	for _, k := range []string{rejected, ghost} {
+		if exists(t, s, k) {
+			t.Errorf("the rejected request's payload %s is still staged", k)
+		}
 	}
 	if !exists(t, s, keep) {
 		t.Errorf("a bad request reusing id keep-1 deleted the valid request's payload")
