@@ -456,24 +456,25 @@ func (d *Dispatcher) sweep(ctx context.Context, cons jetstream.Consumer) (int, e
 		return 0, fmt.Errorf("dispatcher: sweep: %w", err)
 	}
 	cutoff := time.Now().Add(-d.cfg.StagingGrace)
-	old, recent := map[stagedFor]bool{}, map[stagedFor]bool{}
+	aged, recent := map[stagedFor]bool{}, map[stagedFor]bool{}
 	n := 0
 	for _, o := range objs {
 		m, id, ok := model.ParseStagedKey(o.Key)
+		old := !o.Modified.IsZero() && o.Modified.Before(cutoff) // no time: not known to be old
 		switch {
-		case !ok && o.Modified.Before(cutoff):
+		case !ok && old:
 			if err := d.store.Delete(ctx, o.Key); err != nil {
 				return n, fmt.Errorf("dispatcher: sweep: %w", err)
 			}
 			n++
 		case !ok:
-		case o.Modified.Before(cutoff):
-			old[stagedFor{m, id}] = true
+		case old:
+			aged[stagedFor{m, id}] = true
 		default:
 			recent[stagedFor{m, id}] = true
 		}
 	}
-	for r := range old {
+	for r := range aged {
 		if recent[r] {
 			continue // staged again: in use
 		}
