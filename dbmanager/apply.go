@@ -3,7 +3,6 @@ package dbmanager
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -269,7 +268,7 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 			continue
 		}
 		it.fn, _ = functions.Lookup(req.Function)
-		it.payload = payloadURI(req.Args)
+		it.payload = functions.PayloadURI(req.Args)
 		sctx := telemetry.Extract(ctx, msg.Headers())
 		_, it.span = m.tracer.Start(sctx, "apply "+req.Function, trace.WithAttributes(
 			attribute.String("teatree.model", m.cfg.Model), attribute.String("teatree.request_id", req.ID), attribute.Int64("teatree.seq", int64(it.seq))))
@@ -300,17 +299,6 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 		}
 	}
 	return items, nil
-}
-
-// payloadURI returns args.payload.uri, or "".
-func payloadURI(args json.RawMessage) string {
-	var a struct {
-		Payload struct {
-			URI string `json:"uri"`
-		} `json:"payload"`
-	}
-	json.Unmarshal(args, &a)
-	return a.Payload.URI
 }
 
 // applyRange applies items in one transaction. When a request fails it
@@ -344,6 +332,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 			if it.span != nil {
 				it.span.RecordError(err)
 			}
+			m.logFailure(it)
 			return i, nil
 		}
 		it.status, it.result = model.StatusApplied, res
@@ -361,6 +350,13 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
 		return 0, classify(fmt.Errorf("dbmanager: commit: %w", err))
+	}
+	// The failures are recorded: their payloads go before the publisher
+	// can announce them (docs/decisions.md, staged payloads).
+	for _, it := range items {
+		if !it.skip && it.status == model.StatusFailed && it.payload != "" {
+			m.deleteStaged(ctx, it.req.ID)
+		}
 	}
 	for _, it := range items {
 		if it.seq > m.position.Load() {
@@ -426,11 +422,12 @@ func nullIfEmpty(s string) any {
 }
 
 // fetchPayload downloads a staged payload for request id into the staging
-// directory DuckDB may read. A missing object fails the request; any other
-// object-store error is transient.
+// directory DuckDB may read. The payload must be staged for that request
+// of this model (model.CheckStagedKey). A missing object fails the
+// request; any other object-store error is transient.
 func (m *Manager) fetchPayload(ctx context.Context, id, uri string) (string, error) {
-	if !strings.HasPrefix(uri, "staging/") {
-		return "", fmt.Errorf("%w: payload uri %q must be a staged object (staging/<request_id>/<file>)", model.ErrInvalid, uri)
+	if err := model.CheckStagedKey(m.cfg.Model, id, uri); err != nil {
+		return "", err
 	}
 	path := m.stagedPath(id, uri)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -443,6 +440,29 @@ func (m *Manager) fetchPayload(ctx context.Context, id, uri string) (string, err
 		return "", transientError{fmt.Errorf("dbmanager: fetch payload %s: %w", uri, err)}
 	}
 	return path, nil
+}
+
+// logFailure logs a failed request. The notification's error is short
+// (for a bad payload one line, without server paths); DuckDB's own message,
+// with its details and advice, goes to the log only.
+func (m *Manager) logFailure(it *item) {
+	args := []any{"request_id", it.req.ID, "function", it.req.Function, "seq", it.seq, "err", it.err}
+	var de *duckdb.Error
+	if errors.As(it.err, &de) && !strings.Contains(it.err.Error(), de.Error()) {
+		args = append(args, "duckdb", de.Error())
+	}
+	m.log.Info("request failed", args...)
+}
+
+// deleteStaged deletes the staged payloads of request id of this model,
+// and only those (objstore.DeleteStaged). Failures are logged: the
+// dispatcher's sweep deletes what is left after its grace period.
+func (m *Manager) deleteStaged(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := objstore.DeleteStaged(ctx, m.store, m.cfg.Model, id); err != nil {
+		m.log.Warn("delete staged payload", "request_id", id, "err", err)
+	}
 }
 
 // classify marks DuckDB errors: fatal and internal errors end the process

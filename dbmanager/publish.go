@@ -275,20 +275,18 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 // afterPublish deletes the staged payloads the version made redundant and
 // runs retention. Failures are logged: both are repeated later.
 func (m *Manager) afterPublish(ctx context.Context, c cut) {
-	rows, err := m.db.QueryContext(ctx, "SELECT payload FROM _teatree.applied WHERE payload IS NOT NULL AND seq BETWEEN ? AND ?", c.FirstSeq, c.LastSeq)
+	rows, err := m.db.QueryContext(ctx, "SELECT request_id FROM _teatree.applied WHERE payload IS NOT NULL AND seq BETWEEN ? AND ?", c.FirstSeq, c.LastSeq)
 	if err == nil {
-		var keys []string
+		var ids []string
 		for rows.Next() {
-			var k string
-			if rows.Scan(&k) == nil {
-				keys = append(keys, k)
+			var id string
+			if rows.Scan(&id) == nil {
+				ids = append(ids, id)
 			}
 		}
 		rows.Close()
-		for _, k := range keys {
-			if err := m.store.Delete(ctx, k); err != nil {
-				m.log.Warn("delete staged payload", "key", k, "err", err)
-			}
+		for _, id := range ids {
+			m.deleteStaged(ctx, id)
 		}
 	}
 	m.published++

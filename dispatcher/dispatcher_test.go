@@ -88,7 +88,7 @@ func startDispatcher(t *testing.T, s *stacktest.Stack, cfg dispatcher.Config) *i
 	r := &inProcess{t: t, s: s, procs: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- dispatcher.New(cfg, stacktest.Logger(t), s.JS, s.Ctl, r).Run(ctx) }()
+	go func() { done <- dispatcher.New(cfg, stacktest.Logger(t), s.JS, s.Ctl, s.Store, r).Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -23,7 +23,7 @@ type Env struct {
 	// this request.
 	Conn *sql.Conn
 	// Payload fetches a staged payload (uri like
-	// "staging/<request_id>/f.parquet", a key in the object store) to a
+	// "staging/<model>/<request_id>/f.parquet", a key in the object store) to a
 	// local file inside a directory DuckDB is allowed to read, and returns
 	// the local path. Errors from it are returned as they are. append
 	// writes a temporary file next to the returned path when it converts
@@ -126,9 +126,11 @@ func Lookup(name string) (Function, error) {
 }
 
 // ValidateRequest checks a decoded request end to end without a model: the
-// function is known, its args are valid, and `sql` is called only when
-// allowSQL. The dispatcher and the db-manager both call it, so they reach
-// the same verdict. Errors wrap model.ErrInvalid and name the request.
+// function is known, its args are valid, `sql` is called only when
+// allowSQL, and a payload is one staged for this request, under
+// staging/<r.Model>/<r.ID>/ (model.CheckStagedKey). The dispatcher and the
+// db-manager both call it, so they reach the same verdict. Errors wrap
+// model.ErrInvalid and name the request.
 func ValidateRequest(r model.Request, allowSQL bool) error {
 	f, err := Lookup(r.Function)
 	if err != nil {
@@ -140,7 +142,26 @@ func ValidateRequest(r model.Request, allowSQL bool) error {
 	if err := f.Validate(r.Args); err != nil {
 		return fmt.Errorf("request %s: %w", r.ID, err)
 	}
+	if uri := PayloadURI(r.Args); uri != "" {
+		if err := model.CheckStagedKey(r.Model, r.ID, uri); err != nil {
+			return fmt.Errorf("request %s: %s: %w", r.ID, f.Name(), err)
+		}
+	}
 	return nil
+}
+
+// PayloadURI returns args.payload.uri, the staged payload a request's
+// args reference, or "" when there is none (or args do not decode).
+func PayloadURI(args json.RawMessage) string {
+	var a struct {
+		Payload struct {
+			URI string `json:"uri"`
+		} `json:"payload"`
+	}
+	if json.Unmarshal(args, &a) != nil {
+		return ""
+	}
+	return a.Payload.URI
 }
 
 // invalid returns an error wrapping model.ErrInvalid for function fn.

@@ -336,8 +336,8 @@ func appendCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "append MODEL TABLE FILE",
 		Short: "stage a Parquet, CSV, JSON or Arrow IPC file in the object store and append it to a table",
-		Long: `append uploads FILE to the object store under staging/<request_id>/ and
-submits an append request that references it: large files never travel
+		Long: `append uploads FILE to the object store under staging/<model>/<request_id>/
+and submits an append request that references it: large files never travel
 through NATS. The table is created from the file's schema when it does not
 exist (unless --no-create). The format comes from the extension (.parquet,
 .csv, .json/.ndjson/.jsonl, .arrow/.ipc/.feather) or --format.`,
@@ -346,6 +346,13 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 			m, table, file := args[0], args[1], args[2]
 			if err := model.ValidateID(m); err != nil {
 				return err
+			}
+			// The server infers the format from the extension too; a
+			// format is sent only when given, so that its errors can say
+			// where the format came from.
+			payload := map[string]string{}
+			if format != "" {
+				payload["format"] = format
 			}
 			if format == "" {
 				format = formatOf(file)
@@ -367,7 +374,9 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 				}
 				o.id = id.String()
 			}
-			a := map[string]any{"table": table, "payload": map[string]string{"uri": "staging/" + o.id + "/" + filepath.Base(file), "format": format}}
+			key := model.StagingPrefix(m, o.id) + filepath.Base(file)
+			payload["uri"] = key
+			a := map[string]any{"table": table, "payload": payload}
 			if noCreate {
 				a["create"] = false
 			}
@@ -382,7 +391,7 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 			if err != nil {
 				return withCode(ExitUnreachable, err)
 			}
-			if err := objstore.PutFile(cmd.Context(), store, "staging/"+o.id+"/"+filepath.Base(file), file); err != nil {
+			if err := objstore.PutFile(cmd.Context(), store, key, file); err != nil {
 				return withCode(ExitUnreachable, err)
 			}
 			return e.submit(cmd.Context(), m, "append", args2, o)
