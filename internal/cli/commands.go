@@ -280,6 +280,9 @@ func (e *env) submit(ctx context.Context, m, function string, args json.RawMessa
 		if errors.Is(err, model.ErrInvalid) {
 			return err
 		}
+		if errors.Is(err, model.ErrConflict) { // the id is another request's
+			return withCode(ExitUsage, err)
+		}
 		return withCode(ExitUnreachable, err)
 	}
 	if !o.wait {
