@@ -440,6 +440,28 @@ func (db *DB) GetRequests(ctx context.Context, ids []string) (map[string]Request
 	return out, nil
 }
 
+// ListRequests returns the records of model m's requests in stream
+// order.
+func (db *DB) ListRequests(ctx context.Context, m string) ([]RequestRecord, error) {
+	rows, err := db.pool.Query(ctx, `SELECT request_id, model, function, status, coalesce(version, 0), error, stream_seq, submitted_at, coalesce(finished_at, 'epoch')
+		FROM request_log WHERE model = $1 ORDER BY stream_seq`, m)
+	if err != nil {
+		return nil, fmt.Errorf("controldb: list requests of %q: %w", m, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RequestRecord, error) {
+		var rec RequestRecord
+		var status string
+		var seq int64
+		err := r.Scan(&rec.RequestID, &rec.Model, &rec.Function, &status, &rec.Version, &rec.Error, &seq, &rec.Submitted, &rec.Finished)
+		rec.Status, rec.StreamSeq = model.Status(status), uint64(seq)
+		return rec, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controldb: list requests of %q: %w", m, err)
+	}
+	return out, nil
+}
+
 const versionColumns = `model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, expired_at`
 
 func scanVersion(row pgx.Row) (Version, error) {

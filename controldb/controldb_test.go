@@ -263,4 +263,9 @@ func TestRequestLogRowBelongsToTheFirstRequest(t *testing.T) {
 	if r := got["r"]; len(got) != 1 || r.Model != "a" || r.Function != "append" || r.Status != model.StatusApplied || r.StreamSeq != 3 {
 		t.Errorf("records %+v; want only r of model a, applied at 3", got)
 	}
+	for m, want := range map[string]int{"a": 1, "b": 0} {
+		if recs, err := db.ListRequests(ctx, m); err != nil || len(recs) != want {
+			t.Errorf("requests of %s: %+v, %v; want %d", m, recs, err, want)
+		}
+	}
 }
