@@ -214,6 +214,10 @@ func copyPublished(ctx context.Context, conn *sql.Conn, src, dst string) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("snapshot: list tables: %w", err)
 	}
+	tables, err = parentsFirst(ctx, conn, src, tables)
+	if err != nil {
+		return err
+	}
 	for _, t := range tables {
 		name := duck.Ident(t[0]) + "." + duck.Ident(t[1])
 		q := "DROP TABLE " + dst + "." + name
@@ -229,6 +233,61 @@ func copyPublished(ctx context.Context, conn *sql.Conn, src, dst string) error {
 		}
 	}
 	return nil
+}
+
+// parentsFirst orders tables (schema, name, sql) so that a table comes
+// after the tables its foreign keys reference: the rows of a child cannot
+// be inserted before its parent's.
+func parentsFirst(ctx context.Context, conn *sql.Conn, db string, tables [][3]string) ([][3]string, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT schema_name, table_name, referenced_table FROM duckdb_constraints()
+		WHERE database_name = ? AND constraint_type = 'FOREIGN KEY'`, db)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: foreign keys: %w", err)
+	}
+	defer rows.Close()
+	parents := map[[2]string][]string{}
+	for rows.Next() {
+		var schema, name, parent string
+		if err := rows.Scan(&schema, &name, &parent); err != nil {
+			return nil, fmt.Errorf("snapshot: foreign keys: %w", err)
+		}
+		if parent != name {
+			parents[[2]string{schema, name}] = append(parents[[2]string{schema, name}], parent)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot: foreign keys: %w", err)
+	}
+	if len(parents) == 0 {
+		return tables, nil
+	}
+	out := make([][3]string, 0, len(tables))
+	done := map[[2]string]bool{}
+	for len(out) < len(tables) {
+		progress := false
+		for _, t := range tables {
+			key := [2]string{t[0], t[1]}
+			if done[key] {
+				continue
+			}
+			ready := true
+			for _, p := range parents[key] {
+				ready = ready && done[[2]string{t[0], p}]
+			}
+			if ready {
+				out, done[key], progress = append(out, t), true, true
+			}
+		}
+		if !progress { // a cycle DuckDB would not let us create: keep the rest in order
+			for _, t := range tables {
+				if !done[[2]string{t[0], t[1]}] {
+					out = append(out, t)
+				}
+			}
+			break
+		}
+	}
+	return out, nil
 }
 
 // storedColumns returns the column list "(a, b)" of the columns of table

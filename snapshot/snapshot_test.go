@@ -78,7 +78,8 @@ func TestTakeIsConsistentWhileWriting(t *testing.T) {
 // TestTakePublishesOnlyTheModelAndPosition: a snapshot is handed to
 // analysts; teatree's bookkeeping (the request log with every request's
 // error text, the outbox) stays in the live file. The model's tables keep
-// their constraints, views and generated columns, and _teatree.position
+// their constraints (a foreign key to a table copied later by name),
+// views and generated columns, and _teatree.position
 // (where disaster recovery resumes) is kept.
 func TestTakePublishesOnlyTheModelAndPosition(t *testing.T) {
 	ctx := context.Background()
@@ -89,6 +90,7 @@ func TestTakePublishesOnlyTheModelAndPosition(t *testing.T) {
 		CREATE TABLE _teatree.outbox(version BIGINT PRIMARY KEY, path VARCHAR); INSERT INTO _teatree.outbox VALUES (1, '/secret/outbox/path');
 		CREATE TABLE t(id BIGINT PRIMARY KEY, v VARCHAR); INSERT INTO t SELECT range, 'v' || range FROM range(1000);
 		CREATE TABLE g(a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2)); INSERT INTO g (a) VALUES (1), (2);
+		CREATE TABLE a_child(id INTEGER, t_id BIGINT REFERENCES t(id)); INSERT INTO a_child VALUES (1, 999);
 		CREATE VIEW tv AS SELECT count(*) AS n FROM t`); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ func TestTakePublishesOnlyTheModelAndPosition(t *testing.T) {
 		got = append(got, n)
 	}
 	rows.Close()
-	if diff := cmp.Diff([]string{"_teatree.position", "main.g", "main.t"}, got); diff != "" {
+	if diff := cmp.Diff([]string{"_teatree.position", "main.a_child", "main.g", "main.t"}, got); diff != "" {
 		t.Errorf("tables in the snapshot (-want +got):\n%s", diff)
 	}
 	var pos, n, b2, pks int
