@@ -299,7 +299,10 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 // afterPublish deletes the staged payloads the version made redundant and
 // runs retention. Failures are logged: both are repeated later.
 func (m *Manager) afterPublish(ctx context.Context, c cut) {
-	rows, err := m.db.QueryContext(ctx, "SELECT payload FROM _teatree.applied WHERE payload IS NOT NULL AND seq BETWEEN ? AND ?", c.FirstSeq, c.LastSeq)
+	// From the previous version on: the payloads of failed requests
+	// published without a version (_teatree.settled) go with this one.
+	rows, err := m.db.QueryContext(ctx, `SELECT payload FROM _teatree.applied WHERE payload IS NOT NULL AND seq <= ?
+		AND seq > coalesce((SELECT max(last_seq) FROM _teatree.outbox WHERE version < ?), 0)`, c.LastSeq, c.Version)
 	if err == nil {
 		var keys []string
 		for rows.Next() {
