@@ -305,14 +305,15 @@ func (d *Dispatcher) owns(m *controldb.Model, seq uint64) error {
 	return nil
 }
 
-// pending reports whether model m has requests that are not yet in a
-// published version.
+// pending reports whether model m has requests that are not yet
+// published: in a version, or (failed and rejected requests, which cut no
+// version) in the request log up to the model's settled sequence.
 func (d *Dispatcher) pending(ctx context.Context, m controldb.Model) (bool, error) {
 	last, err := queue.LastSeq(ctx, d.js, queue.RequestStream, queue.RequestSubject(m.ID))
 	if err != nil {
 		return false, err
 	}
-	if last < m.StartSeq {
+	if last < m.StartSeq || last <= m.SettledSeq {
 		return false, nil
 	}
 	v, err := d.ctl.GetVersion(ctx, m.ID, 0)

@@ -174,6 +174,12 @@ func TestStartsPerModelAndStopsIdle(t *testing.T) {
 			t.Fatalf("%s: %+v", m, n)
 		}
 	}
+	// A model whose last request failed has nothing pending either, though
+	// a failed request cuts no version.
+	s.Submit(t, stacktest.Request("m2", "m2-fails", "append", map[string]any{"table": "missing", "rows": []map[string]any{{"n": 1}}}))
+	if n := s.Outcomes(t, "m2", time.Minute, "m2-fails")["m2-fails"]; n.Status != model.StatusFailed {
+		t.Fatalf("m2-fails: %+v", n)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(r.Running()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)

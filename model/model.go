@@ -2,6 +2,8 @@ package model
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,6 +71,30 @@ type Request struct {
 	Args json.RawMessage `json:"args"`
 	// Submitted is the client's clock at submit time (informational).
 	Submitted time.Time `json:"submitted,omitzero"`
+}
+
+// Digest identifies what a request asks for: the sha256 (hex) of its
+// model, function and args, with the args re-encoded canonically (object
+// keys sorted, insignificant white space dropped) so that a retry that
+// spells the same args differently has the same digest. The id and the
+// submit time are not part of it. Two requests with one id and different
+// digests are different requests (see queue.Publish).
+func (r Request) Digest() string {
+	args := []byte(r.Args)
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(args))
+	dec.UseNumber()
+	if dec.Decode(&v) == nil {
+		if b, err := json.Marshal(v); err == nil {
+			args = b
+		}
+	}
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(r.Model), []byte(r.Function), args} {
+		fmt.Fprintf(h, "%d:", len(part))
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // MaxRequestIDLen is the longest accepted request id.

@@ -280,6 +280,9 @@ func (e *env) submit(ctx context.Context, m, function string, args json.RawMessa
 		if errors.Is(err, model.ErrInvalid) {
 			return err
 		}
+		if errors.Is(err, model.ErrConflict) { // the id is another request's
+			return withCode(ExitUsage, err)
+		}
 		return withCode(ExitUnreachable, err)
 	}
 	if !o.wait {
@@ -301,6 +304,11 @@ func (e *env) submit(ctx context.Context, m, function string, args json.RawMessa
 	wctx, wcancel := context.WithTimeout(ctx, e.timeout)
 	defer wcancel()
 	n, err := sub.Wait(wctx, o.id)
+	// Ours is the notification of our stream sequence, not that of another
+	// request under the same id.
+	for err == nil && n.Seq != 0 && n.Seq != ack.Sequence {
+		n, err = sub.Wait(wctx, o.id)
+	}
 	if err != nil {
 		if wctx.Err() != nil {
 			return withCode(ExitTimeout, fmt.Errorf("request %s is queued but no notification came within %s (see 'teactl status %s')", o.id, e.timeout, o.id))
