@@ -192,7 +192,9 @@ func TestWatchSinceReplaysRetained(t *testing.T) {
 	if got, want := watch(1, []model.Notification{note("r5", "shop", model.StatusApplied, 3)}), []string{"r5"}; !slices.Equal(got, want) {
 		t.Errorf("watch: %v, want only the new %v", got, want)
 	}
-	if _, errOut, code := teactl(t, ctx, env, "watch", "shop", "--since", "-1"); code != ExitUsage || !strings.Contains(errOut, "--since -1") {
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, errOut, code := teactl(t, bctx, env, "watch", "shop", "--since", "-1"); code != ExitUsage || !strings.Contains(errOut, "--since -1") {
 		t.Errorf("watch --since -1: exit %d, %q", code, errOut)
 	}
 }
@@ -260,7 +262,7 @@ func TestReadCommandsReportVersions(t *testing.T) {
 		{[]string{"diff", "shop", "3", "98"}, "has no version 98", "teactl versions"},
 		{[]string{"pull", "shop", "--version", "97", "-o", filepath.Join(t.TempDir(), "x")}, "has no version 97", "teactl versions"},
 		{[]string{"query", "shop", "SELECT 1", "--version", "96"}, "has no version 96", "teactl versions"},
-		{[]string{"pull", "nosuch", "-o", filepath.Join(t.TempDir(), "x")}, "does not exist", "does not exist"},
+		{[]string{"pull", "nosuch", "-o", filepath.Join(t.TempDir(), "x")}, "does not exist", "published version"},
 	} {
 		_, errOut, code := teactl(t, ctx, env, tc.args...)
 		line := strings.TrimSpace(errOut)
