@@ -179,8 +179,29 @@ func TestQueryKeepsColumnAndRowOrder(t *testing.T) {
 	if err := writeQuery(ctx, &b, db, "SELECT 1 WHERE false", "json"); err != nil || b.String() != "[]\n" {
 		t.Errorf("no rows: %q, %v", b.String(), err)
 	}
-	err = writeQuery(ctx, &b, db, "SELECT * FROM nosuch", "table")
-	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "nosuch") {
-		t.Errorf("bad query: %v", err)
+	for q, msg := range map[string]string{"SELECT * FROM nosuch": "nosuch", "SELECT * FROM read_csv('/etc/passwd')": "disabled by configuration"} {
+		err := writeQuery(ctx, &b, db, q, "table")
+		if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), msg) {
+			t.Errorf("%s: %v, want one line with %q", q, err, msg)
+		}
 	}
+}
+
+// FuzzFiniteJSON: finiteJSON leaves valid JSON alone, and turns DuckDB's
+// non-finite float tokens into JSON strings without touching strings.
+func FuzzFiniteJSON(f *testing.F) {
+	for _, s := range []string{`{"a":NaN,"b":[Infinity,-Infinity],"c":"NaN \" Infinity"}`, `{"x":1}`, `"\\"`, `[NaN`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := finiteJSON([]byte(s))
+		if json.Valid([]byte(s)) && string(out) != s {
+			t.Fatalf("valid JSON %q changed to %q", s, out)
+		}
+		// Without strings every token is a value: replaced, it is JSON.
+		zeroed := strings.NewReplacer("-Infinity", `"x"`, "Infinity", `"x"`, "NaN", `"x"`).Replace(s)
+		if !strings.Contains(s, `"`) && json.Valid([]byte(zeroed)) && !json.Valid(out) {
+			t.Fatalf("%q: %q is not JSON", s, out)
+		}
+	})
 }

@@ -462,7 +462,11 @@ func writeQuery(ctx context.Context, w io.Writer, db *sql.DB, q, format string) 
 	switch format {
 	case "table":
 		tw = tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+		head := make([]string, len(cols))
+		for i, c := range cols {
+			head[i] = cellEscaper.Replace(c)
+		}
+		fmt.Fprintln(tw, strings.Join(head, "\t"))
 	case "csv":
 		writeCSV(bw, cols, nil)
 	case "json":
