@@ -438,15 +438,18 @@ func watchCmd(e *env) *cobra.Command {
 			if err := model.ValidateID(m); err != nil {
 				return err
 			}
+			// --since N (0 included) reads what the stream retains; without
+			// it only new notifications are shown.
+			replay := cmd.Flags().Changed("since")
+			if since < 0 {
+				return fmt.Errorf("%w: --since %d: give a version number, or 0 for every retained notification", model.ErrInvalid, since)
+			}
 			d, err := e.connect(false, false)
 			if err != nil {
 				return err
 			}
 			defer d.Close()
-			start := notify.Start{}
-			if since > 0 {
-				start = notify.Start{All: true}
-			}
+			start := notify.Start{All: replay}
 			sub, err := notify.Subscribe(cmd.Context(), d.JS, m, start)
 			if err != nil {
 				return withCode(ExitUnreachable, err)
@@ -460,7 +463,7 @@ func watchCmd(e *env) *cobra.Command {
 					}
 					return err
 				}
-				if since > 0 && n.Version <= since {
+				if since > 0 && n.Version <= since && n.Status != model.StatusRejected { // rejected requests have no version
 					continue
 				}
 				if asJSON {
@@ -476,7 +479,7 @@ func watchCmd(e *env) *cobra.Command {
 			}
 		},
 	}
-	c.Flags().Int64Var(&since, "since", 0, "show notifications of versions after this one (from the start of the stream)")
+	c.Flags().Int64Var(&since, "since", 0, "first show the retained notifications of versions after this one (0: all retained, rejected requests included), then new ones")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	return c
 }
