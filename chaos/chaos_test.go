@@ -175,8 +175,9 @@ func createModel(t *testing.T, ctx context.Context, c *cluster, ctl *controldb.D
 	}
 }
 
-// waitPublished waits until the latest version of every model covers its
-// last acknowledged request. Postgres may be restarting: errors are
+// waitPublished waits until every model's requests are published up to
+// its last acknowledged one (in a version, or in the request log for
+// requests that changed nothing). Postgres may be restarting: errors are
 // retried.
 func waitPublished(t *testing.T, ctx context.Context, ctl *controldb.DB, acks []ack) {
 	want := map[string]uint64{}
@@ -186,7 +187,7 @@ func waitPublished(t *testing.T, ctx context.Context, ctl *controldb.DB, acks []
 	deadline := time.Now().Add(5 * time.Minute)
 	for len(want) > 0 {
 		for m, seq := range want {
-			if v, err := ctl.GetVersion(ctx, m, 0); err == nil && v.LastSeq >= seq {
+			if mdl, err := ctl.GetModel(ctx, m); err == nil && mdl.SettledSeq >= seq {
 				delete(want, m)
 			}
 		}
@@ -228,14 +229,15 @@ func check(t *testing.T, ctx context.Context, c *cluster, ctl *controldb.DB, ack
 			res.badVersions++
 			continue
 		}
-		checkModel(t, path, macks, res)
+		checkModel(t, ctx, ctl, m, path, macks, res)
 		checkVersions(t, ctx, ctl, store, work, m, res)
 	}
 }
 
 // checkModel reads the final snapshot of one model with a separate
-// read-only DuckDB.
-func checkModel(t *testing.T, path string, acks []ack, res *result) {
+// read-only DuckDB, and its request log from Postgres (a published
+// snapshot carries no request log).
+func checkModel(t *testing.T, ctx context.Context, ctl *controldb.DB, m, path string, acks []ack, res *result) {
 	db, err := sql.Open("duckdb", path+"?access_mode=read_only")
 	if err != nil {
 		t.Fatal(err)
@@ -246,26 +248,21 @@ func checkModel(t *testing.T, path string, acks []ack, res *result) {
 		status string
 		at     time.Time
 	}
-	rows, err := db.Query(`SELECT request_id, seq, status, applied FROM _teatree.applied ORDER BY seq`)
+	recs, err := ctl.ListRequests(ctx, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := map[string]applied{}
 	var last time.Time
-	for rows.Next() {
-		var id string
-		var a applied
-		if err := rows.Scan(&id, &a.seq, &a.status, &a.at); err != nil {
-			t.Fatal(err)
-		}
+	for _, r := range recs {
+		a := applied{seq: r.StreamSeq, status: string(r.Status), at: r.Finished}
 		// Applied later than a request acknowledged after it: out of order.
 		if a.at.Before(last) {
 			res.outOfOrder++
 		}
 		last = a.at
-		log[id] = a
+		log[r.RequestID] = a
 	}
-	rows.Close()
 	for _, a := range acks {
 		got, ok := log[a.id]
 		switch {
@@ -279,7 +276,7 @@ func checkModel(t *testing.T, path string, acks []ack, res *result) {
 	}
 	// Duplicates: an append applied twice leaves its unique k twice.
 	table := map[int64]int64{}
-	rows, err = db.Query(`SELECT k, v FROM t`)
+	rows, err := db.Query(`SELECT k, v FROM t`)
 	if err != nil {
 		t.Fatal(err)
 	}

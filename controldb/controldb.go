@@ -92,9 +92,10 @@ type Model struct {
 	SizeClass      string    `json:"size_class"` // small, medium, large, xlarge
 	WriterEpoch    int64     `json:"writer_epoch"`
 	CurrentVersion int64     `json:"current_version"`
-	Retention      int       `json:"retention"` // versions kept
-	AllowSQL       bool      `json:"allow_sql"` // the privileged sql function
-	StartSeq       uint64    `json:"start_seq"` // first owned sequence of TEATREE_REQUESTS
+	Retention      int       `json:"retention"`   // versions kept
+	AllowSQL       bool      `json:"allow_sql"`   // the privileged sql function
+	StartSeq       uint64    `json:"start_seq"`   // first owned sequence of TEATREE_REQUESTS
+	SettledSeq     uint64    `json:"settled_seq"` // requests up to here are published (in a version or the request log)
 	Created        time.Time `json:"created"`
 	Updated        time.Time `json:"updated"`
 }
@@ -128,13 +129,13 @@ func (m *Model) validate() error {
 	return nil
 }
 
-const modelColumns = `id, size_class, writer_epoch, current_version, retention, allow_sql, start_seq, created_at, updated_at`
+const modelColumns = `id, size_class, writer_epoch, current_version, retention, allow_sql, start_seq, created_at, updated_at, settled_seq`
 
 func scanModel(row pgx.Row) (Model, error) {
 	var m Model
-	var start int64
-	err := row.Scan(&m.ID, &m.SizeClass, &m.WriterEpoch, &m.CurrentVersion, &m.Retention, &m.AllowSQL, &start, &m.Created, &m.Updated)
-	m.StartSeq = uint64(start)
+	var start, settled int64
+	err := row.Scan(&m.ID, &m.SizeClass, &m.WriterEpoch, &m.CurrentVersion, &m.Retention, &m.AllowSQL, &start, &m.Created, &m.Updated, &settled)
+	m.StartSeq, m.SettledSeq = uint64(start), uint64(settled)
 	return m, err
 }
 
@@ -316,8 +317,28 @@ func (db *DB) PublishVersion(ctx context.Context, v Version, reqs []RequestRecor
 				return fmt.Errorf("controldb: publish %s version %d table %q: %w", v.Model, v.Version, t.Name, err)
 			}
 		}
-		if _, err := tx.Exec(ctx, `UPDATE goal_model SET current_version = $2, updated_at = now() WHERE id = $1`, v.Model, v.Version); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE goal_model SET current_version = $2, settled_seq = greatest(settled_seq, $3), updated_at = now() WHERE id = $1`, v.Model, v.Version, int64(v.LastSeq)); err != nil {
 			return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
+		}
+		return recordRequests(ctx, tx, reqs)
+	})
+}
+
+// PublishRequests records the final records of requests that changed
+// nothing (failed and rejected requests: they cut no version) up to stream
+// sequence lastSeq of model m, and raises the model's settled sequence to
+// lastSeq, in one transaction. epoch fences the write like PublishVersion
+// (model.ErrStaleEpoch). It is idempotent.
+func (db *DB) PublishRequests(ctx context.Context, m string, epoch int64, lastSeq uint64, reqs []RequestRecord) error {
+	if epoch <= 0 {
+		return fmt.Errorf("%w: %s requests up to %d carry no writer epoch", model.ErrInvalid, m, lastSeq)
+	}
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := lockEpoch(ctx, tx, m, epoch); err != nil {
+			return fmt.Errorf("controldb: publish %s requests up to %d: %w", m, lastSeq, err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE goal_model SET settled_seq = greatest(settled_seq, $2), updated_at = now() WHERE id = $1`, m, int64(lastSeq)); err != nil {
+			return fmt.Errorf("controldb: publish %s requests up to %d: %w", m, lastSeq, err)
 		}
 		return recordRequests(ctx, tx, reqs)
 	})
@@ -325,7 +346,9 @@ func (db *DB) PublishVersion(ctx context.Context, v Version, reqs []RequestRecor
 
 // RecordRequests upserts request records. A final status (applied,
 // failed, rejected) is never replaced by queued, so the dispatcher
-// recording a request late cannot undo its outcome.
+// recording a request late cannot undo its outcome. A row belongs to the
+// request first recorded under its id (model and stream sequence): a
+// later request reusing the id never changes it.
 func (db *DB) RecordRequests(ctx context.Context, reqs []RequestRecord) error {
 	if len(reqs) == 0 {
 		return nil
@@ -352,7 +375,8 @@ func recordRequests(ctx context.Context, tx pgx.Tx, reqs []RequestRecord) error 
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 			ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, version = excluded.version, error = excluded.error,
 				finished_at = excluded.finished_at, submitted_at = least(request_log.submitted_at, excluded.submitted_at)
-			WHERE excluded.status <> 'queued' OR request_log.status = 'queued'`,
+			WHERE (excluded.status <> 'queued' OR request_log.status = 'queued')
+				AND request_log.model = excluded.model AND request_log.stream_seq = excluded.stream_seq`,
 			r.RequestID, r.Model, r.Function, string(r.Status), version, r.Error, int64(r.StreamSeq), submitted, finished)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -386,6 +410,56 @@ func (db *DB) GetRequest(ctx context.Context, id string) (RequestRecord, error) 
 		r.Finished = *finished
 	}
 	return r, nil
+}
+
+// GetRequests returns the records of the request ids that are recorded,
+// by id.
+func (db *DB) GetRequests(ctx context.Context, ids []string) (map[string]RequestRecord, error) {
+	out := map[string]RequestRecord{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := db.pool.Query(ctx, `SELECT request_id, model, function, status, stream_seq FROM request_log WHERE request_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("controldb: get requests: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r RequestRecord
+		var status string
+		var seq int64
+		if err := rows.Scan(&r.RequestID, &r.Model, &r.Function, &status, &seq); err != nil {
+			return nil, fmt.Errorf("controldb: get requests: %w", err)
+		}
+		r.Status, r.StreamSeq = model.Status(status), uint64(seq)
+		out[r.RequestID] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("controldb: get requests: %w", err)
+	}
+	return out, nil
+}
+
+// ListRequests returns the records of model m's requests in stream
+// order.
+func (db *DB) ListRequests(ctx context.Context, m string) ([]RequestRecord, error) {
+	rows, err := db.pool.Query(ctx, `SELECT request_id, model, function, status, coalesce(version, 0), error, stream_seq, submitted_at, coalesce(finished_at, 'epoch')
+		FROM request_log WHERE model = $1 ORDER BY stream_seq`, m)
+	if err != nil {
+		return nil, fmt.Errorf("controldb: list requests of %q: %w", m, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RequestRecord, error) {
+		var rec RequestRecord
+		var status string
+		var seq int64
+		err := r.Scan(&rec.RequestID, &rec.Model, &rec.Function, &status, &rec.Version, &rec.Error, &seq, &rec.Submitted, &rec.Finished)
+		rec.Status, rec.StreamSeq = model.Status(status), uint64(seq)
+		return rec, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controldb: list requests of %q: %w", m, err)
+	}
+	return out, nil
 }
 
 const versionColumns = `model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, expired_at`

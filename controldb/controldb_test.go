@@ -197,3 +197,75 @@ func TestExpireVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPublishRequestsWithoutVersion: failed and rejected requests change
+// nothing, so they are published to the request log without a version;
+// the model's settled sequence tells the dispatcher they are done. The
+// write is fenced like a version's.
+func TestPublishRequestsWithoutVersion(t *testing.T) {
+	db, ctx := open(t), context.Background()
+	if _, err := db.CreateModel(ctx, controldb.Model{ID: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ClaimEpoch(ctx, "m", 2); err != nil {
+		t.Fatal(err)
+	}
+	failed := controldb.RequestRecord{RequestID: "f1", Model: "m", Function: "append", Status: model.StatusFailed, Error: "boom", StreamSeq: 4, Submitted: time.Now(), Finished: time.Now()}
+	if err := db.PublishRequests(ctx, "m", 1, 4, []controldb.RequestRecord{failed}); !errors.Is(err, model.ErrStaleEpoch) {
+		t.Fatalf("stale epoch: %v, want model.ErrStaleEpoch", err)
+	}
+	for range 2 {
+		if err := db.PublishRequests(ctx, "m", 2, 4, []controldb.RequestRecord{failed}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := db.GetRequest(ctx, "f1")
+	if err != nil || r.Status != model.StatusFailed || r.Version != 0 || r.Error != "boom" {
+		t.Fatalf("request: %+v %v; want failed without a version", r, err)
+	}
+	m, err := db.GetModel(ctx, "m")
+	if err != nil || m.SettledSeq != 4 || m.CurrentVersion != 0 {
+		t.Fatalf("model: settled %d, current version %d, %v; want 4 and no version", m.SettledSeq, m.CurrentVersion, err)
+	}
+	if _, err := db.GetVersion(ctx, "m", 0); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("a version was recorded: %v", err)
+	}
+	// A version raises the settled sequence too, never lowers it.
+	v := version("m", 1, 2)
+	v.FirstSeq, v.LastSeq = 3, 3
+	if err := db.PublishVersion(ctx, v, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := db.GetModel(ctx, "m"); m.SettledSeq != 4 {
+		t.Errorf("settled %d after an older version, want 4", m.SettledSeq)
+	}
+}
+
+// TestRequestLogRowBelongsToTheFirstRequest: a later request that reuses
+// an id (another model, or the same model at another stream sequence)
+// never overwrites the first request's record.
+func TestRequestLogRowBelongsToTheFirstRequest(t *testing.T) {
+	db, ctx := open(t), context.Background()
+	first := controldb.RequestRecord{RequestID: "r", Model: "a", Function: "append", Status: model.StatusApplied, Version: 1, StreamSeq: 3, Submitted: time.Now(), Finished: time.Now()}
+	if err := db.RecordRequests(ctx, []controldb.RequestRecord{first}); err != nil {
+		t.Fatal(err)
+	}
+	other := controldb.RequestRecord{RequestID: "r", Model: "b", Function: "delete", Status: model.StatusFailed, Error: "x", StreamSeq: 9, Submitted: time.Now(), Finished: time.Now()}
+	later := first
+	later.StreamSeq, later.Status, later.Version = 12, model.StatusRejected, 0
+	if err := db.RecordRequests(ctx, []controldb.RequestRecord{other, later}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.GetRequests(ctx, []string{"r", "missing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := got["r"]; len(got) != 1 || r.Model != "a" || r.Function != "append" || r.Status != model.StatusApplied || r.StreamSeq != 3 {
+		t.Errorf("records %+v; want only r of model a, applied at 3", got)
+	}
+	for m, want := range map[string]int{"a": 1, "b": 0} {
+		if recs, err := db.ListRequests(ctx, m); err != nil || len(recs) != want {
+			t.Errorf("requests of %s: %+v, %v; want %d", m, recs, err, want)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package dbmanager
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -34,9 +33,11 @@ type item struct {
 	req     model.Request
 	fn      functions.Function
 	payload string // staged payload URI, if any
+	digest  string // req.Digest() of a decodable request
 	status  model.Status
 	err     error
 	skip    bool // redelivered or duplicate: acknowledge only
+	refused bool // its id is another request's: rejected, recorded in _teatree.refused
 	result  functions.Result
 	span    trace.Span
 }
@@ -229,7 +230,14 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 	return nil
 }
 
-// prepare decodes and validates msgs and marks those to skip.
+// prepare decodes and validates msgs and marks those to skip: a request
+// whose id was seen before is a retry when it asks for the same thing
+// (model, function and args digest) and is skipped; otherwise it is
+// another request reusing the id, and is refused (rejected, "request id …
+// is already used by …"). Ids are looked up in this model's bookkeeping,
+// then in Postgres' request log for the ids other models used (and those
+// applied before a restore from a snapshot, which does not carry the
+// bookkeeping).
 func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, error) {
 	items := make([]*item, 0, len(msgs))
 	pos := m.position.Load()
@@ -258,19 +266,20 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 		if req.ID == "" {
 			it.req.ID = queue.RequestID(msg.Headers(), it.seq) // undecodable
 		}
-		if seen[it.req.ID] {
-			it.skip = true // the same id twice in one batch
-			continue
+		if err == nil {
+			it.digest = req.Digest()
 		}
-		seen[it.req.ID] = true
-		ids = append(ids, it.req.ID)
+		if !seen[it.req.ID] {
+			seen[it.req.ID] = true
+			ids = append(ids, it.req.ID)
+		}
 		if err != nil {
 			// The dispatcher rejected it with the same code and notified.
 			it.status, it.err = model.StatusRejected, err
 			continue
 		}
 		it.fn, _ = functions.Lookup(req.Function)
-		it.payload = payloadURI(req.Args)
+		it.payload = functions.PayloadURI(req.Args)
 		sctx := telemetry.Extract(ctx, msg.Headers())
 		_, it.span = m.tracer.Start(sctx, "apply "+req.Function, trace.WithAttributes(
 			attribute.String("teatree.model", m.cfg.Model), attribute.String("teatree.request_id", req.ID), attribute.Int64("teatree.seq", int64(it.seq))))
@@ -278,40 +287,68 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 	if len(ids) == 0 {
 		return items, nil
 	}
-	// A request id applied before (a retry published after the dedupe
-	// window) is acknowledged and not applied again.
-	q := "SELECT request_id FROM _teatree.applied WHERE request_id IN (?" + strings.Repeat(",?", len(ids)-1) + ")"
+	// The request that owns an id: recorded in this model's bookkeeping,
+	// in Postgres' request log (another model, or before the snapshot
+	// this file was restored from), or earlier in this batch.
+	type owner struct {
+		model, function string
+		seq             uint64
+		digest          sql.NullString // unknown for Postgres' records and old rows
+	}
+	owners := map[string]owner{}
+	q := "SELECT request_id, seq, function, digest FROM _teatree.applied WHERE request_id IN (?" + strings.Repeat(",?", len(ids)-1) + ")"
 	rows, err := m.db.QueryContext(ctx, q, ids...)
 	if err != nil {
 		return nil, transientError{fmt.Errorf("dbmanager: look up applied ids: %w", err)}
 	}
-	dup := map[string]bool{}
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		o := owner{model: m.cfg.Model}
+		if err := rows.Scan(&id, &o.seq, &o.function, &o.digest); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("dbmanager: look up applied ids: %w", err)
 		}
-		dup[id] = true
+		owners[id] = o
 	}
 	rows.Close()
+	var others []string
+	for _, id := range ids {
+		if _, ok := owners[id.(string)]; !ok {
+			others = append(others, id.(string))
+		}
+	}
+	recs, err := m.ctl.GetRequests(ctx, others)
+	if err != nil {
+		return nil, transientError{fmt.Errorf("dbmanager: look up request ids: %w", err)}
+	}
 	for _, it := range items {
-		if !it.skip && dup[it.req.ID] {
+		if it.skip {
+			continue
+		}
+		o, ok := owners[it.req.ID]
+		if r, found := recs[it.req.ID]; !ok && found && (r.Model != m.cfg.Model || r.StreamSeq != it.seq) {
+			o, ok = owner{model: r.Model, function: r.Function, seq: r.StreamSeq}, true
+		}
+		switch {
+		case !ok:
+			owners[it.req.ID] = owner{model: m.cfg.Model, function: it.req.Function, seq: it.seq, digest: sql.NullString{String: it.digest, Valid: true}}
+		case it.status == model.StatusRejected:
 			it.skip = true
+		case o.model == m.cfg.Model && (o.digest.Valid && o.digest.String == it.digest || !o.digest.Valid && o.function == it.req.Function):
+			it.skip = true // a retry
+		default:
+			m.refuse(it, o.model, o.function, o.seq)
 		}
 	}
 	return items, nil
 }
 
-// payloadURI returns args.payload.uri, or "".
-func payloadURI(args json.RawMessage) string {
-	var a struct {
-		Payload struct {
-			URI string `json:"uri"`
-		} `json:"payload"`
-	}
-	json.Unmarshal(args, &a)
-	return a.Payload.URI
+// refuse marks it as another request under the id of the request of model
+// mdl and function f at stream sequence seq: it is rejected, and announced
+// by the db-manager (the dispatcher cannot tell).
+func (m *Manager) refuse(it *item, mdl, f string, seq uint64) {
+	it.refused, it.status, it.err = true, model.StatusRejected, queue.IDTaken(it.req.ID, mdl, f, seq)
+	m.log.Info("request refused: its id is taken", "request_id", it.req.ID, "seq", it.seq, "taken_by_model", mdl, "taken_by_seq", seq)
 }
 
 // applyRange applies items in one transaction. When a request fails it
@@ -345,6 +382,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 			if it.span != nil {
 				it.span.RecordError(err)
 			}
+			m.logFailure(it)
 			return i, nil
 		}
 		it.status, it.result = model.StatusApplied, res
@@ -362,6 +400,13 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
 		return 0, classify(fmt.Errorf("dbmanager: commit: %w", err))
+	}
+	// The failures are recorded: their payloads go before the publisher
+	// can announce them (docs/decisions.md, staged payloads).
+	for _, it := range items {
+		if !it.skip && it.status == model.StatusFailed && it.payload != "" {
+			m.deleteStaged(ctx, it.req.ID)
+		}
 	}
 	for _, it := range items {
 		if it.seq > m.position.Load() {
@@ -386,7 +431,16 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 		if it.err != nil {
 			errText = it.err.Error()
 		}
-		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now})
+		if it.refused {
+			// _teatree.applied is keyed by request id, which is the
+			// first request's.
+			if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.refused VALUES (?, ?, ?, ?, ?, ?)`,
+				it.seq, it.req.ID, it.req.Function, errText, it.queued.UTC(), now); err != nil {
+				return classify(fmt.Errorf("dbmanager: record refused request %s: %w", it.req.ID, err))
+			}
+			continue
+		}
+		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now, nullIfEmpty(it.digest)})
 		if it.status != model.StatusApplied {
 			continue
 		}
@@ -400,8 +454,8 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 	// One statement per recordChunk requests: a statement per request
 	// cost more than applying a one-row append.
 	for chunk := range slices.Chunk(rows, recordChunk) {
-		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
-		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied VALUES `+values, slices.Concat(chunk...)...); err != nil {
+		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
+		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied (request_id, seq, function, status, error, payload, queued, applied, digest) VALUES `+values, slices.Concat(chunk...)...); err != nil {
 			return classify(fmt.Errorf("dbmanager: record %d requests from %s: %w", len(chunk), chunk[0][0], err))
 		}
 	}
@@ -427,11 +481,12 @@ func nullIfEmpty(s string) any {
 }
 
 // fetchPayload downloads a staged payload for request id into the staging
-// directory DuckDB may read. A missing object fails the request; any other
-// object-store error is transient.
+// directory DuckDB may read. The payload must be staged for that request
+// of this model (model.CheckStagedKey). A missing object fails the
+// request; any other object-store error is transient.
 func (m *Manager) fetchPayload(ctx context.Context, id, uri string) (string, error) {
-	if !strings.HasPrefix(uri, "staging/") {
-		return "", fmt.Errorf("%w: payload uri %q must be a staged object (staging/<request_id>/<file>)", model.ErrInvalid, uri)
+	if err := model.CheckStagedKey(m.cfg.Model, id, uri); err != nil {
+		return "", err
 	}
 	path := m.stagedPath(id, uri)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -444,6 +499,29 @@ func (m *Manager) fetchPayload(ctx context.Context, id, uri string) (string, err
 		return "", transientError{fmt.Errorf("dbmanager: fetch payload %s: %w", uri, err)}
 	}
 	return path, nil
+}
+
+// logFailure logs a failed request. The notification's error is short
+// (for a bad payload one line, without server paths); DuckDB's own message,
+// with its details and advice, goes to the log only.
+func (m *Manager) logFailure(it *item) {
+	args := []any{"request_id", it.req.ID, "function", it.req.Function, "seq", it.seq, "err", it.err}
+	var de *duckdb.Error
+	if errors.As(it.err, &de) && !strings.Contains(it.err.Error(), de.Error()) {
+		args = append(args, "duckdb", de.Error())
+	}
+	m.log.Info("request failed", args...)
+}
+
+// deleteStaged deletes the staged payloads of request id of this model,
+// and only those (objstore.DeleteStaged). Failures are logged: the
+// dispatcher's sweep deletes what is left after its grace period.
+func (m *Manager) deleteStaged(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := objstore.DeleteStaged(ctx, m.store, m.cfg.Model, id); err != nil {
+		m.log.Warn("delete staged payload", "request_id", id, "err", err)
+	}
 }
 
 // classify marks DuckDB errors: fatal and internal errors end the process

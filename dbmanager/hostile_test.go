@@ -55,7 +55,7 @@ func TestHostileQueueKeepsGoing(t *testing.T) {
 	dctx, dcancel := context.WithCancel(ctx)
 	ddone := make(chan error, 1)
 	go func() {
-		ddone <- dispatcher.New(dispatcher.Config{UnknownModelGrace: 100 * time.Millisecond}, stacktest.Logger(t), s.JS, s.Ctl, noRunner{}).Run(dctx)
+		ddone <- dispatcher.New(dispatcher.Config{UnknownModelGrace: 100 * time.Millisecond}, stacktest.Logger(t), s.JS, s.Ctl, s.Store, noRunner{}).Run(dctx)
 	}()
 	t.Cleanup(func() {
 		dcancel()
@@ -72,7 +72,7 @@ func TestHostileQueueKeepsGoing(t *testing.T) {
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		key := "staging/" + id + "/" + name
+		key := model.StagingPrefix(m, id) + name
 		if err := objstore.PutFile(ctx, s.Store, key, p); err != nil {
 			t.Fatal(err)
 		}
@@ -103,18 +103,18 @@ func TestHostileQueueKeepsGoing(t *testing.T) {
 		{id: "bad-other-model", raw: []byte(`{"request_id":"bad-other-model","model":"other","function":"append","args":{"table":"t","rows":[{"n":1}]}}`), want: model.StatusRejected, msg: "names model"},
 		{id: "bad-model-name", raw: []byte(`{"request_id":"bad-model-name","model":"a.*>","function":"append","args":{"table":"t","rows":[{"n":1}]}}`), want: model.StatusRejected, msg: "not a DNS label"},
 		{id: "bad-big", raw: bigRequest(m, "bad-big"), want: model.StatusRejected, msg: "at most 1048576"},
-		{id: "bad-value", req: req("bad-value", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": "not a number"}}}), want: model.StatusFailed, msg: "Could not convert"},
+		{id: "bad-value", req: req("bad-value", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": "not a number"}}}), want: model.StatusFailed, msg: `JSON string "not a number" does not go into`},
 		{id: "bad-fraction", req: rawArgs("bad-fraction", "append", `{"table":"t","rows":[{"n":1.5}]}`), want: model.StatusFailed, msg: "not a whole number"},
 		{id: "bad-dupkey", req: req("bad-dupkey", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": 1}}}), want: model.StatusFailed, msg: "Duplicate key"},
 		{id: "bad-column", req: req("bad-column", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": 99, `v" = 1; DROP TABLE t; --`: "x"}}}), want: model.StatusFailed, msg: "is not a column of table t"},
 		{id: "bad-missing", req: req("bad-missing", "append", map[string]any{"table": "nope", "rows": []map[string]any{{"n": 1}}}), want: model.StatusFailed, msg: "does not exist"},
 		{id: "bad-refresh", req: rawArgs("bad-refresh", "refresh", `{"table":"d","query":"SELECT * FROM nope"}`), want: model.StatusFailed, msg: "nope"},
 		{id: "bad-where", req: rawArgs("bad-where", "delete", `{"table":"t","where":[{"column":"n","op":"=","value":"1 OR 1=1"}]}`), want: model.StatusFailed, msg: "Could not convert"},
-		{id: "bad-truncated", req: req("bad-truncated", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": stage("bad-truncated", "f.parquet", good[:len(good)-12])}}), want: model.StatusFailed, msg: "parquet payload"},
-		{id: "bad-notparquet", req: req("bad-notparquet", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": stage("bad-notparquet", "f.parquet", []byte("n,v\n1,a\n"))}}), want: model.StatusFailed, msg: "parquet payload"},
-		{id: "bad-ragged", req: req("bad-ragged", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": stage("bad-ragged", "f.csv", []byte("n,v\n500,a\n501,b,surplus\n"))}}), want: model.StatusFailed, msg: "csv payload"},
-		{id: "bad-ragged-new", req: req("bad-ragged-new", "append", map[string]any{"table": "fresh", "payload": map[string]any{"uri": stage("bad-ragged-new", "f.csv", []byte("n,v\n500,a\n501,b,surplus\n"))}}), want: model.StatusFailed, msg: "csv payload"},
-		{id: "bad-unstaged", req: req("bad-unstaged", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": "staging/bad-unstaged/absent.parquet"}}), want: model.StatusFailed, msg: "does not exist"},
+		{id: "bad-truncated", req: req("bad-truncated", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": stage("bad-truncated", "f.parquet", good[:len(good)-12])}}), want: model.StatusFailed, msg: `staged file "f.parquet" is not a valid Parquet file`},
+		{id: "bad-notparquet", req: req("bad-notparquet", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": stage("bad-notparquet", "f.parquet", []byte("n,v\n1,a\n"))}}), want: model.StatusFailed, msg: `staged file "f.parquet" is not a valid Parquet file`},
+		{id: "bad-ragged", req: req("bad-ragged", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": stage("bad-ragged", "f.csv", []byte("n,v\n500,a\n501,b,surplus\n"))}}), want: model.StatusFailed, msg: `staged file "f.csv" is not a valid CSV file`},
+		{id: "bad-ragged-new", req: req("bad-ragged-new", "append", map[string]any{"table": "fresh", "payload": map[string]any{"uri": stage("bad-ragged-new", "f.csv", []byte("n,v\n500,a\n501,b,surplus\n"))}}), want: model.StatusFailed, msg: `staged file "f.csv" is not a valid CSV file`},
+		{id: "bad-unstaged", req: req("bad-unstaged", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": "staging/hostile/bad-unstaged/absent.parquet"}}), want: model.StatusFailed, msg: "does not exist"},
 	}
 
 	// good i appends n = i; bad requests go between them.

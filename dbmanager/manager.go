@@ -218,6 +218,20 @@ CREATE TABLE IF NOT EXISTS _teatree.applied (
 	queued     TIMESTAMPTZ,
 	applied    TIMESTAMPTZ NOT NULL
 );
+ALTER TABLE _teatree.applied ADD COLUMN IF NOT EXISTS digest VARCHAR;
+CREATE TABLE IF NOT EXISTS _teatree.refused (
+	seq        UBIGINT PRIMARY KEY,
+	request_id VARCHAR NOT NULL,
+	function   VARCHAR NOT NULL,
+	error      VARCHAR NOT NULL,
+	queued     TIMESTAMPTZ,
+	applied    TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _teatree.settled (
+	first_seq UBIGINT PRIMARY KEY,
+	last_seq  UBIGINT NOT NULL,
+	published TIMESTAMPTZ
+);
 CREATE TABLE IF NOT EXISTS _teatree.table_change (table_name VARCHAR PRIMARY KEY, seq UBIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS _teatree.outbox (
 	version       BIGINT PRIMARY KEY,

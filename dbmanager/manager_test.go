@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -329,19 +330,36 @@ func TestRestoreFromSnapshotAfterLostVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Requests submitted after the last version, then the volume is lost.
+	// Among them, after the dedupe window, a retry of a request the
+	// snapshot holds (the snapshot has no request log: Postgres has it)
+	// and another request reusing such an id.
 	for i := 20; i < 30; i++ {
 		s.Submit(t, appendRow(m, fmt.Sprintf("a-%d", i), i))
 	}
+	publishAfterWindow(t, s, appendRow(m, "a-3", 3), "retry-a-3")
+	publishAfterWindow(t, s, stacktest.Request(m, "a-4", "delete", map[string]any{"table": "t", "where": []map[string]any{{"column": "n", "op": "=", "value": 4}}}), "reuse-a-4")
+	s.Submit(t, appendRow(m, "last", 30))
 	if err := removeAll(filepath.Join(s.DataDir, m)); err != nil {
 		t.Fatal(err)
 	}
 	run(t, s, m, nil)
-	s.Outcomes(t, m, wait, stacktest.IDs("a", 30)[20:]...)
+	s.Outcomes(t, m, wait, append(stacktest.IDs("a", 30)[20:], "last")...)
 	db, v := latest(t, s, m)
-	var count, distinct int
+	var count, distinct, bookkeeping int
 	db.QueryRow("SELECT count(*), count(DISTINCT n) FROM t").Scan(&count, &distinct)
-	if count != 30 || distinct != 30 {
-		t.Errorf("after restore and replay: %d rows (%d distinct), want 30", count, distinct)
+	if count != 31 || distinct != 31 {
+		t.Errorf("after restore and replay: %d rows (%d distinct), want 31: each once, the reuse of a-4 not applied", count, distinct)
+	}
+	db.QueryRow("SELECT count(*) FROM duckdb_tables() WHERE schema_name = '_teatree' AND table_name <> 'position'").Scan(&bookkeeping)
+	if bookkeeping != 0 {
+		t.Errorf("the published snapshot holds %d bookkeeping tables besides _teatree.position", bookkeeping)
+	}
+	var refused bool
+	for _, n := range notes(t, s, m, "a-4") {
+		refused = refused || n.Status == model.StatusRejected && strings.Contains(n.Error, "request id a-4 is already used by model dr function append")
+	}
+	if !refused {
+		t.Errorf("the reuse of a-4 after the restore was not rejected: %+v", notes(t, s, m, "a-4"))
 	}
 	want := snapshot.SnapshotKey(m, v.Version)
 	if v.SnapshotURI != want {

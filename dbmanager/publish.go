@@ -94,6 +94,16 @@ func (m *Manager) publishPending(ctx context.Context) error {
 			}
 			continue
 		}
+		first, last, ok, err := m.nextSettled(ctx)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := m.publishSettled(ctx, first, last); err != nil {
+				return err
+			}
+			continue
+		}
 		made, err := m.cut(ctx)
 		if err != nil || !made {
 			return err
@@ -120,17 +130,44 @@ func (m *Manager) nextUnpublished(ctx context.Context) (cut, bool, error) {
 	return c, true, nil
 }
 
+// nextSettled returns the oldest unpublished range of the request stream
+// that changed nothing (see cut).
+func (m *Manager) nextSettled(ctx context.Context) (first, last uint64, ok bool, err error) {
+	err = m.db.QueryRowContext(ctx, `SELECT first_seq, last_seq FROM _teatree.settled WHERE published IS NULL ORDER BY first_seq LIMIT 1`).Scan(&first, &last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, false, nil
+	}
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("dbmanager: read settled ranges: %w", err)
+	}
+	return first, last, true, nil
+}
+
 // cut takes a snapshot of the current state as the next version and
-// records it in the outbox. It reports false when nothing was applied
-// since the last cut.
+// records it in the outbox. It reports false when no request was recorded
+// since the last cut. A version must change something: when none of the
+// requests since the last cut was applied (all failed or were rejected),
+// no snapshot is taken and the range is recorded in _teatree.settled, to
+// be published to the request log and notified without a version.
 func (m *Manager) cut(ctx context.Context) (bool, error) {
 	var lastVersion int64
 	var lastCut uint64
-	if err := m.db.QueryRowContext(ctx, `SELECT coalesce(max(version), 0), coalesce(max(last_seq), 0) FROM _teatree.outbox`).Scan(&lastVersion, &lastCut); err != nil {
+	if err := m.db.QueryRowContext(ctx, `SELECT coalesce(max(version), 0), greatest(coalesce(max(last_seq), 0), (SELECT coalesce(max(last_seq), 0) FROM _teatree.settled)) FROM _teatree.outbox`).Scan(&lastVersion, &lastCut); err != nil {
 		return false, fmt.Errorf("dbmanager: read outbox: %w", err)
 	}
 	if m.position.Load() <= lastCut {
 		return false, nil
+	}
+	var upTo uint64
+	var applied int
+	if err := m.db.QueryRowContext(ctx, `SELECT last_seq, (SELECT count(*) FROM _teatree.applied WHERE seq > ? AND seq <= last_seq AND status = 'applied') FROM _teatree.position`, lastCut).Scan(&upTo, &applied); err != nil {
+		return false, fmt.Errorf("dbmanager: read position: %w", err)
+	}
+	if applied == 0 {
+		if _, err := m.db.ExecContext(ctx, `INSERT INTO _teatree.settled VALUES (?, ?, NULL)`, lastCut+1, upTo); err != nil {
+			return false, classify(fmt.Errorf("dbmanager: record requests %d to %d: %w", lastCut+1, upTo, err))
+		}
+		return true, nil
 	}
 	version := max(lastVersion, m.model.CurrentVersion) + 1
 	ctx, span := m.tracer.Start(ctx, "cut version", trace.WithAttributes(attribute.String("teatree.model", m.cfg.Model), attribute.Int64("teatree.version", version)))
@@ -230,7 +267,8 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	if err := m.putManifest(ctx, mf); err != nil {
 		return err
 	}
-	reqs, err := m.requestsOf(ctx, c)
+	published := time.Now().UTC()
+	records, notes, err := m.requestsOf(ctx, c.FirstSeq, c.LastSeq, c.Version, published)
 	if err != nil {
 		return err
 	}
@@ -242,22 +280,8 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		schema, _ := json.Marshal(t.Columns)
 		v.Tables = append(v.Tables, controldb.Table{Name: t.Name, ParquetURI: t.Parquet.Key, SHA256: t.Parquet.SHA256, Rows: t.Rows, Bytes: t.Parquet.Bytes, Schema: schema})
 	}
-	published := time.Now().UTC()
-	records := make([]controldb.RequestRecord, 0, len(reqs))
-	for i := range reqs {
-		reqs[i].Version, reqs[i].Published = c.Version, published
-		r := reqs[i]
-		records = append(records, controldb.RequestRecord{RequestID: r.RequestID, Model: r.Model, Function: r.Function, Status: r.Status,
-			Version: r.Version, Error: r.Error, StreamSeq: r.Seq, Submitted: r.Queued, Finished: r.Applied})
-	}
 	if err := m.ctl.PublishVersion(ctx, v, records); err != nil {
 		return fmt.Errorf("dbmanager: record version %d: %w", c.Version, err)
-	}
-	var notes []model.Notification
-	for _, r := range reqs {
-		if r.Status != model.StatusRejected { // the dispatcher announced those
-			notes = append(notes, r)
-		}
 	}
 	if err := m.notify.PublishAll(ctx, notes); err != nil {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
@@ -275,20 +299,21 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 // afterPublish deletes the staged payloads the version made redundant and
 // runs retention. Failures are logged: both are repeated later.
 func (m *Manager) afterPublish(ctx context.Context, c cut) {
-	rows, err := m.db.QueryContext(ctx, "SELECT payload FROM _teatree.applied WHERE payload IS NOT NULL AND seq BETWEEN ? AND ?", c.FirstSeq, c.LastSeq)
+	// From the previous version on: the payloads of requests published
+	// without a version (_teatree.settled) go with this one.
+	rows, err := m.db.QueryContext(ctx, `SELECT request_id FROM _teatree.applied WHERE payload IS NOT NULL AND seq <= ?
+		AND seq > coalesce((SELECT max(last_seq) FROM _teatree.outbox WHERE version < ?), 0)`, c.LastSeq, c.Version)
 	if err == nil {
-		var keys []string
+		var ids []string
 		for rows.Next() {
-			var k string
-			if rows.Scan(&k) == nil {
-				keys = append(keys, k)
+			var id string
+			if rows.Scan(&id) == nil {
+				ids = append(ids, id)
 			}
 		}
 		rows.Close()
-		for _, k := range keys {
-			if err := m.store.Delete(ctx, k); err != nil {
-				m.log.Warn("delete staged payload", "key", k, "err", err)
-			}
+		for _, id := range ids {
+			m.deleteStaged(ctx, id)
 		}
 	}
 	m.published++
@@ -396,27 +421,66 @@ func (m *Manager) putManifest(ctx context.Context, mf snapshot.Manifest) error {
 	return nil
 }
 
-// requestsOf returns the notifications for the requests of cut c, in
-// stream order.
-func (m *Manager) requestsOf(ctx context.Context, c cut) ([]model.Notification, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT request_id, function, status, coalesce(error, ''), seq, queued, applied
-		FROM _teatree.applied WHERE seq BETWEEN ? AND ? ORDER BY seq`, c.FirstSeq, c.LastSeq)
+// publishSettled publishes the requests of stream sequences first to last,
+// which changed nothing: their request log records and notifications,
+// without a version. Like publish it is idempotent and resumed after a
+// crash.
+func (m *Manager) publishSettled(ctx context.Context, first, last uint64) error {
+	records, notes, err := m.requestsOf(ctx, first, last, 0, time.Now().UTC())
 	if err != nil {
-		return nil, fmt.Errorf("dbmanager: requests of version %d: %w", c.Version, err)
+		return err
+	}
+	if err := m.ctl.PublishRequests(ctx, m.cfg.Model, m.epoch, last, records); err != nil {
+		return fmt.Errorf("dbmanager: record requests %d to %d: %w", first, last, err)
+	}
+	if err := m.notify.PublishAll(ctx, notes); err != nil {
+		return fmt.Errorf("dbmanager: requests %d to %d: %w", first, last, err)
+	}
+	if _, err := m.db.ExecContext(ctx, "UPDATE _teatree.settled SET published = now() WHERE first_seq = ?", first); err != nil {
+		return classify(fmt.Errorf("dbmanager: mark requests %d to %d published: %w", first, last, err))
+	}
+	m.log.Info("requests published without a version: none changed anything", "first_seq", first, "last_seq", last, "requests", len(records)+len(notes))
+	return nil
+}
+
+// requestsOf returns the request log records and the notifications of the
+// requests of stream sequences first to last, in stream order, as part of
+// version (0: none). Rejected requests are not notified again (the
+// dispatcher announced them), except those refused for a taken id, which
+// only the db-manager can tell; these get no record either (the record of
+// their id is the first request's).
+func (m *Manager) requestsOf(ctx context.Context, first, last uint64, version int64, published time.Time) ([]controldb.RequestRecord, []model.Notification, error) {
+	rows, err := m.db.QueryContext(ctx, `SELECT request_id, function, status, coalesce(error, ''), seq, queued, applied, false
+		FROM _teatree.applied WHERE seq BETWEEN $1 AND $2
+		UNION ALL SELECT request_id, function, 'rejected', error, seq, queued, applied, true
+		FROM _teatree.refused WHERE seq BETWEEN $1 AND $2 ORDER BY seq`, first, last)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dbmanager: requests %d to %d: %w", first, last, err)
 	}
 	defer rows.Close()
-	var out []model.Notification
+	var records []controldb.RequestRecord
+	var notes []model.Notification
 	for rows.Next() {
-		n := model.Notification{Model: m.cfg.Model}
+		n := model.Notification{Model: m.cfg.Model, Version: version, Published: published}
 		var status string
 		var queued sql.NullTime
-		if err := rows.Scan(&n.RequestID, &n.Function, &status, &n.Error, &n.Seq, &queued, &n.Applied); err != nil {
-			return nil, fmt.Errorf("dbmanager: requests of version %d: %w", c.Version, err)
+		var refused bool
+		if err := rows.Scan(&n.RequestID, &n.Function, &status, &n.Error, &n.Seq, &queued, &n.Applied, &refused); err != nil {
+			return nil, nil, fmt.Errorf("dbmanager: requests %d to %d: %w", first, last, err)
 		}
 		n.Status, n.Queued = model.Status(status), queued.Time
-		out = append(out, n)
+		if refused {
+			n.Version = 0
+			notes = append(notes, n)
+			continue
+		}
+		records = append(records, controldb.RequestRecord{RequestID: n.RequestID, Model: n.Model, Function: n.Function, Status: n.Status,
+			Version: n.Version, Error: n.Error, StreamSeq: n.Seq, Submitted: n.Queued, Finished: n.Applied})
+		if n.Status != model.StatusRejected {
+			notes = append(notes, n)
+		}
 	}
-	return out, rows.Err()
+	return records, notes, rows.Err()
 }
 
 // sameCounts compares the writer's view of a snapshot with a re-read.

@@ -6,6 +6,11 @@
 // db-managers that stayed idle. It is never on the data path: the
 // db-manager reads requests from the stream itself.
 //
+// It also keeps the staging area clean: a rejected request's staged
+// payloads are deleted with the rejection, and a periodic sweep deletes
+// staged objects older than Config.StagingGrace that no pending request
+// can use (staged, but the request was never submitted).
+//
 // Where db-managers run is a Runner: child processes (LocalRunner) or, on
 // Kubernetes, a StatefulSet per model.
 package dispatcher
@@ -27,6 +32,7 @@ import (
 	"github.com/teatree/teatree/functions"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
+	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/queue"
 	"github.com/teatree/teatree/telemetry"
 )
@@ -53,6 +59,13 @@ type Config struct {
 	// BatchSize is the most requests handled per Postgres round trip;
 	// default 500.
 	BatchSize int
+	// StagingGrace is how old a staged payload must be before the sweep
+	// deletes it when no pending request uses it (teactl stages a file
+	// and submits its request right away; a payload whose request was
+	// never submitted is abandoned); default 24h.
+	StagingGrace time.Duration
+	// StagingSweep is how often the staging area is swept; default 10m.
+	StagingSweep time.Duration
 }
 
 func (c *Config) defaults() {
@@ -65,6 +78,12 @@ func (c *Config) defaults() {
 	if c.BatchSize <= 0 {
 		c.BatchSize = 500
 	}
+	if c.StagingGrace <= 0 {
+		c.StagingGrace = 24 * time.Hour
+	}
+	if c.StagingSweep <= 0 {
+		c.StagingSweep = 10 * time.Minute
+	}
 }
 
 // Dispatcher supervises db-managers.
@@ -73,6 +92,7 @@ type Dispatcher struct {
 	log    *slog.Logger
 	js     jetstream.JetStream
 	ctl    *controldb.DB
+	store  objstore.Store
 	runner Runner
 	notify *notify.Publisher
 	tracer trace.Tracer
@@ -81,10 +101,10 @@ type Dispatcher struct {
 	idleSince map[string]time.Time
 }
 
-// New returns a Dispatcher.
-func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB, runner Runner) *Dispatcher {
+// New returns a Dispatcher. store is the object store of staged payloads.
+func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB, store objstore.Store, runner Runner) *Dispatcher {
 	cfg.defaults()
-	return &Dispatcher{cfg: cfg, log: log, js: js, ctl: ctl, runner: runner, notify: notify.NewPublisher(js),
+	return &Dispatcher{cfg: cfg, log: log, js: js, ctl: ctl, store: store, runner: runner, notify: notify.NewPublisher(js),
 		tracer: otel.Tracer("github.com/teatree/teatree/dispatcher"), idleSince: map[string]time.Time{}}
 }
 
@@ -105,11 +125,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err := d.ensurePending(ctx); err != nil {
 		d.log.Warn("checking models with pending requests", "err", err)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- d.idleLoop(ctx) }()
+	go func() { errc <- d.sweepLoop(ctx, cons) }()
 	err = d.consume(ctx, cons)
-	if ierr := <-errc; err == nil {
-		err = ierr
+	for range 2 {
+		if ierr := <-errc; err == nil {
+			err = ierr
+		}
 	}
 	return err
 }
@@ -165,6 +188,8 @@ func (d *Dispatcher) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	models := map[string]*controldb.Model{}
 	var records []controldb.RequestRecord
 	var rejected []model.Notification
+	var unstage []stagedFor    // rejected requests whose staged payloads go
+	valid := map[string]bool{} // ids of the valid requests of msgs
 	wanted := map[string]bool{}
 	for _, msg := range msgs {
 		meta, err := msg.Metadata()
@@ -203,15 +228,34 @@ func (d *Dispatcher) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			rejected = append(rejected, model.Notification{RequestID: req.ID, Model: subjModel, Function: req.Function,
 				Status: model.StatusRejected, Error: verr.Error(), Seq: seq, Queued: meta.Timestamp})
 			d.log.Info("request rejected", "model", subjModel, "request_id", req.ID, "err", verr)
+			// The subject, not the body, names the model the client may
+			// write: only that model's staging prefix is touched. Only a
+			// request that references a payload can have staged one (the
+			// sweep gets the rest).
+			if functions.PayloadURI(req.Args) != "" && model.ValidateID(subjModel) == nil && model.ValidateRequestID(req.ID) == nil {
+				unstage = append(unstage, stagedFor{model: subjModel, id: req.ID})
+			}
 		} else {
 			wanted[subjModel] = true
+			valid[req.ID] = true
 		}
 		if model.ValidateID(rec.Model) == nil {
 			records = append(records, rec)
 		}
 	}
+	unstage, err := d.unstageable(ctx, unstage, valid)
+	if err != nil {
+		return err
+	}
 	if err := d.ctl.RecordRequests(ctx, records); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
+	}
+	// Deleted before the rejection is announced: a client that sees it
+	// knows the payload is gone.
+	for _, r := range unstage {
+		if _, err := objstore.DeleteStaged(ctx, d.store, r.model, r.id); err != nil {
+			d.log.Warn("delete staged payload of a rejected request", "model", r.model, "request_id", r.id, "err", err)
+		}
 	}
 	if err := d.notify.PublishAll(ctx, rejected); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
@@ -261,14 +305,15 @@ func (d *Dispatcher) owns(m *controldb.Model, seq uint64) error {
 	return nil
 }
 
-// pending reports whether model m has requests that are not yet in a
-// published version.
+// pending reports whether model m has requests that are not yet
+// published: in a version, or (failed and rejected requests, which cut no
+// version) in the request log up to the model's settled sequence.
 func (d *Dispatcher) pending(ctx context.Context, m controldb.Model) (bool, error) {
 	last, err := queue.LastSeq(ctx, d.js, queue.RequestStream, queue.RequestSubject(m.ID))
 	if err != nil {
 		return false, err
 	}
-	if last < m.StartSeq {
+	if last < m.StartSeq || last <= m.SettledSeq {
 		return false, nil
 	}
 	v, err := d.ctl.GetVersion(ctx, m.ID, 0)
@@ -342,4 +387,111 @@ func (d *Dispatcher) idleLoop(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// stagedFor names the staging prefix of one request,
+// model.StagingPrefix(model, id).
+type stagedFor struct{ model, id string }
+
+// unstageable returns the rejected requests whose staged payloads may be
+// deleted: those whose id no valid request uses, in this batch (valid) or
+// in the request log. A request id is the client's; a bad request that
+// reuses the id of a good one must not delete the good one's payload.
+func (d *Dispatcher) unstageable(ctx context.Context, rejected []stagedFor, valid map[string]bool) ([]stagedFor, error) {
+	var out []stagedFor
+	for _, r := range rejected {
+		if valid[r.id] {
+			continue
+		}
+		rec, err := d.ctl.GetRequest(ctx, r.id)
+		switch {
+		case errors.Is(err, model.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("dispatcher: %w", err)
+		case rec.Status != model.StatusRejected && rec.Model == r.model:
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// sweepLoop sweeps the staging area every StagingSweep until ctx ends.
+func (d *Dispatcher) sweepLoop(ctx context.Context, cons jetstream.Consumer) error {
+	t := time.NewTicker(d.cfg.StagingSweep)
+	defer t.Stop()
+	for {
+		n, err := d.sweep(ctx, cons)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			d.log.Warn("staging sweep", "err", err)
+		case n > 0:
+			d.log.Info("staging sweep: deleted abandoned payloads", "objects", n, "grace", d.cfg.StagingGrace)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// sweep deletes the staged objects older than StagingGrace that no
+// pending request can use, and returns how many it deleted. A request is
+// pending while the request log records it as queued; a request the
+// dispatcher has not read yet is not in the log, so nothing is swept while
+// its consumer has undelivered requests. A key that is not
+// staging/<model>/<request_id>/<file> can serve no request.
+func (d *Dispatcher) sweep(ctx context.Context, cons jetstream.Consumer) (int, error) {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("dispatcher: sweep: %w", err)
+	}
+	if info.NumPending > 0 {
+		return 0, nil
+	}
+	objs, err := d.store.List(ctx, model.StagingRoot)
+	if err != nil {
+		return 0, fmt.Errorf("dispatcher: sweep: %w", err)
+	}
+	cutoff := time.Now().Add(-d.cfg.StagingGrace)
+	aged, recent := map[stagedFor]bool{}, map[stagedFor]bool{}
+	n := 0
+	for _, o := range objs {
+		m, id, ok := model.ParseStagedKey(o.Key)
+		old := !o.Modified.IsZero() && o.Modified.Before(cutoff) // no time: not known to be old
+		switch {
+		case !ok && old:
+			if err := d.store.Delete(ctx, o.Key); err != nil {
+				return n, fmt.Errorf("dispatcher: sweep: %w", err)
+			}
+			n++
+		case !ok:
+		case old:
+			aged[stagedFor{m, id}] = true
+		default:
+			recent[stagedFor{m, id}] = true
+		}
+	}
+	for r := range aged {
+		if recent[r] {
+			continue // staged again: in use
+		}
+		rec, err := d.ctl.GetRequest(ctx, r.id)
+		switch {
+		case errors.Is(err, model.ErrNotFound):
+		case err != nil:
+			return n, fmt.Errorf("dispatcher: sweep: %w", err)
+		case rec.Status == model.StatusQueued:
+			continue
+		}
+		k, err := objstore.DeleteStaged(ctx, d.store, r.model, r.id)
+		n += k
+		if err != nil {
+			return n, fmt.Errorf("dispatcher: sweep: %w", err)
+		}
+	}
+	return n, nil
 }

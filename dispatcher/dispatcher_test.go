@@ -88,7 +88,7 @@ func startDispatcher(t *testing.T, s *stacktest.Stack, cfg dispatcher.Config) *i
 	r := &inProcess{t: t, s: s, procs: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- dispatcher.New(cfg, stacktest.Logger(t), s.JS, s.Ctl, r).Run(ctx) }()
+	go func() { done <- dispatcher.New(cfg, stacktest.Logger(t), s.JS, s.Ctl, s.Store, r).Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -173,6 +173,12 @@ func TestStartsPerModelAndStopsIdle(t *testing.T) {
 		if n := s.Outcomes(t, m, time.Minute, m+"-create")[m+"-create"]; n.Status != model.StatusApplied {
 			t.Fatalf("%s: %+v", m, n)
 		}
+	}
+	// A model whose last request failed has nothing pending either, though
+	// a failed request cuts no version.
+	s.Submit(t, stacktest.Request("m2", "m2-fails", "append", map[string]any{"table": "missing", "rows": []map[string]any{{"n": 1}}}))
+	if n := s.Outcomes(t, "m2", time.Minute, "m2-fails")["m2-fails"]; n.Status != model.StatusFailed {
+		t.Fatalf("m2-fails: %+v", n)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(r.Running()) > 0 && time.Now().Before(deadline) {

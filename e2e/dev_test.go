@@ -55,6 +55,10 @@ func TestDevStackKeepsDataAcrossRestart(t *testing.T) {
 		{[]string{"submit", "shop", "append", "--args", "[1]"}, 2, "JSON object"},
 		{[]string{"submit", "shop", "append", "--args", `{"table":"orders","rows":[{"id":"x"}]}`, "--wait"}, 3, "failed"},
 		{[]string{"submit", "nosuchmodel", "append", "--args", `{"table":"t","rows":[{"a":1}]}`, "--wait"}, 4, "does not exist"},
+		// A request id is one request's: a retry is fine, another request under it is not.
+		{[]string{"submit", "shop", "append", "--args", `{"table":"orders"}`, "--rows", rows, "--id", "my-id-1", "--wait"}, 0, ""},
+		{[]string{"submit", "shop", "append", "--args", `{"table":"orders","rows":[{"id":5,"item":"lid"}]}`, "--id", "my-id-1"}, 2, "request id my-id-1 is already used by model shop function append"},
+		{[]string{"submit", "other", "append", "--args", `{"table":"orders"}`, "--rows", rows, "--id", "my-id-1", "--wait"}, 2, "request id my-id-1 is already used by model shop function append"},
 	} {
 		out, errOut, code := d.teactl(t, tc.args...)
 		if code != tc.code || !strings.Contains(strings.ToLower(errOut), strings.ToLower(tc.msg)) {

@@ -111,14 +111,15 @@ func TestHostileInputThroughStack(t *testing.T) {
 	d.must(t, "submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":1,"v":"x'); DROP TABLE t; --"}]}`)
 	for _, tc := range []teactlCase{
 		{[]string{"model", "create", "shop.*"}, 2, "not a DNS label"},
-		{[]string{"submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":"2 OR 1=1"}]}`}, 3, "Could not convert"},
+		{[]string{"submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":"2 OR 1=1"}]}`}, 3, `JSON string "2 OR 1=1" does not go into`},
 		{[]string{"submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":2,"v\" = 'x'; --":"y"}]}`}, 3, "is not a column of table t"},
 		{[]string{"submit", "hostile", "append", "--wait", "--args", `{"table":"t","rows":[{"id":1,"v":"again"}]}`}, 3, "Duplicate key"},
 		{[]string{"submit", "hostile", "sql", "--wait", "--args", `{"sql":"DELETE FROM t"}`}, 4, "not enabled"},
-		{[]string{"append", "hostile", "t", truncated, "--wait"}, 3, "parquet payload"},
-		{[]string{"append", "hostile", "t", notParquet, "--wait"}, 3, "parquet payload"},
-		{[]string{"append", "hostile", "t", ragged, "--wait"}, 3, "csv payload"},
-		{[]string{"append", "hostile", "fresh", ragged, "--wait"}, 3, "csv payload"},
+		{[]string{"append", "hostile", "t", truncated, "--wait"}, 3, `staged file "truncated.parquet" is not a valid Parquet file (format from its extension)`},
+		{[]string{"append", "hostile", "t", notParquet, "--wait"}, 3, `staged file "text.parquet" is not a valid Parquet file`},
+		{[]string{"append", "hostile", "t", ragged, "--wait"}, 3, `staged file "ragged.csv" is not a valid CSV file`},
+		{[]string{"append", "hostile", "fresh", ragged, "--wait"}, 3, `staged file "ragged.csv" is not a valid CSV file`},
+		{[]string{"append", "hostile", "t", notParquet, "--format", "parquet", "--wait"}, 3, "(format given by the request)"},
 		{[]string{"query", "hostile", "SELECT * FROM read_csv('/etc/passwd')"}, 2, ""},
 	} {
 		out, errOut, code := d.teactl(t, tc.args...)

@@ -175,7 +175,7 @@ func TestReadPathOnS3(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"pull", "nosuch", "-o", missing}, 1, "no published version"},
+		{[]string{"pull", "nosuch", "-o", missing}, 1, "does not exist"},
 		{[]string{"pull", "cafe", "--version", "1", "-o", missing}, 1, "no version 1"},
 		{[]string{"pull", "cafe", "--version", "99", "-o", missing}, 1, "no version 99"},
 		{[]string{"query", "cafe", "DELETE FROM menu"}, 2, "one SELECT statement"},

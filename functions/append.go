@@ -1,13 +1,16 @@
 package functions
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/duckdb/duckdb-go/v2"
 
@@ -63,7 +66,7 @@ func (appendFn) Summary() string {
 }
 
 var appendSchema = makeSchema("append",
-	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist). Or payload: a file staged in the object store under staging/<request_id>/ ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A file whose table does not exist creates it from the file's schema unless create is false; into an existing table the file's columns must be the table's columns (by name, any order) with castable types.",
+	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<model>/<request_id>/ of this very request ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types.",
 	`"required": ["table"],
   "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}],
   "dependentRequired": {"create": ["payload"]},
@@ -73,7 +76,7 @@ var appendSchema = makeSchema("append",
     "payload": {
       "type": "object", "additionalProperties": false, "required": ["uri"],
       "properties": {
-        "uri": {"type": "string", "maxLength": 1024, "pattern": "^staging/[^\\x00]+$", "description": "object store key of the staged file: staging/<request_id>/<file>"},
+        "uri": {"type": "string", "maxLength": 1024, "pattern": "^staging/[^\\x00]+$", "description": "object store key of the staged file: staging/<model>/<request_id>/<file>, with this request's model and request_id"},
         "format": {"enum": ["parquet", "csv", "json", "arrow"], "description": "default: from the file extension (.parquet .csv .tsv .json .jsonl .ndjson .arrow .arrows .ipc .feather)"},
         "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "description": "csv only: the field delimiter (default ',', or tab for .tsv)"}
       }
@@ -81,8 +84,8 @@ var appendSchema = makeSchema("append",
     "create": {"type": "boolean", "description": "payload only: create a missing table from the file's schema (default true)"}
   }`,
 	`{"table":"t","rows":[{"id":1,"v":"a"},{"id":2,"v":null}]}`,
-	`{"table":"t","payload":{"uri":"staging/0190d0c8-7f4e-7cc0-9a3c-2b8c1f0e6a11/f.parquet","format":"parquet"}}`,
-	`{"table":"events","payload":{"uri":"staging/01J2ZK8M3V4W5X6Y7Z8A9B0C1D/events.csv","delimiter":";"},"create":false}`,
+	`{"table":"t","payload":{"uri":"staging/shop/0190d0c8-7f4e-7cc0-9a3c-2b8c1f0e6a11/f.parquet","format":"parquet"}}`,
+	`{"table":"events","payload":{"uri":"staging/shop/01J2ZK8M3V4W5X6Y7Z8A9B0C1D/events.csv","delimiter":";"},"create":false}`,
 )
 
 func (appendFn) Schema() json.RawMessage { return appendSchema }
@@ -128,7 +131,7 @@ func (p *payloadRef) check(fn string) error {
 	u := p.URI
 	switch {
 	case !strings.HasPrefix(u, "staging/"):
-		return invalid(fn, "payload uri %s must be a staged object, staging/<request_id>/<file> ('teactl append' stages files)", quoteShort(u))
+		return invalid(fn, "payload uri %s must be a staged object, staging/<model>/<request_id>/<file> ('teactl append' stages files)", quoteShort(u))
 	case len(u) > maxURILen:
 		return invalid(fn, "payload uri is %d bytes long: at most %d are allowed", len(u), maxURILen)
 	case strings.ContainsFunc(u, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }):
@@ -221,56 +224,199 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 	}
 	format := a.Payload.format()
 	what := format + " payload " + a.Payload.URI
+	typeless := format == formatCSV || format == formatJSON // types come from the rows
 	if format == formatArrow {
 		pq, err := arrowToParquet(local)
 		if err != nil {
 			if errors.Is(err, errNotArrow) {
-				return Result{}, invalid(fn, "%s: %v", what, err)
+				return Result{}, a.Payload.notValid(fn, strings.TrimPrefix(strings.TrimPrefix(err.Error(), errNotArrow.Error()), ": "), nil)
 			}
 			return Result{}, fmt.Errorf("%s: %s: %w", fn, what, err)
 		}
 		defer os.Remove(pq)
 		local, format = pq, formatParquet
 	}
+	if typeless && blankFile(local) {
+		// Not even a CSV header: DuckDB would make up a column0 VARCHAR.
+		if !exists {
+			return Result{}, errNoSchema(fn, what, a.Table)
+		}
+		return Result{Tables: []string{t.Name}}, nil
+	}
 	src := reader(format, a.Payload.delimiter(), !exists)
 	cols, err := fileColumns(ctx, env, src, local)
 	if err != nil {
-		return Result{}, fileError(fn, "read "+what, err)
+		return Result{}, a.Payload.readError(fn, "", local, err)
 	}
 	if err := checkFileColumns(fn, what, cols); err != nil {
 		return Result{}, err
 	}
 	if !exists {
 		if _, err := env.Conn.ExecContext(ctx, "CREATE TABLE "+qualified(a.Table)+" AS SELECT * FROM "+src, local); err != nil {
-			return Result{}, fileError(fn, "create table "+a.Table+" from "+what, err)
+			return Result{}, a.Payload.readError(fn, "create table "+a.Table+" from "+what, local, err)
 		}
 		n, err := countRows(ctx, env.Conn, a.Table)
 		if err != nil {
 			return Result{}, dbError(fn, "count rows of "+a.Table, err)
 		}
+		if n == 0 && typeless {
+			// The caller rolls the transaction back: the table goes.
+			return Result{}, errNoSchema(fn, what, a.Table)
+		}
 		return Result{Tables: []string{a.Table}, Rows: n}, nil
 	}
 	if err := matchColumns(fn, what, t, cols); err != nil {
+		// A JSON file without rows names no columns (DuckDB makes up
+		// json JSON): it appends nothing.
+		if format == formatJSON && noRows(ctx, env, src, local) {
+			return Result{Tables: []string{t.Name}}, nil
+		}
 		return Result{}, err
 	}
 	res, err := env.Conn.ExecContext(ctx, "INSERT INTO "+qualified(t.Name)+" BY NAME SELECT * FROM "+src, local)
 	if err != nil {
-		return Result{}, fileError(fn, fmt.Sprintf("insert %s into table %s %s (file columns %s)", what, t.Name, t.columnList(), columnList(cols)), err)
+		return Result{}, a.Payload.readError(fn, fmt.Sprintf("insert %s into table %s %s (file columns %s)", what, t.Name, t.columnList(), columnList(cols)), local, err)
 	}
 	n, _ := res.RowsAffected()
 	return Result{Tables: []string{t.Name}, Rows: n}, nil
 }
 
-// fileError is dbError for errors DuckDB returns while it reads a staged
-// payload: DuckDB's readers report some malformed files (a corrupt Parquet
-// footer: "don't know what type") with its generic Invalid error type,
-// which is the file's fault here, so it wraps model.ErrInvalid too.
-func fileError(fn, what string, err error) error {
-	var de *duckdb.Error
-	if errors.As(err, &de) && de.Type == duckdb.ErrorTypeInvalid {
-		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, err)
+// errNoSchema refuses a CSV or JSON file without rows for a missing table:
+// its types come from its rows.
+func errNoSchema(fn, what, table string) error {
+	return invalid(fn, "%s has no rows, so the column types of table %s cannot be known: create the table first (create_table), then append the file", what, table)
+}
+
+// noRows reports whether DuckDB reads no rows from the payload.
+func noRows(ctx context.Context, env Env, src, local string) bool {
+	var n int64
+	err := env.Conn.QueryRowContext(ctx, "SELECT count(*) FROM "+src, local).Scan(&n)
+	return err == nil && n == 0
+}
+
+// blankFile reports whether the file at name holds only white space (a CSV
+// file without even a header line).
+func blankFile(name string) bool {
+	const most = 64 << 10
+	st, err := os.Stat(name)
+	if err != nil || st.Size() > most {
+		return false
 	}
-	return dbError(fn, what, err)
+	b, err := os.ReadFile(name)
+	return err == nil && len(bytes.TrimSpace(b)) == 0
+}
+
+// payloadError is an error about a staged payload whose message is one
+// line for the request's notification: what was wrong with the file,
+// named by its file name (never the server's path to it), and what to do.
+// The cause (DuckDB's own error, with its advice and the local path) stays
+// in the chain for errors.As and the db-manager's log.
+type payloadError struct {
+	msg  string
+	errs []error
+}
+
+func (e *payloadError) Error() string   { return e.msg }
+func (e *payloadError) Unwrap() []error { return e.errs }
+
+// formatNoun names each payload format in errors.
+var formatNoun = map[string]string{
+	formatParquet: "Parquet file", formatCSV: "CSV file", formatJSON: "JSON file", formatArrow: "Arrow IPC file or stream",
+}
+
+// notValid is the error for a payload that is not a readable file of its
+// format, with a hint of what the reader found; cause may be nil.
+func (p *payloadRef) notValid(fn, hint string, cause error) error {
+	from := "format from its extension"
+	if p.Format != "" {
+		from = "format given by the request"
+	}
+	msg := fmt.Sprintf("%s: %s: staged file %s is not a valid %s (%s)", model.ErrInvalid, fn, quoteShort(path.Base(p.URI)), formatNoun[p.format()], from)
+	if hint != "" {
+		msg += ": " + hint
+	}
+	msg += "; check the file or pass its real format (teactl append --format)"
+	errs := []error{model.ErrInvalid}
+	if cause != nil {
+		errs = append(errs, cause)
+	}
+	return &payloadError{msg: msg, errs: errs}
+}
+
+// readError classifies err, returned by DuckDB while it read the payload
+// at local, into one line. When the file could not be opened as its
+// format at all (what is ""), the error says the file is not a valid file
+// of that format; otherwise it says what failed (what) and why, in
+// DuckDB's first words. DuckDB errors that are the request's fault wrap
+// model.ErrInvalid, and so does DuckDB's generic Invalid error type, with
+// which its readers report some malformed files (a corrupt Parquet footer:
+// "don't know what type").
+func (p *payloadRef) readError(fn, what, local string, err error) error {
+	var de *duckdb.Error
+	if !errors.As(err, &de) {
+		if what == "" {
+			what = "read " + p.format() + " payload " + p.URI
+		}
+		return fmt.Errorf("%s: %s: %w", fn, what, model.Shorten(err))
+	}
+	gist := duckGist(de.Msg, local, path.Base(p.URI))
+	bad := de.Type == duckdb.ErrorTypeInvalid || requestFault(de.Type)
+	switch {
+	case bad && what == "":
+		return p.notValid(fn, gist, err)
+	case what == "":
+		what = "read " + p.format() + " payload " + p.URI
+	}
+	if bad {
+		return &payloadError{msg: fmt.Sprintf("%s: %s: %s: %s", model.ErrInvalid, fn, what, gist), errs: []error{model.ErrInvalid, err}}
+	}
+	return &payloadError{msg: fmt.Sprintf("%s: %s: %s", fn, what, gist), errs: []error{err}}
+}
+
+// maxGist is the longest gist of a DuckDB error, in bytes.
+const maxGist = 300
+
+// duckGist is the gist of DuckDB's error message msg about the staged
+// file name, read from the local path local: the lines before DuckDB's
+// advice (its possible fixes, the CSV sniffer's search space, the query
+// excerpt), without the error-type prefix and the quoted input line, with
+// the server's path replaced by the file's name and control characters by
+// spaces, joined into one line of at most maxGist bytes (and "…").
+func duckGist(msg, local, name string) string {
+	msg = strings.ReplaceAll(msg, local, name)
+	msg = strings.ReplaceAll(msg, filepath.Dir(local)+string(filepath.Separator), "")
+	var parts []string
+	for i, line := range strings.Split(msg, "\n") {
+		line = strings.TrimSpace(line)
+		if kind, rest, ok := strings.Cut(line, ": "); i == 0 && ok && strings.HasSuffix(kind, " Error") {
+			line = rest
+		}
+		if line == "" || strings.HasPrefix(line, "Possible fixes") || strings.HasPrefix(line, "Possible solutions") ||
+			strings.HasPrefix(line, "The search space") || strings.HasPrefix(line, "LINE ") {
+			break
+		}
+		if strings.HasPrefix(line, "Original Line:") {
+			continue
+		}
+		parts = append(parts, strings.TrimRight(line, ". "))
+	}
+	g := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.Join(parts, "; "))
+	if strings.HasPrefix(g, "Error when sniffing file") {
+		g = "no CSV dialect fits it (a delimiter, quoting and the header's number of fields on every row)"
+	}
+	if len(g) > maxGist {
+		n := maxGist
+		for n > 0 && !utf8.RuneStart(g[n]) {
+			n--
+		}
+		g = g[:n] + "…"
+	}
+	return g
 }
 
 // reader is the DuckDB table function that reads a payload of format; its
@@ -367,5 +513,5 @@ func matchColumns(fn, what string, t table, cols []column) error {
 	if len(extra) > 0 {
 		diff = append(diff, "extra "+strings.Join(extra, ", "))
 	}
-	return invalid(fn, "%s does not have the columns of table %s (%s): file columns %s, table columns %s", what, t.Name, strings.Join(diff, "; "), columnList(cols), t.columnList())
+	return invalid(fn, "%s does not have the columns of table %s (%s): file columns %s, table columns %s", what, t.Name, model.Excerpt(strings.Join(diff, "; "), model.MaxErrorText), columnList(cols), t.columnList())
 }

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/teatree/teatree/model"
 )
@@ -70,17 +69,9 @@ func checkColumn(fn, what, name string) error {
 	return nil
 }
 
-// quoteShort quotes s for an error message, cut to 40 bytes.
-func quoteShort(s string) string {
-	if len(s) <= 40 {
-		return strconv.Quote(s)
-	}
-	cut := 40
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + "…"
-}
+// quoteShort quotes outside input for an error message by the one rule,
+// model.Quote: escaped, and cut to model.MaxExcerpt bytes.
+func quoteShort(s string) string { return model.Quote(s) }
 
 // decodeArgs decodes args, a JSON object, into v, a pointer to a struct,
 // strictly: the keys must equal the struct's json names exactly (plain
@@ -93,7 +84,7 @@ func decodeArgs(fn string, args json.RawMessage, v any) error {
 		return invalid(fn, "args are empty: pass a JSON object (see 'teactl functions %s')", fn)
 	}
 	if err := checkJSON(args, reflect.TypeOf(v).Elem()); err != nil {
-		return invalid(fn, "%v (see 'teactl functions %s')", err, fn)
+		return invalid(fn, "%v (see 'teactl functions %s')", model.Shorten(err), fn)
 	}
 	dec := json.NewDecoder(bytes.NewReader(args))
 	dec.UseNumber()
@@ -101,9 +92,11 @@ func decodeArgs(fn string, args json.RawMessage, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return invalid(fn, "%s must be %s, not a JSON %s (see 'teactl functions %s')", te.Field, goTypeName(te.Type), te.Value, fn)
+			// te.Value is the JSON kind, for a number followed by the literal.
+			kind, _, _ := strings.Cut(te.Value, " ")
+			return invalid(fn, "%s must be %s, not a JSON %s (see 'teactl functions %s')", te.Field, goTypeName(te.Type), kind, fn)
 		}
-		return invalid(fn, "args: %v (see 'teactl functions %s')", err, fn)
+		return invalid(fn, "args: %v (see 'teactl functions %s')", model.Shorten(err), fn)
 	}
 	return nil
 }
@@ -139,7 +132,7 @@ func checkJSON(data []byte, t reflect.Type) error {
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
-		return fmt.Errorf("args are not valid JSON: %v", err)
+		return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return errors.New("args must be a JSON object")
@@ -180,7 +173,7 @@ func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, de
 		for i := 0; dec.More(); i++ {
 			tok, err := dec.Token()
 			if err != nil {
-				return fmt.Errorf("args are not valid JSON: %v", err)
+				return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
 			}
 			if err := walkJSON(dec, tok, elem, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
 				return err
@@ -191,7 +184,7 @@ func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, de
 		for dec.More() {
 			tok, err := dec.Token()
 			if err != nil {
-				return fmt.Errorf("args are not valid JSON: %v", err)
+				return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
 			}
 			key, _ := tok.(string)
 			if seen[key] {
@@ -218,7 +211,7 @@ func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, de
 			}
 			tok, err = dec.Token()
 			if err != nil {
-				return fmt.Errorf("args are not valid JSON: %v", err)
+				return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
 			}
 			if s, ok := tok.(string); ok && s == "" && optional && ft.Kind() == reflect.String {
 				return fmt.Errorf("%s is empty: leave it out instead", sub)
@@ -229,7 +222,7 @@ func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, de
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing delimiter
-		return fmt.Errorf("args are not valid JSON: %v", err)
+		return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -8,10 +9,14 @@ import (
 	"path/filepath"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	flatbuffers "github.com/google/flatbuffers/go"
+
+	"github.com/teatree/teatree/model"
 )
 
 // errNotArrow marks a payload that is not a readable Arrow IPC file or
@@ -46,7 +51,10 @@ func arrowToParquet(src string) (dst string, err error) {
 		return "", err
 	}
 	name := out.Name()
-	err = convertArrow(in, out)
+	st, err := in.Stat()
+	if err == nil {
+		err = convertArrow(in, st.Size(), out)
+	}
 	// The Parquet writer closes out on success; close it on failure.
 	if cerr := out.Close(); err == nil && cerr != nil && !errors.Is(cerr, os.ErrClosed) {
 		err = fmt.Errorf("convert to parquet: %w", cerr)
@@ -58,80 +66,321 @@ func arrowToParquet(src string) (dst string, err error) {
 	return name, nil
 }
 
-// convertArrow reads an Arrow IPC file or stream from in and writes it to
-// out as Parquet.
-func convertArrow(in io.ReadSeeker, out io.Writer) (err error) {
+// Bounds on what an Arrow IPC payload may make the converter do, so that a
+// hostile file of a few bytes can neither allocate gigabytes nor keep the
+// db-manager busy for hours (arrow-go trusts the sizes a file declares: a
+// stream message's metadata length and body length, a file block's sizes,
+// a compressed buffer's uncompressed length).
+const (
+	// arrowMemBase and arrowMemPerByte bound the memory the decoder and the
+	// Parquet writer may hold at once: arrowMemBase plus arrowMemPerByte
+	// bytes per byte of the file (LZ4's best ratio is about 255:1).
+	arrowMemBase    = 256 << 20
+	arrowMemPerByte = 256
+	// arrowRowsPerByte bounds the rows of a record batch by the bytes of
+	// its buffers: every column but a NULL-typed one needs at least a bit
+	// per row. arrowRowsSlack allows small batches of NULL columns.
+	arrowRowsPerByte = 8
+	arrowRowsSlack   = 4096
+)
+
+// convertArrow reads an Arrow IPC file or stream of size bytes from in and
+// writes it to out as Parquet. An Arrow file is read as the stream it
+// embeds (the format is magic, stream, footer): one code path, whose
+// message framing is checked against the file's size before arrow-go
+// reads it.
+func convertArrow(in io.ReaderAt, size int64, out io.Writer) (err error) {
+	mem := &boundedAllocator{mem: memory.NewGoAllocator(), limit: arrowMemBase + arrowMemPerByte*size}
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: the decoder failed: %v", errNotArrow, r)
+			if e, ok := r.(errArrowMemory); ok {
+				err = fmt.Errorf("%w: decoding it needs more than %d bytes of memory (at most %d + %d per byte of the file)", errNotArrow, int64(e), int64(arrowMemBase), arrowMemPerByte)
+				return
+			}
+			err = fmt.Errorf("%w: the decoder failed: %v", errNotArrow, model.Excerpt(fmt.Sprint(r), model.MaxErrorText))
 		}
 	}()
+	start, end := int64(0), size
 	var magic [len(arrowFileMagic)]byte
-	n, _ := io.ReadFull(in, magic[:])
-	if _, err := in.Seek(0, io.SeekStart); err != nil {
+	if n, _ := in.ReadAt(magic[:], 0); string(magic[:n]) == arrowFileMagic {
+		if start, end, err = arrowFileStream(in, size); err != nil {
+			return err
+		}
+	}
+	if err := checkArrowFraming(in, start, end); err != nil {
 		return err
 	}
-	mem := memory.NewGoAllocator()
-	var (
-		schema *arrow.Schema
-		next   func() (arrow.RecordBatch, error) // (nil, nil) at the end
-	)
-	if string(magic[:n]) == arrowFileMagic {
-		rs, ok := in.(ipc.ReadAtSeeker)
-		if !ok {
-			return fmt.Errorf("arrow file reader needs random access")
-		}
-		fr, err := ipc.NewFileReader(rs, ipc.WithAllocator(mem))
-		if err != nil {
-			return fmt.Errorf("%w: %v", errNotArrow, err)
-		}
-		defer fr.Close()
-		schema = fr.Schema()
-		next = func() (arrow.RecordBatch, error) {
-			rec, err := fr.Read()
-			if err == io.EOF {
-				return nil, nil
-			}
-			return rec, err
-		}
-	} else {
-		sr, err := ipc.NewReader(in, ipc.WithAllocator(mem))
-		if err != nil {
-			return fmt.Errorf("%w: %v", errNotArrow, err)
-		}
-		defer sr.Release()
-		schema = sr.Schema()
-		next = func() (arrow.RecordBatch, error) {
-			if sr.Next() {
-				return sr.RecordBatch(), nil
-			}
-			return nil, sr.Err()
-		}
+	sr, err := ipc.NewReader(io.NewSectionReader(in, start, end-start), ipc.WithAllocator(mem))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNotArrow, model.Shorten(err))
 	}
+	defer sr.Release()
+	schema := sr.Schema()
 	if schema == nil || schema.NumFields() == 0 {
 		return fmt.Errorf("%w: the schema has no fields", errNotArrow)
 	}
 	props := parquet.NewWriterProperties(parquet.WithAllocator(mem), parquet.WithMaxRowGroupLength(parquetRowGroupRows))
 	w, err := pqarrow.NewFileWriter(schema, out, props, pqarrow.NewArrowWriterProperties(pqarrow.WithAllocator(mem)))
 	if err != nil {
-		return fmt.Errorf("%w: schema %s cannot be stored: %v", errNotArrow, schema, err)
+		return fmt.Errorf("%w: schema %s cannot be stored: %w", errNotArrow, model.Excerpt(schema.String(), model.MaxErrorText), model.Shorten(err))
 	}
-	for {
-		rec, err := next()
-		if err != nil {
+	for i := 0; sr.Next(); i++ {
+		rec := sr.RecordBatch()
+		if b := bufferBytes(rec); rec.NumRows() > arrowRowsPerByte*b+arrowRowsSlack {
 			w.Close()
-			return fmt.Errorf("%w: %v", errNotArrow, err)
-		}
-		if rec == nil {
-			break
+			return fmt.Errorf("%w: record batch %d declares %d rows but holds %d bytes of data", errNotArrow, i, rec.NumRows(), b)
 		}
 		if err := w.WriteBuffered(rec); err != nil {
 			w.Close()
-			return fmt.Errorf("%w: %v", errNotArrow, err)
+			return fmt.Errorf("%w: %w", errNotArrow, model.Shorten(err))
 		}
+	}
+	if err := sr.Err(); err != nil {
+		w.Close()
+		return fmt.Errorf("%w: %w", errNotArrow, model.Shorten(err))
 	}
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("convert to parquet: %w", err)
 	}
 	return nil
+}
+
+// arrowFileStream returns where the stream inside an Arrow IPC file starts
+// and ends: after the 8-byte magic and padding, and before the footer,
+// whose length the file's last 10 bytes give (int32, then "ARROW1").
+func arrowFileStream(in io.ReaderAt, size int64) (start, end int64, err error) {
+	const head, tail = 8, 4 + int64(len(arrowFileMagic))
+	var t [tail]byte
+	if size < head+tail {
+		return 0, 0, fmt.Errorf("%w: the file is %d bytes, too short for an Arrow file", errNotArrow, size)
+	}
+	if _, err := in.ReadAt(t[:], size-tail); err != nil {
+		return 0, 0, err
+	}
+	if string(t[4:]) != arrowFileMagic {
+		return 0, 0, fmt.Errorf("%w: the file starts with %q but does not end with it", errNotArrow, arrowFileMagic)
+	}
+	footer := int64(binary.LittleEndian.Uint32(t[:4]))
+	if footer > size-head-tail {
+		return 0, 0, fmt.Errorf("%w: the footer length %d exceeds the file (%d bytes)", errNotArrow, footer, size)
+	}
+	return head, size - tail - footer, nil
+}
+
+// checkArrowFraming walks the messages of the Arrow IPC stream in
+// [start, end) of in, as the format specification frames them (optional
+// continuation 0xFFFFFFFF, int32 metadata length, a flatbuffer Message
+// whose field 3 is the int64 body length, the body), and refuses a
+// metadata or body length beyond the end: arrow-go allocates what they
+// declare before it reads.
+func checkArrowFraming(in io.ReaderAt, start, end int64) (err error) {
+	defer func() {
+		if r := recover(); r != nil { // a flatbuffer offset out of range
+			err = fmt.Errorf("%w: a message header is not a valid flatbuffer", errNotArrow)
+		}
+	}()
+	var b [4]byte
+	word := func(at int64) (uint32, bool) {
+		if end-at < 4 {
+			return 0, false
+		}
+		if _, err := in.ReadAt(b[:], at); err != nil {
+			return 0, false
+		}
+		return binary.LittleEndian.Uint32(b[:]), true
+	}
+	for pos, i := start, 0; pos < end; i++ {
+		n, ok := word(pos)
+		if !ok {
+			return nil // arrow-go reports the truncated message
+		}
+		pos += 4
+		if n == 0xFFFFFFFF {
+			if n, ok = word(pos); !ok {
+				return nil
+			}
+			pos += 4
+		}
+		if n == 0 {
+			return nil // end of stream
+		}
+		meta := int64(int32(n))
+		if meta < 0 || meta > end-pos {
+			return fmt.Errorf("%w: message %d declares %d bytes of metadata, but %d bytes are left", errNotArrow, i, meta, end-pos)
+		}
+		buf := make([]byte, meta)
+		if _, err := in.ReadAt(buf, pos); err != nil {
+			return fmt.Errorf("%w: message %d: %w", errNotArrow, i, err)
+		}
+		pos += meta
+		var body int64
+		if meta >= 4 {
+			t := flatbuffers.Table{Bytes: buf, Pos: flatbuffers.GetUOffsetT(buf)}
+			if o := t.Offset(4 + 2*3); o != 0 { // Message.bodyLength
+				body = t.GetInt64(t.Pos + flatbuffers.UOffsetT(o))
+			}
+			if !fbMessageOK(t) {
+				return fmt.Errorf("%w: message %d declares more entries (fields, children, buffers, metadata) than its %d bytes hold", errNotArrow, i, meta)
+			}
+		}
+		if body < 0 || body > end-pos {
+			return fmt.Errorf("%w: message %d declares a body of %d bytes, but %d bytes are left", errNotArrow, i, body, end-pos)
+		}
+		pos += body
+	}
+	return nil
+}
+
+// fbVector reports whether the vector in field slot of flatbuffer table t
+// (absent, or elem bytes per entry) lies inside the buffer, and returns
+// where its entries start and how many there are. arrow-go makes a slice
+// of whatever length a vector declares before it reads the entries.
+func fbVector(t flatbuffers.Table, slot, elem int) (start flatbuffers.UOffsetT, n int, ok bool) {
+	o := t.Offset(flatbuffers.VOffsetT(4 + 2*slot))
+	if o == 0 {
+		return 0, 0, true
+	}
+	n = t.VectorLen(flatbuffers.UOffsetT(o))
+	start = t.Vector(flatbuffers.UOffsetT(o))
+	return start, n, n >= 0 && int64(start)+int64(n)*int64(elem) <= int64(len(t.Bytes))
+}
+
+// fbMessageOK checks the vectors of an Arrow IPC Message flatbuffer
+// (format/Message.fbs, Schema.fbs): custom_metadata; a Schema's fields,
+// custom_metadata and features, each Field's children, custom_metadata
+// and Union typeIds, recursively; a RecordBatch's (or DictionaryBatch's)
+// nodes, buffers and variadicBufferCounts.
+func fbMessageOK(msg flatbuffers.Table) bool {
+	const (
+		headerSchema          = 1
+		headerDictionaryBatch = 2
+		headerRecordBatch     = 3
+		typeUnion             = 14
+	)
+	table := func(t flatbuffers.Table, slot int) (flatbuffers.Table, bool) {
+		o := t.Offset(flatbuffers.VOffsetT(4 + 2*slot))
+		if o == 0 {
+			return flatbuffers.Table{}, false
+		}
+		return flatbuffers.Table{Bytes: t.Bytes, Pos: t.Indirect(t.Pos + flatbuffers.UOffsetT(o))}, true
+	}
+	byteField := func(t flatbuffers.Table, slot int) byte {
+		if o := t.Offset(flatbuffers.VOffsetT(4 + 2*slot)); o != 0 {
+			return t.GetByte(t.Pos + flatbuffers.UOffsetT(o))
+		}
+		return 0
+	}
+	vec := func(t flatbuffers.Table, slot, elem int) bool { _, _, ok := fbVector(t, slot, elem); return ok }
+	var field func(f flatbuffers.Table, depth int) bool
+	field = func(f flatbuffers.Table, depth int) bool {
+		if depth > MaxNesting || !vec(f, 6, 4) {
+			return false
+		}
+		if byteField(f, 2) == typeUnion {
+			if u, ok := table(f, 3); ok && !vec(u, 1, 4) {
+				return false
+			}
+		}
+		start, n, ok := fbVector(f, 5, 4)
+		if !ok {
+			return false
+		}
+		for i := range n {
+			c := flatbuffers.Table{Bytes: f.Bytes, Pos: f.Indirect(start + flatbuffers.UOffsetT(4*i))}
+			if !field(c, depth+1) {
+				return false
+			}
+		}
+		return true
+	}
+	batch := func(b flatbuffers.Table) bool { return vec(b, 1, 16) && vec(b, 2, 16) && vec(b, 4, 8) }
+	if !vec(msg, 4, 4) {
+		return false
+	}
+	h, ok := table(msg, 2)
+	if !ok {
+		return true
+	}
+	switch byteField(msg, 1) {
+	case headerSchema:
+		if !vec(h, 2, 4) || !vec(h, 3, 8) {
+			return false
+		}
+		start, n, ok := fbVector(h, 1, 4)
+		if !ok {
+			return false
+		}
+		for i := range n {
+			if !field(flatbuffers.Table{Bytes: h.Bytes, Pos: h.Indirect(start + flatbuffers.UOffsetT(4*i))}, 0) {
+				return false
+			}
+		}
+	case headerRecordBatch:
+		return batch(h)
+	case headerDictionaryBatch:
+		if d, ok := table(h, 1); ok {
+			return batch(d)
+		}
+	}
+	return true
+}
+
+// bufferBytes is the size of the buffers of rec's columns and their
+// children.
+func bufferBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	var walk func(d arrow.ArrayData)
+	walk = func(d arrow.ArrayData) {
+		for _, b := range d.Buffers() {
+			if b != nil {
+				n += int64(b.Len())
+			}
+		}
+		for _, c := range d.Children() {
+			walk(c)
+		}
+		if dict, ok := d.Dictionary().(*array.Data); ok && dict != nil {
+			walk(dict)
+		}
+	}
+	for _, c := range rec.Columns() {
+		walk(c.Data())
+	}
+	return n
+}
+
+// errArrowMemory is the panic of a boundedAllocator over its limit: the
+// bytes the refused allocation would have made live.
+type errArrowMemory int64
+
+// boundedAllocator is a memory.Allocator that panics with errArrowMemory
+// when the bytes it holds would exceed limit; convertArrow recovers.
+type boundedAllocator struct {
+	mem   memory.Allocator
+	limit int64
+	live  int64
+}
+
+var _ memory.Allocator = (*boundedAllocator)(nil)
+
+func (a *boundedAllocator) grow(by int) {
+	if by < 0 || a.live+int64(by) > a.limit {
+		panic(errArrowMemory(a.live + int64(by)))
+	}
+	a.live += int64(by)
+}
+
+func (a *boundedAllocator) Allocate(size int) []byte {
+	a.grow(size)
+	return a.mem.Allocate(size)
+}
+
+func (a *boundedAllocator) Reallocate(size int, b []byte) []byte {
+	a.grow(size - len(b))
+	return a.mem.Reallocate(size, b)
+}
+
+func (a *boundedAllocator) Free(b []byte) {
+	a.live -= int64(len(b))
+	a.mem.Free(b)
 }

@@ -3,12 +3,11 @@ package functions
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
 )
 
 // column is a column of a table or a file, in order.
@@ -178,59 +177,27 @@ func (t table) columnList() string {
 	return columnList(t.Columns)
 }
 
+// The list is cut by model.Excerpt: a file can have thousands of columns.
 func columnList(cs []column) string {
 	parts := make([]string, len(cs))
 	for i, c := range cs {
 		parts[i] = duck.Ident(c.Name) + " " + c.Type
 	}
-	return "(" + strings.Join(parts, ", ") + ")"
+	return "(" + model.Excerpt(strings.Join(parts, ", "), model.MaxErrorText) + ")"
 }
 
-// bindValue converts a decoded JSON value for column i of the table: JSON
-// text for a JSON column, sqlValue otherwise.
+// bindValue converts a decoded JSON value for column i of the table by the
+// strict rules of coerce; bind it with placeholder(type).
 func (t table) bindValue(i int, v any) (any, error) {
-	typ := t.Columns[i].Type
-	if typ == "JSON" {
-		return jsonText(v)
-	}
-	// DuckDB casts the text '1.5' to an integer type by rounding; a
-	// fraction is refused instead of silently changed.
-	if n, ok := v.(json.Number); ok && integerTypes[typ] && !wholeNumber(string(n)) {
-		return nil, fmt.Errorf("%s is not a whole number, and the column is %s", n, typ)
-	}
-	return sqlValue(v)
-}
-
-// integerTypes are DuckDB's integer types.
-var integerTypes = map[string]bool{
-	"TINYINT": true, "SMALLINT": true, "INTEGER": true, "BIGINT": true, "HUGEINT": true,
-	"UTINYINT": true, "USMALLINT": true, "UINTEGER": true, "UBIGINT": true, "UHUGEINT": true,
+	return coerce(t.Columns[i].Type, v)
 }
 
 // wholeNumber reports whether n, a JSON number, has no fractional part
 // (2, 2.0, 2.5e1 and 1e400 do; 2.5 and 25e-1 do not). It does not build
-// the number, so a huge exponent costs nothing.
+// a huge number, so a huge exponent costs nothing.
 func wholeNumber(n string) bool {
-	mant, exp, hasExp := strings.Cut(strings.ToLower(n), "e")
-	intPart, frac, _ := strings.Cut(strings.TrimPrefix(mant, "-"), ".")
-	digits := strings.TrimLeft(intPart+frac, "0")
-	trimmed := strings.TrimRight(digits, "0")
-	if trimmed == "" {
-		return true // zero
-	}
-	// The value is trimmed × 10^(zeros + e - len(frac)).
-	shift := len(digits) - len(trimmed) - len(frac)
-	if hasExp {
-		e, err := strconv.Atoi(strings.TrimPrefix(exp, "+"))
-		if err != nil { // an exponent beyond int: its sign decides
-			return !strings.HasPrefix(exp, "-")
-		}
-		if e < -len(n) || e > len(n) {
-			return e > 0
-		}
-		shift += e
-	}
-	return shift >= 0
+	_, whole, _ := scaledInteger(n, 0, 40)
+	return whole
 }
 
 // countRows counts the rows of table name. DuckDB reports no changed rows

@@ -10,7 +10,7 @@
 //
 //	create_table  {"table":"t","columns":[{"name":"id","type":"BIGINT"},{"name":"v","type":"VARCHAR"}],"primary_key":["id"]}
 //	append        {"table":"t","rows":[{"id":1,"v":"a"}]}
-//	              {"table":"t","payload":{"uri":"staging/<request_id>/f.parquet","format":"parquet"}}
+//	              {"table":"t","payload":{"uri":"staging/<model>/<request_id>/f.parquet","format":"parquet"}}
 //	upsert        {"table":"t","rows":[{"id":1,"v":"b"}]}
 //	update        {"table":"t","set":{"v":"b"},"where":[{"column":"id","op":"=","value":1}]}
 //	delete        {"table":"t","where":[{"column":"id","op":"in","value":[1,2]}]}

@@ -23,7 +23,7 @@ type Env struct {
 	// this request.
 	Conn *sql.Conn
 	// Payload fetches a staged payload (uri like
-	// "staging/<request_id>/f.parquet", a key in the object store) to a
+	// "staging/<model>/<request_id>/f.parquet", a key in the object store) to a
 	// local file inside a directory DuckDB is allowed to read, and returns
 	// the local path. Errors from it are returned as they are. append
 	// writes a temporary file next to the returned path when it converts
@@ -122,13 +122,15 @@ func Lookup(name string) (Function, error) {
 	if f, ok := registry[name]; ok {
 		return f, nil
 	}
-	return nil, fmt.Errorf("%w: unknown function %.64q: use one of %s", model.ErrInvalid, name, strings.Join(names(), ", "))
+	return nil, fmt.Errorf("%w: unknown function %s: use one of %s", model.ErrInvalid, model.Quote(name), strings.Join(names(), ", "))
 }
 
 // ValidateRequest checks a decoded request end to end without a model: the
-// function is known, its args are valid, and `sql` is called only when
-// allowSQL. The dispatcher and the db-manager both call it, so they reach
-// the same verdict. Errors wrap model.ErrInvalid and name the request.
+// function is known, its args are valid, `sql` is called only when
+// allowSQL, and a payload is one staged for this request, under
+// staging/<r.Model>/<r.ID>/ (model.CheckStagedKey). The dispatcher and the
+// db-manager both call it, so they reach the same verdict. Errors wrap
+// model.ErrInvalid and name the request.
 func ValidateRequest(r model.Request, allowSQL bool) error {
 	f, err := Lookup(r.Function)
 	if err != nil {
@@ -140,7 +142,26 @@ func ValidateRequest(r model.Request, allowSQL bool) error {
 	if err := f.Validate(r.Args); err != nil {
 		return fmt.Errorf("request %s: %w", r.ID, err)
 	}
+	if uri := PayloadURI(r.Args); uri != "" {
+		if err := model.CheckStagedKey(r.Model, r.ID, uri); err != nil {
+			return fmt.Errorf("request %s: %s: %w", r.ID, f.Name(), err)
+		}
+	}
 	return nil
+}
+
+// PayloadURI returns args.payload.uri, the staged payload a request's
+// args reference, or "" when there is none (or args do not decode).
+func PayloadURI(args json.RawMessage) string {
+	var a struct {
+		Payload struct {
+			URI string `json:"uri"`
+		} `json:"payload"`
+	}
+	if json.Unmarshal(args, &a) != nil {
+		return ""
+	}
+	return a.Payload.URI
 }
 
 // invalid returns an error wrapping model.ErrInvalid for function fn.
@@ -151,13 +172,14 @@ func invalid(fn, format string, args ...any) error {
 // dbError wraps err, an error DuckDB returned while fn applied, with
 // context. DuckDB errors that are the request's fault also wrap
 // model.ErrInvalid; I/O, memory, interrupt, transaction, fatal and internal
-// errors do not. The *duckdb.Error stays in the chain either way.
+// errors do not. The *duckdb.Error stays in the chain either way; its
+// message, which can echo values and SQL, is cut by model.Shorten.
 func dbError(fn, what string, err error) error {
 	var de *duckdb.Error
 	if errors.As(err, &de) && requestFault(de.Type) {
-		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, err)
+		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, model.Shorten(err))
 	}
-	return fmt.Errorf("%s: %s: %w", fn, what, err)
+	return fmt.Errorf("%s: %s: %w", fn, what, model.Shorten(err))
 }
 
 // requestFault reports whether a DuckDB error of type t is caused by what

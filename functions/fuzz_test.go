@@ -1,21 +1,27 @@
 package functions
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/fnv"
-	"os"
-	"path/filepath"
+	"math/big"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/teatree/teatree/model"
 )
 
+// maxErrorLen bounds a refusal's message however long the input: errors
+// quote outside input through model.Quote and model.Shorten.
+const maxErrorLen = 2000
+
 // FuzzValidate feeds every function's Validate (through Lookup) arbitrary
-// args. It must never panic; refusals wrap model.ErrInvalid; accepted args
+// args. It must never panic; refusals wrap model.ErrInvalid with a bounded
+// message; accepted args
 // satisfy the function's JSON schema, decode into the typed args, re-marshal,
 // and the re-marshaled args are accepted again.
 func FuzzValidate(f *testing.F) {
@@ -56,6 +62,9 @@ func FuzzValidate(f *testing.F) {
 			if !errors.Is(err, model.ErrInvalid) {
 				t.Fatalf("%s %q: error %v does not wrap ErrInvalid", fn.Name(), args, err)
 			}
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("%s %q: error is %d bytes long", fn.Name(), args, len(err.Error()))
+			}
 			return
 		}
 		if err := schemaValidate(schemas[fn.Name()], args); err != nil {
@@ -79,30 +88,25 @@ func FuzzValidate(f *testing.F) {
 }
 
 // FuzzArrowToParquet feeds the Arrow IPC converter arbitrary bytes: it
-// must not panic, and every failure about the content wraps errNotArrow.
+// must not panic, every failure about the content wraps errNotArrow with a
+// bounded message, and no input takes long: each input gets its own
+// directory (nothing is shared between inputs), and the converter bounds
+// what a file's declared sizes can make it allocate or write.
 func FuzzArrowToParquet(f *testing.F) {
 	f.Add(arrowBytes(f, true, arrowRecord(f, 1, 2)))
 	f.Add(arrowBytes(f, false, arrowRecord(f, 1), arrowRecord(f, 2, 3)))
 	f.Add(arrowBytes(f, false))
 	f.Add([]byte("ARROW1\x00\x00"))
 	f.Add([]byte{})
-	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		src := filepath.Join(dir, "in.arrow")
-		if err := os.WriteFile(src, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		dst, err := arrowToParquet(src)
+		err := convertBytes(t, data, 30*time.Second)
 		if err != nil {
 			if !errors.Is(err, errNotArrow) {
 				t.Fatalf("%q: error %v does not wrap errNotArrow", data, err)
 			}
-			return
-		}
-		b, err := os.ReadFile(dst)
-		os.Remove(dst)
-		if err != nil || !bytes.HasPrefix(b, []byte("PAR1")) {
-			t.Fatalf("%q: converted file is not Parquet (%v)", data, err)
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("%q: error is %d bytes long", data, len(err.Error()))
+			}
 		}
 	})
 }
@@ -117,6 +121,65 @@ func FuzzValidateSelect(f *testing.F) {
 		err := ValidateSelect(q)
 		if err != nil && !errors.Is(err, model.ErrInvalid) {
 			t.Fatalf("%q: %v is not an ErrInvalid", q, err)
+		}
+	})
+}
+
+// FuzzCoerce feeds the inline-value rules arbitrary JSON values for columns
+// of many types: they never panic, a refusal is a coerceError with a
+// bounded message, and what they accept is what the column can hold
+// exactly (an integer in range, a DECIMAL equal to the number given, a
+// boolean only from true or false).
+func FuzzCoerce(f *testing.F) {
+	types := []string{"BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+		"DECIMAL(5,2)", "DECIMAL(38,10)", "DECIMAL(3,0)", "FLOAT", "DOUBLE", "VARCHAR", "BLOB", "DATE", "TIMESTAMP WITH TIME ZONE", "JSON", "VARINT",
+		"INTEGER[]", "INTEGER[2]", "DATE[][]", `STRUCT(a INTEGER, "b c" VARCHAR[], "x""y" DECIMAL(4,1))`, "MAP(VARCHAR, DECIMAL(5,2))", "UNION(a INTEGER, b VARCHAR)"}
+	for i, v := range []string{"true", "1", "-1.5e3", `"42"`, `" 42 "`, "1e999999999", "0e-999999999", "123.45", `"2024-01-01"`, "[1,2]", `{"a":1,"b c":["x"],"x\"y":1.5}`, `{"k":1.25}`, "null", "340282366920938463463374607431768211456", "-9223372036854775809"} {
+		f.Add(uint8(i), []byte(v))
+	}
+	f.Fuzz(func(t *testing.T, pick uint8, value []byte) {
+		typ := types[int(pick)%len(types)]
+		v, err := decodeValue(value)
+		if err != nil {
+			return
+		}
+		got, err := coerce(typ, v)
+		if err != nil {
+			var ce coerceError
+			if !errors.As(err, &ce) {
+				t.Fatalf("%s %q: %v is not a coerceError", typ, value, err)
+			}
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("%s %q: error is %d bytes long", typ, value, len(err.Error()))
+			}
+			return
+		}
+		if v == nil {
+			if got != nil {
+				t.Fatalf("%s: null became %v", typ, got)
+			}
+			return
+		}
+		switch r, isInt := intRanges[typ]; {
+		case isInt:
+			x, ok := new(big.Int).SetString(fmt.Sprint(got), 10)
+			if !ok || x.Cmp(r[0]) < 0 || x.Cmp(r[1]) > 0 {
+				t.Fatalf("%s %q: accepted as %v", typ, value, got)
+			}
+		case typ == "BOOLEAN":
+			if _, ok := got.(bool); !ok {
+				t.Fatalf("BOOLEAN %q: accepted as %v", value, got)
+			}
+		case strings.HasPrefix(typ, "DECIMAL("):
+			n := fmt.Sprint(v)
+			if _, exp, _ := strings.Cut(strings.ToLower(n), "e"); len(exp) > 4 {
+				return // big.Rat would build 10^exp
+			}
+			want, ok1 := new(big.Rat).SetString(n)
+			have, ok2 := new(big.Rat).SetString(got.(string))
+			if !ok1 || !ok2 || want.Cmp(have) != 0 {
+				t.Fatalf("%s %q: accepted as %v", typ, value, got)
+			}
 		}
 	})
 }

@@ -48,31 +48,31 @@ func hostileModel(t *testing.T) *testModel {
 	m.mustApply("append", `{"table":"u","rows":[{"k":"x","j":{"a":1},"l":[1,2]}]}`)
 	m.mustApply("refresh", `{"table":"d","query":"SELECT n, count(*) AS c FROM t GROUP BY n"}`)
 
-	m.copyTo("staging/h/good.parquet", `SELECT 10::BIGINT AS id, 'j' AS v, 10 AS n`, "FORMAT parquet")
-	good, err := os.ReadFile(filepath.Join(m.store, "staging/h/good.parquet"))
+	m.copyTo("staging/hostile/h/good.parquet", `SELECT 10::BIGINT AS id, 'j' AS v, 10 AS n`, "FORMAT parquet")
+	good, err := os.ReadFile(filepath.Join(m.store, "staging/hostile/h/good.parquet"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.put("staging/h/truncated.parquet", good[:len(good)-10])
-	m.put("staging/h/head.parquet", good[:8])
-	m.put("staging/h/text.parquet", []byte("id,v,n\n10,j,10\n"))
-	m.put("staging/h/magic.parquet", append([]byte("PAR1"), bytes.Repeat([]byte{0}, 64)...))
-	m.put("staging/h/empty.parquet", nil)
+	m.put("staging/hostile/h/truncated.parquet", good[:len(good)-10])
+	m.put("staging/hostile/h/head.parquet", good[:8])
+	m.put("staging/hostile/h/text.parquet", []byte("id,v,n\n10,j,10\n"))
+	m.put("staging/hostile/h/magic.parquet", append([]byte("PAR1"), bytes.Repeat([]byte{0}, 64)...))
+	m.put("staging/hostile/h/empty.parquet", nil)
 	corrupt := bytes.Clone(good)
 	for i := 4; i < len(corrupt)/2; i++ {
 		corrupt[i] ^= 0x5a
 	}
-	m.put("staging/h/corrupt.parquet", corrupt)
-	m.put("staging/h/long.csv", []byte("id,v,n\n10,j,10\n11,k,11,surplus\n"))
-	m.put("staging/h/short.csv", []byte("id,v,n\n10,j,10\n11,k\n"))
-	m.put("staging/h/one.csv", []byte("id,v,n\n10\n"))
-	m.put("staging/h/header.csv", []byte("id,v,\"n\"\"; DROP TABLE t; --\"\n10,j,10\n"))
-	m.put("staging/h/binary.csv", good)
-	m.put("staging/h/badtype.csv", []byte("id,v,n\n10,j,ten\n"))
-	m.put("staging/h/dupkey.csv", []byte("id,v,n\n1,again,1\n"))
-	m.put("staging/h/cut.json", []byte(`[{"id":10,"v":"j","n":10},{"id":11,`))
-	m.put("staging/h/scalar.json", []byte(`42`))
-	m.put("staging/h/garbage.arrow", []byte("ARROW1\x00\x00garbage garbage garbage"))
+	m.put("staging/hostile/h/corrupt.parquet", corrupt)
+	m.put("staging/hostile/h/long.csv", []byte("id,v,n\n10,j,10\n11,k,11,surplus\n"))
+	m.put("staging/hostile/h/short.csv", []byte("id,v,n\n10,j,10\n11,k\n"))
+	m.put("staging/hostile/h/one.csv", []byte("id,v,n\n10\n"))
+	m.put("staging/hostile/h/header.csv", []byte("id,v,\"n\"\"; DROP TABLE t; --\"\n10,j,10\n"))
+	m.put("staging/hostile/h/binary.csv", good)
+	m.put("staging/hostile/h/badtype.csv", []byte("id,v,n\n10,j,ten\n"))
+	m.put("staging/hostile/h/dupkey.csv", []byte("id,v,n\n1,again,1\n"))
+	m.put("staging/hostile/h/cut.json", []byte(`[{"id":10,"v":"j","n":10},{"id":11,`))
+	m.put("staging/hostile/h/scalar.json", []byte(`42`))
+	m.put("staging/hostile/h/garbage.arrow", []byte("ARROW1\x00\x00garbage garbage garbage"))
 	return m
 }
 
@@ -132,24 +132,24 @@ func hostileCases(dir string) []hostileCase {
 		{"drop_table", `{"table":true}`, atValidate, "table must be a string", false},
 		{"sql", `{"sql":{"stmt":"DELETE FROM t"}}`, atValidate, "sql must be a string", true},
 		// Values of the wrong type for the column: only the model can tell.
-		{"append", `{"table":"t","rows":[{"id":"nine"}]}`, atApply, "Could not convert", false},
-		{"append", `{"table":"t","rows":[{"id":9,"n":1.5}]}`, atApply, `column "n": 1.5 is not a whole number`, false},
-		{"append", `{"table":"t","rows":[{"id":9,"n":25e-1}]}`, atApply, "25e-1 is not a whole number", false},
-		{"upsert", `{"table":"t","rows":[{"id":1,"n":0.5}]}`, atApply, "0.5 is not a whole number, and the column is INTEGER", false},
+		{"append", `{"table":"t","rows":[{"id":"nine"}]}`, atApply, `JSON string "nine" does not go into BIGINT`, false},
+		{"append", `{"table":"t","rows":[{"id":9,"n":1.5}]}`, atApply, `column "n" (INTEGER): JSON number 1.5 does not go into INTEGER: it is not a whole number`, false},
+		{"append", `{"table":"t","rows":[{"id":9,"n":25e-1}]}`, atApply, "JSON number 25e-1 does not go into INTEGER: it is not a whole number", false},
+		{"upsert", `{"table":"t","rows":[{"id":1,"n":0.5}]}`, atApply, "JSON number 0.5 does not go into INTEGER: it is not a whole number", false},
 		{"update", `{"table":"t","set":{"n":-1.000001},"all":true}`, atApply, "is not a whole number", false},
-		{"append", `{"table":"t","rows":[{"id":9,"n":{"a":1}}]}`, atApply, "Could not convert", false},
+		{"append", `{"table":"t","rows":[{"id":9,"n":{"a":1}}]}`, atApply, "JSON object", false},
 		{"append", `{"table":"t","rows":[{"id":99999999999999999999}]}`, atApply, "", false},
 		{"append", `{"table":"u","rows":[{"k":"y","l":"not a list"}]}`, atApply, "", false},
 		{"append", `{"table":"u","rows":[{"k":"y","l":[1,"a"]}]}`, atApply, "", false},
-		{"upsert", `{"table":"t","rows":[{"id":"1; DROP TABLE t"}]}`, atApply, "Could not convert", false},
-		{"update", `{"table":"t","set":{"n":"1); DROP TABLE t; --"},"all":true}`, atApply, "Could not convert", false},
+		{"upsert", `{"table":"t","rows":[{"id":"1; DROP TABLE t"}]}`, atApply, "does not go into BIGINT", false},
+		{"update", `{"table":"t","set":{"n":"1); DROP TABLE t; --"},"all":true}`, atApply, "does not go into INTEGER", false},
 		{"delete", `{"table":"t","where":[{"column":"id","op":"=","value":"1 OR 1=1"}]}`, atApply, "Could not convert", false},
 		{"delete", `{"table":"t","where":[{"column":"id","op":"in","value":[1,"2) OR (1=1"]}]}`, atApply, "Could not convert", false},
 		// Huge strings.
 		{"drop_table", `{"table":"` + strings.Repeat("t", 100000) + `"}`, atValidate, "not a valid table name", false},
 		{"append", `{"table":"t","rows":[{"` + strings.Repeat("c", 1000) + `":1}]}`, atValidate, "bytes long", false},
 		{"create_table", `{"table":"w","columns":[{"name":"a","type":"` + strings.Repeat("INTEGER", 200) + `"}]}`, atValidate, "bytes long", false},
-		{"append", pay("staging/h/" + strings.Repeat("f", 1100) + ".csv"), atValidate, "at most 1024", false},
+		{"append", pay("staging/hostile/h/" + strings.Repeat("f", 1100) + ".csv"), atValidate, "at most 1024", false},
 		// NUL bytes.
 		{"append", `{"table":"t\u0000","rows":[{"id":9}]}`, atValidate, "not a valid table name", false},
 		{"append", `{"table":"t","rows":[{"v\u0000":"x"}]}`, atValidate, "NUL", false},
@@ -158,7 +158,7 @@ func hostileCases(dir string) []hostileCase {
 		{"create_table", `{"table":"w","columns":[{"name":"a","type":"INTEGER\u0000"}]}`, atValidate, "", false},
 		{"refresh", q("SELECT 1\x00; DROP TABLE t"), atValidate, "NUL", false},
 		{"sql", s("DELETE FROM t\x00; DROP TABLE t"), atValidate, "NUL", true},
-		{"append", pay("staging/h/good.parquet\x00.csv"), atValidate, "control character", false},
+		{"append", pay("staging/hostile/h/good.parquet\x00.csv"), atValidate, "control character", false},
 		// SQL in identifiers: refused by the name check, or quoted and then
 		// unknown to the table.
 		{"append", tt(`t; DROP TABLE t; --`), atValidate, "not a valid table name", false},
@@ -237,34 +237,34 @@ func hostileCases(dir string) []hostileCase {
 		{"sql", s("CREATE SECRET s (TYPE s3, KEY_ID 'k', SECRET 'v')"), atValidate, "files", true},
 		{"sql", s("INSERT INTO t VALUES (1, 'dup', 1)"), atApply, "Duplicate key", true},
 		// Staged payloads that are not what they claim.
-		{"append", pay("staging/h/truncated.parquet"), atApply, "parquet payload staging/h/truncated.parquet", false},
-		{"append", pay("staging/h/head.parquet"), atApply, "parquet payload staging/h/head.parquet", false},
-		{"append", pay("staging/h/text.parquet"), atApply, "parquet payload staging/h/text.parquet", false},
-		{"append", pay("staging/h/magic.parquet"), atApply, "parquet payload staging/h/magic.parquet", false},
-		{"append", pay("staging/h/empty.parquet"), atApply, "parquet payload staging/h/empty.parquet", false},
-		{"append", pay("staging/h/corrupt.parquet"), atApply, "parquet payload staging/h/corrupt.parquet", false},
-		{"append", pay("staging/h/good.parquet", `,"format":"csv"`), atApply, "csv payload", false},
-		{"append", pay("staging/h/long.csv"), atApply, "csv payload staging/h/long.csv", false},
-		{"append", pay("staging/h/short.csv"), atApply, "csv payload staging/h/short.csv", false},
-		{"append", pay("staging/h/one.csv"), atApply, "csv payload staging/h/one.csv", false},
-		{"append", pay("staging/h/header.csv"), atApply, `extra "n""; DROP TABLE t; --"`, false},
-		{"append", pay("staging/h/binary.csv"), atApply, "csv payload staging/h/binary.csv", false},
-		{"append", pay("staging/h/badtype.csv"), atApply, "Could not convert", false},
-		{"append", pay("staging/h/dupkey.csv"), atApply, "Duplicate key", false},
-		{"append", `{"table":"fresh","payload":{"uri":"staging/h/long.csv"}}`, atApply, "csv payload staging/h/long.csv", false},
-		{"append", `{"table":"fresh","payload":{"uri":"staging/h/truncated.parquet"}}`, atApply, "parquet payload", false},
-		{"append", pay("staging/h/cut.json"), atApply, "json payload staging/h/cut.json", false},
-		{"append", pay("staging/h/scalar.json"), atApply, "json payload staging/h/scalar.json", false},
-		{"append", pay("staging/h/garbage.arrow"), atApply, "not a valid Arrow IPC file or stream", false},
+		{"append", pay("staging/hostile/h/truncated.parquet"), atApply, `staged file "truncated.parquet" is not a valid Parquet file`, false},
+		{"append", pay("staging/hostile/h/head.parquet"), atApply, `staged file "head.parquet" is not a valid Parquet file`, false},
+		{"append", pay("staging/hostile/h/text.parquet"), atApply, `staged file "text.parquet" is not a valid Parquet file`, false},
+		{"append", pay("staging/hostile/h/magic.parquet"), atApply, `staged file "magic.parquet" is not a valid Parquet file`, false},
+		{"append", pay("staging/hostile/h/empty.parquet"), atApply, `staged file "empty.parquet" is not a valid Parquet file`, false},
+		{"append", pay("staging/hostile/h/corrupt.parquet"), atApply, `staged file "corrupt.parquet" is not a valid Parquet file`, false},
+		{"append", pay("staging/hostile/h/good.parquet", `,"format":"csv"`), atApply, "is not a valid CSV file (format given by the request)", false},
+		{"append", pay("staging/hostile/h/long.csv"), atApply, `staged file "long.csv" is not a valid CSV file`, false},
+		{"append", pay("staging/hostile/h/short.csv"), atApply, `staged file "short.csv" is not a valid CSV file`, false},
+		{"append", pay("staging/hostile/h/one.csv"), atApply, `staged file "one.csv" is not a valid CSV file`, false},
+		{"append", pay("staging/hostile/h/header.csv"), atApply, `extra "n""; DROP TABLE t; --"`, false},
+		{"append", pay("staging/hostile/h/binary.csv"), atApply, `staged file "binary.csv" is not a valid CSV file`, false},
+		{"append", pay("staging/hostile/h/badtype.csv"), atApply, "Could not convert", false},
+		{"append", pay("staging/hostile/h/dupkey.csv"), atApply, "Duplicate key", false},
+		{"append", `{"table":"fresh","payload":{"uri":"staging/hostile/h/long.csv"}}`, atApply, `staged file "long.csv" is not a valid CSV file`, false},
+		{"append", `{"table":"fresh","payload":{"uri":"staging/hostile/h/truncated.parquet"}}`, atApply, "is not a valid Parquet file (format from its extension)", false},
+		{"append", pay("staging/hostile/h/cut.json"), atApply, `staged file "cut.json" is not a valid JSON file`, false},
+		{"append", pay("staging/hostile/h/scalar.json"), atApply, "json payload staging/hostile/h/scalar.json", false},
+		{"append", pay("staging/hostile/h/garbage.arrow"), atApply, "not a valid Arrow IPC file or stream", false},
 		// Payload references that try to leave the staging area.
 		{"append", pay("/etc/passwd", `,"format":"csv"`), atValidate, "staged object", false},
 		{"append", pay("staging/../../etc/passwd", `,"format":"csv"`), atValidate, "clean object key", false},
-		{"append", pay("staging/h/../../etc/passwd.csv"), atValidate, "clean object key", false},
+		{"append", pay("staging/hostile/h/../../etc/passwd.csv"), atValidate, "clean object key", false},
 		{"append", pay(`staging\..\etc\passwd.csv`), atValidate, "staged object", false},
-		{"append", pay(`staging/h\..\..\etc\passwd.csv`), atValidate, "backslash", false},
+		{"append", pay(`staging/hostile/h\..\..\etc\passwd.csv`), atValidate, "backslash", false},
 		{"append", pay("file:///etc/passwd.csv"), atValidate, "staged object", false},
-		{"append", pay("staging/h/good.parquet", `,"delimiter":"'"`), atValidate, "delimiter applies to csv only", false},
-		{"append", pay("staging/h/long.csv", `,"delimiter":"', header=false); DROP TABLE t; --"`), atValidate, "one printable ASCII character", false},
+		{"append", pay("staging/hostile/h/good.parquet", `,"delimiter":"'"`), atValidate, "delimiter applies to csv only", false},
+		{"append", pay("staging/hostile/h/long.csv", `,"delimiter":"', header=false); DROP TABLE t; --"`), atValidate, "one printable ASCII character", false},
 	}
 }
 
@@ -287,7 +287,7 @@ func TestHostileRequests(t *testing.T) {
 		name := fmt.Sprintf("%d %s %.70q", i, tc.fn, tc.args)
 		m.allowSQL = tc.sql
 		m.fetched = nil
-		err, at := m.through(fmt.Sprintf("hostile-%d", i), tc.fn, tc.args, tc.sql)
+		err, at := m.through("h", tc.fn, tc.args, tc.sql) // payloads are staged for request h
 		switch {
 		case err == nil:
 			t.Errorf("%s: accepted, want a refusal at %s containing %q", name, tc.at, tc.want)
@@ -460,7 +460,7 @@ func TestHostileValuesStoredLiterally(t *testing.T) {
 	m.mustApply("refresh", `{"table":"copy","query":"SELECT id, v FROM t"}`)
 	wantRows(t, m, `SELECT count(*) FROM t JOIN copy USING (id) WHERE t.v IS NOT DISTINCT FROM copy.v`, fmt.Sprint(n-2))
 	// A staged file whose key looks like SQL is read through a bound path.
-	key := `staging/h/x'); DROP TABLE t; --.csv`
+	key := `staging/hostile/h/x'); DROP TABLE t; --.csv`
 	m.put(key, []byte("id,v,"+csvQuote(weird)+",ünï cødé\n1000,\"'); DROP TABLE t; --\",a,b\n"))
 	m.mustApply("append", mustJSON(t, map[string]any{"table": "t", "payload": map[string]any{"uri": key}}))
 	if v, _, _ := read(1000); v != `'); DROP TABLE t; --` {
@@ -492,9 +492,9 @@ func csvQuote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) +
 
 // FuzzDecodeAndValidate is the dispatcher's verdict on raw message bytes:
 // model.DecodeRequest then ValidateRequest. It must never panic, every
-// refusal wraps model.ErrInvalid, and an accepted request has a valid
-// model id and request id, a known function, fits the size limit, and is
-// accepted again after a JSON round trip.
+// refusal wraps model.ErrInvalid with a bounded message, and an accepted
+// request has a valid model id and request id, a known function, fits the
+// size limit, and is accepted again after a JSON round trip.
 func FuzzDecodeAndValidate(f *testing.F) {
 	for _, fn := range All() {
 		for _, ex := range schemaExamples(fn.Schema()) {
@@ -514,11 +514,17 @@ func FuzzDecodeAndValidate(f *testing.F) {
 			if !errors.Is(err, model.ErrInvalid) {
 				t.Fatalf("DecodeRequest(%q): %v does not wrap ErrInvalid", data, err)
 			}
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("DecodeRequest(%q): error is %d bytes long", data, len(err.Error()))
+			}
 			return
 		}
 		if err := ValidateRequest(req, allowSQL); err != nil {
 			if !errors.Is(err, model.ErrInvalid) {
 				t.Fatalf("ValidateRequest(%q): %v does not wrap ErrInvalid", data, err)
+			}
+			if len(err.Error()) > maxErrorLen {
+				t.Fatalf("ValidateRequest(%q): error is %d bytes long", data, len(err.Error()))
 			}
 			if !strings.Contains(err.Error(), req.ID) {
 				t.Fatalf("ValidateRequest(%q): %v does not name the request", data, err)

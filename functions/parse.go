@@ -13,6 +13,7 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
 )
 
 // The parser is a private in-memory DuckDB that Validate uses to parse
@@ -39,7 +40,7 @@ func parserDB() (*sql.DB, error) {
 // a caret picture of the query or a long list of hints).
 func firstLine(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
+	return model.Excerpt(s, model.MaxErrorText)
 }
 
 // typeChars are the characters a column type may hold: names, sizes,
@@ -128,13 +129,13 @@ func parseSelect(fn, query string) (map[string]any, error) {
 	var s serialized
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		// Nesting beyond encoding/json's limit, for one.
-		return nil, invalid(fn, "query is too complex to check: %v", err)
+		return nil, invalid(fn, "query is too complex to check: %v", model.Shorten(err))
 	}
 	switch {
 	case s.Error && s.ErrorType == "not implemented":
 		return nil, invalid(fn, "query must be one SELECT statement (SELECT, FROM, WITH, VALUES or a set operation of them); other statements are not allowed")
 	case s.Error:
-		return nil, invalid(fn, "query is not valid SQL: %s", s.ErrorMessage)
+		return nil, invalid(fn, "query is not valid SQL: %s", model.Excerpt(s.ErrorMessage, model.MaxErrorText))
 	case len(s.Statements) == 0:
 		return nil, invalid(fn, "query is empty: give one SELECT statement")
 	case len(s.Statements) > 1:

@@ -177,7 +177,7 @@ func checkSelectNode(fn string, n map[string]any) error {
 		name := "a table function"
 		if f, ok := n["function"].(map[string]any); ok {
 			if s, ok := f["function_name"].(string); ok {
-				name = s + "()"
+				name = model.Excerpt(s, model.MaxExcerpt) + "()"
 			}
 		}
 		return invalid(fn, "query reads from %s: a refresh may read only tables of schema main (no table functions such as read_csv, range or unnest in FROM)", name)

@@ -60,7 +60,7 @@ func bindRows(fn string, t table, rows []map[string]any) ([]boundRow, error) {
 		for j, p := range pos {
 			v, err := t.bindValue(p, r[keys[j]])
 			if err != nil {
-				return nil, invalid(fn, "row %d: column %q: %v", i, t.Columns[p].Name, err)
+				return nil, invalid(fn, "row %d: column %s (%s): %v", i, quoteShort(t.Columns[p].Name), t.Columns[p].Type, err)
 			}
 			b.has[p], b.vals[p] = true, v
 		}
@@ -109,7 +109,7 @@ func insertRows(ctx context.Context, conn *sql.Conn, fn string, t table, rows []
 				b.WriteString(sep)
 				sep = ", "
 				if r.has[j] {
-					b.WriteString("?")
+					b.WriteString(placeholder(t.Columns[j].Type))
 					args = append(args, r.vals[j])
 				} else {
 					b.WriteString("DEFAULT")
@@ -122,6 +122,11 @@ func insertRows(ctx context.Context, conn *sql.Conn, fn string, t table, rows []
 		}
 		res, err := conn.ExecContext(ctx, b.String(), args...)
 		if err != nil {
+			if conversionError(err) {
+				if bad := badCast(ctx, fn, t, rows); bad != nil {
+					return bad
+				}
+			}
 			return dbError(fn, fmt.Sprintf("insert %d rows into %s", len(chunk), t.Name), err)
 		}
 		if n, err := res.RowsAffected(); err == nil {

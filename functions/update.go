@@ -104,9 +104,9 @@ func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 		name := t.Columns[c].Name
 		v, err := t.bindValue(c, a.Set[keys[i]])
 		if err != nil {
-			return Result{}, invalid(fn, "set column %q: %v", name, err)
+			return Result{}, invalid(fn, "set column %s (%s): %v", quoteShort(name), t.Columns[c].Type, err)
 		}
-		set = append(set, duck.Ident(name)+" = ?")
+		set = append(set, duck.Ident(name)+" = "+placeholder(t.Columns[c].Type))
 		params = append(params, v)
 	}
 	where, wargs, err := whereSQL(fn, t, a.Where)
@@ -115,6 +115,11 @@ func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 	}
 	res, err := env.Conn.ExecContext(ctx, "UPDATE "+qualified(t.Name)+" SET "+strings.Join(set, ", ")+where, append(params, wargs...)...)
 	if err != nil {
+		for i, c := range cols {
+			if cerr := castCheck(ctx, t.Columns[c].Type, params[i]); conversionError(err) && cerr != nil {
+				return Result{}, invalid(fn, "set column %s (%s): %v", quoteShort(t.Columns[c].Name), t.Columns[c].Type, cerr)
+			}
+		}
 		return Result{}, dbError(fn, "update "+t.Name, err)
 	}
 	n, _ := res.RowsAffected()

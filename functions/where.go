@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
 )
 
 // predicate is one condition of a where list: column op value.
@@ -64,7 +65,7 @@ func (p *predicate) check(fn string, i int) error {
 	}
 	v, err := decodeValue(p.Value)
 	if err != nil {
-		return invalid(fn, "%s.value: %v", at, err)
+		return invalid(fn, "%s.value: %v", at, model.Shorten(err))
 	}
 	switch p.Op {
 	case "in", "not_in":

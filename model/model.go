@@ -2,6 +2,8 @@ package model
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,10 +42,10 @@ func ValidateID(id string) error {
 		return fmt.Errorf("%w: model id is empty: use lower-case letters, digits and '-'", ErrInvalid)
 	}
 	if len(id) > MaxIDLen {
-		return fmt.Errorf("%w: model id %.20q… is %d characters long: at most %d are allowed", ErrInvalid, id, len(id), MaxIDLen)
+		return fmt.Errorf("%w: model id %s is %d characters long: at most %d are allowed", ErrInvalid, Quote(id), len(id), MaxIDLen)
 	}
 	if !idPattern.MatchString(id) {
-		return fmt.Errorf("%w: model id %q is not a DNS label: use lower-case letters a-z, digits and '-', starting and ending with a letter or digit", ErrInvalid, id)
+		return fmt.Errorf("%w: model id %s is not a DNS label: use lower-case letters a-z, digits and '-', starting and ending with a letter or digit", ErrInvalid, Quote(id))
 	}
 	return nil
 }
@@ -71,6 +73,30 @@ type Request struct {
 	Submitted time.Time `json:"submitted,omitzero"`
 }
 
+// Digest identifies what a request asks for: the sha256 (hex) of its
+// model, function and args, with the args re-encoded canonically (object
+// keys sorted, insignificant white space dropped) so that a retry that
+// spells the same args differently has the same digest. The id and the
+// submit time are not part of it. Two requests with one id and different
+// digests are different requests (see queue.Publish).
+func (r Request) Digest() string {
+	args := []byte(r.Args)
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(args))
+	dec.UseNumber()
+	if dec.Decode(&v) == nil {
+		if b, err := json.Marshal(v); err == nil {
+			args = b
+		}
+	}
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(r.Model), []byte(r.Function), args} {
+		fmt.Fprintf(h, "%d:", len(part))
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // MaxRequestIDLen is the longest accepted request id.
 const MaxRequestIDLen = 128
 
@@ -86,7 +112,7 @@ func ValidateRequestID(id string) error {
 		return fmt.Errorf("%w: request_id is %d characters long: at most %d are allowed", ErrInvalid, len(id), MaxRequestIDLen)
 	}
 	if !requestIDPattern.MatchString(id) {
-		return fmt.Errorf("%w: request_id %q may hold only letters, digits, '.', '_', ':' and '-'", ErrInvalid, id)
+		return fmt.Errorf("%w: request_id %s may hold only letters, digits, '.', '_', ':' and '-'", ErrInvalid, Quote(id))
 	}
 	return nil
 }
@@ -106,7 +132,7 @@ func DecodeRequest(data []byte) (Request, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return Request{}, fmt.Errorf("%w: request is not a JSON object of the form {\"request_id\",\"model\",\"function\",\"args\"}: %v", ErrInvalid, err)
+		return Request{}, fmt.Errorf("%w: request is not a JSON object of the form {\"request_id\",\"model\",\"function\",\"args\"}: %w", ErrInvalid, Shorten(err))
 	}
 	if dec.More() {
 		return Request{}, fmt.Errorf("%w: request has data after its JSON object", ErrInvalid)
@@ -147,9 +173,9 @@ func checkKeys(data []byte) error {
 		k, _ := tok.(string)
 		switch {
 		case seen[k]:
-			return fmt.Errorf("%w: request has the key %q twice", ErrInvalid, k)
+			return fmt.Errorf("%w: request has the key %s twice", ErrInvalid, Quote(k))
 		case !requestKeys[k]:
-			return fmt.Errorf("%w: unknown field %q in request: the fields are request_id, model, function, args and submitted", ErrInvalid, k)
+			return fmt.Errorf("%w: unknown field %s in request: the fields are request_id, model, function, args and submitted", ErrInvalid, Quote(k))
 		}
 		seen[k] = true
 		var skip json.RawMessage

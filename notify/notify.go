@@ -2,9 +2,10 @@
 // model.Notification per request outcome (applied, failed, rejected) on
 // subject teatree.notify.<model> of stream TEATREE_NOTIFY.
 //
-// A notification's Nats-Msg-Id is "<request_id>:<status>", so a publisher
-// that repeats a publication after a crash is deduplicated by JetStream
-// within the dedupe window (10 minutes by default). Readers should still
+// A notification's Nats-Msg-Id is "<request_id>:<status>:<stream_seq>", so
+// a publisher that repeats a publication after a crash is deduplicated by
+// JetStream within the dedupe window (10 minutes by default), while a
+// later request that reuses the id (refused: rejected) is still announced. Readers should still
 // treat notifications idempotently: a repeat after a longer outage is
 // possible (at-least-once delivery).
 package notify
@@ -13,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,7 +38,7 @@ func (p *Publisher) Publish(ctx context.Context, n model.Notification) error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(n.RequestID+":"+string(n.Status))); err != nil {
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID(n))); err != nil {
 		return fmt.Errorf("notify: publish %s %s: %w", n.Status, n.RequestID, err)
 	}
 	return nil
@@ -52,7 +54,7 @@ func (p *Publisher) PublishAll(ctx context.Context, ns []model.Notification) err
 		if err != nil {
 			return err
 		}
-		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(n.RequestID+":"+string(n.Status)))
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID(n)))
 		if err != nil {
 			return fmt.Errorf("notify: publish %s %s: %w", n.Status, n.RequestID, err)
 		}
@@ -68,6 +70,12 @@ func (p *Publisher) PublishAll(ctx context.Context, ns []model.Notification) err
 		}
 	}
 	return nil
+}
+
+// msgID is the Nats-Msg-Id of n: one per request (its stream sequence)
+// and status.
+func msgID(n model.Notification) string {
+	return n.RequestID + ":" + string(n.Status) + ":" + strconv.FormatUint(n.Seq, 10)
 }
 
 func message(n model.Notification) (*nats.Msg, error) {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/teatree/teatree/internal/miniotest"
 	"github.com/teatree/teatree/model"
@@ -93,6 +94,53 @@ func contract(t *testing.T, open func(t *testing.T) objstore.Store) {
 		}
 		if got, _ := s.List(ctx, "staging/"); len(got) != 0 {
 			t.Fatalf("after delete: %v", got)
+		}
+	})
+	t.Run("ListModifiedTime", func(t *testing.T) {
+		// The staging sweep ages objects by the modification time List
+		// reports.
+		s := open(t)
+		before := time.Now().Add(-time.Minute)
+		if err := s.Put(ctx, "staging/m/r1/f.csv", strings.NewReader("x"), 1); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.List(ctx, "staging/")
+		if err != nil || len(got) != 1 {
+			t.Fatalf("list: %v %v", got, err)
+		}
+		if mod := got[0].Modified; mod.Before(before) || mod.After(time.Now().Add(time.Minute)) {
+			t.Fatalf("listed modification time %v, want about now", mod)
+		}
+	})
+	t.Run("DeleteStaged", func(t *testing.T) {
+		// Only the request's own prefix goes, not one of a request whose
+		// id extends it, nor another model's request of the same id.
+		s := open(t)
+		keys := []string{"staging/m/r1/a.csv", "staging/m/r1/sub/b.csv", "staging/m/r10/c.csv", "staging/n/r1/d.csv", "staging/m/r1.csv", "models/m/r1/e"}
+		for _, k := range keys {
+			if err := s.Put(ctx, k, strings.NewReader(k), int64(len(k))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := objstore.DeleteStaged(ctx, s, "m", "r1")
+		if err != nil || n != 2 {
+			t.Fatalf("DeleteStaged = %d, %v; want 2", n, err)
+		}
+		var left []string
+		for _, p := range []string{"staging/", "models/"} {
+			got, _ := s.List(ctx, p)
+			for _, o := range got {
+				left = append(left, o.Key)
+			}
+		}
+		want := []string{"staging/m/r1.csv", "staging/m/r10/c.csv", "staging/n/r1/d.csv", "models/m/r1/e"}
+		if strings.Join(left, ",") != strings.Join(want, ",") {
+			t.Fatalf("left %v, want %v", left, want)
+		}
+		for _, bad := range [][2]string{{"m", ".."}, {"m", "."}, {"", "r1"}, {"m", ""}, {"m/..", "x"}} {
+			if _, err := objstore.DeleteStaged(ctx, s, bad[0], bad[1]); !errors.Is(err, model.ErrInvalid) {
+				t.Errorf("DeleteStaged(%q, %q): %v, want ErrInvalid", bad[0], bad[1], err)
+			}
 		}
 	})
 	t.Run("BadKeys", func(t *testing.T) {

@@ -135,7 +135,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 // Publish publishes r on teatree.req.<model> with Nats-Msg-Id set to the
 // request id, plus the extra headers h (e.g. traceparent), and waits for
 // the PubAck. A PubAck with Duplicate set means JetStream already holds
-// this request id (a retry inside the dedupe window).
+// this request id (a retry inside the dedupe window): Publish then reads
+// the message it holds (the PubAck names its sequence) and returns an
+// error wrapping model.ErrConflict, with the PubAck, when that message is
+// a different request (another model, function or args; see
+// Request.Digest). A duplicate whose original cannot be read (deleted, or
+// no permission to read the stream) is returned as a duplicate.
 func Publish(ctx context.Context, js jetstream.JetStream, r model.Request, h nats.Header) (*jetstream.PubAck, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
@@ -152,7 +157,50 @@ func Publish(ctx context.Context, js jetstream.JetStream, r model.Request, h nat
 	if err != nil {
 		return nil, fmt.Errorf("queue: publish request %s: %w", r.ID, err)
 	}
+	if ack.Duplicate {
+		return ack, sameRequest(ctx, js, ack.Sequence, r)
+	}
 	return ack, nil
+}
+
+// sameRequest returns an error wrapping model.ErrConflict when the request
+// stored at seq is not r under another publication.
+func sameRequest(ctx context.Context, js jetstream.JetStream, seq uint64, r model.Request) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, RequestStream)
+	if err != nil {
+		return nil // cannot tell: a duplicate, as JetStream says
+	}
+	raw, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		return nil
+	}
+	return taken(r, raw.Subject, raw.Sequence, raw.Data)
+}
+
+// taken returns an error wrapping model.ErrConflict when r reuses the id
+// of the request stored at stream sequence seq on subject with body data
+// but asks for something else (another model, function or args); nil when
+// data is r again (a retry).
+func taken(r model.Request, subject string, seq uint64, data []byte) error {
+	orig, err := model.DecodeRequest(data)
+	if err != nil {
+		orig = model.Request{Model: ModelOf(subject), Function: "(undecodable)"}
+	}
+	if orig.Model == "" {
+		orig.Model = ModelOf(subject)
+	}
+	if err == nil && orig.Model == r.Model && orig.Digest() == r.Digest() {
+		return nil
+	}
+	return IDTaken(r.ID, orig.Model, orig.Function, seq)
+}
+
+// IDTaken is the error for a request that reuses the id of the request at
+// stream sequence seq, of model m and function f.
+func IDTaken(id, m, f string, seq uint64) error {
+	return fmt.Errorf("%w: request id %s is already used by model %s function %s (stream sequence %d): a retry must repeat the same model, function and args; give a new request a new id", model.ErrConflict, id, m, f, seq)
 }
 
 // LastSeq returns the sequence of the newest message on subject in stream,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +65,43 @@ func TestPublishDedupesByRequestID(t *testing.T) {
 	last, err := LastSeq(ctx, js, RequestStream, RequestSubject("m"))
 	if err != nil || last != a1.Sequence {
 		t.Errorf("LastSeq = %d, %v; want %d", last, err, a1.Sequence)
+	}
+}
+
+// TestPublishRefusesATakenRequestID: JetStream dedupes Nats-Msg-Id over
+// the whole request stream, so a request that reuses an id on another
+// model, or on the same model with another function or args, would be
+// dropped as a "duplicate" and never applied. Publish must say that the id
+// is taken, and by what; a true retry (args spelled differently) stays a
+// duplicate.
+func TestPublishRefusesATakenRequestID(t *testing.T) {
+	ctx := context.Background()
+	js := setup(t, Config{})
+	first := model.Request{ID: "r1", Model: "m", Function: "append", Args: json.RawMessage(`{"table":"t","rows":[{"a":1,"b":"x"}]}`)}
+	a1, err := Publish(ctx, js, first, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry := first
+	retry.Args = json.RawMessage(`{ "rows": [ {"b":"x", "a":1} ], "table": "t" }`)
+	retry.Submitted = time.Now()
+	if a, err := Publish(ctx, js, retry, nil); err != nil || !a.Duplicate || a.Sequence != a1.Sequence {
+		t.Errorf("retry: %+v, %v; want a duplicate of sequence %d", a, err, a1.Sequence)
+	}
+	for name, r := range map[string]model.Request{
+		"other model":    {ID: "r1", Model: "n", Function: "append", Args: first.Args},
+		"other function": {ID: "r1", Model: "m", Function: "upsert", Args: first.Args},
+		"other args":     {ID: "r1", Model: "m", Function: "append", Args: json.RawMessage(`{"table":"t","rows":[{"a":2,"b":"x"}]}`)},
+	} {
+		_, err := Publish(ctx, js, r, nil)
+		if !errors.Is(err, model.ErrConflict) {
+			t.Errorf("%s: Publish = %v, want model.ErrConflict", name, err)
+			continue
+		}
+		want := fmt.Sprintf("request id r1 is already used by model m function append (stream sequence %d)", a1.Sequence)
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %q does not say %q", name, err, want)
+		}
 	}
 }
 

@@ -7,11 +7,13 @@
 //	models/<model>/versions/<N>/manifest.json    the manifest
 //	models/<model>/tables/<table>/<sha256>.parquet  the Parquet archive (content-addressed)
 //
-// A snapshot is written with DuckDB's COPY FROM DATABASE into a freshly
-// attached file inside one read transaction, so it is consistent (snapshot
-// isolation) while the writer goes on committing, compact (no free blocks)
-// and has no WAL once detached. It is written in storage version
-// StorageVersion, whatever the engine's default.
+// A snapshot is written with DuckDB's COPY FROM DATABASE (SCHEMA) and one
+// INSERT per published table into a freshly attached file inside one read
+// transaction, so it is consistent (snapshot isolation) while the writer
+// goes on committing, compact (no free blocks) and has no WAL once
+// detached. It holds the model's tables and _teatree.position, not
+// teatree's other bookkeeping (see Published). It is written in storage
+// version StorageVersion, whatever the engine's default.
 package snapshot
 
 import (
@@ -25,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -156,8 +159,8 @@ func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Co
 	if err != nil {
 		return info, err
 	}
-	if _, err := conn.ExecContext(ctx, "COPY FROM DATABASE "+duck.Ident(src)+" TO "+alias); err != nil {
-		return info, fmt.Errorf("snapshot: copy database: %w", err)
+	if err := copyPublished(ctx, conn, src, alias); err != nil {
+		return info, err
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		return info, fmt.Errorf("snapshot: commit: %w", err)
@@ -181,6 +184,150 @@ func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Co
 		return info, err
 	}
 	return Info{Path: path, Bytes: size, SHA256: sum, Tables: tables}, nil
+}
+
+// Published reports whether table schema.name belongs in a published
+// snapshot: every table outside schema _teatree, and of teatree's
+// bookkeeping only _teatree.position (the last applied stream sequence,
+// where disaster recovery resumes the replay). The request log
+// (_teatree.applied with every request's error text), the table change
+// marks and the outbox stay in the live file; Postgres keeps the request
+// log of published versions.
+func Published(schema, name string) bool {
+	return !strings.EqualFold(schema, "_teatree") || strings.EqualFold(name, "position")
+}
+
+// copyPublished copies database src into the attached database dst inside
+// the current transaction: the whole catalog (COPY FROM DATABASE …
+// (SCHEMA)), then the rows of the Published tables; the other tables are
+// dropped while still empty, so not a block of theirs reaches the file.
+func copyPublished(ctx context.Context, conn *sql.Conn, src, dst string) error {
+	if _, err := conn.ExecContext(ctx, "COPY FROM DATABASE "+duck.Ident(src)+" TO "+dst+" (SCHEMA)"); err != nil {
+		return fmt.Errorf("snapshot: copy schema: %w", err)
+	}
+	rows, err := conn.QueryContext(ctx, `SELECT schema_name, table_name, sql FROM duckdb_tables()
+		WHERE database_name = ? AND NOT temporary ORDER BY schema_name, table_name`, src)
+	if err != nil {
+		return fmt.Errorf("snapshot: list tables: %w", err)
+	}
+	var tables [][3]string
+	for rows.Next() {
+		var t [3]string
+		if err := rows.Scan(&t[0], &t[1], &t[2]); err != nil {
+			rows.Close()
+			return fmt.Errorf("snapshot: list tables: %w", err)
+		}
+		tables = append(tables, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("snapshot: list tables: %w", err)
+	}
+	tables, err = parentsFirst(ctx, conn, src, tables)
+	if err != nil {
+		return err
+	}
+	for _, t := range tables {
+		name := duck.Ident(t[0]) + "." + duck.Ident(t[1])
+		q := "DROP TABLE " + dst + "." + name
+		if Published(t[0], t[1]) {
+			cols, err := storedColumns(ctx, conn, src, t[0], t[1], t[2])
+			if err != nil {
+				return err
+			}
+			q = "INSERT INTO " + dst + "." + name + " " + cols + " SELECT " + strings.Trim(cols, "()") + " FROM " + duck.Ident(src) + "." + name
+		}
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("snapshot: copy %s.%s: %w", t[0], t[1], err)
+		}
+	}
+	return nil
+}
+
+// parentsFirst orders tables (schema, name, sql) so that a table comes
+// after the tables its foreign keys reference: the rows of a child cannot
+// be inserted before its parent's.
+func parentsFirst(ctx context.Context, conn *sql.Conn, db string, tables [][3]string) ([][3]string, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT schema_name, table_name, referenced_table FROM duckdb_constraints()
+		WHERE database_name = ? AND constraint_type = 'FOREIGN KEY'`, db)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: foreign keys: %w", err)
+	}
+	defer rows.Close()
+	parents := map[[2]string][]string{}
+	for rows.Next() {
+		var schema, name, parent string
+		if err := rows.Scan(&schema, &name, &parent); err != nil {
+			return nil, fmt.Errorf("snapshot: foreign keys: %w", err)
+		}
+		if parent != name {
+			parents[[2]string{schema, name}] = append(parents[[2]string{schema, name}], parent)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot: foreign keys: %w", err)
+	}
+	if len(parents) == 0 {
+		return tables, nil
+	}
+	out := make([][3]string, 0, len(tables))
+	done := map[[2]string]bool{}
+	for len(out) < len(tables) {
+		progress := false
+		for _, t := range tables {
+			key := [2]string{t[0], t[1]}
+			if done[key] {
+				continue
+			}
+			ready := true
+			for _, p := range parents[key] {
+				ready = ready && done[[2]string{t[0], p}]
+			}
+			if ready {
+				out, done[key], progress = append(out, t), true, true
+			}
+		}
+		if !progress { // a cycle DuckDB would not let us create: keep the rest in order
+			for _, t := range tables {
+				if !done[[2]string{t[0], t[1]}] {
+					out = append(out, t)
+				}
+			}
+			break
+		}
+	}
+	return out, nil
+}
+
+// storedColumns returns the column list "(a, b)" of the columns of table
+// schema.name to copy: all but the generated ones, which DuckDB computes
+// and refuses values for. DuckDB's catalog functions do not flag generated
+// columns; the table's CREATE statement (createSQL, as DuckDB prints it)
+// names them "<column> <type> GENERATED ALWAYS AS".
+func storedColumns(ctx context.Context, conn *sql.Conn, db, schema, name, createSQL string) (string, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT column_name, data_type, column_default IS NOT NULL FROM duckdb_columns()
+		WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index`, db, schema, name)
+	if err != nil {
+		return "", fmt.Errorf("snapshot: columns of %s.%s: %w", schema, name, err)
+	}
+	defer rows.Close()
+	var cols []string
+	for rows.Next() {
+		var c, typ string
+		var hasDefault bool
+		if err := rows.Scan(&c, &typ, &hasDefault); err != nil {
+			return "", fmt.Errorf("snapshot: columns of %s.%s: %w", schema, name, err)
+		}
+		generated := hasDefault && (strings.Contains(createSQL, c+" "+typ+" GENERATED ALWAYS AS") ||
+			strings.Contains(createSQL, duck.Ident(c)+" "+typ+" GENERATED ALWAYS AS"))
+		if !generated {
+			cols = append(cols, duck.Ident(c))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("snapshot: columns of %s.%s: %w", schema, name, err)
+	}
+	return "(" + strings.Join(cols, ", ") + ")", nil
 }
 
 // waitClosed waits until the detached database file path is closed:

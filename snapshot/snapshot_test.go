@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -73,6 +74,71 @@ func TestTakeIsConsistentWhileWriting(t *testing.T) {
 	sum, n, err := FileSHA256(info.Path)
 	if err != nil || sum != info.SHA256 || n != info.Bytes {
 		t.Errorf("sha256 %s/%d, Take said %s/%d (%v)", sum, n, info.SHA256, info.Bytes, err)
+	}
+}
+
+// TestTakePublishesOnlyTheModelAndPosition: a snapshot is handed to
+// analysts; teatree's bookkeeping (the request log with every request's
+// error text, the outbox) stays in the live file. The model's tables keep
+// their constraints (a foreign key to a table copied later by name),
+// views and generated columns, and _teatree.position
+// (where disaster recovery resumes) is kept.
+func TestTakePublishesOnlyTheModelAndPosition(t *testing.T) {
+	ctx := context.Background()
+	db, dir := openModel(t)
+	if _, err := db.Exec(`CREATE SCHEMA _teatree; CREATE TABLE _teatree.position(last_seq UBIGINT); INSERT INTO _teatree.position VALUES (7);
+		CREATE TABLE _teatree.applied(request_id VARCHAR PRIMARY KEY, error VARCHAR);
+		INSERT INTO _teatree.applied SELECT 'r' || range, 'secret-error-text-' || range FROM range(5000);
+		CREATE TABLE _teatree.outbox(version BIGINT PRIMARY KEY, path VARCHAR); INSERT INTO _teatree.outbox VALUES (1, '/secret/outbox/path');
+		CREATE TABLE t(id BIGINT PRIMARY KEY, v VARCHAR); INSERT INTO t SELECT range, 'v' || range FROM range(1000);
+		CREATE TABLE g(a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2)); INSERT INTO g (a) VALUES (1), (2);
+		CREATE TABLE a_child(id INTEGER, t_id BIGINT REFERENCES t(id)); INSERT INTO a_child VALUES (1, 999);
+		CREATE VIEW tv AS SELECT count(*) AS n FROM t`); err != nil {
+		t.Fatal(err)
+	}
+	conn, _ := db.Conn(ctx)
+	defer conn.Close()
+	info, err := Take(ctx, conn, filepath.Join(dir, "snap.duckdb"), func(ctx context.Context, c *sql.Conn) error {
+		var seq uint64
+		return c.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&seq)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(info.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"secret-error-text", "/secret/outbox/path"} {
+		if bytes.Contains(raw, []byte(secret)) {
+			t.Errorf("the snapshot file contains %q", secret)
+		}
+	}
+	sdb, err := duck.Open(ctx, info.Path, duck.Options{ReadOnly: true, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	var got []string
+	rows, err := sdb.Query("SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		got = append(got, n)
+	}
+	rows.Close()
+	if diff := cmp.Diff([]string{"_teatree.position", "main.a_child", "main.g", "main.t"}, got); diff != "" {
+		t.Errorf("tables in the snapshot (-want +got):\n%s", diff)
+	}
+	var pos, n, b2, pks int
+	if err := sdb.QueryRow("SELECT (SELECT last_seq FROM _teatree.position), (SELECT n FROM tv), (SELECT b FROM g WHERE a = 2), (SELECT count(*) FROM duckdb_constraints() WHERE table_name = 't' AND constraint_type = 'PRIMARY KEY')").Scan(&pos, &n, &b2, &pks); err != nil {
+		t.Fatal(err)
+	}
+	if pos != 7 || n != 1000 || b2 != 4 || pks != 1 {
+		t.Errorf("snapshot: position %d, view count %d, generated column %d, primary keys of t %d; want 7, 1000, 4, 1", pos, n, b2, pks)
 	}
 }
 

@@ -41,7 +41,7 @@ func runKubernetes(ctx context.Context, cfg DispatcherConfig, deps *Deps, log *s
 	if err != nil {
 		return err
 	}
-	d := dispatcher.New(cfg.Dispatcher, log, deps.JS, deps.Ctl, runner)
+	d := dispatcher.New(cfg.Dispatcher, log, deps.JS, deps.Ctl, deps.Store, runner)
 	log.Info("dispatcher waiting for leadership", "namespace", cfg.Namespace, "identity", cfg.PodName)
 	return dispatcher.RunWithLeaderElection(ctx, cs, cfg.Namespace, cfg.PodName, func(ctx context.Context) {
 		log.Info("dispatcher leading")

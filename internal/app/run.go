@@ -85,6 +85,8 @@ type DispatcherConfig struct {
 func (c *DispatcherConfig) RegisterFlags(s *envflag.Set) {
 	c.Common.RegisterFlags(s)
 	s.Duration(&c.Dispatcher.IdleTimeout, "idle-timeout", "TEATREE_IDLE_TIMEOUT", 5*time.Minute, "stop a db-manager idle this long")
+	s.Duration(&c.Dispatcher.StagingGrace, "staging-grace", "TEATREE_STAGING_GRACE", 24*time.Hour, "delete a staged payload this old that no pending request uses (staged, never submitted)")
+	s.Duration(&c.Dispatcher.StagingSweep, "staging-sweep", "TEATREE_STAGING_SWEEP", 10*time.Minute, "how often to sweep the staging area for abandoned payloads")
 	s.String(&c.DataDir, "data-dir", "TEATREE_DATA_DIR", "data", "directory for model DuckDB files (local db-managers)")
 	s.Int(&c.Threads, "duckdb-threads", "TEATREE_DUCKDB_THREADS", 2, "DuckDB threads of each db-manager")
 	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit of each db-manager")
@@ -208,7 +210,7 @@ func RunDispatcher(ctx context.Context, cfg DispatcherConfig, command []string, 
 	runner := &dispatcher.LocalRunner{Command: command, Env: cfg.ChildEnv(), Log: log}
 	defer runner.Close()
 	log.Info("dispatcher running", "nats", cfg.NATSURL, "idle_timeout", cfg.Dispatcher.IdleTimeout)
-	return dispatcher.New(cfg.Dispatcher, log, deps.JS, deps.Ctl, runner).Run(ctx)
+	return dispatcher.New(cfg.Dispatcher, log, deps.JS, deps.Ctl, deps.Store, runner).Run(ctx)
 }
 
 // findDBManager finds the dbmanager binary next to this executable, else

@@ -54,6 +54,8 @@ type env struct {
 	stdout  io.Writer
 	stderr  io.Writer
 	timeout time.Duration
+	cache   cacheLimit // bound of the local cache (query, diff)
+	inUse   []string   // cache files the command uses: never evicted
 }
 
 // Main runs teactl with args and returns the exit code.

@@ -280,6 +280,9 @@ func (e *env) submit(ctx context.Context, m, function string, args json.RawMessa
 		if errors.Is(err, model.ErrInvalid) {
 			return err
 		}
+		if errors.Is(err, model.ErrConflict) { // the id is another request's
+			return withCode(ExitUsage, err)
+		}
 		return withCode(ExitUnreachable, err)
 	}
 	if !o.wait {
@@ -301,6 +304,11 @@ func (e *env) submit(ctx context.Context, m, function string, args json.RawMessa
 	wctx, wcancel := context.WithTimeout(ctx, e.timeout)
 	defer wcancel()
 	n, err := sub.Wait(wctx, o.id)
+	// Ours is the notification of our stream sequence, not that of another
+	// request under the same id.
+	for err == nil && n.Seq != 0 && n.Seq != ack.Sequence {
+		n, err = sub.Wait(wctx, o.id)
+	}
 	if err != nil {
 		if wctx.Err() != nil {
 			return withCode(ExitTimeout, fmt.Errorf("request %s is queued but no notification came within %s (see 'teactl status %s')", o.id, e.timeout, o.id))
@@ -336,8 +344,8 @@ func appendCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "append MODEL TABLE FILE",
 		Short: "stage a Parquet, CSV, JSON or Arrow IPC file in the object store and append it to a table",
-		Long: `append uploads FILE to the object store under staging/<request_id>/ and
-submits an append request that references it: large files never travel
+		Long: `append uploads FILE to the object store under staging/<model>/<request_id>/
+and submits an append request that references it: large files never travel
 through NATS. The table is created from the file's schema when it does not
 exist (unless --no-create). The format comes from the extension (.parquet,
 .csv, .json/.ndjson/.jsonl, .arrow/.ipc/.feather) or --format.`,
@@ -346,6 +354,13 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 			m, table, file := args[0], args[1], args[2]
 			if err := model.ValidateID(m); err != nil {
 				return err
+			}
+			// The server infers the format from the extension too; a
+			// format is sent only when given, so that its errors can say
+			// where the format came from.
+			payload := map[string]string{}
+			if format != "" {
+				payload["format"] = format
 			}
 			if format == "" {
 				format = formatOf(file)
@@ -367,7 +382,9 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 				}
 				o.id = id.String()
 			}
-			a := map[string]any{"table": table, "payload": map[string]string{"uri": "staging/" + o.id + "/" + filepath.Base(file), "format": format}}
+			key := model.StagingPrefix(m, o.id) + filepath.Base(file)
+			payload["uri"] = key
+			a := map[string]any{"table": table, "payload": payload}
 			if noCreate {
 				a["create"] = false
 			}
@@ -382,7 +399,7 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 			if err != nil {
 				return withCode(ExitUnreachable, err)
 			}
-			if err := objstore.PutFile(cmd.Context(), store, "staging/"+o.id+"/"+filepath.Base(file), file); err != nil {
+			if err := objstore.PutFile(cmd.Context(), store, key, file); err != nil {
 				return withCode(ExitUnreachable, err)
 			}
 			return e.submit(cmd.Context(), m, "append", args2, o)
@@ -421,15 +438,18 @@ func watchCmd(e *env) *cobra.Command {
 			if err := model.ValidateID(m); err != nil {
 				return err
 			}
+			// --since N (0 included) reads what the stream retains; without
+			// it only new notifications are shown.
+			replay := cmd.Flags().Changed("since")
+			if since < 0 {
+				return fmt.Errorf("%w: --since %d: give a version number, or 0 for every retained notification", model.ErrInvalid, since)
+			}
 			d, err := e.connect(false, false)
 			if err != nil {
 				return err
 			}
 			defer d.Close()
-			start := notify.Start{}
-			if since > 0 {
-				start = notify.Start{All: true}
-			}
+			start := notify.Start{All: replay}
 			sub, err := notify.Subscribe(cmd.Context(), d.JS, m, start)
 			if err != nil {
 				return withCode(ExitUnreachable, err)
@@ -443,7 +463,7 @@ func watchCmd(e *env) *cobra.Command {
 					}
 					return err
 				}
-				if since > 0 && n.Version <= since {
+				if since > 0 && n.Version <= since && n.Status != model.StatusRejected { // rejected requests have no version
 					continue
 				}
 				if asJSON {
@@ -459,7 +479,7 @@ func watchCmd(e *env) *cobra.Command {
 			}
 		},
 	}
-	c.Flags().Int64Var(&since, "since", 0, "show notifications of versions after this one (from the start of the stream)")
+	c.Flags().Int64Var(&since, "since", 0, "first show the retained notifications of versions after this one (0: all retained, rejected requests included), then new ones")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	return c
 }

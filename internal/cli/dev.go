@@ -1,19 +1,24 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/internal/natsembed"
+	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/pgcluster"
 )
 
@@ -70,6 +75,11 @@ func (e *env) dev(ctx context.Context, o devOpts) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	common := e.common
 	log := common.Logger(e.stderr, "dev")
 
@@ -149,4 +159,39 @@ func (e *env) dev(ctx context.Context, o devOpts) error {
 	}
 	log.Info("dev stack stopped")
 	return err
+}
+
+// lockDir takes an exclusive flock on DIR/lock, so that a second teactl
+// dev cannot start a second NATS server on the same JetStream store or
+// overwrite DIR/env, and writes this process's PID into the file. The
+// kernel releases the lock when the process ends, however it ends: a PID
+// left in the file by a dead stack blocks nothing. Closing the returned
+// file releases the lock. It returns model.ErrConflict, naming the running
+// stack's PID, when the directory is in use.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			pid := "unknown"
+			if b, _ := io.ReadAll(io.LimitReader(f, 32)); len(bytes.TrimSpace(b)) > 0 {
+				pid = string(bytes.TrimSpace(b))
+			}
+			return nil, fmt.Errorf("%w: %s is in use by another teactl dev (pid %s): stop that one first, or pass another --dir", model.ErrConflict, dir, pid)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
 }

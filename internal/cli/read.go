@@ -1,20 +1,26 @@
 package cli
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
-	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -22,6 +28,7 @@ import (
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/functions"
+	"github.com/teatree/teatree/internal/envflag"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/retention"
@@ -55,13 +62,26 @@ func versionsCmd(e *env) *cobra.Command {
 				return e.printJSON(vs)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "VERSION\tCREATED\tREQUESTS\tTABLES\tROWS\tBYTES\tSHA256\t")
+			head := "VERSION\tCREATED\tREQUESTS\tTABLES\tROWS\tBYTES\tSHA256\t"
+			if expired {
+				head += "EXPIRED\t"
+			}
+			fmt.Fprintln(tw, head)
 			for _, v := range vs {
 				var rows int64
 				for _, t := range v.Tables {
 					rows += t.Rows
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%.12s\t\n", v.Version, v.Created.Local().Format(time.DateTime), v.RequestCount, len(v.Tables), rows, v.Bytes, v.SHA256)
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%.12s\t", v.Version, v.Created.Local().Format(time.DateTime), v.RequestCount, len(v.Tables), rows, v.Bytes, v.SHA256)
+				if expired {
+					// Retained versions show "-", expired ones when retention removed them.
+					mark := "-"
+					if v.Expired != nil {
+						mark = v.Expired.Local().Format(time.DateTime)
+					}
+					fmt.Fprintf(tw, "%s\t", mark)
+				}
+				fmt.Fprintln(tw)
 			}
 			return tw.Flush()
 		},
@@ -89,7 +109,7 @@ and moves it into place atomically. Open it with 'duckdb -readonly PATH'.`,
 			defer d.Close()
 			v, err := d.Ctl.GetVersion(cmd.Context(), args[0], version)
 			if err != nil {
-				return versionErr(args[0], version, err)
+				return versionErr(cmd.Context(), d.Ctl, args[0], version, err)
 			}
 			if out == "" {
 				out = fmt.Sprintf("%s-v%d.duckdb", v.Model, v.Version)
@@ -107,14 +127,20 @@ and moves it into place atomically. Open it with 'duckdb -readonly PATH'.`,
 	return c
 }
 
-func versionErr(m string, version int64, err error) error {
-	if errors.Is(err, model.ErrNotFound) {
-		if version == 0 {
-			return fmt.Errorf("model %s has no published version (or does not exist): %w", m, err)
-		}
-		return fmt.Errorf("model %s has no version %d (see 'teactl versions %s'): %w", m, version, m, err)
+// versionErr maps a failed version lookup to what the user is told.
+// controldb's not-found errors already say what is missing and where to
+// look; this only tells a model that does not exist from one without a
+// published version.
+func versionErr(ctx context.Context, ctl *controldb.DB, m string, version int64, err error) error {
+	if !errors.Is(err, model.ErrNotFound) {
+		return withCode(ExitUnreachable, err)
 	}
-	return withCode(ExitUnreachable, err)
+	if version == 0 {
+		if _, merr := ctl.GetModel(ctx, m); errors.Is(merr, model.ErrNotFound) {
+			return merr
+		}
+	}
+	return err
 }
 
 // download fetches v's snapshot to path: to a temporary file next to it,
@@ -191,18 +217,103 @@ func sameTables(want []controldb.Table, got []snapshot.Table) error {
 }
 
 // cached returns the path of v's snapshot in the local cache, pulling it
-// when missing. Cache entries are named by version and sha256, so a
-// changed object is never mistaken for a cached one.
+// when missing. Cache entries are named by stack (a digest of the object
+// store URL: two stacks can both have a model "shop" with a version 3), by
+// version and by sha256, so a changed object is never mistaken for a
+// cached one. A hit marks the entry used; a download evicts the least
+// recently used entries beyond the cache bound (cacheLimit), never the
+// ones this command uses.
 func (e *env) cached(ctx context.Context, store objstore.Store, v controldb.Version) (string, error) {
 	base, err := e.cacheDir()
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(base, "snapshots", v.Model, fmt.Sprintf("%d-%s.duckdb", v.Version, v.SHA256))
+	stack := sha256.Sum256([]byte(e.common.StoreURL))
+	path := filepath.Join(base, "snapshots", hex.EncodeToString(stack[:8]), v.Model, fmt.Sprintf("%d-%s.duckdb", v.Version, v.SHA256))
+	e.inUse = append(e.inUse, path)
 	if st, err := os.Stat(path); err == nil && st.Size() == v.Bytes {
+		now := time.Now()
+		os.Chtimes(path, now, now) // the mtime is the LRU clock: atime is often not kept
 		return path, nil
 	}
-	return path, e.download(ctx, store, v, path)
+	if err := e.download(ctx, store, v, path); err != nil {
+		return "", err
+	}
+	return path, evictLRU(base, e.cache, e.inUse)
+}
+
+// cacheLimit bounds teactl's local cache (snapshots and Parquet files
+// together, all stacks).
+type cacheLimit struct {
+	size  string // e.g. "4GiB" (--cache-size, $TEATREE_CACHE_SIZE)
+	bytes uint64
+}
+
+// register adds --cache-size to c.
+func (l *cacheLimit) register(e *env, c *cobra.Command) {
+	s := &envflag.Set{FS: c.Flags(), Getenv: e.getenv}
+	s.String(&l.size, "cache-size", "TEATREE_CACHE_SIZE", "4GiB", "bound of the local snapshot and Parquet cache; the least recently used files are evicted")
+	c.PreRunE = func(*cobra.Command, []string) error {
+		if err := s.Err(); err != nil {
+			return err
+		}
+		n, err := humanize.ParseBytes(l.size)
+		if err != nil {
+			return fmt.Errorf("%w: --cache-size %q: use a size such as 4GiB or 500MB", model.ErrInvalid, l.size)
+		}
+		l.bytes = n
+		return nil
+	}
+}
+
+// evictLRU removes the least recently used (oldest mtime) files of the
+// cache under base until the rest fit in l, except keep. Files whose name
+// starts with '.' are downloads in progress and are left alone.
+func evictLRU(base string, l cacheLimit, keep []string) error {
+	type entry struct {
+		path string
+		size int64
+		used time.Time
+	}
+	var all []entry
+	var total uint64
+	for _, sub := range []string{"snapshots", "parquet"} {
+		err := filepath.WalkDir(filepath.Join(base, sub), func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			if d.IsDir() || strings.HasPrefix(d.Name(), ".") {
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				return nil // removed meanwhile
+			}
+			all = append(all, entry{path, info.Size(), info.ModTime()})
+			total += uint64(info.Size())
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("cache %s: %w", base, err)
+		}
+	}
+	slices.SortFunc(all, func(a, b entry) int { return a.used.Compare(b.used) })
+	for _, f := range all {
+		if total <= l.bytes {
+			break
+		}
+		if slices.Contains(keep, f.path) {
+			continue
+		}
+		if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("cache: evict: %w", err)
+		}
+		total -= uint64(f.size)
+	}
+	return nil
 }
 
 func queryCmd(e *env) *cobra.Command {
@@ -229,7 +340,7 @@ func queryCmd(e *env) *cobra.Command {
 			defer d.Close()
 			v, err := d.Ctl.GetVersion(cmd.Context(), args[0], version)
 			if err != nil {
-				return versionErr(args[0], version, err)
+				return versionErr(cmd.Context(), d.Ctl, args[0], version, err)
 			}
 			var db *sql.DB
 			if source == "parquet" {
@@ -244,19 +355,13 @@ func queryCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			rows, err := db.QueryContext(cmd.Context(), args[1])
-			if err != nil {
-				// DuckDB's message ends with the query and a caret line.
-				msg, _, _ := strings.Cut(err.Error(), "\n")
-				return fmt.Errorf("%w: %s", model.ErrInvalid, msg)
-			}
-			defer rows.Close()
-			return writeRows(e.stdout, rows, format)
+			return writeQuery(cmd.Context(), e.stdout, db, args[1], format)
 		},
 	}
 	c.Flags().Int64Var(&version, "version", 0, "version to query (default: the latest)")
 	c.Flags().StringVar(&format, "format", "table", "output format: table, csv or json")
 	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table)")
+	e.cache.register(e, c)
 	return c
 }
 
@@ -289,9 +394,15 @@ func (e *env) archiveDB(ctx context.Context, store objstore.Store, v controldb.V
 	if err != nil {
 		return nil, err
 	}
+	downloaded := false
 	for _, t := range v.Tables {
 		path := filepath.Join(dir, t.SHA256+".parquet")
-		if sum, _, err := snapshot.FileSHA256(path); err != nil || sum != t.SHA256 {
+		e.inUse = append(e.inUse, path)
+		if sum, _, err := snapshot.FileSHA256(path); err == nil && sum == t.SHA256 {
+			now := time.Now()
+			os.Chtimes(path, now, now)
+		} else {
+			downloaded = true
 			got, err := objstore.GetFile(ctx, store, t.ParquetURI, path)
 			if err != nil {
 				db.Close()
@@ -308,87 +419,189 @@ func (e *env) archiveDB(ctx context.Context, store objstore.Store, v controldb.V
 			return nil, err
 		}
 	}
+	if downloaded {
+		if err := evictLRU(base, e.cache, e.inUse); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	return db, nil
 }
 
-// writeRows prints rows as an aligned table, CSV with a header, or a JSON
-// array of objects.
-func writeRows(w io.Writer, rows *sql.Rows, format string) error {
+// writeQuery runs the SELECT q on db and prints its result as an aligned
+// table, CSV with a header, or a JSON array of objects. DuckDB renders
+// every value itself, so each type prints as in DuckDB's own CLI: for table
+// and csv each column is cast to VARCHAR (NULL prints as NULL in a table
+// and as an empty field in CSV, where an empty string is ""), for json
+// each row is DuckDB's to_json of the row, keys in column order. q runs
+// through DuckDB's query() table function: no SQL text is pasted around it.
+func writeQuery(ctx context.Context, w io.Writer, db *sql.DB, q, format string) error {
+	src := "query(" + duck.Literal(q) + ")"
+	wrapped := "SELECT COLUMNS(*)::VARCHAR FROM " + src
+	if format == "json" {
+		wrapped = "SELECT to_json(" + rowAlias + ")::VARCHAR FROM " + src + " AS " + rowAlias
+	}
+	rows, err := db.QueryContext(ctx, wrapped)
+	if err != nil {
+		// DuckDB's message ends with the query and a caret line.
+		msg, _, _ := strings.Cut(err.Error(), "\n")
+		return fmt.Errorf("%w: %s", model.ErrInvalid, msg)
+	}
+	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
 		return err
 	}
-	vals := make([]any, len(cols))
+	vals := make([]sql.NullString, len(cols))
 	ptrs := make([]any, len(cols))
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
+	bw := bufio.NewWriter(w)
 	var tw *tabwriter.Writer
-	var cw *csv.Writer
-	var objs []map[string]any
 	switch format {
 	case "table":
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+		tw = tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
+		head := make([]string, len(cols))
+		for i, c := range cols {
+			head[i] = cellEscaper.Replace(c)
+		}
+		fmt.Fprintln(tw, strings.Join(head, "\t"))
 	case "csv":
-		cw = csv.NewWriter(w)
-		cw.Write(cols)
+		writeCSV(bw, cols, nil)
 	case "json":
-		objs = []map[string]any{}
+		bw.WriteString("[")
 	}
-	for rows.Next() {
+	n := 0
+	var buf bytes.Buffer
+	for ; rows.Next(); n++ {
 		if err := rows.Scan(ptrs...); err != nil {
 			return err
 		}
 		switch format {
-		case "table", "csv":
+		case "table":
 			rec := make([]string, len(vals))
 			for i, v := range vals {
-				rec[i] = text(v)
+				rec[i] = "NULL"
+				if v.Valid {
+					rec[i] = cellEscaper.Replace(v.String)
+				}
 			}
-			if tw != nil {
-				fmt.Fprintln(tw, strings.Join(rec, "\t"))
-			} else {
-				cw.Write(rec)
+			fmt.Fprintln(tw, strings.Join(rec, "\t"))
+		case "csv":
+			rec := make([]string, len(vals))
+			null := make([]bool, len(vals))
+			for i, v := range vals {
+				rec[i], null[i] = v.String, !v.Valid
 			}
+			writeCSV(bw, rec, null)
 		case "json":
-			o := make(map[string]any, len(cols))
-			for i, c := range cols {
-				o[c] = vals[i]
+			buf.Reset()
+			obj := finiteJSON([]byte(vals[0].String))
+			if len(obj) == 0 || obj[0] != '{' {
+				return fmt.Errorf("%w: a column named %s hides the row: rename it", model.ErrInvalid, rowAlias)
 			}
-			objs = append(objs, o)
+			if err := json.Indent(&buf, obj, "  ", "  "); err != nil {
+				return fmt.Errorf("row %d: DuckDB rendered invalid JSON: %w", n+1, err)
+			}
+			if n > 0 {
+				bw.WriteString(",")
+			}
+			bw.WriteString("\n  ")
+			buf.WriteTo(bw)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return err
+		msg, _, _ := strings.Cut(err.Error(), "\n")
+		return fmt.Errorf("%w: %s", model.ErrInvalid, msg)
 	}
 	switch format {
 	case "table":
-		return tw.Flush()
-	case "csv":
-		cw.Flush()
-		return cw.Error()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	case "json":
+		if n > 0 {
+			bw.WriteString("\n")
+		}
+		bw.WriteString("]\n")
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(objs)
+	return bw.Flush()
 }
 
-func text(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return "NULL"
-	case []byte:
-		return string(x)
-	case time.Time:
-		if x.Equal(x.Truncate(24 * time.Hour)) { // a DATE
-			return x.Format(time.DateOnly)
-		}
-		return x.Format(time.RFC3339Nano)
-	case float64:
-		return strconv.FormatFloat(x, 'g', -1, 64)
+// rowAlias names the query's result in the json wrapper; a column of that
+// name would shadow it.
+const rowAlias = "__teactl_row"
+
+// nonFinite are the tokens DuckDB's to_json writes for non-finite floats
+// (not JSON), and the JSON strings teactl prints instead: DuckDB's own
+// spelling, which a cast of the JSON value to DOUBLE reads back.
+var nonFinite = []struct{ token, str string }{{"NaN", `"nan"`}, {"-Infinity", `"-inf"`}, {"Infinity", `"inf"`}}
+
+// finiteJSON returns b with the non-finite tokens outside strings replaced.
+func finiteJSON(b []byte) []byte {
+	if json.Valid(b) {
+		return b
 	}
-	return fmt.Sprint(v)
+	out := make([]byte, 0, len(b)+8)
+	inString, escaped := false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		default:
+			if r, ok := nonFiniteAt(b[i:]); ok {
+				out = append(out, r.str...)
+				i += len(r.token) - 1
+				continue
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func nonFiniteAt(b []byte) (struct{ token, str string }, bool) {
+	for _, r := range nonFinite {
+		if bytes.HasPrefix(b, []byte(r.token)) {
+			return r, true
+		}
+	}
+	return struct{ token, str string }{}, false
+}
+
+// cellEscaper keeps a table cell on one line and in its column.
+var cellEscaper = strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`)
+
+// writeCSV writes one RFC 4180 record as DuckDB's CSV writer does: a NULL
+// field is empty, an empty string is "" (encoding/csv cannot tell them
+// apart), fields with a separator, quote, line break or edge space are
+// quoted with quotes doubled.
+func writeCSV(w *bufio.Writer, rec []string, null []bool) {
+	for i, f := range rec {
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		isNull := null != nil && null[i]
+		switch {
+		case isNull:
+		case f == "" || strings.ContainsAny(f, ",\"\r\n") || strings.TrimSpace(f) != f:
+			w.WriteString(`"` + strings.ReplaceAll(f, `"`, `""`) + `"`)
+		default:
+			w.WriteString(f)
+		}
+	}
+	w.WriteByte('\n')
 }
 
 func diffCmd(e *env) *cobra.Command {
@@ -412,7 +625,7 @@ func diffCmd(e *env) *cobra.Command {
 			for i, n := range []int64{a, b} {
 				v, err := d.Ctl.GetVersion(cmd.Context(), args[0], n)
 				if err != nil {
-					return versionErr(args[0], n, err)
+					return versionErr(cmd.Context(), d.Ctl, args[0], n, err)
 				}
 				if paths[i], err = e.cached(cmd.Context(), d.Store, v); err != nil {
 					return err
@@ -434,6 +647,7 @@ func diffCmd(e *env) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	e.cache.register(e, c)
 	return c
 }
 
@@ -458,7 +672,11 @@ func gcCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(e.stdout, "%s: kept %d versions, expired %d, deleted %d objects\n", id, m.Retention, res.Versions, res.Objects)
+				kept, err := d.Ctl.ListVersions(cmd.Context(), id, false)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s: %d versions kept (retention %d), %d expired, %d objects deleted\n", id, len(kept), m.Retention, res.Versions, res.Objects)
 			}
 			return nil
 		},
