@@ -130,6 +130,10 @@ func convertArrow(in io.ReaderAt, size int64, out io.Writer) (err error) {
 			w.Close()
 			return fmt.Errorf("%w: record batch %d declares %d rows but holds %d bytes of data", errNotArrow, i, rec.NumRows(), b)
 		}
+		if err := checkRecord(rec); err != nil {
+			w.Close()
+			return fmt.Errorf("%w: record batch %d: %w", errNotArrow, i, err)
+		}
 		if err := w.WriteBuffered(rec); err != nil {
 			w.Close()
 			return fmt.Errorf("%w: %w", errNotArrow, model.Shorten(err))
@@ -347,6 +351,69 @@ func bufferBytes(rec arrow.RecordBatch) int64 {
 		walk(c.Data())
 	}
 	return n
+}
+
+// checkRecord checks what arrow-go's IPC reader takes on trust and its
+// compute kernels index without bounds checks, in goroutines of their own
+// where a panic cannot be recovered (pqarrow's dictionary writer runs
+// compute.Take): dictionary indices within the dictionary, and the offsets
+// of variable-length values non-decreasing and within their data, in every
+// column of rec and every nested child and dictionary. Arrow C++'s
+// ValidateFull checks the same.
+func checkRecord(rec arrow.RecordBatch) error {
+	for i, c := range rec.Columns() {
+		if err := checkValues(c); err != nil {
+			return fmt.Errorf("column %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func checkValues(a arrow.Array) error {
+	switch a := a.(type) {
+	case *array.Dictionary:
+		n := a.Dictionary().Len()
+		for i := 0; i < a.Len(); i++ {
+			if k := a.GetValueIndex(i); a.IsValid(i) && (k < 0 || k >= n) {
+				return fmt.Errorf("dictionary index %d at row %d is outside the dictionary's %d values", k, i, n)
+			}
+		}
+		return checkValues(a.Dictionary())
+	case *array.Struct:
+		for i := 0; i < a.NumField(); i++ {
+			if err := checkValues(a.Field(i)); err != nil {
+				return err
+			}
+		}
+	case array.ListLike:
+		return checkValues(a.ListValues())
+	case *array.String:
+		return checkOffsets(a.ValueOffsets(), a.Data())
+	case *array.Binary:
+		return checkOffsets(a.ValueOffsets(), a.Data())
+	case *array.LargeString:
+		return checkOffsets(a.ValueOffsets(), a.Data())
+	case *array.LargeBinary:
+		return checkOffsets(a.ValueOffsets(), a.Data())
+	}
+	return nil
+}
+
+// checkOffsets checks the offsets of a variable-length array with data d.
+func checkOffsets[T int32 | int64](offs []T, d arrow.ArrayData) error {
+	var data int64
+	if bufs := d.Buffers(); len(bufs) > 2 && bufs[2] != nil {
+		data = int64(bufs[2].Len())
+	}
+	if len(offs) > 0 && offs[0] < 0 {
+		return fmt.Errorf("value offset %d is negative", offs[0])
+	}
+	for i := 1; i < len(offs); i++ {
+		if offs[i] < offs[i-1] || int64(offs[i]) > data {
+			return fmt.Errorf("value offsets %d, %d at row %d are decreasing or beyond the %d bytes of data", offs[i-1], offs[i], i-1, data)
+		}
+	}
+	return nil
 }
 
 // errArrowMemory is the panic of a boundedAllocator over its limit: the
