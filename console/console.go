@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -81,21 +80,6 @@ func (c *Console) Handler() http.Handler {
 	mux.Handle("GET /static/", http.FileServerFS(assets))
 	mux.Handle("GET /metrics", telemetry.Handler())
 	return mux
-}
-
-// Serve serves h on ln until ctx ends.
-func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("console: %w", err)
-	}
-	return nil
 }
 
 // ModelRow is one line of the models page.

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/teatree/teatree/model"
 )
 
 // Read-only queries of the web console (package console) and of the
@@ -16,29 +14,11 @@ import (
 // RecentRequests returns the newest limit request records of model m,
 // newest (highest stream sequence) first.
 func (db *DB) RecentRequests(ctx context.Context, m string, limit int) ([]RequestRecord, error) {
-	rows, err := db.pool.Query(ctx, `SELECT request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at
-		FROM request_log WHERE model = $1 ORDER BY stream_seq DESC, submitted_at DESC LIMIT $2`, m, limit)
+	rows, err := db.pool.Query(ctx, "SELECT "+requestColumns+" FROM request_log WHERE model = $1 ORDER BY stream_seq DESC, submitted_at DESC LIMIT $2", m, limit)
 	if err != nil {
 		return nil, fmt.Errorf("controldb: recent requests of %q: %w", m, err)
 	}
-	rs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (RequestRecord, error) {
-		var r RequestRecord
-		var version, seq *int64
-		var status string
-		var finished *time.Time
-		err := row.Scan(&r.RequestID, &r.Model, &r.Function, &status, &version, &r.Error, &seq, &r.Submitted, &finished)
-		r.Status = model.Status(status)
-		if version != nil {
-			r.Version = *version
-		}
-		if seq != nil {
-			r.StreamSeq = uint64(*seq)
-		}
-		if finished != nil {
-			r.Finished = *finished
-		}
-		return r, err
-	})
+	rs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (RequestRecord, error) { return scanRequest(row) })
 	if err != nil {
 		return nil, fmt.Errorf("controldb: recent requests of %q: %w", m, err)
 	}

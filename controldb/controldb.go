@@ -385,20 +385,16 @@ func recordRequests(ctx context.Context, tx pgx.Tx, reqs []RequestRecord) error 
 	return nil
 }
 
-// GetRequest returns the record of request id, or model.ErrNotFound.
-func (db *DB) GetRequest(ctx context.Context, id string) (RequestRecord, error) {
+// requestColumns are the request_log columns scanRequest reads.
+const requestColumns = "request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at"
+
+// scanRequest reads one request_log row of requestColumns.
+func scanRequest(row pgx.Row) (RequestRecord, error) {
 	var r RequestRecord
 	var version, seq *int64
 	var status string
 	var finished *time.Time
-	err := db.pool.QueryRow(ctx, `SELECT request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at
-		FROM request_log WHERE request_id = $1`, id).Scan(&r.RequestID, &r.Model, &r.Function, &status, &version, &r.Error, &seq, &r.Submitted, &finished)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return r, fmt.Errorf("%w: request %q is not recorded (not submitted, or not yet seen by the dispatcher)", model.ErrNotFound, id)
-	}
-	if err != nil {
-		return r, fmt.Errorf("controldb: get request %q: %w", id, err)
-	}
+	err := row.Scan(&r.RequestID, &r.Model, &r.Function, &status, &version, &r.Error, &seq, &r.Submitted, &finished)
 	r.Status = model.Status(status)
 	if version != nil {
 		r.Version = *version
@@ -408,6 +404,18 @@ func (db *DB) GetRequest(ctx context.Context, id string) (RequestRecord, error) 
 	}
 	if finished != nil {
 		r.Finished = *finished
+	}
+	return r, err
+}
+
+// GetRequest returns the record of request id, or model.ErrNotFound.
+func (db *DB) GetRequest(ctx context.Context, id string) (RequestRecord, error) {
+	r, err := scanRequest(db.pool.QueryRow(ctx, "SELECT "+requestColumns+" FROM request_log WHERE request_id = $1", id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, fmt.Errorf("%w: request %q is not recorded (not submitted, or not yet seen by the dispatcher)", model.ErrNotFound, id)
+	}
+	if err != nil {
+		return r, fmt.Errorf("controldb: get request %q: %w", id, err)
 	}
 	return r, nil
 }
@@ -443,19 +451,11 @@ func (db *DB) GetRequests(ctx context.Context, ids []string) (map[string]Request
 // ListRequests returns the records of model m's requests in stream
 // order.
 func (db *DB) ListRequests(ctx context.Context, m string) ([]RequestRecord, error) {
-	rows, err := db.pool.Query(ctx, `SELECT request_id, model, function, status, coalesce(version, 0), error, stream_seq, submitted_at, coalesce(finished_at, 'epoch')
-		FROM request_log WHERE model = $1 ORDER BY stream_seq`, m)
+	rows, err := db.pool.Query(ctx, "SELECT "+requestColumns+" FROM request_log WHERE model = $1 ORDER BY stream_seq", m)
 	if err != nil {
 		return nil, fmt.Errorf("controldb: list requests of %q: %w", m, err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RequestRecord, error) {
-		var rec RequestRecord
-		var status string
-		var seq int64
-		err := r.Scan(&rec.RequestID, &rec.Model, &rec.Function, &status, &rec.Version, &rec.Error, &seq, &rec.Submitted, &rec.Finished)
-		rec.Status, rec.StreamSeq = model.Status(status), uint64(seq)
-		return rec, err
-	})
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RequestRecord, error) { return scanRequest(r) })
 	if err != nil {
 		return nil, fmt.Errorf("controldb: list requests of %q: %w", m, err)
 	}

@@ -2,7 +2,6 @@ package dbmanager
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -47,14 +46,7 @@ func (m *Manager) serveHealth(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dbmanager: health listener: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := telemetry.Serve(ctx, ln, mux); err != nil {
 		return fmt.Errorf("dbmanager: health: %w", err)
 	}
 	return nil

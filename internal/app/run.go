@@ -199,7 +199,7 @@ func RunDispatcher(ctx context.Context, cfg DispatcherConfig, command []string, 
 		}
 		log.Info("console", "url", "http://"+ln.Addr().String()+"/")
 		go func() {
-			if err := console.Serve(ctx, ln, con.Handler()); err != nil {
+			if err := telemetry.Serve(ctx, ln, con.Handler()); err != nil {
 				log.Error("console stopped", "err", err)
 			}
 		}()
