@@ -126,9 +126,9 @@ func convertArrow(in io.ReaderAt, size int64, out io.Writer) (err error) {
 	}
 	for i := 0; sr.Next(); i++ {
 		rec := sr.RecordBatch()
-		if b := bufferBytes(rec); rec.NumRows() > arrowRowsPerByte*b+arrowRowsSlack {
+		if b, longest := bufferBytes(rec); max(rec.NumRows(), longest) > arrowRowsPerByte*b+arrowRowsSlack {
 			w.Close()
-			return fmt.Errorf("%w: record batch %d declares %d rows but holds %d bytes of data", errNotArrow, i, rec.NumRows(), b)
+			return fmt.Errorf("%w: record batch %d declares %d rows (%d values in its longest nested array) but holds %d bytes of data", errNotArrow, i, rec.NumRows(), longest, b)
 		}
 		if err := checkRecord(rec); err != nil {
 			w.Close()
@@ -330,11 +330,11 @@ func fbMessageOK(msg flatbuffers.Table) bool {
 }
 
 // bufferBytes is the size of the buffers of rec's columns and their
-// children.
-func bufferBytes(rec arrow.RecordBatch) int64 {
-	var n int64
+// children, and the length of the longest of them (a list's values, say).
+func bufferBytes(rec arrow.RecordBatch) (n, longest int64) {
 	var walk func(d arrow.ArrayData)
 	walk = func(d arrow.ArrayData) {
+		longest = max(longest, int64(d.Len()))
 		for _, b := range d.Buffers() {
 			if b != nil {
 				n += int64(b.Len())
@@ -350,14 +350,15 @@ func bufferBytes(rec arrow.RecordBatch) int64 {
 	for _, c := range rec.Columns() {
 		walk(c.Data())
 	}
-	return n
+	return n, longest
 }
 
 // checkRecord checks what arrow-go's IPC reader takes on trust and its
 // compute kernels index without bounds checks, in goroutines of their own
 // where a panic cannot be recovered (pqarrow's dictionary writer runs
 // compute.Take): dictionary indices within the dictionary, and the offsets
-// of variable-length values non-decreasing and within their data, in every
+// of variable-length values and of lists non-decreasing and within their
+// data, in every
 // column of rec and every nested child and dictionary. Arrow C++'s
 // ValidateFull checks the same.
 func checkRecord(rec arrow.RecordBatch) error {
@@ -385,6 +386,12 @@ func checkValues(a arrow.Array) error {
 				return err
 			}
 		}
+	case *array.List:
+		return checkList(a.Offsets(), a.ListValues())
+	case *array.Map:
+		return checkList(a.Offsets(), a.ListValues())
+	case *array.LargeList:
+		return checkList(a.Offsets(), a.ListValues())
 	case array.ListLike:
 		return checkValues(a.ListValues())
 	case *array.String:
@@ -397,6 +404,21 @@ func checkValues(a arrow.Array) error {
 		return checkOffsets(a.ValueOffsets(), a.Data())
 	}
 	return nil
+}
+
+// checkList checks the offsets of a list array into its values (pqarrow
+// writes a repetition level for every value they span) and the values.
+func checkList[T int32 | int64](offs []T, values arrow.Array) error {
+	n := T(values.Len())
+	if len(offs) > 0 && offs[0] < 0 {
+		return fmt.Errorf("list offset %d is negative", offs[0])
+	}
+	for i := 1; i < len(offs); i++ {
+		if offs[i] < offs[i-1] || offs[i] > n {
+			return fmt.Errorf("list offsets %d, %d at row %d are decreasing or beyond the list's %d values", offs[i-1], offs[i], i-1, n)
+		}
+	}
+	return checkValues(values)
 }
 
 // checkOffsets checks the offsets of a variable-length array with data d.
