@@ -1,13 +1,11 @@
 package dbmanager_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -144,7 +142,7 @@ func TestFailedRequestPayload(t *testing.T) {
 		stacktest.Request(m, "bad-2", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": png}}),
 		stacktest.Request(m, "ok-1", "create_table", map[string]any{"table": "t", "columns": []map[string]string{{"name": "n", "type": "BIGINT"}}}),
 	)
-	var logs syncBuffer
+	var logs stacktest.SyncBuffer
 	cfg := dbmanager.Config{Model: m, DataDir: s.DataDir, Threads: 1, MemoryLimit: "256MB", LeasePoll: 50 * time.Millisecond}
 	mgr, err := dbmanager.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), s.JS, s.Ctl, s.Store)
 	if err != nil {
@@ -188,22 +186,4 @@ func TestFailedRequestPayload(t *testing.T) {
 	if !strings.Contains(line, "duckdb=") || !strings.Contains(line, "Possible fixes") || !strings.Contains(line, filepath.Join(s.DataDir, m)) {
 		t.Errorf("the db-manager log lacks DuckDB's detail of bad-2: %q", line)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

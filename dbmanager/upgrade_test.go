@@ -68,20 +68,7 @@ func TestOpensModelWrittenByDuckDB145(t *testing.T) {
 		t.Fatal(err)
 	}
 	v1.SnapshotURI, v1.ManifestURI = snapshot.SnapshotKey(m, v1.Version), snapshot.ManifestKey(m, v1.Version)
-	if err := s.Ctl.ClaimEpoch(ctx, m, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Ctl.PublishVersion(ctx, v1, nil); err != nil {
-		t.Fatal(err)
-	}
-	// The request log still holds what the old release applied: it is
-	// skipped (the file's position is 3), not applied again.
-	s.Submit(t, legacyRequests(m)...)
-	run(t, s, m, nil)
-	s.Submit(t, stacktest.Request(m, "a2", "append", map[string]any{"table": "events", "rows": []map[string]any{
-		{"id": 4, "ts": "2026-03-09 08:00:00", "amount": 8},
-	}}))
-	if n := s.Outcomes(t, m, wait, "a2")["a2"]; n.Status != model.StatusApplied {
+	if n := resumeLegacy(t, s, v1); n.Status != model.StatusApplied {
 		t.Fatalf("append after the upgrade: %s %s", n.Status, n.Error)
 	}
 	// Four rows: a1's three once (the old requests are below the file's
@@ -152,6 +139,25 @@ func TestRestoresSnapshotWrittenByDuckDB145(t *testing.T) {
 	if err := objstore.PutFile(ctx, s.Store, v1.SnapshotURI, path); err != nil {
 		t.Fatal(err)
 	}
+	n := resumeLegacy(t, s, v1)
+	if n.Status != model.StatusApplied || n.Version != 2 {
+		t.Fatalf("append after restoring a DuckDB 1.4.5 snapshot: %s in version %d %s, want applied in version 2", n.Status, n.Version, n.Error)
+	}
+	waitVersionWith(t, s, m, "SELECT count(*) = 4 FROM events")
+	db, _ := latest(t, s, m)
+	if got := monthType(t, db); got != "DATE" {
+		t.Errorf("monthly.month after the restore is %s, want DATE (kept from DuckDB 1.4.5)", got)
+	}
+}
+
+// resumeLegacy records v1, the version the DuckDB 1.4.5 release published,
+// in Postgres, submits the requests that release applied again (the request
+// log still holds them: they are below the file's position, 3, and are
+// skipped, not applied again), runs this release's db-manager and appends
+// one row as a2, whose notification it returns.
+func resumeLegacy(t *testing.T, s *stacktest.Stack, v1 controldb.Version) model.Notification {
+	t.Helper()
+	ctx, m := context.Background(), v1.Model
 	if err := s.Ctl.ClaimEpoch(ctx, m, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -163,15 +169,7 @@ func TestRestoresSnapshotWrittenByDuckDB145(t *testing.T) {
 	s.Submit(t, stacktest.Request(m, "a2", "append", map[string]any{"table": "events", "rows": []map[string]any{
 		{"id": 4, "ts": "2026-03-09 08:00:00", "amount": 8},
 	}}))
-	n := s.Outcomes(t, m, wait, "a2")["a2"]
-	if n.Status != model.StatusApplied || n.Version != 2 {
-		t.Fatalf("append after restoring a DuckDB 1.4.5 snapshot: %s in version %d %s, want applied in version 2", n.Status, n.Version, n.Error)
-	}
-	waitVersionWith(t, s, m, "SELECT count(*) = 4 FROM events")
-	db, _ := latest(t, s, m)
-	if got := monthType(t, db); got != "DATE" {
-		t.Errorf("monthly.month after the restore is %s, want DATE (kept from DuckDB 1.4.5)", got)
-	}
+	return s.Outcomes(t, m, wait, "a2")["a2"]
 }
 
 // monthType is the type of monthly.month in db.

@@ -131,21 +131,21 @@ func (p *payloadRef) check(fn string) error {
 	u := p.URI
 	switch {
 	case !strings.HasPrefix(u, "staging/"):
-		return invalid(fn, "payload uri %s must be a staged object, staging/<model>/<request_id>/<file> ('teactl append' stages files)", quoteShort(u))
+		return invalid(fn, "payload uri %s must be a staged object, staging/<model>/<request_id>/<file> ('teactl append' stages files)", model.Quote(u))
 	case len(u) > maxURILen:
 		return invalid(fn, "payload uri is %d bytes long: at most %d are allowed", len(u), maxURILen)
 	case strings.ContainsFunc(u, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }):
-		return invalid(fn, "payload uri %s holds a control character or a backslash", quoteShort(u))
+		return invalid(fn, "payload uri %s holds a control character or a backslash", model.Quote(u))
 	case path.Clean(u) != u || strings.HasSuffix(u, "/") || len(u) == len("staging/"):
-		return invalid(fn, "payload uri %s is not a clean object key (no '..', '.', '//' or trailing '/')", quoteShort(u))
+		return invalid(fn, "payload uri %s is not a clean object key (no '..', '.', '//' or trailing '/')", model.Quote(u))
 	}
 	format := p.format()
 	switch {
 	case format == formatParquet, format == formatCSV, format == formatJSON, format == formatArrow:
 	case p.Format != "":
-		return invalid(fn, "payload format %s is not one of parquet, csv, json, arrow", quoteShort(p.Format))
+		return invalid(fn, "payload format %s is not one of parquet, csv, json, arrow", model.Quote(p.Format))
 	default:
-		return invalid(fn, "payload uri %s has no known file extension: give payload.format (parquet, csv, json or arrow)", quoteShort(u))
+		return invalid(fn, "payload uri %s has no known file extension: give payload.format (parquet, csv, json or arrow)", model.Quote(u))
 	}
 	if p.Delimiter != "" {
 		if format != formatCSV {
@@ -153,7 +153,7 @@ func (p *payloadRef) check(fn string) error {
 		}
 		d := p.Delimiter
 		if len(d) != 1 || d[0] < 0x20 && d[0] != '\t' || d[0] >= 0x7f || d == `"` || d == "'" {
-			return invalid(fn, "payload delimiter %s must be one printable ASCII character (or a tab), not a quote", quoteShort(d))
+			return invalid(fn, "payload delimiter %s must be one printable ASCII character (or a tab), not a quote", model.Quote(d))
 		}
 	}
 	return nil
@@ -331,7 +331,7 @@ func (p *payloadRef) notValid(fn, hint string, cause error) error {
 	if p.Format != "" {
 		from = "format given by the request"
 	}
-	msg := fmt.Sprintf("%s: %s: staged file %s is not a valid %s (%s)", model.ErrInvalid, fn, quoteShort(path.Base(p.URI)), formatNoun[p.format()], from)
+	msg := fmt.Sprintf("%s: %s: staged file %s is not a valid %s (%s)", model.ErrInvalid, fn, model.Quote(path.Base(p.URI)), formatNoun[p.format()], from)
 	if hint != "" {
 		msg += ": " + hint
 	}

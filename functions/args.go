@@ -47,7 +47,7 @@ func checkTable(fn, name string) error {
 		return invalid(fn, "table is empty: name a table in schema main")
 	}
 	if !tablePattern.MatchString(name) {
-		return invalid(fn, "table %s is not a valid table name: use 1 to %d letters, digits and '_', not starting with a digit", quoteShort(name), MaxTableLen)
+		return invalid(fn, "table %s is not a valid table name: use 1 to %d letters, digits and '_', not starting with a digit", model.Quote(name), MaxTableLen)
 	}
 	if strings.HasPrefix(strings.ToLower(name), internalPrefix) {
 		return invalid(fn, "table %q is reserved: names starting with %q are teatree's own", name, internalPrefix)
@@ -62,16 +62,12 @@ func checkColumn(fn, what, name string) error {
 	case name == "":
 		return invalid(fn, "%s is empty: columns have names of 1 to %d bytes", what, MaxColumnLen)
 	case len(name) > MaxColumnLen:
-		return invalid(fn, "%s %s is %d bytes long: at most %d are allowed", what, quoteShort(name), len(name), MaxColumnLen)
+		return invalid(fn, "%s %s is %d bytes long: at most %d are allowed", what, model.Quote(name), len(name), MaxColumnLen)
 	case strings.IndexByte(name, 0) >= 0:
-		return invalid(fn, "%s %s contains a NUL byte", what, quoteShort(name))
+		return invalid(fn, "%s %s contains a NUL byte", what, model.Quote(name))
 	}
 	return nil
 }
-
-// quoteShort quotes outside input for an error message by the one rule,
-// model.Quote: escaped, and cut to model.MaxExcerpt bytes.
-func quoteShort(s string) string { return model.Quote(s) }
 
 // decodeArgs decodes args, a JSON object, into v, a pointer to a struct,
 // strictly: the keys must equal the struct's json names exactly (plain
@@ -188,7 +184,7 @@ func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, de
 			}
 			key, _ := tok.(string)
 			if seen[key] {
-				return fmt.Errorf("%s has key %s twice", path, quoteShort(key))
+				return fmt.Errorf("%s has key %s twice", path, model.Quote(key))
 			}
 			seen[key] = true
 			var ft reflect.Type
@@ -198,7 +194,7 @@ func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, de
 			case t != nil && t.Kind() == reflect.Struct && t != numberType:
 				f, ok := jsonField(t, key)
 				if !ok {
-					return fmt.Errorf("unknown field %s in %s: the fields are %s", quoteShort(key), path, strings.Join(jsonFields(t), ", "))
+					return fmt.Errorf("unknown field %s in %s: the fields are %s", model.Quote(key), path, strings.Join(jsonFields(t), ", "))
 				}
 				ft = f.Type
 				optional = strings.Contains(f.Tag.Get("json"), ",omitempty")
@@ -207,7 +203,7 @@ func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, de
 				}
 			case t != nil && t.Kind() == reflect.Map:
 				ft = t.Elem()
-				sub = fmt.Sprintf("%s[%s]", path, quoteShort(key))
+				sub = fmt.Sprintf("%s[%s]", path, model.Quote(key))
 			}
 			tok, err = dec.Token()
 			if err != nil {

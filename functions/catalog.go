@@ -161,10 +161,10 @@ func (t table) resolveIdx(fn, what string, names []string) ([]int, error) {
 			j, ok = t.folded[strings.ToLower(n)]
 		}
 		if !ok {
-			return nil, invalid(fn, "%s %s is not a column of table %s: its columns are %s", what, quoteShort(n), t.Name, t.columnList())
+			return nil, invalid(fn, "%s %s is not a column of table %s: its columns are %s", what, model.Quote(n), t.Name, t.columnList())
 		}
 		if prev, dup := used[j]; dup {
-			return nil, invalid(fn, "%s %s and %s both name column %q of table %s", what, quoteShort(prev), quoteShort(n), t.Columns[j].Name, t.Name)
+			return nil, invalid(fn, "%s %s and %s both name column %q of table %s", what, model.Quote(prev), model.Quote(n), t.Columns[j].Name, t.Name)
 		}
 		used[j] = n
 		out[i] = j

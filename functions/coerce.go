@@ -461,7 +461,7 @@ func badCast(ctx context.Context, fn string, t table, rows []boundRow) error {
 	for i, r := range rows {
 		for j, c := range t.Columns {
 			if err := castCheck(ctx, c.Type, r.vals[j]); r.has[j] && err != nil {
-				return invalid(fn, "row %d: column %s (%s): %v", i, quoteShort(c.Name), c.Type, err)
+				return invalid(fn, "row %d: column %s (%s): %v", i, model.Quote(c.Name), c.Type, err)
 			}
 		}
 	}

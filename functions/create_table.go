@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
 )
 
 // createTable is create_table: CREATE TABLE main.<table> (…).
@@ -100,7 +101,7 @@ func (f createTable) parse(args json.RawMessage) (*createTableArgs, error) {
 		}
 		c, ok := byName[strings.ToLower(k)]
 		if !ok {
-			return nil, invalid(fn, "primary_key column %s is not one of the columns", quoteShort(k))
+			return nil, invalid(fn, "primary_key column %s is not one of the columns", model.Quote(k))
 		}
 		if seen[c] {
 			return nil, invalid(fn, "primary_key names column %q twice", c)

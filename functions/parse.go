@@ -56,7 +56,7 @@ func typeChar(r rune) bool {
 // the surrounding CAST or column list), and DuckDB parses and binds
 // CAST(NULL AS typ) on the private parser.
 func checkType(fn, col, typ string) error {
-	what := "column " + quoteShort(col) + ": type"
+	what := "column " + model.Quote(col) + ": type"
 	if strings.TrimSpace(typ) == "" {
 		return invalid(fn, "%s is empty: give a DuckDB type such as BIGINT, VARCHAR, DOUBLE, TIMESTAMP, DECIMAL(18,2), INTEGER[]", what)
 	}
@@ -66,7 +66,7 @@ func checkType(fn, col, typ string) error {
 	var stack []rune
 	for _, r := range typ {
 		if !typeChar(r) {
-			return invalid(fn, "%s %s has the character %q: a type may hold only letters, digits, '_', spaces, ',', '(', ')', '[' and ']'", what, quoteShort(typ), r)
+			return invalid(fn, "%s %s has the character %q: a type may hold only letters, digits, '_', spaces, ',', '(', ')', '[' and ']'", what, model.Quote(typ), r)
 		}
 		switch r {
 		case '(', '[':
@@ -77,13 +77,13 @@ func checkType(fn, col, typ string) error {
 				open = '['
 			}
 			if len(stack) == 0 || stack[len(stack)-1] != open {
-				return invalid(fn, "%s %s has unbalanced brackets", what, quoteShort(typ))
+				return invalid(fn, "%s %s has unbalanced brackets", what, model.Quote(typ))
 			}
 			stack = stack[:len(stack)-1]
 		}
 	}
 	if len(stack) > 0 {
-		return invalid(fn, "%s %s has unbalanced brackets", what, quoteShort(typ))
+		return invalid(fn, "%s %s has unbalanced brackets", what, model.Quote(typ))
 	}
 	db, err := parserDB()
 	if err != nil {
@@ -93,7 +93,7 @@ func checkType(fn, col, typ string) error {
 	if err := db.QueryRowContext(context.Background(), "SELECT typeof(CAST(NULL AS "+typ+"))").Scan(&name); err != nil {
 		var de *duckdb.Error
 		if errors.As(err, &de) {
-			return invalid(fn, "%s %s is not a DuckDB type: %s", what, quoteShort(typ), firstLine(err))
+			return invalid(fn, "%s %s is not a DuckDB type: %s", what, model.Quote(typ), firstLine(err))
 		}
 		return fmt.Errorf("%s: check %s: %w", fn, what, err)
 	}

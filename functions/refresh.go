@@ -188,10 +188,10 @@ func checkSelectNode(fn string, n map[string]any) error {
 	case "BASE_TABLE":
 		table, schema, catalog := str("table_name"), str("schema_name"), str("catalog_name")
 		if catalog != "" || (schema != "" && !strings.EqualFold(schema, "main")) {
-			return invalid(fn, "query reads %s: a refresh may read only tables of schema main (write main.t or t)", quoteShort(strings.Trim(catalog+"."+schema+"."+table, ".")))
+			return invalid(fn, "query reads %s: a refresh may read only tables of schema main (write main.t or t)", model.Quote(strings.Trim(catalog+"."+schema+"."+table, ".")))
 		}
 		if !tablePattern.MatchString(table) {
-			return invalid(fn, "query reads %s, which is not a table name (a file name? files cannot be read in a refresh)", quoteShort(table))
+			return invalid(fn, "query reads %s, which is not a table name (a file name? files cannot be read in a refresh)", model.Quote(table))
 		}
 		lower := strings.ToLower(table)
 		if strings.HasPrefix(lower, internalPrefix) {

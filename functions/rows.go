@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/teatree/teatree/model"
 )
 
 // Limits of one INSERT statement built from inline rows. Rows are sent in
@@ -60,7 +62,7 @@ func bindRows(fn string, t table, rows []map[string]any) ([]boundRow, error) {
 		for j, p := range pos {
 			v, err := t.bindValue(p, r[keys[j]])
 			if err != nil {
-				return nil, invalid(fn, "row %d: column %s (%s): %v", i, quoteShort(t.Columns[p].Name), t.Columns[p].Type, err)
+				return nil, invalid(fn, "row %d: column %s (%s): %v", i, model.Quote(t.Columns[p].Name), t.Columns[p].Type, err)
 			}
 			b.has[p], b.vals[p] = true, v
 		}

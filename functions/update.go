@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
 )
 
 // update is update: set columns of the rows that match where.
@@ -104,7 +105,7 @@ func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 		name := t.Columns[c].Name
 		v, err := t.bindValue(c, a.Set[keys[i]])
 		if err != nil {
-			return Result{}, invalid(fn, "set column %s (%s): %v", quoteShort(name), t.Columns[c].Type, err)
+			return Result{}, invalid(fn, "set column %s (%s): %v", model.Quote(name), t.Columns[c].Type, err)
 		}
 		set = append(set, duck.Ident(name)+" = "+placeholder(t.Columns[c].Type))
 		params = append(params, v)
@@ -117,7 +118,7 @@ func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 	if err != nil {
 		for i, c := range cols {
 			if cerr := castCheck(ctx, t.Columns[c].Type, params[i]); conversionError(err) && cerr != nil {
-				return Result{}, invalid(fn, "set column %s (%s): %v", quoteShort(t.Columns[c].Name), t.Columns[c].Type, cerr)
+				return Result{}, invalid(fn, "set column %s (%s): %v", model.Quote(t.Columns[c].Name), t.Columns[c].Type, cerr)
 			}
 		}
 		return Result{}, dbError(fn, "update "+t.Name, err)

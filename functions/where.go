@@ -52,7 +52,7 @@ func (p *predicate) check(fn string, i int) error {
 		return err
 	}
 	if _, ok := ops[p.Op]; !ok {
-		return invalid(fn, "%s.op %s is not an op: use one of %s", at, quoteShort(p.Op), opList)
+		return invalid(fn, "%s.op %s is not an op: use one of %s", at, model.Quote(p.Op), opList)
 	}
 	if p.Op == "is_null" || p.Op == "is_not_null" {
 		if p.Value != nil {

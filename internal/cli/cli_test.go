@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -84,24 +83,6 @@ func publish(t *testing.T, s *stacktest.Stack, m string, n int64, rows int) cont
 	return v
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // cacheFiles lists the files under the snapshot cache of env.
 func cacheFiles(t *testing.T, env map[string]string) []string {
 	t.Helper()
@@ -151,7 +132,7 @@ func TestWatchSinceReplaysRetained(t *testing.T) {
 	watch := func(want int, live []model.Notification, args ...string) []string {
 		t.Helper()
 		wctx, cancel := context.WithCancel(ctx)
-		var out, errOut syncBuffer
+		var out, errOut stacktest.SyncBuffer
 		done := make(chan int, 1)
 		go func() {
 			done <- Main(wctx, append([]string{"watch", "shop", "--json"}, args...), func(k string) string { return env[k] }, strings.NewReader(""), &out, &errOut)

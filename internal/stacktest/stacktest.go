@@ -5,6 +5,7 @@
 package stacktest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,4 +196,23 @@ func (s *Stack) AllNotifications(t testing.TB, m string) []model.Notification {
 		out = append(out, note)
 	}
 	return out
+}
+
+// SyncBuffer is a bytes.Buffer safe for a writer and a reader goroutine:
+// a process's output or a logger's, read by the test while it runs.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
