@@ -249,10 +249,15 @@ type Table struct {
 type Version struct {
 	Model        string     `json:"model"`
 	Version      int64      `json:"version"`
-	SnapshotURI  string     `json:"snapshot_uri"` // object key
-	SHA256       string     `json:"sha256"`       // of the snapshot
+	SnapshotURI  string     `json:"snapshot_uri"` // object key of the snapshot file or its block map
+	SHA256       string     `json:"sha256"`       // of the snapshot file, or the block map's root
 	ManifestURI  string     `json:"manifest_uri"` // object key
-	Bytes        int64      `json:"bytes"`        // of the snapshot
+	Bytes        int64      `json:"bytes"`        // of the snapshot file
+	// SnapshotFormat is FormatBlocks for a block snapshot, FormatFile (or
+	// empty, read as FormatFile) for a whole file.
+	SnapshotFormat string `json:"snapshot_format"`
+	Uploaded       int64  `json:"uploaded_bytes"` // put in the object store by its publication
+	Compaction     bool   `json:"compaction,omitempty"`
 	FirstSeq     uint64     `json:"first_seq"`    // stream sequence range of its requests
 	LastSeq      uint64     `json:"last_seq"`
 	RequestCount int        `json:"request_count"`
@@ -261,6 +266,12 @@ type Version struct {
 	Expired      *time.Time `json:"expired,omitempty"`
 	Tables       []Table    `json:"tables"`
 }
+
+// Snapshot formats of model_version.snapshot_format.
+const (
+	FormatFile   = "file"   // snapshot_uri is a DuckDB file, sha256 its digest
+	FormatBlocks = "blocks" // snapshot_uri is a block map, sha256 its root
+)
 
 // RequestRecord is one row of request_log.
 type RequestRecord struct {
@@ -304,9 +315,13 @@ func (db *DB) PublishVersion(ctx context.Context, v Version, reqs []RequestRecor
 		if v.Version != m.CurrentVersion+1 {
 			return fmt.Errorf("%w: %s version %d does not follow the current version %d", model.ErrConflict, v.Model, v.Version, m.CurrentVersion)
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO model_version (model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-			v.Model, v.Version, v.SnapshotURI, v.SHA256, v.ManifestURI, v.Bytes, int64(v.FirstSeq), int64(v.LastSeq), v.RequestCount, v.Epoch, v.Created)
+		format := v.SnapshotFormat
+		if format == "" {
+			format = FormatFile
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO model_version (model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, snapshot_format, uploaded_bytes, compaction)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+			v.Model, v.Version, v.SnapshotURI, v.SHA256, v.ManifestURI, v.Bytes, int64(v.FirstSeq), int64(v.LastSeq), v.RequestCount, v.Epoch, v.Created, format, v.Uploaded, v.Compaction)
 		if err != nil {
 			return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
 		}
@@ -462,12 +477,12 @@ func (db *DB) ListRequests(ctx context.Context, m string) ([]RequestRecord, erro
 	return out, nil
 }
 
-const versionColumns = `model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, expired_at`
+const versionColumns = `model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, expired_at, snapshot_format, uploaded_bytes, compaction`
 
 func scanVersion(row pgx.Row) (Version, error) {
 	var v Version
 	var first, last int64
-	err := row.Scan(&v.Model, &v.Version, &v.SnapshotURI, &v.SHA256, &v.ManifestURI, &v.Bytes, &first, &last, &v.RequestCount, &v.Epoch, &v.Created, &v.Expired)
+	err := row.Scan(&v.Model, &v.Version, &v.SnapshotURI, &v.SHA256, &v.ManifestURI, &v.Bytes, &first, &last, &v.RequestCount, &v.Epoch, &v.Created, &v.Expired, &v.SnapshotFormat, &v.Uploaded, &v.Compaction)
 	v.FirstSeq, v.LastSeq = uint64(first), uint64(last)
 	return v, err
 }

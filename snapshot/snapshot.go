@@ -49,6 +49,12 @@ func SnapshotKey(m string, v int64) string {
 	return "models/" + m + "/versions/" + strconv.FormatInt(v, 10) + "/" + m + ".duckdb"
 }
 
+// BlockMapKey is the object key of version v's block map (a snapshot in
+// the block store, package blocks).
+func BlockMapKey(m string, v int64) string {
+	return "models/" + m + "/versions/" + strconv.FormatInt(v, 10) + "/blocks.json"
+}
+
 // ManifestKey is the object key of version v's manifest.
 func ManifestKey(m string, v int64) string {
 	return "models/" + m + "/versions/" + strconv.FormatInt(v, 10) + "/manifest.json"
@@ -69,8 +75,14 @@ type Manifest struct {
 	FirstSeq     uint64    `json:"first_seq"` // TEATREE_REQUESTS sequences covered, inclusive
 	LastSeq      uint64    `json:"last_seq"`
 	RequestCount int       `json:"request_count"`
-	Snapshot     File      `json:"snapshot"`
-	Tables       []Table   `json:"tables"`
+	// Snapshot is the DuckDB file (Format "file" or empty), or for Format
+	// "blocks" its block map: Key the map, Bytes the file's size, SHA256
+	// the map's root digest (package blocks).
+	Snapshot   File    `json:"snapshot"`
+	Format     string  `json:"snapshot_format,omitempty"`
+	Uploaded   int64   `json:"uploaded_bytes,omitempty"` // bytes this version put in the object store
+	Compaction bool    `json:"compaction,omitempty"`     // cut from a compact copy of the live file
+	Tables     []Table `json:"tables"`
 }
 
 // File is an object with its size in bytes and sha256 (hex).
