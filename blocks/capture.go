@@ -55,7 +55,7 @@ func capture(ctx context.Context, live *os.File, prev *Map, cdir string) (*Captu
 	if err := checkWAL(path); err != nil {
 		return nil, err
 	}
-	clonePath := filepath.Join(cdir, "clone.duckdb")
+	clonePath := filepath.Join(cdir, cloneFile)
 	switch clone, err := reflink(live, clonePath); {
 	case err == nil:
 		m, st, err := remap(ctx, clone, path, prev, nil)
@@ -109,6 +109,7 @@ func (c *Capture) Close() error {
 }
 
 const (
+	cloneFile  = "clone.duckdb"
 	spoolFile  = "spool.blocks"
 	spoolIndex = "spool.json"
 )
@@ -201,3 +202,24 @@ func (s *Spool) Block(ctx context.Context, d Digest, buf []byte) error {
 
 // Close closes the spool file.
 func (s *Spool) Close() error { return s.f.Close() }
+
+// ReopenCapture reopens the capture in dir (Capture.Dir) whose map is m, to
+// resume an upload after a crash: its spool, or its reflink clone. It
+// returns an error wrapping model.ErrNotFound if dir holds neither.
+func ReopenCapture(ctx context.Context, dir string, m *Map) (interface {
+	Source
+	Close() error
+}, error) {
+	sp, err := OpenSpool(dir)
+	switch {
+	case err == nil:
+		return sp, nil
+	case !errors.Is(err, model.ErrNotFound):
+		return nil, err
+	}
+	clone := filepath.Join(dir, cloneFile)
+	if _, serr := os.Stat(clone); serr != nil {
+		return nil, err
+	}
+	return OpenFile(ctx, clone, m)
+}

@@ -201,6 +201,9 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 	defer conn.Close()
 
+	// A cut checkpoints and captures the file between batches.
+	m.liveMu.Lock()
+	defer m.liveMu.Unlock()
 	// [lo, hi) is the part of the batch the next transaction commits.
 	for lo, hi := 0, len(items); lo < len(items); lo, hi = hi, len(items) {
 		for {

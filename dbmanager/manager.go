@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
@@ -44,7 +46,18 @@ type Manager struct {
 	position  atomic.Uint64 // last applied stream sequence (committed)
 	committed chan struct{} // a batch committed: wake the publisher
 	published int           // versions published since start (GC cadence)
-	ready     atomic.Bool   // lease held and consumer bound (readiness)
+
+	// The live file as a snapshot (see cut): liveMu is held by the applier
+	// for each batch and by the cut from CHECKPOINT to capture; live is a
+	// descriptor of the DuckDB file kept open until DuckDB closes it (its
+	// fcntl lock belongs to the process, see blocks.RemapFile).
+	liveMu               sync.Mutex
+	live                 *os.File
+	blockStore           *blocks.Store
+	lastMap              *blocks.Map // of the last cut, with stored checksums (nil: map in full)
+	lastPublished        *blocks.Map // of version lastPublishedVersion, all its blocks stored
+	lastPublishedVersion int64
+	ready                atomic.Bool // lease held and consumer bound (readiness)
 
 	// crashAfterCommit, when set and returning true, makes the applier stop
 	// after a commit and before the ack, as a crash there would (tests).
@@ -67,16 +80,21 @@ func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("dbmanager: %w", err)
 	}
+	bs, err := blocks.NewStore(store, cfg.Model)
+	if err != nil {
+		return nil, fmt.Errorf("dbmanager: %w", err)
+	}
 	meter := otel.Meter("github.com/teatree/teatree/dbmanager")
 	m := &Manager{
-		cfg:       cfg,
-		log:       log.With("model", cfg.Model),
-		js:        js,
-		ctl:       ctl,
-		store:     store,
-		notify:    notify.NewPublisher(js),
-		tracer:    otel.Tracer("github.com/teatree/teatree/dbmanager"),
-		committed: make(chan struct{}, 1),
+		blockStore: bs,
+		cfg:        cfg,
+		log:        log.With("model", cfg.Model),
+		js:         js,
+		ctl:        ctl,
+		store:      store,
+		notify:     notify.NewPublisher(js),
+		tracer:     otel.Tracer("github.com/teatree/teatree/dbmanager"),
+		committed:  make(chan struct{}, 1),
 	}
 	m.meter.requests, _ = meter.Int64Counter("teatree.requests", metric.WithDescription("requests finished by the db-manager, by status"))
 	m.meter.applyTime, _ = meter.Float64Histogram("teatree.apply.duration", metric.WithUnit("s"), metric.WithDescription("time to apply and commit one batch"))
@@ -183,13 +201,17 @@ func (m *Manager) open(ctx context.Context) error {
 		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
 	}
 	m.db = db
-	if err := m.initSchema(ctx, restored); err != nil {
+	if m.live, err = os.Open(m.cfg.dbPath()); err != nil {
 		db.Close()
+		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
+	}
+	if err := m.initSchema(ctx, restored); err != nil {
+		m.close()
 		return err
 	}
 	var pos uint64
 	if err := db.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&pos); err != nil {
-		db.Close()
+		m.close()
 		return fmt.Errorf("dbmanager: read position: %w", err)
 	}
 	m.position.Store(pos)
@@ -203,6 +225,8 @@ func (m *Manager) close() {
 	if err := m.db.Close(); err != nil {
 		m.log.Warn("close DuckDB", "err", err)
 	}
+	m.live.Close() // after DuckDB: closing it releases the process's lock
+	m.lastMap = nil
 }
 
 const schemaSQL = `
@@ -271,8 +295,9 @@ func (m *Manager) initSchema(ctx context.Context, restored int64) error {
 	return nil
 }
 
-// restore downloads the latest published snapshot to the model's DuckDB
-// path and returns its version, or 0 when the model has no version yet.
+// restore rebuilds the model's DuckDB file from the latest published
+// version (snapshot.Fetch: from the block store, every block and the map
+// verified) and returns its version, or 0 when the model has no version yet.
 func (m *Manager) restore(ctx context.Context) (int64, error) {
 	v, err := m.ctl.GetVersion(ctx, m.cfg.Model, 0)
 	if errors.Is(err, model.ErrNotFound) {
@@ -281,19 +306,15 @@ func (m *Manager) restore(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("dbmanager: restore: %w", err)
 	}
-	m.log.Warn("no local DuckDB file: restoring the latest published version", "version", v.Version, "last_seq", v.LastSeq)
-	tmp := m.cfg.dbPath() + ".restore"
-	sum, err := objstore.GetFile(ctx, m.store, snapshot.SnapshotKey(m.cfg.Model, v.Version), tmp)
+	m.log.Warn("no local DuckDB file: restoring the latest published version", "version", v.Version, "last_seq", v.LastSeq, "format", v.SnapshotFormat)
+	for _, f := range []string{m.cfg.dbPath() + ".wal", m.cfg.dbPath() + ".wal.checkpoint"} {
+		os.Remove(f) // a WAL without its file cannot be replayed onto a restored one
+	}
+	st, err := snapshot.Fetch(ctx, m.store, v, m.cfg.dbPath(), blocks.FetchOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("dbmanager: restore version %d: %w", v.Version, err)
 	}
-	if sum != v.SHA256 {
-		os.Remove(tmp)
-		return 0, fmt.Errorf("dbmanager: restore version %d: snapshot sha256 %s, Postgres records %s", v.Version, sum, v.SHA256)
-	}
-	if err := os.Rename(tmp, m.cfg.dbPath()); err != nil {
-		return 0, fmt.Errorf("dbmanager: restore: %w", err)
-	}
+	m.log.Info("restored", "version", v.Version, "bytes", st.Bytes, "fetched_bytes", st.Fetched)
 	return v.Version, nil
 }
 

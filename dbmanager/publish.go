@@ -10,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
@@ -23,8 +25,9 @@ import (
 	"github.com/teatree/teatree/snapshot"
 )
 
-// cut is one row of _teatree.outbox: a version whose snapshot file is
-// complete on local disk.
+// cut is one row of _teatree.outbox: a version whose snapshot is captured
+// on local disk: Path is the capture (blocks.Capture.Dir) in the version's
+// directory, SHA256 the block map's root, Bytes the file's size.
 type cut struct {
 	Version      int64
 	FirstSeq     uint64
@@ -41,6 +44,7 @@ type cut struct {
 type cutTable struct {
 	snapshot.Table
 	ChangedSeq uint64 `json:"changed_seq"`
+	Local      string `json:"local,omitempty"` // the Parquet file exported at the cut, to upload; "" when the previous version's serves
 }
 
 // publishLoop publishes pending outbox rows and cuts new versions whenever
@@ -149,6 +153,11 @@ func (m *Manager) nextSettled(ctx context.Context) (first, last uint64, ok bool,
 // requests since the last cut was applied (all failed or were rejected),
 // no snapshot is taken and the range is recorded in _teatree.settled, to
 // be published to the request log and notified without a version.
+//
+// The snapshot is the live file itself (see freeze): its block map, a
+// capture of the blocks the previous version lacks, and a Parquet file of
+// every table changed since the previous version, in the version's
+// directory, before the outbox row points at them.
 func (m *Manager) cut(ctx context.Context) (bool, error) {
 	var lastVersion int64
 	var lastCut uint64
@@ -172,6 +181,18 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	version := max(lastVersion, m.model.CurrentVersion) + 1
 	ctx, span := m.tracer.Start(ctx, "cut version", trace.WithAttributes(attribute.String("teatree.model", m.cfg.Model), attribute.Int64("teatree.version", version)))
 	defer span.End()
+	// The Parquet files of the previous version serve the tables that did
+	// not change since.
+	prev := map[string]controldb.Table{}
+	var prevLast uint64
+	if pv, err := m.ctl.GetVersion(ctx, m.cfg.Model, version-1); err == nil {
+		prevLast = pv.LastSeq
+		for _, t := range pv.Tables {
+			prev[t.Name] = t
+		}
+	} else if !errors.Is(err, model.ErrNotFound) {
+		return false, fmt.Errorf("dbmanager: previous version: %w", err)
+	}
 	// A directory of this version can only be left by a cut that crashed
 	// before it was recorded.
 	dir := filepath.Join(m.cfg.versionsDir(), strconv.FormatInt(version, 10))
@@ -181,56 +202,186 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("dbmanager: %w", err)
 	}
+	recorded := false
+	defer func() {
+		if !recorded {
+			os.RemoveAll(dir)
+		}
+	}()
 	conn, err := m.db.Conn(ctx)
 	if err != nil {
 		return false, fmt.Errorf("dbmanager: connection: %w", err)
 	}
 	defer conn.Close()
-	var pos uint64
-	changed := map[string]uint64{}
-	var count int
-	info, err := snapshot.Take(ctx, conn, filepath.Join(dir, m.cfg.Model+".duckdb"), func(ctx context.Context, c *sql.Conn) error {
-		if err := c.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&pos); err != nil {
-			return fmt.Errorf("dbmanager: read position: %w", err)
-		}
-		if err := c.QueryRowContext(ctx, "SELECT count(*) FROM _teatree.applied WHERE seq > ? AND seq <= ?", lastCut, pos).Scan(&count); err != nil {
-			return fmt.Errorf("dbmanager: count requests: %w", err)
-		}
-		rows, err := c.QueryContext(ctx, "SELECT table_name, seq FROM _teatree.table_change")
-		if err != nil {
-			return fmt.Errorf("dbmanager: read table changes: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var t string
-			var seq uint64
-			if err := rows.Scan(&t, &seq); err != nil {
-				return fmt.Errorf("dbmanager: read table changes: %w", err)
-			}
-			changed[t] = seq
-		}
-		return rows.Err()
-	})
+	c := cut{Version: version, FirstSeq: lastCut + 1, Created: time.Now().UTC()}
+	capt, err := m.freeze(ctx, conn, dir, lastCut, &c)
 	if err != nil {
-		os.RemoveAll(dir)
 		return false, fmt.Errorf("dbmanager: snapshot version %d: %w", version, err)
 	}
-	tables := make([]cutTable, len(info.Tables))
-	for i, t := range info.Tables {
-		tables[i] = cutTable{Table: t, ChangedSeq: max(changed[t.Name], changed["*"])}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") // ends the read transaction freeze began, if still open
+	for i := range c.Tables {
+		t := &c.Tables[i]
+		if p, ok := prev[t.Name]; ok && prevLast > 0 && t.ChangedSeq <= prevLast && p.Rows == t.Rows {
+			t.Parquet = snapshot.File{Key: p.ParquetURI, Bytes: p.Bytes, SHA256: p.SHA256}
+			continue
+		}
+		t.Local = filepath.Join(dir, t.Name+".parquet")
+		f, err := snapshot.ExportParquet(ctx, conn, t.Name, t.Local)
+		if err != nil {
+			return false, fmt.Errorf("dbmanager: version %d: %w", version, err)
+		}
+		f.Key = snapshot.ParquetKey(m.cfg.Model, t.Name, f.SHA256)
+		t.Parquet = f
 	}
-	tj, err := json.Marshal(tables)
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return false, classify(fmt.Errorf("dbmanager: version %d: end read transaction: %w", version, err))
+	}
+	if err := writeMap(filepath.Join(dir, mapFile), capt.Map); err != nil {
+		return false, err
+	}
+	tj, err := json.Marshal(c.Tables)
 	if err != nil {
 		return false, fmt.Errorf("dbmanager: %w", err)
 	}
 	_, err = conn.ExecContext(ctx, `INSERT INTO _teatree.outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
-		version, lastCut+1, pos, count, info.Path, info.SHA256, info.Bytes, string(tj), time.Now().UTC())
+		version, c.FirstSeq, c.LastSeq, c.RequestCount, c.Path, c.SHA256, c.Bytes, string(tj), c.Created)
 	if err != nil {
-		os.RemoveAll(dir)
 		return false, classify(fmt.Errorf("dbmanager: record cut %d: %w", version, err))
 	}
-	m.log.Debug("version cut", "version", version, "last_seq", pos, "requests", count, "bytes", info.Bytes)
+	recorded = true
+	m.lastMap = capt.Map
+	st := capt.Stats
+	m.log.Debug("version cut", "version", version, "last_seq", c.LastSeq, "requests", c.RequestCount, "bytes", c.Bytes,
+		"blocks", st.Blocks, "hashed", st.Hashed, "full_map", st.Full)
 	return true, nil
+}
+
+// mapFile is the block map of a cut, in the version's directory.
+const mapFile = "blocks.json"
+
+func writeMap(path string, bm *blocks.Map) error {
+	data, err := json.Marshal(bm)
+	if err != nil {
+		return fmt.Errorf("dbmanager: %w", err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("dbmanager: %w", err)
+	}
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("dbmanager: write %s: %w", path, err)
+	}
+	return nil
+}
+
+func readMap(path string) (*blocks.Map, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("dbmanager: %w", err)
+	}
+	return blocks.ParseMap(data)
+}
+
+// freeze makes the live file the snapshot of version c.Version: with the
+// applier held off, it drops the bookkeeping Postgres already holds,
+// CHECKPOINTs (so the file is the whole state, no WAL), captures the blocks
+// the previous cut lacks, and begins a read transaction on conn pinned to
+// that state; it fills in c from it and lets the applier go on. The caller
+// ends the transaction.
+func (m *Manager) freeze(ctx context.Context, conn *sql.Conn, dir string, lastCut uint64, c *cut) (*blocks.Capture, error) {
+	m.liveMu.Lock()
+	defer m.liveMu.Unlock()
+	// What a published version or settled range put in Postgres' request
+	// log is not kept in the file, so not in the snapshots: a snapshot
+	// carries the bookkeeping of its own requests only.
+	if err := dropPublished(ctx, conn, lastCut); err != nil {
+		return nil, classify(fmt.Errorf("drop published bookkeeping: %w", err))
+	}
+	if _, err := conn.ExecContext(ctx, "CHECKPOINT"); err != nil {
+		return nil, classify(fmt.Errorf("checkpoint: %w", err))
+	}
+	capt, err := blocks.NewCapture(ctx, m.live, m.lastMap, dir)
+	if err != nil {
+		return nil, err
+	}
+	c.Path, c.SHA256, c.Bytes = capt.Dir(), capt.Map.Root().String(), capt.Map.Size()
+	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
+		capt.Close()
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	if err := m.readCut(ctx, conn, lastCut, c); err != nil {
+		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		capt.Close()
+		return nil, err
+	}
+	return capt, nil
+}
+
+// dropPublished deletes, in one transaction, the records of requests up to
+// stream sequence upTo, and the outbox rows and settled ranges published
+// before the newest (numbering continues from those).
+func dropPublished(ctx context.Context, conn *sql.Conn, upTo uint64) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, q := range []string{
+		`DELETE FROM _teatree.applied WHERE seq <= ?`,
+		`DELETE FROM _teatree.refused WHERE seq <= ?`,
+		`DELETE FROM _teatree.outbox WHERE published IS NOT NULL AND last_seq <= ? AND version < (SELECT max(version) FROM _teatree.outbox)`,
+		`DELETE FROM _teatree.settled WHERE published IS NOT NULL AND last_seq <= ? AND first_seq < (SELECT max(first_seq) FROM _teatree.settled)`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, upTo); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// readCut fills in the position, request count and tables of c in conn's
+// transaction. DuckDB starts a database's transaction at its first read,
+// so the first statement pins the state.
+func (m *Manager) readCut(ctx context.Context, conn *sql.Conn, lastCut uint64, c *cut) error {
+	if err := conn.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&c.LastSeq); err != nil {
+		return fmt.Errorf("read position: %w", err)
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM _teatree.applied WHERE seq > ? AND seq <= ?", lastCut, c.LastSeq).Scan(&c.RequestCount); err != nil {
+		return fmt.Errorf("count requests: %w", err)
+	}
+	changed := map[string]uint64{}
+	rows, err := conn.QueryContext(ctx, "SELECT table_name, seq FROM _teatree.table_change")
+	if err != nil {
+		return fmt.Errorf("read table changes: %w", err)
+	}
+	for rows.Next() {
+		var t string
+		var seq uint64
+		if err := rows.Scan(&t, &seq); err != nil {
+			rows.Close()
+			return fmt.Errorf("read table changes: %w", err)
+		}
+		changed[t] = seq
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read table changes: %w", err)
+	}
+	tables, err := snapshot.DescribeCurrent(ctx, conn)
+	if err != nil {
+		return err
+	}
+	c.Tables = make([]cutTable, len(tables))
+	for i, t := range tables {
+		c.Tables[i] = cutTable{Table: t, ChangedSeq: max(changed[t.Name], changed["*"])}
+	}
+	return nil
 }
 
 // publish publishes cut c. Every step is idempotent: objects that exist are
@@ -240,30 +391,56 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	start := time.Now()
 	ctx, span := m.tracer.Start(ctx, "publish version", trace.WithAttributes(attribute.String("teatree.model", m.cfg.Model), attribute.Int64("teatree.version", c.Version)))
 	defer span.End()
+	if strings.HasSuffix(c.Path, ".duckdb") {
+		return m.dropLegacyCut(ctx, c)
+	}
+	dir := filepath.Dir(c.Path)
+	bm, err := readMap(filepath.Join(dir, mapFile))
+	if err != nil {
+		return fmt.Errorf("dbmanager: version %d: block map: %w: %w", c.Version, ErrFatal, err)
+	}
+	src, err := blocks.ReopenCapture(ctx, c.Path, bm)
+	if err != nil {
+		return fmt.Errorf("dbmanager: version %d: captured blocks: %w: %w", c.Version, ErrFatal, err)
+	}
+	defer src.Close()
+	prev, err := m.publishedMap(ctx, c.Version-1)
+	if err != nil {
+		return err
+	}
+	// Upload verifies every block it puts against the map; the blocks it
+	// skips are the previous version's, verified when it was published.
+	up, err := m.blockStore.Upload(ctx, bm, src, prev)
+	if err != nil {
+		if errors.Is(err, blocks.ErrCorrupt) {
+			err = fmt.Errorf("%w: %w", ErrFatal, err)
+		}
+		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
+	}
+	uploaded := up.Bytes
 	mf := snapshot.Manifest{
 		Model: m.cfg.Model, Version: c.Version, Created: c.Created, Epoch: m.epoch,
-		FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount,
-		Snapshot: snapshot.File{Key: snapshot.SnapshotKey(m.cfg.Model, c.Version), Bytes: c.Bytes, SHA256: c.SHA256},
+		FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Format: controldb.FormatBlocks,
+		Snapshot: snapshot.File{Key: snapshot.BlockMapKey(m.cfg.Model, c.Version), Bytes: c.Bytes, SHA256: c.SHA256},
 	}
-	if _, err := os.Stat(c.Path); err != nil {
-		return fmt.Errorf("dbmanager: version %d: local snapshot: %w: %w", c.Version, ErrFatal, err)
+	if err := blocks.PutMap(ctx, m.store, mf.Snapshot.Key, bm); err != nil {
+		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
-	if err := m.upload(ctx, mf.Snapshot.Key, c.Path, c.Bytes); err != nil {
-		return err
+	for _, t := range c.Tables {
+		mf.Tables = append(mf.Tables, t.Table)
+		if t.Local == "" {
+			continue
+		}
+		if err := checkParquetRows(ctx, t); err != nil {
+			return fmt.Errorf("dbmanager: version %d: %w: %w", c.Version, ErrFatal, err)
+		}
+		n, err := m.upload(ctx, t.Parquet.Key, t.Local, t.Parquet.Bytes)
+		if err != nil {
+			return err
+		}
+		uploaded += n
 	}
-	// Verify in a separate read-only instance before anything points at it.
-	got, err := snapshot.Describe(ctx, c.Path)
-	if err != nil {
-		return err
-	}
-	if err := sameCounts(c.Tables, got); err != nil {
-		return fmt.Errorf("dbmanager: version %d: %w: %w", c.Version, ErrFatal, err)
-	}
-	tables, err := m.archive(ctx, c)
-	if err != nil {
-		return err
-	}
-	mf.Tables = tables
+	mf.Uploaded = uploaded
 	if err := m.putManifest(ctx, mf); err != nil {
 		return err
 	}
@@ -275,24 +452,95 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	v := controldb.Version{
 		Model: m.cfg.Model, Version: c.Version, SnapshotURI: mf.Snapshot.Key, SHA256: c.SHA256, ManifestURI: snapshot.ManifestKey(m.cfg.Model, c.Version),
 		Bytes: c.Bytes, FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Epoch: m.epoch, Created: c.Created,
+		SnapshotFormat: controldb.FormatBlocks, Uploaded: uploaded,
 	}
-	for _, t := range tables {
+	for _, t := range mf.Tables {
 		schema, _ := json.Marshal(t.Columns)
 		v.Tables = append(v.Tables, controldb.Table{Name: t.Name, ParquetURI: t.Parquet.Key, SHA256: t.Parquet.SHA256, Rows: t.Rows, Bytes: t.Parquet.Bytes, Schema: schema})
 	}
 	if err := m.ctl.PublishVersion(ctx, v, records); err != nil {
 		return fmt.Errorf("dbmanager: record version %d: %w", c.Version, err)
 	}
+	m.lastPublished, m.lastPublishedVersion = bm, c.Version
 	if err := m.notify.PublishAll(ctx, notes); err != nil {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
 	if _, err := m.db.ExecContext(ctx, "UPDATE _teatree.outbox SET published = now() WHERE version = ?", c.Version); err != nil {
 		return classify(fmt.Errorf("dbmanager: mark version %d published: %w", c.Version, err))
 	}
-	os.RemoveAll(filepath.Dir(c.Path))
+	os.RemoveAll(dir)
 	m.meter.versions.Add(ctx, 1)
-	m.log.Info("version published", "version", c.Version, "requests", c.RequestCount, "last_seq", c.LastSeq, "bytes", c.Bytes, "took", time.Since(start).Round(time.Millisecond))
+	m.log.Info("version published", "version", c.Version, "requests", c.RequestCount, "last_seq", c.LastSeq, "bytes", c.Bytes,
+		"uploaded_bytes", uploaded, "blocks_uploaded", up.Uploaded, "took", time.Since(start).Round(time.Millisecond))
 	m.afterPublish(ctx, c)
+	return nil
+}
+
+// publishedMap returns the block map of published version v, whose blocks
+// are all in the store: the one this process published last, else read
+// from the store; nil when v is 0 or a whole-file version.
+func (m *Manager) publishedMap(ctx context.Context, v int64) (*blocks.Map, error) {
+	if v <= 0 {
+		return nil, nil
+	}
+	if m.lastPublished != nil && m.lastPublishedVersion == v {
+		return m.lastPublished, nil
+	}
+	pv, err := m.ctl.GetVersion(ctx, m.cfg.Model, v)
+	if errors.Is(err, model.ErrNotFound) || (err == nil && pv.SnapshotFormat != controldb.FormatBlocks) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dbmanager: version %d: %w", v, err)
+	}
+	root, err := blocks.ParseDigest(pv.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("dbmanager: version %d: %w", v, err)
+	}
+	bm, err := blocks.GetMap(ctx, m.store, pv.SnapshotURI, root)
+	if err != nil {
+		return nil, fmt.Errorf("dbmanager: version %d: %w", v, err)
+	}
+	return bm, nil
+}
+
+// dropLegacyCut settles an outbox row that an older release left
+// unpublished, naming a whole snapshot file: if Postgres has the version it
+// is marked published, else it is dropped and the state cut again as a
+// block snapshot.
+func (m *Manager) dropLegacyCut(ctx context.Context, c cut) error {
+	_, err := m.ctl.GetVersion(ctx, m.cfg.Model, c.Version)
+	switch {
+	case err == nil:
+		_, err = m.db.ExecContext(ctx, "UPDATE _teatree.outbox SET published = now() WHERE version = ?", c.Version)
+	case errors.Is(err, model.ErrNotFound):
+		_, err = m.db.ExecContext(ctx, "DELETE FROM _teatree.outbox WHERE version = ?", c.Version)
+	default:
+		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
+	}
+	if err != nil {
+		return classify(fmt.Errorf("dbmanager: settle the whole-file cut of version %d: %w", c.Version, err))
+	}
+	os.RemoveAll(filepath.Dir(c.Path))
+	m.log.Info("whole-file cut of an older release settled", "version", c.Version)
+	return nil
+}
+
+// checkParquetRows compares the rows of an exported Parquet file (its
+// footer) with the rows the writer counted in the same transaction.
+func checkParquetRows(ctx context.Context, t cutTable) error {
+	db, err := duck.Open(ctx, "", duck.Options{Threads: 1, AllowedDirs: []string{filepath.Dir(t.Local)}})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var rows int64
+	if err := db.QueryRowContext(ctx, "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata("+duck.Literal(t.Local)+")").Scan(&rows); err != nil {
+		return fmt.Errorf("read %s: %w", t.Local, err)
+	}
+	if rows != t.Rows {
+		return fmt.Errorf("the Parquet file of table %s has %d rows, the writer counted %d", t.Name, rows, t.Rows)
+	}
 	return nil
 }
 
@@ -335,73 +583,24 @@ func (m *Manager) afterPublish(ctx context.Context, c cut) {
 	}
 }
 
-// upload puts the local file at key unless an object of the same size is
+// upload puts the local file at key and returns the bytes put, unless an object of the same size is
 // there already (a resumed publication). An object of another size is never
 // overwritten.
-func (m *Manager) upload(ctx context.Context, key, path string, size int64) error {
+func (m *Manager) upload(ctx context.Context, key, path string, size int64) (int64, error) {
 	st, err := m.store.Stat(ctx, key)
 	switch {
 	case err == nil && st.Size == size:
-		return nil
+		return 0, nil
 	case err == nil:
-		return fmt.Errorf("dbmanager: %s exists with %d bytes, want %d: %w: %w", key, st.Size, size, ErrFatal, model.ErrConflict)
+		return 0, fmt.Errorf("dbmanager: %s exists with %d bytes, want %d: %w: %w", key, st.Size, size, ErrFatal, model.ErrConflict)
 	case !errors.Is(err, model.ErrNotFound):
-		return fmt.Errorf("dbmanager: stat %s: %w", key, err)
+		return 0, fmt.Errorf("dbmanager: stat %s: %w", key, err)
 	}
 	if err := objstore.PutFile(ctx, m.store, key, path); err != nil {
-		return fmt.Errorf("dbmanager: upload %s: %w", key, err)
+		return 0, fmt.Errorf("dbmanager: upload %s: %w", key, err)
 	}
 	m.meter.bytes.Add(ctx, size)
-	return nil
-}
-
-// archive returns the Parquet file of every table of c: the previous
-// version's when the table did not change since, else a fresh export,
-// uploaded under its content address.
-func (m *Manager) archive(ctx context.Context, c cut) ([]snapshot.Table, error) {
-	prev := map[string]controldb.Table{}
-	var prevLast uint64
-	if pv, err := m.ctl.GetVersion(ctx, m.cfg.Model, c.Version-1); err == nil {
-		prevLast = pv.LastSeq
-		for _, t := range pv.Tables {
-			prev[t.Name] = t
-		}
-	} else if !errors.Is(err, model.ErrNotFound) {
-		return nil, fmt.Errorf("dbmanager: previous version: %w", err)
-	}
-	var sdb *sql.DB
-	defer func() {
-		if sdb != nil {
-			sdb.Close()
-		}
-	}()
-	out := make([]snapshot.Table, len(c.Tables))
-	for i, t := range c.Tables {
-		out[i] = t.Table
-		if p, ok := prev[t.Name]; ok && prevLast > 0 && t.ChangedSeq <= prevLast && p.Rows == t.Rows {
-			out[i].Parquet = snapshot.File{Key: p.ParquetURI, Bytes: p.Bytes, SHA256: p.SHA256}
-			continue
-		}
-		if sdb == nil {
-			var err error
-			sdb, err = duck.Open(ctx, c.Path, duck.Options{ReadOnly: true, Threads: m.cfg.Threads, MemoryLimit: m.cfg.MemoryLimit, AllowedDirs: []string{filepath.Dir(c.Path)}})
-			if err != nil {
-				return nil, fmt.Errorf("dbmanager: open snapshot %d: %w", c.Version, err)
-			}
-		}
-		path := filepath.Join(filepath.Dir(c.Path), t.Name+".parquet")
-		f, err := snapshot.ExportParquet(ctx, sdb, t.Name, path)
-		if err != nil {
-			return nil, err
-		}
-		f.Key = snapshot.ParquetKey(m.cfg.Model, t.Name, f.SHA256)
-		if err := m.upload(ctx, f.Key, path, f.Bytes); err != nil {
-			return nil, err
-		}
-		os.Remove(path)
-		out[i].Parquet = f
-	}
-	return out, nil
+	return size, nil
 }
 
 func (m *Manager) putManifest(ctx context.Context, mf snapshot.Manifest) error {
@@ -481,17 +680,4 @@ func (m *Manager) requestsOf(ctx context.Context, first, last uint64, version in
 		}
 	}
 	return records, notes, rows.Err()
-}
-
-// sameCounts compares the writer's view of a snapshot with a re-read.
-func sameCounts(want []cutTable, got []snapshot.Table) error {
-	if len(want) != len(got) {
-		return fmt.Errorf("snapshot holds %d tables, the writer saw %d", len(got), len(want))
-	}
-	for i := range want {
-		if want[i].Name != got[i].Name || want[i].Rows != got[i].Rows {
-			return fmt.Errorf("snapshot table %s has %d rows, the writer saw %s with %d", got[i].Name, got[i].Rows, want[i].Name, want[i].Rows)
-		}
-	}
-	return nil
 }

@@ -412,6 +412,16 @@ func describe(ctx context.Context, conn *sql.Conn, db string) ([]Table, error) {
 	return tables, nil
 }
 
+// DescribeCurrent lists the user tables of the database conn is connected
+// to, in conn's current transaction (see describe).
+func DescribeCurrent(ctx context.Context, conn *sql.Conn) ([]Table, error) {
+	var name string
+	if err := conn.QueryRowContext(ctx, "SELECT current_database()").Scan(&name); err != nil {
+		return nil, fmt.Errorf("snapshot: current database: %w", err)
+	}
+	return describe(ctx, conn, name)
+}
+
 // Describe opens the snapshot file at path read-only in a separate DuckDB
 // instance and returns its user tables with row counts and columns: the
 // independent re-read that verifies a snapshot before it is published.
@@ -426,16 +436,18 @@ func Describe(ctx context.Context, path string) ([]Table, error) {
 		return nil, fmt.Errorf("snapshot: open %s read-only: %w", path, err)
 	}
 	defer conn.Close()
-	var name string
-	if err := conn.QueryRowContext(ctx, "SELECT current_database()").Scan(&name); err != nil {
-		return nil, fmt.Errorf("snapshot: %s: %w", path, err)
-	}
-	return describe(ctx, conn, name)
+	return DescribeCurrent(ctx, conn)
 }
 
-// ExportParquet writes table from the read-only snapshot db into the
-// Parquet file path (zstd) and returns its sha256 and size.
-func ExportParquet(ctx context.Context, db *sql.DB, table, path string) (File, error) {
+// Execer runs a statement: a *sql.DB, *sql.Conn or *sql.Tx.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// ExportParquet writes table (schema main) as db sees it, in db's current
+// transaction if it has one, into the Parquet file path (zstd) and returns
+// its sha256 and size.
+func ExportParquet(ctx context.Context, db Execer, table, path string) (File, error) {
 	q := "COPY (SELECT * FROM main." + duck.Ident(table) + ") TO " + duck.Literal(path) + " (FORMAT parquet, COMPRESSION zstd)"
 	if _, err := db.ExecContext(ctx, q); err != nil {
 		return File{}, fmt.Errorf("snapshot: export %s to Parquet: %w", table, err)
