@@ -127,15 +127,21 @@ func (e *env) fetchBlocks(ctx context.Context, store objstore.Store, v controldb
 	case ctx.Err() != nil:
 		return nil, st, ctx.Err()
 	case errors.Is(err, blocks.ErrCorrupt):
-		return nil, st, withCode(ExitError, fmt.Errorf("snapshot of %s version %d is corrupt in the object store: %w", v.Model, v.Version, err))
+		return nil, st, withCode(ExitError, fmt.Errorf("snapshot of %s version %d is corrupt in the object store, nothing written: %s", v.Model, v.Version, unnamed(err, out)))
 	case errors.Is(err, model.ErrNotFound):
-		return nil, st, withCode(ExitError, fmt.Errorf("snapshot of %s version %d is incomplete in the object store (%s): %w", v.Model, v.Version, v.SnapshotURI, err))
+		return nil, st, withCode(ExitError, fmt.Errorf("snapshot of %s version %d is incomplete in the object store (%s), nothing written: %s", v.Model, v.Version, v.SnapshotURI, unnamed(err, out)))
 	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		return nil, st, err // a local file
 	}
 	return nil, st, withCode(ExitUnreachable, fmt.Errorf("download %s: %w", v.SnapshotURI, err))
+}
+
+// unnamed is the message of err from Reconstruct without the name of the
+// temporary file it was building, which the user never sees.
+func unnamed(err error, tmp string) string {
+	return strings.Replace(err.Error(), "blocks: reconstruct "+tmp+": ", "", 1)
 }
 
 // progressBar returns a bar in bytes for v on stderr when it is a

@@ -291,6 +291,7 @@ func TestPullRefusesCorruptBlock(t *testing.T) {
 	for _, target := range []string{out, fresh} {
 		_, errOut, code := teactl(t, context.Background(), env, "pull", "shop", "-o", target)
 		line := strings.TrimSpace(errOut)
+		t.Logf("pull to %s: %s", filepath.Base(target), line)
 		if code != ExitError || strings.Contains(line, "\n") || !strings.Contains(line, "snapshot of shop version 2 is corrupt") || !strings.Contains(line, victim.String()) {
 			t.Errorf("pull to %s with a corrupt block: exit %d, %q; want exit 1 and one line naming the version and the block", target, code, errOut)
 		}
