@@ -126,7 +126,7 @@ func (e *env) fetchBlocks(ctx context.Context, store objstore.Store, v controldb
 		return m, st, nil
 	case ctx.Err() != nil:
 		return nil, st, ctx.Err()
-	case errors.Is(err, blocks.ErrCorrupt):
+	case errors.Is(err, model.ErrInvalid): // blocks.ErrCorrupt, or a block map that does not parse
 		return nil, st, withCode(ExitError, fmt.Errorf("snapshot of %s version %d is corrupt in the object store, nothing written: %s", v.Model, v.Version, unnamed(err, out)))
 	case errors.Is(err, model.ErrNotFound):
 		return nil, st, withCode(ExitError, fmt.Errorf("snapshot of %s version %d is incomplete in the object store (%s), nothing written: %s", v.Model, v.Version, v.SnapshotURI, unnamed(err, out)))

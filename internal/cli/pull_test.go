@@ -306,6 +306,26 @@ func TestPullRefusesCorruptBlock(t *testing.T) {
 	if files := cacheFiles(t, env); len(files) != 0 {
 		t.Errorf("the cache kept %v", files)
 	}
+
+	// Version 1's block map replaced: by version 2's (another root), then
+	// by something that is not a block map.
+	map2, err := os.ReadFile(filepath.Join(s.StoreDir, filepath.FromSlash(snapshot.BlockMapKey("shop", 2))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, data := range [][]byte{map2, []byte("not a block map")} {
+		if err := os.WriteFile(filepath.Join(s.StoreDir, filepath.FromSlash(snapshot.BlockMapKey("shop", 1))), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, errOut, code := teactl(t, context.Background(), env, "pull", "shop", "--version", "1", "-o", fresh)
+		t.Logf("pull with a bad block map: %s", strings.TrimSpace(errOut))
+		if code != ExitError || strings.Count(strings.TrimSpace(errOut), "\n") > 0 || !strings.Contains(errOut, "snapshot of shop version 1 is corrupt") {
+			t.Errorf("pull with a bad block map: exit %d, %q", code, errOut)
+		}
+	}
+	if names := dirNames(t, dir); len(names) != 1 {
+		t.Errorf("after the refused pulls the directory holds %v", names)
+	}
 }
 
 // TestPullFollow: pull --follow moves the file forward to each version
@@ -399,6 +419,10 @@ func TestPullFollow(t *testing.T) {
 		t.Errorf("followed file has %q at id 30", got)
 	}
 
+	// Cancelled (SIGINT) while a version may be being built: it exits 0
+	// and leaves one whole file, version 4 or 5.
+	announce(b.publish("UPDATE t SET v = 'five' WHERE id % 7 = 0"))
+	time.Sleep(20 * time.Millisecond)
 	cancel()
 	select {
 	case code := <-done:
@@ -410,6 +434,9 @@ func TestPullFollow(t *testing.T) {
 	}
 	if names := dirNames(t, dir); len(names) != 1 {
 		t.Errorf("after follow the directory holds %v, want only the file", names)
+	}
+	if got := valueOf(t, out, 30); got != "four" {
+		sameBytes(t, b.files[5], out)
 	}
 	if _, errOut, code := teactl(t, context.Background(), env, "pull", "shop", "--follow"); code != ExitUsage || !strings.Contains(errOut, "-o FILE") {
 		t.Errorf("--follow without -o: exit %d, %q", code, errOut)
