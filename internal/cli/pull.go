@@ -43,7 +43,8 @@ type pulled struct {
 	Reused  int64  `json:"reused_bytes"`  // copied from local files
 }
 
-// print writes p as one JSON line, or its path (follow: with what it cost).
+// printPulled writes p as one JSON line, or its path (when following: with
+// what it cost).
 func (e *env) printPulled(p pulled, asJSON, follow bool) {
 	switch {
 	case asJSON:
