@@ -21,10 +21,9 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
+	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/functions"
@@ -94,19 +93,50 @@ func versionsCmd(e *env) *cobra.Command {
 func pullCmd(e *env) *cobra.Command {
 	var version int64
 	var out string
+	var asJSON, follow bool
 	c := &cobra.Command{
 		Use:   "pull MODEL",
-		Short: "download a version's snapshot, verify it, print its path",
-		Long: `pull downloads the snapshot of a version (default: the latest), verifies its
-sha256 against Postgres and its tables' row counts against the content index,
-and moves it into place atomically. Open it with 'duckdb -readonly PATH'.`,
+		Short: "download a version's snapshot, reusing what is local, verify it, print its path",
+		Long: `pull writes the snapshot of a version (default: the latest) to a file and
+prints its path. Open it with 'duckdb -readonly PATH'.
+
+A block snapshot is built from the blocks the local files already hold (the
+file at the output path, an earlier version usually, and teactl's cached
+snapshots of the model), downloading only the missing blocks, 8 at a time.
+Every block is verified against its sha256, the block map against the root
+digest Postgres records, and the tables' row counts against the content
+index. A whole-file snapshot (versions written before block snapshots) is
+downloaded whole and verified by its sha256 and row counts. The file is
+built beside the output path and renamed over it: on any error nothing
+changes at the output path, and a reader that has the old file open keeps
+reading the old version. A progress bar in bytes shows on a terminal.
+
+--json prints one JSON object per version pulled, on one line: model,
+version, path, digest (the block map's root, or the file's sha256), bytes,
+fetched_bytes (downloaded), reused_bytes (copied from local files; for a
+block snapshot the rest of bytes is all-zero blocks, which are neither).
+
+--follow keeps the output file at the latest version: after the first pull
+it waits for the model's notifications and pulls each newer version over
+the file (skipping to the latest when several were published meanwhile),
+until interrupted. A failed pull after the first is reported and retried at
+the next version (or within 30 s).`,
+		Example: `  teactl pull flights -o flights.duckdb
+  teactl pull flights -o flights.duckdb --json
+  teactl pull flights -o flights.duckdb --follow`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if follow && (out == "" || version != 0) {
+				return fmt.Errorf("%w: --follow needs -o FILE and no --version: it keeps FILE at the latest version", model.ErrInvalid)
+			}
 			d, err := e.connect(true, true)
 			if err != nil {
 				return err
 			}
 			defer d.Close()
+			if follow {
+				return e.follow(cmd.Context(), d, args[0], out, asJSON)
+			}
 			v, err := d.Ctl.GetVersion(cmd.Context(), args[0], version)
 			if err != nil {
 				return versionErr(cmd.Context(), d.Ctl, args[0], version, err)
@@ -114,16 +144,18 @@ and moves it into place atomically. Open it with 'duckdb -readonly PATH'.`,
 			if out == "" {
 				out = fmt.Sprintf("%s-v%d.duckdb", v.Model, v.Version)
 			}
-			if err := e.download(cmd.Context(), d.Store, v, out); err != nil {
+			p, err := e.pull(cmd.Context(), d.Store, v, out)
+			if err != nil {
 				return err
 			}
-			abs, _ := filepath.Abs(out)
-			fmt.Fprintln(e.stdout, abs)
+			e.printPulled(p, asJSON, false)
 			return nil
 		},
 	}
 	c.Flags().Int64Var(&version, "version", 0, "version to pull (default: the latest)")
 	c.Flags().StringVarP(&out, "output", "o", "", "output path (default: MODEL-vN.duckdb)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per version pulled")
+	c.Flags().BoolVar(&follow, "follow", false, "keep the output file at the latest version until interrupted")
 	return c
 }
 
@@ -143,20 +175,60 @@ func versionErr(ctx context.Context, ctl *controldb.DB, m string, version int64,
 	return err
 }
 
-// download fetches v's snapshot to path: to a temporary file next to it,
-// with a progress bar on a terminal, then verifies the sha256 and the row
-// counts and renames it into place. On any error nothing is left at path.
-func (e *env) download(ctx context.Context, store objstore.Store, v controldb.Version, path string) error {
+// download writes v's snapshot to path, reusing the blocks of the files in
+// reuse for a block snapshot (see fetchBlocks), else downloading the file
+// with a progress bar on a terminal; either way into a temporary file next
+// to path, verified (sha256 or root, then the row counts) before it is
+// renamed into place. On any error nothing changes at path.
+func (e *env) download(ctx context.Context, store objstore.Store, v controldb.Version, path string, reuse []string) (pulled, error) {
+	p := pulled{Model: v.Model, Version: v.Version, Digest: v.SHA256, Bytes: v.Bytes}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return p, err
 	}
 	tmp, err := os.CreateTemp(dir, ".teactl-pull-*")
 	if err != nil {
-		return err
+		return p, err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
+	var bm *blocks.Map
+	switch v.SnapshotFormat {
+	case controldb.FormatBlocks:
+		tmp.Close()
+		var st blocks.ReconstructStats
+		if bm, st, err = e.fetchBlocks(ctx, store, v, tmp.Name(), reuse); err != nil {
+			return p, err
+		}
+		p.Fetched, p.Reused = st.Fetched, st.Reused
+	case controldb.FormatFile, "":
+		if err := e.downloadFile(ctx, store, v, tmp); err != nil {
+			return p, err
+		}
+		p.Fetched = v.Bytes
+	default:
+		return p, fmt.Errorf("snapshot of %s version %d has format %q, which this teactl does not read: upgrade teactl", v.Model, v.Version, v.SnapshotFormat)
+	}
+	tables, err := snapshot.Describe(ctx, tmp.Name())
+	if err != nil {
+		return p, err
+	}
+	if err := sameTables(v.Tables, tables); err != nil {
+		return p, fmt.Errorf("snapshot of %s version %d does not match its content index: %w", v.Model, v.Version, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return p, err
+	}
+	if bm != nil {
+		e.saveMap(path, bm)
+	}
+	p.Path, _ = filepath.Abs(path)
+	return p, nil
+}
+
+// downloadFile copies the whole-file snapshot of v into tmp and checks its
+// sha256 and size.
+func (e *env) downloadFile(ctx context.Context, store objstore.Store, v controldb.Version, tmp *os.File) error {
 	rc, err := store.Get(ctx, v.SnapshotURI)
 	if err != nil {
 		if errors.Is(err, model.ErrNotFound) {
@@ -166,8 +238,7 @@ func (e *env) download(ctx context.Context, store objstore.Store, v controldb.Ve
 	}
 	defer rc.Close()
 	var w io.Writer = tmp
-	if f, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		bar := progressbar.DefaultBytes(v.Bytes, fmt.Sprintf("%s v%d", v.Model, v.Version))
+	if bar := e.progressBar(v); bar != nil {
 		w = io.MultiWriter(tmp, bar)
 	}
 	if _, err := io.Copy(w, rc); err != nil {
@@ -185,16 +256,6 @@ func (e *env) download(ctx context.Context, store objstore.Store, v controldb.Ve
 	}
 	if sum != v.SHA256 || n != v.Bytes {
 		return fmt.Errorf("snapshot of %s version %d is corrupt: downloaded %d bytes with sha256 %s, Postgres records %d bytes with %s", v.Model, v.Version, n, sum, v.Bytes, v.SHA256)
-	}
-	tables, err := snapshot.Describe(ctx, tmp.Name())
-	if err != nil {
-		return err
-	}
-	if err := sameTables(v.Tables, tables); err != nil {
-		return fmt.Errorf("snapshot of %s version %d does not match its content index: %w", v.Model, v.Version, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
 	}
 	return nil
 }
@@ -219,8 +280,9 @@ func sameTables(want []controldb.Table, got []snapshot.Table) error {
 // cached returns the path of v's snapshot in the local cache, pulling it
 // when missing. Cache entries are named by stack (a digest of the object
 // store URL: two stacks can both have a model "shop" with a version 3), by
-// version and by sha256, so a changed object is never mistaken for a
-// cached one. A hit marks the entry used; a download evicts the least
+// version and by sha256 (the root of a block snapshot), so a changed
+// object is never mistaken for a cached one; a block snapshot is built
+// reusing the model's other cached versions. A hit marks the entry used; a download evicts the least
 // recently used entries beyond the cache bound (cacheLimit), never the
 // ones this command uses.
 func (e *env) cached(ctx context.Context, store objstore.Store, v controldb.Version) (string, error) {
@@ -228,18 +290,32 @@ func (e *env) cached(ctx context.Context, store objstore.Store, v controldb.Vers
 	if err != nil {
 		return "", err
 	}
-	stack := sha256.Sum256([]byte(e.common.StoreURL))
-	path := filepath.Join(base, "snapshots", hex.EncodeToString(stack[:8]), v.Model, fmt.Sprintf("%d-%s.duckdb", v.Version, v.SHA256))
+	dir, err := e.snapshotDir(v.Model)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%d-%s.duckdb", v.Version, v.SHA256))
 	e.inUse = append(e.inUse, path)
 	if st, err := os.Stat(path); err == nil && st.Size() == v.Bytes {
 		now := time.Now()
 		os.Chtimes(path, now, now) // the mtime is the LRU clock: atime is often not kept
 		return path, nil
 	}
-	if err := e.download(ctx, store, v, path); err != nil {
+	reuse, _ := e.cachedSnapshots(v.Model) // a block snapshot reuses the other cached versions
+	if _, err := e.download(ctx, store, v, path, reuse); err != nil {
 		return "", err
 	}
 	return path, evictLRU(base, e.cache, e.inUse)
+}
+
+// snapshotDir is the cache directory of model m's snapshots in this stack.
+func (e *env) snapshotDir(m string) (string, error) {
+	base, err := e.cacheDir()
+	if err != nil {
+		return "", err
+	}
+	stack := sha256.Sum256([]byte(e.common.StoreURL))
+	return filepath.Join(base, "snapshots", hex.EncodeToString(stack[:8]), m), nil
 }
 
 // cacheLimit bounds teactl's local cache (snapshots and Parquet files
@@ -310,6 +386,9 @@ func evictLRU(base string, l cacheLimit, keep []string) error {
 		}
 		if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("cache: evict: %w", err)
+		}
+		if key, err := mapEntryUnder(base, f.path); err == nil {
+			os.Remove(key) // its block map, if pull recorded one
 		}
 		total -= uint64(f.size)
 	}
