@@ -18,6 +18,7 @@ import (
 	_ "github.com/duckdb/duckdb-go/v2"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
@@ -224,8 +225,8 @@ func check(t *testing.T, ctx context.Context, c *cluster, ctl *controldb.DB, ack
 			continue
 		}
 		path := filepath.Join(work, m+".duckdb")
-		if sum, err := objstore.GetFile(ctx, store, v.SnapshotURI, path); err != nil || sum != v.SHA256 {
-			t.Errorf("%s version %d: snapshot sha256 %s, recorded %s: %v", m, v.Version, sum, v.SHA256, err)
+		if _, err := snapshot.Fetch(ctx, store, v, path, blocks.FetchOptions{}); err != nil {
+			t.Errorf("%s version %d: snapshot (%s %s): %v", m, v.Version, v.SnapshotFormat, v.SHA256, err)
 			res.badVersions++
 			continue
 		}
@@ -342,8 +343,8 @@ func checkVersion(ctx context.Context, store objstore.Store, work string, v cont
 		return fmt.Errorf("manifest says version %d sha256 %s, Postgres %s", mf.Version, mf.Snapshot.SHA256, v.SHA256)
 	}
 	path := filepath.Join(work, fmt.Sprintf("%s-%d.duckdb", v.Model, v.Version))
-	if sum, err := objstore.GetFile(ctx, store, v.SnapshotURI, path); err != nil || sum != v.SHA256 {
-		return fmt.Errorf("snapshot sha256 %s: %v", sum, err)
+	if _, err := snapshot.Fetch(ctx, store, v, path, blocks.FetchOptions{}); err != nil {
+		return fmt.Errorf("snapshot (%s %s): %v", v.SnapshotFormat, v.SHA256, err)
 	}
 	defer os.Remove(path)
 	db, err := sql.Open("duckdb", "")
