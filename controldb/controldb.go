@@ -247,24 +247,24 @@ type Table struct {
 
 // Version is one row of model_version with its content index.
 type Version struct {
-	Model        string     `json:"model"`
-	Version      int64      `json:"version"`
-	SnapshotURI  string     `json:"snapshot_uri"` // object key of the snapshot file or its block map
-	SHA256       string     `json:"sha256"`       // of the snapshot file, or the block map's root
-	ManifestURI  string     `json:"manifest_uri"` // object key
-	Bytes        int64      `json:"bytes"`        // of the snapshot file
+	Model       string `json:"model"`
+	Version     int64  `json:"version"`
+	SnapshotURI string `json:"snapshot_uri"` // object key of the snapshot file or its block map
+	SHA256      string `json:"sha256"`       // of the snapshot file, or the block map's root
+	ManifestURI string `json:"manifest_uri"` // object key
+	Bytes       int64  `json:"bytes"`        // of the snapshot file
 	// SnapshotFormat is FormatBlocks for a block snapshot, FormatFile (or
 	// empty, read as FormatFile) for a whole file.
-	SnapshotFormat string `json:"snapshot_format"`
-	Uploaded       int64  `json:"uploaded_bytes"` // put in the object store by its publication
-	Compaction     bool   `json:"compaction,omitempty"`
-	FirstSeq     uint64     `json:"first_seq"`    // stream sequence range of its requests
-	LastSeq      uint64     `json:"last_seq"`
-	RequestCount int        `json:"request_count"`
-	Epoch        int64      `json:"epoch"`
-	Created      time.Time  `json:"created"`
-	Expired      *time.Time `json:"expired,omitempty"`
-	Tables       []Table    `json:"tables"`
+	SnapshotFormat string     `json:"snapshot_format"`
+	Uploaded       int64      `json:"uploaded_bytes"` // put in the object store by its publication
+	Compaction     bool       `json:"compaction,omitempty"`
+	FirstSeq       uint64     `json:"first_seq"` // stream sequence range of its requests
+	LastSeq        uint64     `json:"last_seq"`
+	RequestCount   int        `json:"request_count"`
+	Epoch          int64      `json:"epoch"`
+	Created        time.Time  `json:"created"`
+	Expired        *time.Time `json:"expired,omitempty"`
+	Tables         []Table    `json:"tables"`
 }
 
 // Snapshot formats of model_version.snapshot_format.

@@ -182,6 +182,9 @@ func (m *Manager) applyWithRetry(ctx context.Context, msgs []jetstream.Msg) erro
 // applyBatch applies msgs exactly once each (see the package doc).
 func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 	start := time.Now()
+	// A cut checkpoints, compacts and captures the file between batches.
+	m.liveMu.Lock()
+	defer m.liveMu.Unlock()
 	items, err := m.prepare(ctx, msgs)
 	if err != nil {
 		return err
@@ -201,9 +204,6 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 	defer conn.Close()
 
-	// A cut checkpoints and captures the file between batches.
-	m.liveMu.Lock()
-	defer m.liveMu.Unlock()
 	// [lo, hi) is the part of the batch the next transaction commits.
 	for lo, hi := 0, len(items); lo < len(items); lo, hi = hi, len(items) {
 		for {

@@ -23,7 +23,19 @@ type Config struct {
 	Holder      string        // lease holder name; default host:pid
 	GCInterval  int           // run retention after every N-th published version; default 1
 	HealthAddr  string        // address of the /livez and /readyz endpoints; "" = none ($TEATREE_HEALTH_ADDR)
+	// A cut compacts the live file first (a version marked compaction)
+	// when at least CompactFree of its blocks are free and they are at
+	// least CompactMinBytes; default 0.5 ($TEATREE_COMPACT_FREE; negative:
+	// never) and 64 MiB.
+	CompactFree     float64
+	CompactMinBytes int64
 }
+
+// Compaction defaults (Config.CompactFree, Config.CompactMinBytes).
+const (
+	DefaultCompactFree     = 0.5
+	DefaultCompactMinBytes = 64 << 20
+)
 
 // RegisterFlags registers the flags of Config on s.
 func (c *Config) RegisterFlags(s *envflag.Set) {
@@ -33,6 +45,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit")
 	s.String(&c.HealthAddr, "health-addr", "TEATREE_HEALTH_ADDR", "", "serve /livez and /readyz on this address (e.g. :8080)")
 	s.Int(&c.BatchSize, "batch-size", "TEATREE_BATCH_SIZE", 1000, "most requests applied in one DuckDB transaction")
+	s.Float64(&c.CompactFree, "compact-free", "TEATREE_COMPACT_FREE", DefaultCompactFree, "compact the live file at a cut when this fraction of its blocks is free (and at least 64 MiB); negative: never")
 }
 
 // Validate fills defaults and checks c.
@@ -67,6 +80,12 @@ func (c *Config) Validate() error {
 	if c.Holder == "" {
 		host, _ := os.Hostname()
 		c.Holder = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	if c.CompactFree == 0 {
+		c.CompactFree = DefaultCompactFree
+	}
+	if c.CompactMinBytes <= 0 {
+		c.CompactMinBytes = DefaultCompactMinBytes
 	}
 	if c.GCInterval <= 0 {
 		c.GCInterval = 1

@@ -7,3 +7,8 @@ func (m *Manager) SetCrashAfterCommit(f func() bool) { m.crashAfterCommit = f }
 
 // SetLoseDelivery installs the lost-delivery hook (tests only).
 func (m *Manager) SetLoseDelivery(f func(jetstream.Msg) bool) { m.loseDelivery = f }
+
+// SetCompaction sets Config.CompactFree and CompactMinBytes (tests only).
+func (m *Manager) SetCompaction(free float64, minBytes int64) {
+	m.cfg.CompactFree, m.cfg.CompactMinBytes = free, minBytes
+}

@@ -192,25 +192,15 @@ func (m *Manager) open(ctx context.Context) error {
 		}
 		restored = v
 	}
-	db, err := duck.Open(ctx, m.cfg.dbPath(), duck.Options{
-		Threads:     m.cfg.Threads,
-		MemoryLimit: m.cfg.MemoryLimit,
-		AllowedDirs: []string{m.cfg.stagingDir(), m.cfg.versionsDir()},
-	})
-	if err != nil {
-		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
-	}
-	m.db = db
-	if m.live, err = os.Open(m.cfg.dbPath()); err != nil {
-		db.Close()
-		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
+	if err := m.openDB(ctx); err != nil {
+		return err
 	}
 	if err := m.initSchema(ctx, restored); err != nil {
 		m.close()
 		return err
 	}
 	var pos uint64
-	if err := db.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&pos); err != nil {
+	if err := m.db.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&pos); err != nil {
 		m.close()
 		return fmt.Errorf("dbmanager: read position: %w", err)
 	}
@@ -218,14 +208,40 @@ func (m *Manager) open(ctx context.Context) error {
 	return nil
 }
 
+// openDB opens the live DuckDB file and the descriptor of it that cuts map
+// it through.
+func (m *Manager) openDB(ctx context.Context) error {
+	db, err := duck.Open(ctx, m.cfg.dbPath(), duck.Options{
+		Threads:     m.cfg.Threads,
+		MemoryLimit: m.cfg.MemoryLimit,
+		AllowedDirs: []string{m.cfg.stagingDir(), m.cfg.versionsDir(), m.cfg.dir()},
+	})
+	if err != nil {
+		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
+	}
+	live, err := os.Open(m.cfg.dbPath())
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
+	}
+	m.db, m.live, m.lastMap = db, live, nil
+	return nil
+}
+
 func (m *Manager) close() {
 	if _, err := m.db.Exec("CHECKPOINT"); err != nil {
 		m.log.Warn("checkpoint at close", "err", err)
 	}
+	m.closeDB()
+}
+
+// closeDB closes DuckDB, then the descriptor of the live file (closing it
+// first would release DuckDB's lock: it is the process's).
+func (m *Manager) closeDB() {
 	if err := m.db.Close(); err != nil {
 		m.log.Warn("close DuckDB", "err", err)
 	}
-	m.live.Close() // after DuckDB: closing it releases the process's lock
+	m.live.Close()
 	m.lastMap = nil
 }
 
@@ -269,6 +285,7 @@ CREATE TABLE IF NOT EXISTS _teatree.outbox (
 	created       TIMESTAMPTZ NOT NULL,
 	published     TIMESTAMPTZ
 );
+ALTER TABLE _teatree.outbox ADD COLUMN IF NOT EXISTS compaction BOOLEAN DEFAULT false;
 INSERT INTO _teatree.position SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM _teatree.position);
 `
 
@@ -287,7 +304,8 @@ func (m *Manager) initSchema(ctx context.Context, restored int64) error {
 		return fmt.Errorf("dbmanager: restore: %w", err)
 	}
 	_, err = m.db.ExecContext(ctx, `DELETE FROM _teatree.outbox;
-		INSERT INTO _teatree.outbox VALUES (?, ?, ?, ?, '', ?, ?, '[]', ?, now())`,
+		INSERT INTO _teatree.outbox (version, first_seq, last_seq, request_count, path, sha256, bytes, tables, created, published)
+			VALUES (?, ?, ?, ?, '', ?, ?, '[]', ?, now())`,
 		v.Version, v.FirstSeq, v.LastSeq, v.RequestCount, v.SHA256, v.Bytes, v.Created)
 	if err != nil {
 		return fmt.Errorf("dbmanager: restore: reset outbox: %w", err)

@@ -38,6 +38,7 @@ type cut struct {
 	Bytes        int64
 	Tables       []cutTable
 	Created      time.Time
+	Compaction   bool // cut from a compact copy of the live file
 }
 
 // cutTable is a table of a cut with the last sequence that changed it.
@@ -119,9 +120,9 @@ func (m *Manager) publishPending(ctx context.Context) error {
 func (m *Manager) nextUnpublished(ctx context.Context) (cut, bool, error) {
 	var c cut
 	var tables string
-	err := m.db.QueryRowContext(ctx, `SELECT version, first_seq, last_seq, request_count, path, sha256, bytes, tables::VARCHAR, created
+	err := m.db.QueryRowContext(ctx, `SELECT version, first_seq, last_seq, request_count, path, sha256, bytes, tables::VARCHAR, created, coalesce(compaction, false)
 		FROM _teatree.outbox WHERE published IS NULL ORDER BY version LIMIT 1`).
-		Scan(&c.Version, &c.FirstSeq, &c.LastSeq, &c.RequestCount, &c.Path, &c.SHA256, &c.Bytes, &tables, &c.Created)
+		Scan(&c.Version, &c.FirstSeq, &c.LastSeq, &c.RequestCount, &c.Path, &c.SHA256, &c.Bytes, &tables, &c.Created, &c.Compaction)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, false, nil
 	}
@@ -208,16 +209,12 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			os.RemoveAll(dir)
 		}
 	}()
-	conn, err := m.db.Conn(ctx)
-	if err != nil {
-		return false, fmt.Errorf("dbmanager: connection: %w", err)
-	}
-	defer conn.Close()
 	c := cut{Version: version, FirstSeq: lastCut + 1, Created: time.Now().UTC()}
-	capt, err := m.freeze(ctx, conn, dir, lastCut, &c)
+	conn, capt, err := m.freeze(ctx, dir, lastCut, &c)
 	if err != nil {
 		return false, fmt.Errorf("dbmanager: snapshot version %d: %w", version, err)
 	}
+	defer conn.Close()
 	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") // ends the read transaction freeze began, if still open
 	for i := range c.Tables {
 		t := &c.Tables[i]
@@ -243,8 +240,9 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("dbmanager: %w", err)
 	}
-	_, err = conn.ExecContext(ctx, `INSERT INTO _teatree.outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
-		version, c.FirstSeq, c.LastSeq, c.RequestCount, c.Path, c.SHA256, c.Bytes, string(tj), c.Created)
+	_, err = conn.ExecContext(ctx, `INSERT INTO _teatree.outbox (version, first_seq, last_seq, request_count, path, sha256, bytes, tables, created, compaction)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		version, c.FirstSeq, c.LastSeq, c.RequestCount, c.Path, c.SHA256, c.Bytes, string(tj), c.Created, c.Compaction)
 	if err != nil {
 		return false, classify(fmt.Errorf("dbmanager: record cut %d: %w", version, err))
 	}
@@ -290,37 +288,148 @@ func readMap(path string) (*blocks.Map, error) {
 
 // freeze makes the live file the snapshot of version c.Version: with the
 // applier held off, it drops the bookkeeping Postgres already holds,
-// CHECKPOINTs (so the file is the whole state, no WAL), captures the blocks
-// the previous cut lacks, and begins a read transaction on conn pinned to
-// that state; it fills in c from it and lets the applier go on. The caller
-// ends the transaction.
-func (m *Manager) freeze(ctx context.Context, conn *sql.Conn, dir string, lastCut uint64, c *cut) (*blocks.Capture, error) {
+// CHECKPOINTs (so the file is the whole state, no WAL), compacts the file
+// when it is due, captures the blocks the previous cut lacks, and begins a
+// read transaction on a new connection pinned to that state; it fills in c
+// from it and lets the applier go on. The caller ends the transaction and
+// closes the connection.
+func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut) (*sql.Conn, *blocks.Capture, error) {
 	m.liveMu.Lock()
 	defer m.liveMu.Unlock()
-	// What a published version or settled range put in Postgres' request
-	// log is not kept in the file, so not in the snapshots: a snapshot
-	// carries the bookkeeping of its own requests only.
-	if err := dropPublished(ctx, conn, lastCut); err != nil {
-		return nil, classify(fmt.Errorf("drop published bookkeeping: %w", err))
+	conn, err := m.checkpoint(ctx, lastCut)
+	if err != nil {
+		return nil, nil, err
 	}
-	if _, err := conn.ExecContext(ctx, "CHECKPOINT"); err != nil {
-		return nil, classify(fmt.Errorf("checkpoint: %w", err))
+	due, err := m.compactionDue(ctx, conn)
+	if err == nil && due {
+		conn.Close()
+		if err = m.compact(ctx); err == nil {
+			c.Compaction = true
+			conn, err = m.db.Conn(ctx)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
 	}
 	capt, err := blocks.NewCapture(ctx, m.live, m.lastMap, dir)
 	if err != nil {
-		return nil, err
+		conn.Close()
+		return nil, nil, err
 	}
 	c.Path, c.SHA256, c.Bytes = capt.Dir(), capt.Map.Root().String(), capt.Map.Size()
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		capt.Close()
-		return nil, fmt.Errorf("begin: %w", err)
+		conn.Close()
+		return nil, nil, fmt.Errorf("begin: %w", err)
 	}
 	if err := m.readCut(ctx, conn, lastCut, c); err != nil {
 		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		capt.Close()
-		return nil, err
+		conn.Close()
+		return nil, nil, err
 	}
-	return capt, nil
+	return conn, capt, nil
+}
+
+// checkpoint drops the published bookkeeping (what a published version or
+// settled range put in Postgres' request log is not kept in the file, so
+// not in the snapshots: a snapshot carries the bookkeeping of its own
+// requests only) and CHECKPOINTs, on a new connection it returns.
+func (m *Manager) checkpoint(ctx context.Context, lastCut uint64) (*sql.Conn, error) {
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connection: %w", err)
+	}
+	if err := dropPublished(ctx, conn, lastCut); err != nil {
+		conn.Close()
+		return nil, classify(fmt.Errorf("drop published bookkeeping: %w", err))
+	}
+	if _, err := conn.ExecContext(ctx, "CHECKPOINT"); err != nil {
+		conn.Close()
+		return nil, classify(fmt.Errorf("checkpoint: %w", err))
+	}
+	return conn, nil
+}
+
+// compactionDue reports whether the checkpointed live file has at least
+// Config.CompactFree of its blocks free, and at least CompactMinBytes.
+func (m *Manager) compactionDue(ctx context.Context, conn *sql.Conn) (bool, error) {
+	if m.cfg.CompactFree <= 0 {
+		return false, nil
+	}
+	var total, free, size int64
+	if err := conn.QueryRowContext(ctx, `SELECT total_blocks, free_blocks, block_size FROM pragma_database_size() WHERE database_name = current_database()`).Scan(&total, &free, &size); err != nil {
+		return false, classify(fmt.Errorf("database size: %w", err))
+	}
+	return total > 0 && free*size >= m.cfg.CompactMinBytes && float64(free) >= m.cfg.CompactFree*float64(total), nil
+}
+
+// compact replaces the checkpointed live file by a compact copy of it
+// (snapshot.Take), verified in a separate read-only instance, and reopens
+// it. The applier is held off. A crash before the rename leaves the old
+// file (the copy is removed at the next compaction), after it the new one.
+func (m *Manager) compact(ctx context.Context) error {
+	start := time.Now()
+	tmp := m.cfg.dbPath() + ".compact"
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("connection: %w", err)
+	}
+	info, err := snapshot.Take(ctx, conn, tmp, func(ctx context.Context, c *sql.Conn) error {
+		var pos uint64
+		return c.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&pos)
+	})
+	conn.Close()
+	if err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	got, err := snapshot.Describe(ctx, tmp)
+	if err == nil {
+		err = sameTables(info.Tables, got)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("compact: the copy does not match the live file: %w: %w", ErrFatal, err)
+	}
+	before, _ := m.live.Stat()
+	m.closeDB()
+	if err := os.Rename(tmp, m.cfg.dbPath()); err != nil {
+		return fmt.Errorf("compact: %w: %w", ErrFatal, err)
+	}
+	if err := syncDir(m.cfg.dir()); err != nil {
+		return fmt.Errorf("compact: %w: %w", ErrFatal, err)
+	}
+	if err := m.openDB(ctx); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	m.log.Info("live file compacted", "bytes_before", before.Size(), "bytes", info.Bytes, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// sameTables compares two descriptions of the same state.
+func sameTables(want, got []snapshot.Table) error {
+	if len(want) != len(got) {
+		return fmt.Errorf("%d tables, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if want[i].Name != got[i].Name || want[i].Rows != got[i].Rows {
+			return fmt.Errorf("table %s has %d rows, want %s with %d", got[i].Name, got[i].Rows, want[i].Name, want[i].Rows)
+		}
+	}
+	return nil
 }
 
 // dropPublished deletes, in one transaction, the records of requests up to
@@ -420,7 +529,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	uploaded := up.Bytes
 	mf := snapshot.Manifest{
 		Model: m.cfg.Model, Version: c.Version, Created: c.Created, Epoch: m.epoch,
-		FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Format: controldb.FormatBlocks,
+		FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Format: controldb.FormatBlocks, Compaction: c.Compaction,
 		Snapshot: snapshot.File{Key: snapshot.BlockMapKey(m.cfg.Model, c.Version), Bytes: c.Bytes, SHA256: c.SHA256},
 	}
 	if err := blocks.PutMap(ctx, m.store, mf.Snapshot.Key, bm); err != nil {
@@ -452,7 +561,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	v := controldb.Version{
 		Model: m.cfg.Model, Version: c.Version, SnapshotURI: mf.Snapshot.Key, SHA256: c.SHA256, ManifestURI: snapshot.ManifestKey(m.cfg.Model, c.Version),
 		Bytes: c.Bytes, FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Epoch: m.epoch, Created: c.Created,
-		SnapshotFormat: controldb.FormatBlocks, Uploaded: uploaded,
+		SnapshotFormat: controldb.FormatBlocks, Uploaded: uploaded, Compaction: c.Compaction,
 	}
 	for _, t := range mf.Tables {
 		schema, _ := json.Marshal(t.Columns)

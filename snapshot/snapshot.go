@@ -1,18 +1,17 @@
-// Package snapshot makes and describes the immutable versions of a model:
-// a read-only DuckDB snapshot file taken between transactions, one Parquet
-// file per table, and the manifest that lists them, with the object-store
-// keys they are published under:
+// Package snapshot describes the immutable versions of a model and the
+// object-store keys they are published under:
 //
-//	models/<model>/versions/<N>/<model>.duckdb   the snapshot
+//	models/<model>/versions/<N>/blocks.json      the block map of the snapshot (package blocks)
+//	models/<model>/blocks/<sha256>               the blocks, shared by all versions
 //	models/<model>/versions/<N>/manifest.json    the manifest
 //	models/<model>/tables/<table>/<sha256>.parquet  the Parquet archive (content-addressed)
+//	models/<model>/versions/<N>/<model>.duckdb   a whole-file snapshot (versions of releases before block snapshots)
 //
-// A snapshot is written with DuckDB's COPY FROM DATABASE (SCHEMA) and one
-// INSERT per published table into a freshly attached file inside one read
-// transaction, so it is consistent (snapshot isolation) while the writer
-// goes on committing, compact (no free blocks) and has no WAL once
-// detached. It holds the model's tables and _teatree.position, not
-// teatree's other bookkeeping (see Published). It is written in storage
+// Fetch writes a version's snapshot file from either form. Take writes a
+// compact copy of a whole database (the db-manager's compaction): DuckDB's
+// COPY FROM DATABASE (SCHEMA) and one INSERT per table into a freshly
+// attached file inside one read transaction, so it is consistent (snapshot
+// isolation), has no free blocks and no WAL once detached, in storage
 // version StorageVersion, whatever the engine's default.
 package snapshot
 
@@ -114,8 +113,9 @@ type Info struct {
 	Tables []Table // user tables (schema main) with rows and columns; Parquet empty
 }
 
-// Take writes a consistent snapshot of the database conn is connected to
-// into the new file path (which must not exist, in a directory DuckDB may
+// Take writes a consistent, compact copy of the whole database conn is
+// connected to (every schema, bookkeeping included; no free blocks) into
+// the new file path (which must not exist, in a directory DuckDB may
 // write to). Inside the read transaction, before anything is copied, it
 // calls inTx so the caller can read its own bookkeeping from the same
 // snapshot. The file is fsynced before Take returns. On error no file is
@@ -171,7 +171,7 @@ func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Co
 	if err != nil {
 		return info, err
 	}
-	if err := copyPublished(ctx, conn, src, alias); err != nil {
+	if err := copyAll(ctx, conn, src, alias); err != nil {
 		return info, err
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
@@ -198,22 +198,11 @@ func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Co
 	return Info{Path: path, Bytes: size, SHA256: sum, Tables: tables}, nil
 }
 
-// Published reports whether table schema.name belongs in a published
-// snapshot: every table outside schema _teatree, and of teatree's
-// bookkeeping only _teatree.position (the last applied stream sequence,
-// where disaster recovery resumes the replay). The request log
-// (_teatree.applied with every request's error text), the table change
-// marks and the outbox stay in the live file; Postgres keeps the request
-// log of published versions.
-func Published(schema, name string) bool {
-	return !strings.EqualFold(schema, "_teatree") || strings.EqualFold(name, "position")
-}
-
-// copyPublished copies database src into the attached database dst inside
-// the current transaction: the whole catalog (COPY FROM DATABASE …
-// (SCHEMA)), then the rows of the Published tables; the other tables are
-// dropped while still empty, so not a block of theirs reaches the file.
-func copyPublished(ctx context.Context, conn *sql.Conn, src, dst string) error {
+// copyAll copies database src into the attached database dst inside the
+// current transaction: the whole catalog (COPY FROM DATABASE … (SCHEMA)),
+// then the rows table by table, parents before their foreign-key children,
+// generated columns left to the target.
+func copyAll(ctx context.Context, conn *sql.Conn, src, dst string) error {
 	if _, err := conn.ExecContext(ctx, "COPY FROM DATABASE "+duck.Ident(src)+" TO "+dst+" (SCHEMA)"); err != nil {
 		return fmt.Errorf("snapshot: copy schema: %w", err)
 	}
@@ -241,14 +230,11 @@ func copyPublished(ctx context.Context, conn *sql.Conn, src, dst string) error {
 	}
 	for _, t := range tables {
 		name := duck.Ident(t[0]) + "." + duck.Ident(t[1])
-		q := "DROP TABLE " + dst + "." + name
-		if Published(t[0], t[1]) {
-			cols, err := storedColumns(ctx, conn, src, t[0], t[1], t[2])
-			if err != nil {
-				return err
-			}
-			q = "INSERT INTO " + dst + "." + name + " " + cols + " SELECT " + strings.Trim(cols, "()") + " FROM " + duck.Ident(src) + "." + name
+		cols, err := storedColumns(ctx, conn, src, t[0], t[1], t[2])
+		if err != nil {
+			return err
 		}
+		q := "INSERT INTO " + dst + "." + name + " " + cols + " SELECT " + strings.Trim(cols, "()") + " FROM " + duck.Ident(src) + "." + name
 		if _, err := conn.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("snapshot: copy %s.%s: %w", t[0], t[1], err)
 		}

@@ -78,3 +78,15 @@ func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, us
 	}
 	s.FS.DurationVar(p, name, def, usage+" ($"+env+")")
 }
+
+// Float64 registers a float64 flag.
+func (s *Set) Float64(p *float64, name, env string, def float64, usage string) {
+	if v, ok := s.env(env); ok {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			s.bad(env, v, "a number such as 0.5")
+		}
+		def = f
+	}
+	s.FS.Float64Var(p, name, def, usage+" ($"+env+")")
+}
