@@ -114,8 +114,10 @@ const (
 // messages (see the package doc) and returns when every batch is
 // acknowledged. A batch refused as a whole for a duplicate Nats-Msg-Id (a
 // repeated publication), because atomic publishing is disabled on the
-// stream, or because the server has too many open batches, is published
-// one message at a time instead, so a repeat stores no duplicate.
+// stream, because the server has too many open batches, or because it came
+// incomplete, is published one message at a time instead, so a repeat
+// stores no duplicate. Any other refusal is returned (a
+// *jetstream.APIError) and stores none of that batch.
 func (p *Publisher) PublishAll(ctx context.Context, ns []model.Notification) error {
 	for len(ns) > 0 {
 		n := min(len(ns), MaxBatch)
@@ -179,7 +181,7 @@ func (p *Publisher) atomic(ctx context.Context, ns []model.Notification) error {
 			}
 			continue
 		}
-		resp, err := nc.RequestMsgWithContext(ctx, msg)
+		resp, err := p.request(ctx, nc, msg)
 		if err != nil {
 			return fmt.Errorf("notify: publish batch %s of %d (%s %s): %w", id, len(ns), n.Status, n.RequestID, err)
 		}
@@ -201,6 +203,18 @@ func (p *Publisher) atomic(ctx context.Context, ns []model.Notification) error {
 		}
 	}
 	return nil
+}
+
+// request sends msg and waits for the reply, within the JetStream
+// context's default timeout (5 s unless set) when ctx has no deadline, as
+// jetstream's own publishes do.
+func (p *Publisher) request(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	return nc.RequestMsgWithContext(ctx, msg)
 }
 
 // publishEach publishes ns asynchronously, one message each, and waits for
