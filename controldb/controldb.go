@@ -580,6 +580,22 @@ func (db *DB) ExpireVersions(ctx context.Context, m string, keep int, epoch int6
 	return out, nil
 }
 
+// ExpiredWithin returns the versions of model m marked expired less than d
+// ago by Postgres's clock (so the caller's clock does not matter), oldest
+// first, without their tables.
+func (db *DB) ExpiredWithin(ctx context.Context, m string, d time.Duration) ([]Version, error) {
+	rows, err := db.pool.Query(ctx, `SELECT `+versionColumns+` FROM model_version
+		WHERE model = $1 AND expired_at > now() - $2::bigint * interval '1 microsecond' ORDER BY version`, m, d.Microseconds())
+	if err != nil {
+		return nil, fmt.Errorf("controldb: versions of %q expired within %s: %w", m, d, err)
+	}
+	vs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Version, error) { return scanVersion(r) })
+	if err != nil {
+		return nil, fmt.Errorf("controldb: versions of %q expired within %s: %w", m, d, err)
+	}
+	return vs, nil
+}
+
 // LiveParquetURIs returns the Parquet objects referenced by the unexpired
 // versions of model m.
 func (db *DB) LiveParquetURIs(ctx context.Context, m string) (map[string]bool, error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/teatree/teatree/internal/envflag"
 	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/retention"
 )
 
 // Config configures one db-manager. Defaults are written next to each field.
@@ -22,6 +23,7 @@ type Config struct {
 	LeasePoll   time.Duration // how often a waiting db-manager retries the lease; default 1s
 	Holder      string        // lease holder name; default host:pid
 	GCInterval  int           // run retention after every N-th published version; default 1
+	BlockGrace  time.Duration // keep unreferenced snapshot blocks this long; default retention.DefaultBlockGrace, 1h ($TEATREE_BLOCK_GRACE)
 	HealthAddr  string        // address of the /livez and /readyz endpoints; "" = none ($TEATREE_HEALTH_ADDR)
 	// A cut compacts the live file first (a version marked compaction)
 	// when at least CompactFree of its blocks are free and they are at
@@ -46,6 +48,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.HealthAddr, "health-addr", "TEATREE_HEALTH_ADDR", "", "serve /livez and /readyz on this address (e.g. :8080)")
 	s.Int(&c.BatchSize, "batch-size", "TEATREE_BATCH_SIZE", 1000, "most requests applied in one DuckDB transaction")
 	s.Float64(&c.CompactFree, "compact-free", "TEATREE_COMPACT_FREE", DefaultCompactFree, "compact the live file at a cut when this fraction of its blocks is free (and at least 64 MiB); negative: never")
+	s.Duration(&c.BlockGrace, "block-grace", "TEATREE_BLOCK_GRACE", retention.DefaultBlockGrace, "keep snapshot blocks no retained version uses this long after upload and expiry (readers may be pulling)")
 }
 
 // Validate fills defaults and checks c.
@@ -89,6 +92,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GCInterval <= 0 {
 		c.GCInterval = 1
+	}
+	if c.BlockGrace <= 0 {
+		c.BlockGrace = retention.DefaultBlockGrace
 	}
 	return errors.Join(errs...)
 }

@@ -682,13 +682,16 @@ func (m *Manager) afterPublish(ctx context.Context, c cut) {
 		m.log.Warn("retention", "err", err)
 		return
 	}
-	res, err := retention.Run(ctx, m.ctl, m.store, m.cfg.Model, mdl.Retention, m.epoch, 0)
+	// Parquet grace 0: this process is the model's only publisher and is
+	// not publishing now. Blocks keep their grace: a reader may be pulling
+	// a version that expires now.
+	res, err := retention.Run(ctx, m.ctl, m.store, m.cfg.Model, mdl.Retention, m.epoch, 0, m.cfg.BlockGrace)
 	if err != nil {
 		m.log.Warn("retention", "err", err)
 		return
 	}
-	if res.Versions > 0 || res.Objects > 0 {
-		m.log.Info("retention", "expired_versions", res.Versions, "deleted_objects", res.Objects)
+	if res.Versions > 0 || res.Objects > 0 || res.Blocks > 0 {
+		m.log.Info("retention", "expired_versions", res.Versions, "deleted_objects", res.Objects, "deleted_blocks", res.Blocks, "freed_block_bytes", res.BlockBytes)
 	}
 }
 

@@ -10,5 +10,8 @@
 // db-manager of model M reads it through its durable pull consumer dbm-M,
 // which it recreates at start from the stream sequence recorded in the
 // model's own DuckDB file, so the file, not the consumer, is the source of
-// truth for what was applied (see package dbmanager).
+// truth for what was applied (see package dbmanager). The notification
+// stream allows atomic batch publishes (allow_atomic, ADR-50): package
+// notify publishes a version's notifications as one batch. EnsureStreams
+// switches it on when it updates a stream made by an older release.
 package queue

@@ -112,6 +112,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 		Duplicates:  cfg.Duplicates,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
+		// A version's notifications are one atomic batch (package notify,
+		// ADR-50); the update turns it on for existing streams.
+		AllowAtomicPublish: true,
 	}}
 	for _, sc := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {

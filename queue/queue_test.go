@@ -47,6 +47,35 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	}
 }
 
+// TestEnsureStreamsAllowsAtomicPublish: a notification stream made by an
+// older release (no allow_atomic) is updated to allow atomic batches.
+func TestEnsureStreamsAllowsAtomicPublish(t *testing.T) {
+	ctx := context.Background()
+	js := setup(t, Config{})
+	st, err := js.Stream(ctx, NotifyStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if !cfg.AllowAtomicPublish {
+		t.Fatalf("new %s: allow_atomic off", NotifyStream)
+	}
+	cfg.AllowAtomicPublish = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureStreams(ctx, js, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Config.AllowAtomicPublish {
+		t.Errorf("updated %s: allow_atomic off", NotifyStream)
+	}
+}
+
 func TestPublishDedupesByRequestID(t *testing.T) {
 	ctx := context.Background()
 	js := setup(t, Config{})

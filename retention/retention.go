@@ -1,7 +1,31 @@
 // Package retention keeps the last K versions of a model and deletes what
-// no retained version needs: older snapshots and manifests, and Parquet
-// objects no retained version references. Postgres rows are marked expired
-// first, so a reader never finds a version row whose objects are gone.
+// no retained version needs: older snapshots and manifests, Parquet objects
+// and snapshot blocks no retained version references. Postgres rows are
+// marked expired first, so a reader never finds a version row whose objects
+// are gone.
+//
+// # Blocks
+//
+// A block snapshot (controldb.FormatBlocks, package blocks) is a block map
+// at the version's snapshot_uri plus block objects
+// models/<model>/blocks/<sha256> shared by every version of the model. A
+// block object is deleted only when
+//
+//   - no retained version's block map lists it,
+//   - no version expired less than the block grace ago lists it (a reader
+//     may be in the middle of pulling that version: its map is kept as
+//     long, so the run can read it), and
+//   - the object is older than the block grace by the object store's
+//     modification time (a version being published uploads its blocks
+//     before Postgres records it).
+//
+// The block grace is DefaultBlockGrace (1 hour) unless the caller says
+// otherwise (`teactl gc --block-grace`, the db-manager's --block-grace).
+// Every map read is checked against the root digest the version records
+// (blocks.GetMap). If one cannot be read (missing, corrupt, unreadable),
+// the run deletes no block at all and returns the error: deleting with an
+// incomplete set of references could destroy a retained version. Versions
+// of format "file" reference no blocks.
 package retention
 
 import (
@@ -11,21 +35,33 @@ import (
 	"strings"
 	"time"
 
+	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/objstore"
 )
 
+// DefaultBlockGrace is how long a block object that no retained version
+// references is kept after its upload and after the last version listing
+// it expired: longer than a pull of a version (a 2 GiB model is about a
+// minute from a local MinIO) and than the publication of one.
+const DefaultBlockGrace = time.Hour
+
 // Result counts what a run expired and deleted.
 type Result struct {
-	Versions int // versions marked expired
-	Objects  int // objects deleted
+	Versions   int   // versions marked expired
+	Objects    int   // snapshot, manifest, block map and Parquet objects deleted
+	Blocks     int   // block objects deleted
+	BlockBytes int64 // bytes of the block objects deleted
 }
 
 // Run keeps the newest keep versions of model m. epoch fences the Postgres
 // writes (model.ErrStaleEpoch when a newer writer exists). Parquet objects
 // younger than grace are left alone, so a run from outside the db-manager
 // (teactl gc) cannot delete the object of a version being published.
-func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string, keep int, epoch int64, grace time.Duration) (Result, error) {
+// Block objects are deleted as the package doc says, with blockGrace as
+// the block grace (0 means none: tests). An error reading a block map
+// deletes no block; the other deletions of the run stand.
+func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string, keep int, epoch int64, grace, blockGrace time.Duration) (Result, error) {
 	var res Result
 	if keep < 1 {
 		keep = 1
@@ -45,6 +81,18 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 	if len(retained) == 0 {
 		return res, nil
 	}
+	// Block maps of versions expired within the block grace stay: a
+	// reader may be pulling them, and this run reads them below.
+	recent, err := ctl.ExpiredWithin(ctx, m, blockGrace)
+	if err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
+	keepMap := map[string]bool{}
+	for _, v := range recent {
+		if v.SnapshotFormat == controldb.FormatBlocks {
+			keepMap[v.SnapshotURI] = true
+		}
+	}
 	oldest := retained[0].Version
 	prefix := "models/" + m + "/versions/"
 	objs, err := store.List(ctx, prefix)
@@ -54,7 +102,7 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 	for _, o := range objs {
 		n, _, _ := strings.Cut(strings.TrimPrefix(o.Key, prefix), "/")
 		v, err := strconv.ParseInt(n, 10, 64)
-		if err != nil || v >= oldest {
+		if err != nil || v >= oldest || keepMap[o.Key] {
 			continue
 		}
 		if err := store.Delete(ctx, o.Key); err != nil {
@@ -79,5 +127,51 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 		}
 		res.Objects++
 	}
+	if err := deleteBlocks(ctx, store, m, append(retained, recent...), blockGrace, &res); err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
 	return res, nil
+}
+
+// deleteBlocks deletes the block objects of model m that none of the block
+// maps of vs lists and that are older than grace. It reads every map first
+// and deletes nothing if one cannot be read.
+func deleteBlocks(ctx context.Context, store objstore.Store, m string, vs []controldb.Version, grace time.Duration, res *Result) error {
+	refs := map[blocks.Digest]struct{}{}
+	for _, v := range vs {
+		if v.SnapshotFormat != controldb.FormatBlocks {
+			continue
+		}
+		root, err := blocks.ParseDigest(v.SHA256)
+		if err != nil {
+			return fmt.Errorf("%s version %d: root digest %q: %w (no block deleted)", m, v.Version, v.SHA256, err)
+		}
+		bm, err := blocks.GetMap(ctx, store, v.SnapshotURI, root)
+		if err != nil {
+			return fmt.Errorf("%s version %d: %w (no block deleted)", m, v.Version, err)
+		}
+		for d := range bm.Digests() {
+			refs[d] = struct{}{}
+		}
+	}
+	prefix := "models/" + m + "/blocks/"
+	objs, err := store.List(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		d, err := blocks.ParseDigest(strings.TrimPrefix(o.Key, prefix))
+		if err != nil {
+			continue // not a block object: not ours to delete
+		}
+		if _, ok := refs[d]; ok || time.Since(o.Modified) < grace {
+			continue
+		}
+		if err := store.Delete(ctx, o.Key); err != nil {
+			return err
+		}
+		res.Blocks++
+		res.BlockBytes += o.Size
+	}
+	return nil
 }

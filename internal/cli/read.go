@@ -731,7 +731,7 @@ func diffCmd(e *env) *cobra.Command {
 }
 
 func gcCmd(e *env) *cobra.Command {
-	var grace time.Duration
+	var grace, blockGrace time.Duration
 	c := &cobra.Command{
 		Use:   "gc MODEL...",
 		Short: "apply retention now: expire old versions and delete objects no retained version needs",
@@ -747,7 +747,7 @@ func gcCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				res, err := retention.Run(cmd.Context(), d.Ctl, d.Store, id, m.Retention, m.WriterEpoch, grace)
+				res, err := retention.Run(cmd.Context(), d.Ctl, d.Store, id, m.Retention, m.WriterEpoch, grace, blockGrace)
 				if err != nil {
 					return err
 				}
@@ -755,11 +755,12 @@ func gcCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(e.stdout, "%s: %d versions kept (retention %d), %d expired, %d objects deleted\n", id, len(kept), m.Retention, res.Versions, res.Objects)
+				fmt.Fprintf(e.stdout, "%s: %d versions kept (retention %d), %d expired, %d objects deleted, %d blocks deleted (%d bytes)\n", id, len(kept), m.Retention, res.Versions, res.Objects, res.Blocks, res.BlockBytes)
 			}
 			return nil
 		},
 	}
 	c.Flags().DurationVar(&grace, "grace", time.Hour, "leave Parquet objects younger than this (a version may be being published)")
+	c.Flags().DurationVar(&blockGrace, "block-grace", retention.DefaultBlockGrace, "leave snapshot blocks no retained version uses until this long after their upload and after the expiry of the last version using them (readers may be pulling)")
 	return c
 }

@@ -1,0 +1,50 @@
+package dbmanager
+
+import (
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/teatree/teatree/internal/envflag"
+	"github.com/teatree/teatree/retention"
+)
+
+// TestBlockGraceConfig: the block grace retention gets defaults to
+// retention.DefaultBlockGrace (never 0, which would let GC delete the
+// blocks of a version a reader is pulling) and is set by flag or
+// TEATREE_BLOCK_GRACE.
+func TestBlockGraceConfig(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  string
+		want time.Duration
+	}{
+		{nil, "", retention.DefaultBlockGrace},
+		{nil, "90m", 90 * time.Minute},
+		{[]string{"--block-grace", "2h"}, "", 2 * time.Hour},
+		{[]string{"--block-grace", "0s"}, "", retention.DefaultBlockGrace},
+	} {
+		fs := pflag.NewFlagSet("dbmanager", pflag.ContinueOnError)
+		s := &envflag.Set{FS: fs, Getenv: func(k string) string {
+			if k == "TEATREE_BLOCK_GRACE" {
+				return c.env
+			}
+			return ""
+		}}
+		var cfg Config
+		cfg.RegisterFlags(s)
+		if err := fs.Parse(append([]string{"--model", "m"}, c.args...)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.BlockGrace != c.want {
+			t.Errorf("args %v env %q: block grace %s, want %s", c.args, c.env, cfg.BlockGrace, c.want)
+		}
+	}
+}
