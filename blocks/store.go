@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -97,6 +98,12 @@ type UploadStats struct {
 	Bytes    int64 // bytes put
 }
 
+// ReuseAge is how old a stored block that the previous map lacks may be
+// for Upload to reuse it rather than put it again: well under the block
+// grace period of GC (retention.DefaultBlockGrace, 1 hour), so that a
+// block GC is about to delete is never relied on.
+const ReuseAge = 10 * time.Minute
+
 // Upload stores the blocks of m that the store does not hold: every
 // distinct digest of m that prev (the map of the last published version,
 // whose blocks are all stored; nil for none) does not have and that is not
@@ -125,7 +132,10 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 		}
 		g.Go(func() error {
 			key := BlockKey(s.model, d)
-			if info, err := s.objs.Stat(ctx, key); err == nil && info.Size == size {
+			// A block stored a while ago that no retained version has may
+			// be deleted by a GC any moment: it is put again, which makes
+			// it young enough for GC's grace period to protect it.
+			if info, err := s.objs.Stat(ctx, key); err == nil && info.Size == size && time.Since(info.Modified) < ReuseAge {
 				present.Add(1)
 				return nil
 			} else if err != nil && !errors.Is(err, model.ErrNotFound) {
