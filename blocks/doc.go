@@ -2,8 +2,8 @@
 // map of a checkpointed DuckDB file, found without reading unchanged blocks;
 // a content-addressed store of blocks in the object store; and the
 // reconstruction of a file from its map, reusing a local earlier version and
-// verifying every block. It is not wired into the db-manager or teactl yet
-// (issue 12, items 2 to 4).
+// verifying every block. The db-manager cuts and publishes versions with it
+// (package dbmanager), and teactl pull and disaster recovery rebuild them.
 //
 // # The DuckDB 1.5 file layout
 //
@@ -98,8 +98,10 @@
 //
 // One object per distinct block, models/<model>/blocks/<sha256>, shared by
 // all versions of the model. Upload puts only the digests the previous map
-// lacks and that are not already stored with the right size, verifying each
-// block before the PUT. Per-block objects rather than per-version packs:
+// lacks and that are not already stored with the right size and younger
+// than ReuseAge (10 minutes: an older unreferenced block may be deleted by
+// a GC, whose grace period is an hour), verifying each block before the
+// PUT. Per-block objects rather than per-version packs:
 // a one-row append to the 3 M-row flights model changes 2 blocks (+ the
 // header: 3 PUTs, 524 KiB), GC is a delete per unreferenced key, a reader
 // fetches whole objects (no ranged GETs in objstore.Store), and the price is

@@ -9,8 +9,8 @@
 // the file holds:
 //
 //	_teatree.position      the last TEATREE_REQUESTS sequence applied
-//	_teatree.applied       every request id seen, with its sequence, status, error and args digest
-//	_teatree.refused       requests that reused another request's id (rejected)
+//	_teatree.applied       request ids seen and not yet published, with sequence, status, error and args digest
+//	_teatree.refused       requests that reused another request's id (rejected), not yet published
 //	_teatree.table_change  the last sequence that changed each table
 //	_teatree.outbox        versions cut and whether they are published
 //	_teatree.settled       ranges of requests that changed nothing, and whether they are published
@@ -39,20 +39,66 @@
 // # Versions
 //
 // A publisher runs beside the applier. Whenever it is free and the position
-// moved, it cuts a version: inside one read transaction it reads the
-// position and copies the model's tables and _teatree.position into a new
-// snapshot file (package snapshot; snapshot isolation lets the applier keep
-// committing), then records the cut in _teatree.outbox. A version must
-// change something: when no request since the last cut was applied (all
-// failed or were rejected), the range is recorded in _teatree.settled
-// instead and published without a version: request log records (fenced by
-// the epoch) and notifications, resumed after a crash like a version. At low load every batch becomes a
-// version; at high load many batches coalesce into one. Publishing an outbox
-// row uploads the snapshot, verifies it in a separate read-only DuckDB
-// instance, exports changed tables to content-addressed Parquet, uploads the
-// manifest, records the version in Postgres (fenced by the lease epoch),
-// notifies every request in it and marks the row published. Every step is
-// idempotent, so a crash anywhere resumes the publication at the next start.
+// moved, it cuts a version. A version must change something: when no
+// request since the last cut was applied (all failed or were rejected), the
+// range is recorded in _teatree.settled instead and published without a
+// version: request log records (fenced by the epoch) and notifications,
+// resumed after a crash like a version. At low load every batch becomes a
+// version; at high load many batches coalesce into one.
+//
+// The snapshot of a version is the live file itself, as of the cut
+// (package blocks). The cut holds the applier off between two batches,
+// deletes the bookkeeping rows Postgres already holds (the records of
+// requests in published versions and settled ranges), CHECKPOINTs, maps
+// the file's blocks (only the blocks whose stored checksum changed are
+// hashed, plus 1/64 of the file as a scrub) and captures the blocks the
+// previous cut lacks (a reflink clone, or a spool of those blocks), then
+// begins a read transaction pinned to that state and lets the applier go
+// on. In that transaction it counts the rows of every table and exports
+// each table changed since the previous version to Parquet; then it
+// records the cut in _teatree.outbox, with the block map in the version's
+// directory. The applier waits only for the checkpoint and the capture.
+//
+// Publishing an outbox row uploads the blocks the previous version's map
+// does not have (each verified against the map before it is put; a block
+// already stored is reused if it is younger than blocks.ReuseAge), the
+// block map, the changed tables' Parquet files (content-addressed), and
+// the manifest; records the version in Postgres with the map's root digest,
+// the bytes uploaded and whether it was a compaction (fenced by the lease
+// epoch); notifies its requests as one atomic batch (package notify); and
+// marks the row published. Every step is idempotent, so a crash anywhere
+// resumes the publication at the next start from the captured blocks.
+//
+// # What is verified
+//
+//   - Every block read for the map is checked against DuckDB's stored
+//     checksum (a torn write or a file changing under the map is refused),
+//     and every block uploaded is hashed again against the map.
+//   - Every exported Parquet file's row count (its footer) must equal the
+//     rows counted in the same transaction: else the publication stops
+//     with ErrFatal (the process restarts and cuts again).
+//   - Blocks not uploaded are the previous version's, verified when it was
+//     published; every 64 versions each block has been hashed again
+//     (blocks.ScrubEvery), and a mismatch is counted.
+//   - A compaction opens its compact copy in a separate read-only DuckDB
+//     instance and compares every table's row count with the live file's
+//     before the copy replaces it; a mismatch is ErrFatal and the old file
+//     stays.
+//   - A reader (teactl pull, disaster recovery) verifies every block and the
+//     map's root against Postgres.
+//
+// A fresh instance is not opened on a full copy of every version: the
+// version is the live file, which DuckDB itself has just checkpointed.
+//
+// # Compaction
+//
+// DuckDB re-uses the free blocks of a file only at later checkpoints, and
+// the live file is never rewritten whole, so it accumulates free space.
+// When a cut finds at least Config.CompactFree (0.5) of the blocks free and
+// at least CompactMinBytes (64 MiB) of them, it first replaces the live
+// file by a compact copy (snapshot.Take), with the applier held off, and
+// cuts the version from it: it uploads the whole new file once, and is
+// marked compaction in Postgres, the manifest and `teactl versions`.
 //
 // # Lease
 //
@@ -64,8 +110,10 @@
 // # Disaster recovery
 //
 // When the DuckDB file is missing (a lost volume) and a version was
-// published, the db-manager downloads the latest snapshot, verifies its
-// sha256 and resumes from the position recorded in it: the request log is
-// replayed from there. The snapshot carries no request ids; retries of
-// requests it holds are recognised through Postgres' request log.
+// published, the db-manager rebuilds the file from the block store (the
+// latest version's map and blocks, each verified; a whole-file snapshot of
+// an older release by its sha256) and resumes from the position recorded
+// in it: the request log is replayed from there. The snapshot carries only
+// the records of its own requests; retries of older requests are
+// recognised through Postgres' request log.
 package dbmanager

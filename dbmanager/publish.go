@@ -249,8 +249,11 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	recorded = true
 	m.lastMap = capt.Map
 	st := capt.Stats
+	if st.Mismatch > 0 {
+		m.log.Warn("scrub found blocks changed under an unchanged DuckDB checksum; they are in this version", "version", version, "blocks", st.Mismatch)
+	}
 	m.log.Debug("version cut", "version", version, "last_seq", c.LastSeq, "requests", c.RequestCount, "bytes", c.Bytes,
-		"blocks", st.Blocks, "hashed", st.Hashed, "full_map", st.Full)
+		"blocks", st.Blocks, "changed", st.Changed, "hashed", st.Hashed, "full_map", st.Full, "took", st.Duration)
 	return true, nil
 }
 

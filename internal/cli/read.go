@@ -61,7 +61,7 @@ func versionsCmd(e *env) *cobra.Command {
 				return e.printJSON(vs)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			head := "VERSION\tCREATED\tREQUESTS\tTABLES\tROWS\tBYTES\tSHA256\t"
+			head := "VERSION\tCREATED\tREQUESTS\tTABLES\tROWS\tBYTES\tUPLOADED\tKIND\tSHA256\t"
 			if expired {
 				head += "EXPIRED\t"
 			}
@@ -71,7 +71,13 @@ func versionsCmd(e *env) *cobra.Command {
 				for _, t := range v.Tables {
 					rows += t.Rows
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%.12s\t", v.Version, v.Created.Local().Format(time.DateTime), v.RequestCount, len(v.Tables), rows, v.Bytes, v.SHA256)
+				// KIND: a compaction uploads the whole file; "-" is a version
+				// that uploads what changed (or a whole file, before blocks).
+				kind := "-"
+				if v.Compaction {
+					kind = "compaction"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%.12s\t", v.Version, v.Created.Local().Format(time.DateTime), v.RequestCount, len(v.Tables), rows, v.Bytes, v.Uploaded, kind, v.SHA256)
 				if expired {
 					// Retained versions show "-", expired ones when retention removed them.
 					mark := "-"
