@@ -99,8 +99,8 @@
 // One object per distinct block, models/<model>/blocks/<sha256>, shared by
 // all versions of the model. Upload puts only the digests the previous map
 // lacks and that are not already stored with the right size and younger
-// than ReuseAge (10 minutes: an older unreferenced block may be deleted by
-// a GC, whose grace period is an hour), verifying each block before the
+// than Store.ReuseAge (10 minutes: an older unreferenced block may be
+// deleted by a GC, whose grace period is an hour), verifying each block before the
 // PUT. Per-block objects rather than per-version packs:
 // a one-row append to the 3 M-row flights model changes 2 blocks (+ the
 // header: 3 PUTs, 524 KiB), GC is a delete per unreferenced key, a reader

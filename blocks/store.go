@@ -2,6 +2,7 @@ package blocks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -55,6 +56,12 @@ type Store struct {
 	model string
 	// Parallel is the number of concurrent uploads (DefaultParallel if 0).
 	Parallel int
+	// ReuseAge is how old a stored block that the previous map lacks may
+	// be for Upload to reuse it rather than put it again (DefaultReuseAge
+	// if 0). It must be well under the grace period of block GC
+	// (retention.DefaultBlockGrace, 1 hour), so that a block a GC may
+	// delete is never relied on.
+	ReuseAge time.Duration
 }
 
 var _ Source = (*Store)(nil)
@@ -98,11 +105,8 @@ type UploadStats struct {
 	Bytes    int64 // bytes put
 }
 
-// ReuseAge is how old a stored block that the previous map lacks may be
-// for Upload to reuse it rather than put it again: well under the block
-// grace period of GC (retention.DefaultBlockGrace, 1 hour), so that a
-// block GC is about to delete is never relied on.
-const ReuseAge = 10 * time.Minute
+// DefaultReuseAge is Store.ReuseAge when it is 0.
+const DefaultReuseAge = 10 * time.Minute
 
 // Upload stores the blocks of m that the store does not hold: every
 // distinct digest of m that prev (the map of the last published version,
@@ -135,7 +139,7 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 			// A block stored a while ago that no retained version has may
 			// be deleted by a GC any moment: it is put again, which makes
 			// it young enough for GC's grace period to protect it.
-			if info, err := s.objs.Stat(ctx, key); err == nil && info.Size == size && time.Since(info.Modified) < ReuseAge {
+			if info, err := s.objs.Stat(ctx, key); err == nil && info.Size == size && time.Since(info.Modified) < cmp.Or(s.ReuseAge, DefaultReuseAge) {
 				present.Add(1)
 				return nil
 			} else if err != nil && !errors.Is(err, model.ErrNotFound) {

@@ -28,7 +28,7 @@ type Config struct {
 	// A cut compacts the live file first (a version marked compaction)
 	// when at least CompactFree of its blocks are free and they are at
 	// least CompactMinBytes; default 0.5 ($TEATREE_COMPACT_FREE; negative:
-	// never) and 64 MiB.
+	// never) and 64 MiB ($TEATREE_COMPACT_MIN_BYTES).
 	CompactFree     float64
 	CompactMinBytes int64
 }
@@ -47,7 +47,8 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit")
 	s.String(&c.HealthAddr, "health-addr", "TEATREE_HEALTH_ADDR", "", "serve /livez and /readyz on this address (e.g. :8080)")
 	s.Int(&c.BatchSize, "batch-size", "TEATREE_BATCH_SIZE", 1000, "most requests applied in one DuckDB transaction")
-	s.Float64(&c.CompactFree, "compact-free", "TEATREE_COMPACT_FREE", DefaultCompactFree, "compact the live file at a cut when this fraction of its blocks is free (and at least 64 MiB); negative: never")
+	s.Float64(&c.CompactFree, "compact-free", "TEATREE_COMPACT_FREE", DefaultCompactFree, "compact the live file at a cut when this fraction of its blocks is free (and at least --compact-min-bytes); negative: never")
+	s.Int64(&c.CompactMinBytes, "compact-min-bytes", "TEATREE_COMPACT_MIN_BYTES", DefaultCompactMinBytes, "compact only when the free blocks are at least this many bytes")
 	s.Duration(&c.BlockGrace, "block-grace", "TEATREE_BLOCK_GRACE", retention.DefaultBlockGrace, "keep snapshot blocks no retained version uses this long after upload and expiry (readers may be pulling)")
 }
 

@@ -61,7 +61,8 @@
 //
 // Publishing an outbox row uploads the blocks the previous version's map
 // does not have (each verified against the map before it is put; a block
-// already stored is reused if it is younger than blocks.ReuseAge), the
+// already stored is reused if it is younger than blocks.Store.ReuseAge,
+// at most half the block grace of GC), the
 // block map, the changed tables' Parquet files (content-addressed), and
 // the manifest; records the version in Postgres with the map's root digest,
 // the bytes uploaded and whether it was a compaction (fenced by the lease

@@ -84,6 +84,7 @@ func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB
 	if err != nil {
 		return nil, fmt.Errorf("dbmanager: %w", err)
 	}
+	bs.ReuseAge = min(blocks.DefaultReuseAge, cfg.BlockGrace/2)
 	meter := otel.Meter("github.com/teatree/teatree/dbmanager")
 	m := &Manager{
 		blockStore: bs,

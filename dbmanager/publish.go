@@ -378,6 +378,11 @@ func (m *Manager) compactionDue(ctx context.Context, conn *sql.Conn) (bool, erro
 func (m *Manager) compact(ctx context.Context) error {
 	start := time.Now()
 	tmp := m.cfg.dbPath() + ".compact"
+	if stale, err := filepath.Glob(tmp + "*"); err == nil { // a compaction that crashed
+		for _, f := range stale {
+			os.Remove(f)
+		}
+	}
 	conn, err := m.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("connection: %w", err)
@@ -400,6 +405,13 @@ func (m *Manager) compact(ctx context.Context) error {
 	}
 	before, _ := m.live.Stat()
 	m.closeDB()
+	// The copy holds every commit; a WAL left by the old file (its close
+	// checkpoints, so normally none) must not be replayed onto it.
+	for _, f := range []string{m.cfg.dbPath() + ".wal", m.cfg.dbPath() + ".wal.checkpoint"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("compact: %w: %w", ErrFatal, err)
+		}
+	}
 	if err := os.Rename(tmp, m.cfg.dbPath()); err != nil {
 		return fmt.Errorf("compact: %w: %w", ErrFatal, err)
 	}

@@ -94,7 +94,9 @@ func TestReadPathOnS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, o := range objs {
-		if strings.HasPrefix(o.Key, "models/cafe/versions/1/") || strings.HasPrefix(o.Key, "models/cafe/versions/2/") {
+		// The block map of a version expired within the block grace (1 h)
+		// stays with its blocks, for a reader in the middle of a pull.
+		if (strings.HasPrefix(o.Key, "models/cafe/versions/1/") || strings.HasPrefix(o.Key, "models/cafe/versions/2/")) && !strings.HasSuffix(o.Key, "/blocks.json") {
 			t.Errorf("snapshot object of an expired version left: %s", o.Key)
 		}
 	}

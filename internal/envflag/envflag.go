@@ -90,3 +90,15 @@ func (s *Set) Float64(p *float64, name, env string, def float64, usage string) {
 	}
 	s.FS.Float64Var(p, name, def, usage+" ($"+env+")")
 }
+
+// Int64 registers an int64 flag; an unparsable variable is reported by Err.
+func (s *Set) Int64(p *int64, name, env string, def int64, usage string) {
+	if v, ok := s.env(env); ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			s.bad(env, v, "a whole number")
+		}
+		def = n
+	}
+	s.FS.Int64Var(p, name, def, usage+" ($"+env+")")
+}
