@@ -77,7 +77,11 @@ func (m *Manager) publishLoop(ctx context.Context) error {
 			return nil
 		case <-m.committed:
 			if delay > 0 {
-				<-retry
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-retry:
+				}
 			}
 		case <-retry:
 		case <-tick.C:
@@ -555,7 +559,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		if t.Local == "" {
 			continue
 		}
-		if err := checkParquetRows(ctx, t); err != nil {
+		if err := m.checkParquetRows(ctx, t); err != nil {
 			return fmt.Errorf("dbmanager: version %d: %w: %w", c.Version, ErrFatal, err)
 		}
 		n, err := m.upload(ctx, t.Parquet.Key, t.Local, t.Parquet.Bytes)
@@ -652,14 +656,9 @@ func (m *Manager) dropLegacyCut(ctx context.Context, c cut) error {
 
 // checkParquetRows compares the rows of an exported Parquet file (its
 // footer) with the rows the writer counted in the same transaction.
-func checkParquetRows(ctx context.Context, t cutTable) error {
-	db, err := duck.Open(ctx, "", duck.Options{Threads: 1, AllowedDirs: []string{filepath.Dir(t.Local)}})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
+func (m *Manager) checkParquetRows(ctx context.Context, t cutTable) error {
 	var rows int64
-	if err := db.QueryRowContext(ctx, "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata("+duck.Literal(t.Local)+")").Scan(&rows); err != nil {
+	if err := m.db.QueryRowContext(ctx, "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata("+duck.Literal(t.Local)+")").Scan(&rows); err != nil {
 		return fmt.Errorf("read %s: %w", t.Local, err)
 	}
 	if rows != t.Rows {
