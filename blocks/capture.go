@@ -102,6 +102,10 @@ func (c *Capture) Block(ctx context.Context, d Digest, buf []byte) error {
 // Dir is the capture's directory (for OpenSpool after a crash).
 func (c *Capture) Dir() string { return c.dir }
 
+// Release closes the capture's files and keeps its directory, for
+// ReopenCapture (a capture recorded for a later upload).
+func (c *Capture) Release() error { return c.src.Close() }
+
 // Close removes the capture.
 func (c *Capture) Close() error {
 	c.src.Close()

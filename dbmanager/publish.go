@@ -220,6 +220,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	}
 	defer conn.Close()
 	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") // ends the read transaction freeze began, if still open
+	defer capt.Release()                                           // publish reopens it; on error the directory goes
 	for i := range c.Tables {
 		t := &c.Tables[i]
 		if p, ok := prev[t.Name]; ok && prevLast > 0 && t.ChangedSeq <= prevLast && p.Rows == t.Rows {
