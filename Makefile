@@ -5,7 +5,7 @@ BIN     ?= bin
 TESTFLAGS ?=
 export TEATREE_MINIO_BIN ?= $(shell scripts/minio.sh --path 2>/dev/null)
 
-.PHONY: help build test vet fmt demo data clean minio chaos fuzz bench
+.PHONY: help build test vet fmt demo data clean minio chaos fuzz bench bench-large
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -61,3 +61,6 @@ clean: ## remove build output
 
 bench: build data ## benchmarks side by side with JetStream and DuckDB alone (about 5 minutes; BENCHFLAGS=-quick: 2 minutes); writes bench/results.json
 	$(BIN)/teabench -bin $(BIN) -json bench/results.json $(BENCHFLAGS)
+
+bench-large: build ## scenario 3L alone: a synthetic 2 GB model (one-row appends, incremental pulls, a 1 % update; about 6 minutes, 20 GB of disk); writes bench/results-large.json
+	$(BIN)/teabench -bin $(BIN) -scenarios 3L -idle-timeout 1m -json bench/results-large.json $(BENCHFLAGS)

@@ -275,18 +275,52 @@ func execAll(ctx context.Context, db *sql.DB, stmts ...[]any) error {
 	return nil
 }
 
+// tinyModel is scenario 3's 10-row model, the reference for the cost of
+// an append that does not depend on the table's size.
+const tinyModel = "change-10-rows"
+
+// setupTinyModel creates the 10-row model: table t (as the small-request
+// models) and one append of 10 rows.
+func (b *bench) setupTinyModel(ctx context.Context) error {
+	if err := b.setupSmallModels(ctx, []string{tinyModel}); err != nil {
+		return err
+	}
+	rows := make([]map[string]any, 10)
+	for i := range rows {
+		rows[i] = map[string]any{"id": i, "v": "teabench row"}
+	}
+	args, _ := json.Marshal(map[string]any{"table": "t", "rows": rows})
+	_, _, err := b.submitWait(ctx, model.Request{ID: tinyModel + "-rows", Model: tinyModel, Function: "append", Args: args}, time.Minute)
+	return err
+}
+
+// change submits r, waits until it is applied and reads what publishing
+// its version uploaded.
+func (b *bench) change(ctx context.Context, r model.Request, timeout time.Duration) (time.Duration, cost, error) {
+	d, n, err := b.submitWait(ctx, r, timeout)
+	if err != nil {
+		return d, cost{}, err
+	}
+	c, err := b.versionCost(ctx, r.Model, n.Version)
+	return d, c, err
+}
+
 // scenarioChange is scenario 3: one single-row append to the large model,
-// submit to applied, vs the naive re-export; and the same append to a
-// small table, to show whether the time depends on the table's size.
+// submit to applied, vs the naive re-export (3); and the same append to a
+// 10-row model, whose ratio shows whether the time depends on the table's
+// size (3b). Both report what their versions uploaded.
 func (b *bench) scenarioChange(ctx context.Context) ([]Result, error) {
 	if err := b.ensureLarge(ctx); err != nil {
 		return nil, err
 	}
+	if err := b.setupTinyModel(ctx); err != nil {
+		return nil, err
+	}
 	res := Result{ID: "3", Name: "small change: one single-row append to the " + b.large + " model, submit→applied",
 		Unit: "ms", BaseName: "DuckDB: insert, checkpoint, re-export the table, copy the file", Target: "< 150 ms"}
-	var tt, base, small []float64
+	var tt, base, small, up, parquet, smallUp []float64
 	for r := 0; r <= b.cfg.Changes; r++ { // run 0 is the warm-up
-		d, _, err := b.submitWait(ctx, changeRequest(b.large, "flights", fmt.Sprintf("change-%d", r), changeRow), 5*time.Minute)
+		d, c, err := b.change(ctx, changeRequest(b.large, "flights", fmt.Sprintf("change-%d", r), changeRow), 5*time.Minute)
 		if err != nil {
 			return nil, err
 		}
@@ -294,27 +328,29 @@ func (b *bench) scenarioChange(ctx context.Context) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		sd := time.Duration(0)
-		if b.small != "" {
-			row := map[string]any{"id": -1 - r, "v": "change"}
-			if sd, _, err = b.submitWait(ctx, changeRequest(b.small, "t", fmt.Sprintf("small-change-%d", r), row), time.Minute); err != nil {
-				return nil, err
-			}
+		row := map[string]any{"id": -1 - r, "v": "change"}
+		sd, sc, err := b.change(ctx, changeRequest(tinyModel, "t", fmt.Sprintf("small-change-%d", r), row), time.Minute)
+		if err != nil {
+			return nil, err
 		}
-		b.progress("3 run %d: teatree %.0f ms (small table %.0f ms), DuckDB re-export %.0f ms", r, ms(d), ms(sd), ms(bd))
+		b.progress("3 run %d: teatree %.0f ms, %.2f MiB uploaded (10-row model %.0f ms, %.0f KiB), DuckDB re-export %.0f ms",
+			r, ms(d), mib(c.Uploaded), ms(sd), float64(sc.Uploaded)/(1<<10), ms(bd))
 		if r == 0 {
 			continue
 		}
-		tt, base = append(tt, ms(d)), append(base, ms(bd))
-		if b.small != "" {
-			small = append(small, ms(sd))
-		}
+		tt, base, small = append(tt, ms(d)), append(base, ms(bd)), append(small, ms(sd))
+		up, parquet, smallUp = append(up, mib(c.Uploaded)), append(parquet, mib(c.Parquet)), append(smallUp, mib(sc.Uploaded))
 	}
 	res.Teatree, res.Baseline = newStat(tt), ptr(newStat(base))
 	res.setRatio("teatree ms / re-export ms")
 	res.Met = boolp(res.Teatree.Median < 150)
-	if len(small) > 0 {
-		res.Extra = map[string]any{"small_table_ms": newStat(small).Median}
-	}
-	return []Result{res}, nil
+	res.Extra = map[string]any{"uploaded_mib": newStat(up).Median, "parquet_mib": newStat(parquet).Median}
+	sizes := Result{ID: "3b", Name: "small change: the same append, " + b.large + " model vs a 10-row model, submit→applied",
+		Unit: "ms", Teatree: res.Teatree, Baseline: ptr(newStat(small)), BaseName: "the same append to a 10-row model", Target: "ratio <= 1.5"}
+	sizes.setRatio("large model ms / 10-row model ms")
+	sizes.Met = boolp(sizes.Ratio <= 1.5)
+	sizes.Extra = map[string]any{"uploaded_mib": res.Extra["uploaded_mib"], "small_uploaded_mib": newStat(smallUp).Median}
+	return []Result{res, sizes}, nil
 }
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }

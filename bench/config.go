@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -19,7 +18,7 @@ import (
 type Config struct {
 	Quick       bool          // small sizes: the whole run in under 2 minutes
 	Runs        int           // measured runs per scenario after the warm-up; default 3 (at least 3)
-	Scenarios   []int         // scenarios to run; default 1,2,3,4,5
+	Scenarios   []string      // scenarios to run, of 1, 2, 3, 3L, 4, 5; default 1,2,3,4,5 (3L: make bench-large)
 	Small       int           // scenario 1: requests per run; default 2000 (quick 500; the issue names 20000)
 	Clients     int           // scenario 1: submitting clients; default 4
 	Models      int           // scenario 1: models of the multi-model case; default 20
@@ -28,6 +27,8 @@ type Config struct {
 	FlightsRows int           // scenario 2: use only the first N rows (0: all); default 0 (quick 300000)
 	LowMemory   string        // scenario 2: memory_limit of the low-memory run; default 256MB ("" skips it)
 	Changes     int           // scenario 3: single-row appends measured; default 5 (at least Runs)
+	LargeRows   int           // scenario 3L: rows of the synthetic table (about 70 B each); default 32000000, ≈2.2 GB (quick 2000000)
+	LargeUpdate int           // scenario 3L: 1 % updates measured; default 1
 	ManyModels  int           // scenario 5: models; default 50 (quick 5; the issue names 500)
 	ManyReqs    int           // scenario 5: requests per model; default 20 (quick 10)
 	Bin         string        // directory of teactl; default bin
@@ -46,7 +47,7 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("teabench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenarios", "1,2,3,4,5", "comma-separated scenarios to run (1 small requests, 2 bulk ingest, 3 small change, 4 queries, 5 many models)")
+	scen := fs.String("scenarios", "1,2,3,4,5", "comma-separated scenarios to run (1 small requests, 2 bulk ingest, 3 small change, 3L small change to a 2 GB model, 4 queries, 5 many models)")
 	fs.BoolVar(&c.Quick, "quick", false, "small sizes: the whole run in under 2 minutes")
 	fs.IntVar(&c.Runs, "runs", 3, "measured runs per scenario after a warm-up (at least 3)")
 	fs.IntVar(&c.Small, "requests", 0, "scenario 1: requests per run (default 2000, quick 500; the issue names 20000)")
@@ -57,6 +58,8 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.FlightsRows, "flights-rows", -1, "scenario 2: use the first N rows only (0: all; default all, quick 300000)")
 	fs.StringVar(&c.LowMemory, "low-memory", "256MB", `scenario 2: memory_limit of the low-memory ingest run ("" skips it)`)
 	fs.IntVar(&c.Changes, "changes", 0, "scenario 3: single-row appends measured (default 5, at least -runs)")
+	fs.IntVar(&c.LargeRows, "large-rows", 0, "scenario 3L: rows of the synthetic table, about 70 B each in the file (default 32000000: ≈2.2 GB; quick 2000000)")
+	fs.IntVar(&c.LargeUpdate, "large-updates", 1, "scenario 3L: 1 % updates of the synthetic table measured")
 	fs.IntVar(&c.ManyModels, "many-models", -1, "scenario 5: models (default 50, quick 5; the issue names 500)")
 	fs.IntVar(&c.ManyReqs, "many-requests", 0, "scenario 5: requests per model (default 20, quick 10)")
 	fs.StringVar(&c.Bin, "bin", "bin", "directory of the teactl binary (make build)")
@@ -75,11 +78,11 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	for _, s := range strings.Split(*scen, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 5 {
-			return c, fmt.Errorf("-scenarios: %q is not a scenario number 1-5", s)
+		s = strings.ToUpper(strings.TrimSpace(s))
+		if !slices.Contains(scenarios, s) {
+			return c, fmt.Errorf("-scenarios: %q is not one of %s", s, strings.Join(scenarios, ", "))
 		}
-		c.Scenarios = append(c.Scenarios, n)
+		c.Scenarios = append(c.Scenarios, s)
 	}
 	pick := func(v *int, full, quick int) {
 		if *v <= 0 {
@@ -92,6 +95,7 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 	pick(&c.Small, 2000, 500)
 	pick(&c.Changes, 5, 3)
 	pick(&c.ManyReqs, 20, 10)
+	pick(&c.LargeRows, 32000000, 2000000)
 	if c.FlightsRows < 0 {
 		c.FlightsRows = 0
 		if c.Quick {
@@ -125,8 +129,11 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("-runs: at least 3 runs are needed for a median and a spread"))
 	}
 	c.Changes = max(c.Changes, c.Runs)
-	if c.Clients < 1 || c.Models < 1 || c.ManyReqs < 2 || c.Threads < 1 {
-		errs = append(errs, errors.New("-clients, -models, -duckdb-threads must be positive and -many-requests at least 2"))
+	if c.Clients < 1 || c.Models < 1 || c.ManyReqs < 2 || c.Threads < 1 || c.LargeUpdate < 1 {
+		errs = append(errs, errors.New("-clients, -models, -duckdb-threads, -large-updates must be positive and -many-requests at least 2"))
+	}
+	if c.LargeRows < 100 || c.LargeUpdate > 100 {
+		errs = append(errs, errors.New("-large-rows must be at least 100 and -large-updates at most 100 (each update touches its own 1 % of the rows)"))
 	}
 	if c.needsFlights() {
 		if _, err := os.Stat(c.Flights); err != nil {
@@ -134,15 +141,19 @@ func (c *Config) validate() error {
 		}
 	}
 	teactl := filepath.Join(c.Bin, "teactl")
-	if _, err := os.Stat(teactl); err != nil && (c.has(2) || c.has(4)) {
+	if _, err := os.Stat(teactl); err != nil && (c.has("2") || c.has("3L") || c.has("4")) {
 		errs = append(errs, fmt.Errorf("-bin: %w (make build builds it)", err))
 	}
 	return errors.Join(errs...)
 }
 
-func (c *Config) has(s int) bool { return slices.Contains(c.Scenarios, s) }
+// scenarios are the scenario names -scenarios takes, in the order they
+// run.
+var scenarios = []string{"1", "2", "3", "3L", "4", "5"}
 
-func (c *Config) needsFlights() bool { return c.has(2) || c.has(3) || c.has(4) }
+func (c *Config) has(s string) bool { return slices.Contains(c.Scenarios, s) }
+
+func (c *Config) needsFlights() bool { return c.has("2") || c.has("3") || c.has("4") }
 
 // Main runs teabench with args (without the program name) and returns the
 // process exit code: 0 done, 1 error, 2 bad usage. `teabench dbmanager

@@ -21,7 +21,15 @@
 //     DuckDB alone (CREATE TABLE AS, COPY TO Parquet, copy of the file),
 //     with the db-manager's peak RSS and a run with a 256 MiB memory_limit;
 //  3. a small change to the large model: one single-row append, submit to
-//     applied, vs re-exporting the whole table and copying the whole file;
+//     applied, vs re-exporting the whole table and copying the whole file,
+//     with the bytes its version uploaded; and (3b) the same append to a
+//     10-row model, whose ratio shows whether the cost depends on the
+//     table's size; and 3L (not in the default set: make bench-large) a
+//     synthetic model of about 2 GB built once with the sql function over
+//     range(): one-row appends (time and uploaded bytes), `teactl pull
+//     --json` of each new version over the previous one (fetched bytes),
+//     and an update of 1 % of the rows, vs DuckDB alone running the same
+//     statement and a CHECKPOINT on a copy of the file;
 //  4. queries through `teactl query` on a cached snapshot vs DuckDB on the
 //     same file in this process, with teactl's fixed start-up cost (a
 //     `SELECT 1`) reported separately;

@@ -301,7 +301,6 @@ func (b *bench) scenarioSmall(ctx context.Context) ([]Result, error) {
 	if err := b.setupSmallModels(ctx, append(append([]string{}, one...), many...)); err != nil {
 		return nil, err
 	}
-	b.small = one[0]
 	sample, _ := json.Marshal(smallRequest(one[0], "small-x-999999", 999999))
 	size := len(sample)
 	var out []Result

@@ -49,7 +49,6 @@ type bench struct {
 	flights   string // the flights file the scenarios use
 	large     string // model holding the flights (scenario 2, used by 3 and 4)
 	largeBase string // DuckDB file of the baseline holding the flights
-	small     string // a model with a small table (scenario 1, used by 3)
 }
 
 // Run starts a stack, runs the configured scenarios, prints the table on
@@ -82,23 +81,23 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	}
 	rep.Machine = b.machine(ctx, rep.Machine)
 	type scenario struct {
-		n   int
+		n   string
 		run func(context.Context) ([]Result, error)
 	}
-	all := []scenario{{1, b.scenarioSmall}, {2, b.scenarioBulk}, {3, b.scenarioChange}, {4, b.scenarioQueries}, {5, b.scenarioMany}}
+	all := []scenario{{"1", b.scenarioSmall}, {"2", b.scenarioBulk}, {"3", b.scenarioChange}, {"3L", b.scenarioLarge}, {"4", b.scenarioQueries}, {"5", b.scenarioMany}}
 	for _, s := range all {
 		if !cfg.has(s.n) {
 			continue
 		}
-		b.progress("scenario %d", s.n)
+		b.progress("scenario %s", s.n)
 		res, err := s.run(ctx)
 		rep.Results = append(rep.Results, res...)
 		if err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
-			rep.Results = append(rep.Results, Result{ID: fmt.Sprint(s.n), Name: "scenario " + fmt.Sprint(s.n), Err: err.Error()})
-			b.progress("scenario %d: %v", s.n, err)
+			rep.Results = append(rep.Results, Result{ID: s.n, Name: "scenario " + s.n, Err: err.Error()})
+			b.progress("scenario %s: %v", s.n, err)
 		}
 	}
 	rep.Machine.LoadEnd = loadAvg()
@@ -257,17 +256,61 @@ func (b *bench) machine(ctx context.Context, m Machine) Machine {
 	return m
 }
 
-// createModel creates model id owning the requests published from now on
-// (as `teactl model create` does).
+// createModel creates model id with the default settings owning the
+// requests published from now on (as `teactl model create` does).
 func (b *bench) createModel(ctx context.Context, id string) error {
+	return b.createModelWith(ctx, controldb.Model{ID: id})
+}
+
+// createModelWith creates model m (its settings: retention, allow_sql)
+// owning the requests published from now on.
+func (b *bench) createModelWith(ctx context.Context, m controldb.Model) error {
 	last, err := queue.StreamLastSeq(ctx, b.js)
 	if err != nil {
 		return err
 	}
-	if _, err := b.ctl.CreateModel(ctx, controldb.Model{ID: id, StartSeq: last + 1}); err != nil {
-		return fmt.Errorf("bench: create model %s: %w", id, err)
+	m.StartSeq = last + 1
+	if _, err := b.ctl.CreateModel(ctx, m); err != nil {
+		return fmt.Errorf("bench: create model %s: %w", m.ID, err)
 	}
 	return nil
+}
+
+// cost is what the publication of one version put in the object store.
+type cost struct {
+	Version  int64
+	Uploaded int64 // model_version.uploaded_bytes: the new blocks and the new Parquet files
+	Parquet  int64 // of which the Parquet files of the tables the version changed
+}
+
+// versionCost reads the cost of version v of model m from Postgres. The
+// Parquet share counts the tables whose Parquet file differs from version
+// v-1's (all of them for the first version).
+func (b *bench) versionCost(ctx context.Context, m string, v int64) (cost, error) {
+	if v <= 0 {
+		return cost{}, fmt.Errorf("bench: %s: the notification names no version", m)
+	}
+	cur, err := b.ctl.GetVersion(ctx, m, v)
+	if err != nil {
+		return cost{}, err
+	}
+	old := map[string]bool{}
+	if v > 1 { // GetVersion(m, 0) is the latest
+		prev, err := b.ctl.GetVersion(ctx, m, v-1)
+		if err != nil {
+			return cost{}, err
+		}
+		for _, t := range prev.Tables {
+			old[t.ParquetURI] = true
+		}
+	}
+	c := cost{Version: v, Uploaded: cur.Uploaded}
+	for _, t := range cur.Tables {
+		if !old[t.ParquetURI] {
+			c.Parquet += t.Bytes
+		}
+	}
+	return c, nil
 }
 
 // submitWait publishes r and waits for its final notification; it returns
