@@ -148,10 +148,10 @@ func newCluster(t testing.TB, leaseTTL time.Duration) *cluster {
 		"TEATREE_LEASE_TTL="+leaseTTL.String(),
 		"TEATREE_IDLE_TIMEOUT=5s",
 		// Compaction and block GC run inside the fault schedule: the chaos
-		// models are small, so compact at 30 % free from 512 KiB, and
+		// models are small, so compact at 40 % free from 1 MiB, and
 		// delete unreferenced blocks after 20 s.
-		"TEATREE_COMPACT_FREE=0.3",
-		"TEATREE_COMPACT_MIN_BYTES=524288",
+		"TEATREE_COMPACT_FREE=0.4",
+		"TEATREE_COMPACT_MIN_BYTES=1048576",
 		"TEATREE_BLOCK_GRACE=20s",
 		"TEATREE_DUCKDB_THREADS=1",
 		"TEATREE_DUCKDB_MEMORY_LIMIT=256MB",

@@ -2,8 +2,14 @@ package dbmanager_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
@@ -120,4 +126,32 @@ func TestCompactionCutsACompactVersion(t *testing.T) {
 	if err := db.QueryRow("SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM wide)").Scan(&rows, &wide); err != nil || rows != 3 || wide != 1 {
 		t.Errorf("after compaction: t has %d rows, wide %d (%v); want 3 and 1", rows, wide, err)
 	}
+}
+
+// TestWriterLockRefusesASecondProcess: while another process holds the
+// model directory's writer.lock (a db-manager stopped past its lease, in
+// the middle of a compaction that has released DuckDB's own lock), a new
+// db-manager refuses to open the model instead of writing beside it.
+func TestWriterLockRefusesASecondProcess(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "locked"}).ID
+	dir := filepath.Join(s.DataDir, m)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "writer.lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	err = run(t, s, m, nil).wait(t)
+	if !errors.Is(err, dbmanager.ErrFatal) || !strings.Contains(err.Error(), "writer.lock") {
+		t.Fatalf("Run with writer.lock held elsewhere = %v; want a fatal error naming the lock", err)
+	}
+	f.Close()
+	s.Submit(t, createTable(m, "create"))
+	run(t, s, m, nil)
+	s.Outcomes(t, m, wait, "create")
 }

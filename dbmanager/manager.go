@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
@@ -53,6 +54,7 @@ type Manager struct {
 	// fcntl lock belongs to the process, see blocks.RemapFile).
 	liveMu               sync.Mutex
 	live                 *os.File
+	dirLock              *os.File // writer.lock, flocked while the process runs (lockDir)
 	blockStore           *blocks.Store
 	lastMap              *blocks.Map // of the last cut, with stored checksums (nil: map in full)
 	lastPublished        *blocks.Map // of version lastPublishedVersion, all its blocks stored
@@ -185,15 +187,20 @@ func (m *Manager) open(ctx context.Context) error {
 			return fmt.Errorf("dbmanager: %w", err)
 		}
 	}
+	if err := m.lockDir(); err != nil {
+		return err
+	}
 	restored := int64(0)
 	if _, err := os.Stat(m.cfg.dbPath()); errors.Is(err, os.ErrNotExist) {
 		v, err := m.restore(ctx)
 		if err != nil {
+			m.dirLock.Close()
 			return err
 		}
 		restored = v
 	}
 	if err := m.openDB(ctx); err != nil {
+		m.dirLock.Close()
 		return err
 	}
 	if err := m.initSchema(ctx, restored); err != nil {
@@ -206,6 +213,25 @@ func (m *Manager) open(ctx context.Context) error {
 		return fmt.Errorf("dbmanager: read position: %w", err)
 	}
 	m.position.Store(pos)
+	return nil
+}
+
+// lockDir takes an exclusive flock on the model directory's writer.lock
+// for the life of the process. DuckDB's own lock on its file is an fcntl
+// lock that a compaction gives up while it swaps the file; a db-manager
+// stopped there (SIGSTOP, a long pause) past its lease must not find the
+// file free for a successor when it resumes, nor the successor it.
+func (m *Manager) lockDir() error {
+	path := filepath.Join(m.cfg.dir(), "writer.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("dbmanager: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("dbmanager: %s is locked by another db-manager process of model %s (it lost its lease and has not exited yet): %w: %w", path, m.cfg.Model, ErrFatal, err)
+	}
+	m.dirLock = f
 	return nil
 }
 
@@ -234,6 +260,7 @@ func (m *Manager) close() {
 		m.log.Warn("checkpoint at close", "err", err)
 	}
 	m.closeDB()
+	m.dirLock.Close()
 }
 
 // closeDB closes DuckDB, then the descriptor of the live file (closing it

@@ -245,7 +245,9 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("dbmanager: %w", err)
 	}
-	_, err = conn.ExecContext(ctx, `INSERT INTO _teatree.outbox (version, first_seq, last_seq, request_count, path, sha256, bytes, tables, created, compaction)
+	// Not interrupted by ctx: a cancelled statement may still commit, and
+	// its row would then name a removed directory.
+	_, err = conn.ExecContext(context.WithoutCancel(ctx), `INSERT INTO _teatree.outbox (version, first_seq, last_seq, request_count, path, sha256, bytes, tables, created, compaction)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		version, c.FirstSeq, c.LastSeq, c.RequestCount, c.Path, c.SHA256, c.Bytes, string(tj), c.Created, c.Compaction)
 	if err != nil {
@@ -520,15 +522,21 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	start := time.Now()
 	ctx, span := m.tracer.Start(ctx, "publish version", trace.WithAttributes(attribute.String("teatree.model", m.cfg.Model), attribute.Int64("teatree.version", c.Version)))
 	defer span.End()
-	if strings.HasSuffix(c.Path, ".duckdb") {
-		return m.dropLegacyCut(ctx, c)
-	}
 	dir := filepath.Dir(c.Path)
+	if strings.HasSuffix(c.Path, ".duckdb") {
+		return m.settleLostCut(ctx, c, "a whole-file cut of an older release")
+	}
 	bm, err := readMap(filepath.Join(dir, mapFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return m.settleLostCut(ctx, c, "its block map is missing")
+	}
 	if err != nil {
 		return fmt.Errorf("dbmanager: version %d: block map: %w: %w", c.Version, ErrFatal, err)
 	}
 	src, err := blocks.ReopenCapture(ctx, c.Path, bm)
+	if errors.Is(err, model.ErrNotFound) {
+		return m.settleLostCut(ctx, c, "its captured blocks are missing")
+	}
 	if err != nil {
 		return fmt.Errorf("dbmanager: version %d: captured blocks: %w: %w", c.Version, ErrFatal, err)
 	}
@@ -633,14 +641,23 @@ func (m *Manager) publishedMap(ctx context.Context, v int64) (*blocks.Map, error
 	return bm, nil
 }
 
-// dropLegacyCut settles an outbox row that an older release left
-// unpublished, naming a whole snapshot file: if Postgres has the version it
-// is marked published, else it is dropped and the state cut again as a
-// block snapshot.
-func (m *Manager) dropLegacyCut(ctx context.Context, c cut) error {
-	_, err := m.ctl.GetVersion(ctx, m.cfg.Model, c.Version)
+// settleLostCut settles an outbox row whose local capture cannot be
+// published (why says what is wrong with it): if Postgres has the version
+// (it was published before the row was marked) its notifications are sent
+// again and the row is marked published, else it is dropped and the state, still in the live file, is
+// cut again.
+func (m *Manager) settleLostCut(ctx context.Context, c cut, why string) error {
+	v, err := m.ctl.GetVersion(ctx, m.cfg.Model, c.Version)
 	switch {
 	case err == nil:
+		// Its notifications may not have gone out: they are deduplicated.
+		_, notes, err := m.requestsOf(ctx, c.FirstSeq, c.LastSeq, c.Version, v.Created)
+		if err != nil {
+			return err
+		}
+		if err := m.notify.PublishAll(ctx, notes); err != nil {
+			return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
+		}
 		_, err = m.db.ExecContext(ctx, "UPDATE _teatree.outbox SET published = now() WHERE version = ?", c.Version)
 	case errors.Is(err, model.ErrNotFound):
 		_, err = m.db.ExecContext(ctx, "DELETE FROM _teatree.outbox WHERE version = ?", c.Version)
@@ -648,10 +665,10 @@ func (m *Manager) dropLegacyCut(ctx context.Context, c cut) error {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
 	if err != nil {
-		return classify(fmt.Errorf("dbmanager: settle the whole-file cut of version %d: %w", c.Version, err))
+		return classify(fmt.Errorf("dbmanager: settle the cut of version %d: %w", c.Version, err))
 	}
 	os.RemoveAll(filepath.Dir(c.Path))
-	m.log.Info("whole-file cut of an older release settled", "version", c.Version)
+	m.log.Warn("cut not publishable, settled", "version", c.Version, "why", why)
 	return nil
 }
 
