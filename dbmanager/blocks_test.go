@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,25 @@ func blockKeys(t *testing.T, s *stacktest.Stack, m string) map[string]bool {
 	return out
 }
 
+// liveBlockSize reads the block size from the header of model m's live file.
+func liveBlockSize(t *testing.T, s *stacktest.Stack, m string) int64 {
+	t.Helper()
+	f, err := os.Open(filepath.Join(s.DataDir, m, m+".duckdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hdr := make([]byte, blocks.HeaderSize)
+	if _, err := io.ReadFull(f, hdr); err != nil {
+		t.Fatal(err)
+	}
+	h, err := blocks.ReadHeader(hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.BlockSize
+}
+
 // fill makes table wide of n rows (raw SQL: a refresh may not read range()).
 func fill(m, id string, n int) model.Request {
 	return stacktest.Request(m, id, "sql", map[string]any{"sql": fmt.Sprintf("CREATE OR REPLACE TABLE wide AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(%d)", n)})
@@ -48,6 +68,9 @@ func TestVersionUploadsOnlyChangedBlocks(t *testing.T) {
 	s.Submit(t, createTable(m, "create"), fill(m, "fill", 300000))
 	h := run(t, s, m, nil)
 	s.Outcomes(t, m, wait, "create", "fill")
+	if bs := liveBlockSize(t, s, m); bs != dbmanager.DefaultBlockSize {
+		t.Errorf("a new live file has %d-byte blocks, want %d", bs, dbmanager.DefaultBlockSize)
+	}
 	v1, err := s.Ctl.GetVersion(context.Background(), m, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +95,7 @@ func TestVersionUploadsOnlyChangedBlocks(t *testing.T) {
 	// The appended row changes the table's last row group, the catalog
 	// metadata and the bookkeeping tables (a block or so each); the header
 	// is rewritten at every checkpoint. The 300,000-row table is not.
-	if v2.Bytes < 20*blocks.DefaultBlockSize || added == 0 || added > 10 || v2.Uploaded > int64(added)*blocks.DefaultBlockSize {
+	if v2.Bytes < 20*dbmanager.DefaultBlockSize || added == 0 || added > 10 || v2.Uploaded > int64(added)*dbmanager.DefaultBlockSize {
 		t.Errorf("one-row append to a %d-byte file: %d new block objects, %d bytes uploaded; want at most 10 blocks", v2.Bytes, added, v2.Uploaded)
 	}
 	if err := h.stop(t); err != nil {
@@ -93,8 +116,17 @@ func TestCompactionCutsACompactVersion(t *testing.T) {
 	s := stacktest.New(t, queue.Config{})
 	m := s.CreateModel(t, controldb.Model{ID: "cmp", AllowSQL: true}).ID
 	s.Submit(t, createTable(m, "create"), fill(m, "fill", 300000))
-	h := run(t, s, m, func(mgr *dbmanager.Manager) { mgr.SetCompaction(0.4, 4<<20) })
+	// Made with DuckDB's 256 KiB blocks (as by an older release), the
+	// model moves to the configured 64 KiB at its compaction.
+	h := run(t, s, m, func(mgr *dbmanager.Manager) { mgr.SetBlockSize(blocks.MaxBlockSize); mgr.SetCompaction(-1, 0) })
 	s.Outcomes(t, m, wait, "create", "fill")
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if bs := liveBlockSize(t, s, m); bs != blocks.MaxBlockSize {
+		t.Fatalf("live file made with %d-byte blocks, want %d", bs, blocks.MaxBlockSize)
+	}
+	h = run(t, s, m, func(mgr *dbmanager.Manager) { mgr.SetCompaction(0.4, 4<<20) })
 	s.Submit(t, fill(m, "shrink", 1))
 	s.Outcomes(t, m, wait, "shrink")
 	for i := range 3 {
@@ -117,6 +149,9 @@ func TestCompactionCutsACompactVersion(t *testing.T) {
 	}
 	if c := vs[compactions[0]]; c.Bytes*2 > vs[compactions[0]-1].Bytes {
 		t.Errorf("the compaction made version %d of %d bytes, from %d", c.Version, c.Bytes, vs[compactions[0]-1].Bytes)
+	}
+	if bs := liveBlockSize(t, s, m); bs != dbmanager.DefaultBlockSize {
+		t.Errorf("after compaction the live file has %d-byte blocks, want %d", bs, dbmanager.DefaultBlockSize)
 	}
 	if err := h.stop(t); err != nil {
 		t.Fatal(err)

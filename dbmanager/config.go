@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/internal/envflag"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/retention"
@@ -31,12 +32,18 @@ type Config struct {
 	// never) and 64 MiB ($TEATREE_COMPACT_MIN_BYTES).
 	CompactFree     float64
 	CompactMinBytes int64
+	// BlockSize is the DuckDB block size in bytes of a new live file and
+	// of a compaction's copy: what a small version costs (a few blocks)
+	// against the objects of a full upload; default 64 KiB
+	// ($TEATREE_BLOCK_SIZE; docs/decisions.md has the measurements).
+	BlockSize int
 }
 
-// Compaction defaults (Config.CompactFree, Config.CompactMinBytes).
+// Defaults of Config.CompactFree, CompactMinBytes and BlockSize.
 const (
 	DefaultCompactFree     = 0.5
 	DefaultCompactMinBytes = 64 << 20
+	DefaultBlockSize       = 64 << 10
 )
 
 // RegisterFlags registers the flags of Config on s.
@@ -48,6 +55,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.HealthAddr, "health-addr", "TEATREE_HEALTH_ADDR", "", "serve /livez and /readyz on this address (e.g. :8080)")
 	s.Int(&c.BatchSize, "batch-size", "TEATREE_BATCH_SIZE", 1000, "most requests applied in one DuckDB transaction")
 	s.Float64(&c.CompactFree, "compact-free", "TEATREE_COMPACT_FREE", DefaultCompactFree, "compact the live file at a cut when this fraction of its blocks is free (and at least --compact-min-bytes); negative: never")
+	s.Int(&c.BlockSize, "block-size", "TEATREE_BLOCK_SIZE", DefaultBlockSize, "DuckDB block size in bytes of a new live file and of a compaction (16384 to 262144, a power of two)")
 	s.Int64(&c.CompactMinBytes, "compact-min-bytes", "TEATREE_COMPACT_MIN_BYTES", DefaultCompactMinBytes, "compact only when the free blocks are at least this many bytes")
 	s.Duration(&c.BlockGrace, "block-grace", "TEATREE_BLOCK_GRACE", retention.DefaultBlockGrace, "keep snapshot blocks no retained version uses this long after upload and expiry (readers may be pulling)")
 }
@@ -87,6 +95,12 @@ func (c *Config) Validate() error {
 	}
 	if c.CompactFree == 0 {
 		c.CompactFree = DefaultCompactFree
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = DefaultBlockSize
+	}
+	if c.BlockSize < blocks.MinBlockSize || c.BlockSize > blocks.MaxBlockSize || c.BlockSize&(c.BlockSize-1) != 0 {
+		errs = append(errs, fmt.Errorf("--block-size %d: want a power of two from %d to %d", c.BlockSize, blocks.MinBlockSize, blocks.MaxBlockSize))
 	}
 	if c.CompactMinBytes <= 0 {
 		c.CompactMinBytes = DefaultCompactMinBytes

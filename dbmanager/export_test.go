@@ -12,3 +12,6 @@ func (m *Manager) SetLoseDelivery(f func(jetstream.Msg) bool) { m.loseDelivery =
 func (m *Manager) SetCompaction(free float64, minBytes int64) {
 	m.cfg.CompactFree, m.cfg.CompactMinBytes = free, minBytes
 }
+
+// SetBlockSize sets Config.BlockSize (tests only).
+func (m *Manager) SetBlockSize(n int) { m.cfg.BlockSize = n }

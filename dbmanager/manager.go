@@ -242,6 +242,7 @@ func (m *Manager) openDB(ctx context.Context) error {
 		Threads:     m.cfg.Threads,
 		MemoryLimit: m.cfg.MemoryLimit,
 		AllowedDirs: []string{m.cfg.stagingDir(), m.cfg.versionsDir(), m.cfg.dir()},
+		BlockSize:   m.cfg.BlockSize,
 	})
 	if err != nil {
 		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)

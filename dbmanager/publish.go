@@ -379,7 +379,8 @@ func (m *Manager) compactionDue(ctx context.Context, conn *sql.Conn) (bool, erro
 }
 
 // compact replaces the checkpointed live file by a compact copy of it
-// (snapshot.Take), verified in a separate read-only instance, and reopens
+// (snapshot.Take, with blocks of Config.BlockSize: a model made with
+// another block size moves to it), verified in a separate read-only instance, and reopens
 // it. The applier is held off. A crash before the rename leaves the old
 // file (the copy is removed at the next compaction), after it the new one.
 func (m *Manager) compact(ctx context.Context) error {
@@ -394,7 +395,7 @@ func (m *Manager) compact(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connection: %w", err)
 	}
-	info, err := snapshot.Take(ctx, conn, tmp, func(ctx context.Context, c *sql.Conn) error {
+	info, err := snapshot.Take(ctx, conn, tmp, m.cfg.BlockSize, func(ctx context.Context, c *sql.Conn) error {
 		var pos uint64
 		return c.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&pos)
 	})

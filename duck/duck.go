@@ -8,6 +8,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/duckdb/duckdb-go/v2"
@@ -31,15 +33,26 @@ type Options struct {
 	// ExternalAccess leaves DuckDB's enable_external_access on. Only tools
 	// that run trusted SQL (teactl query on a pulled copy) set it.
 	ExternalAccess bool
+	// BlockSize is the block size in bytes of the file if Open creates it
+	// (DuckDB's default_block_size, a power of two from 16 KiB to 256 KiB);
+	// 0 leaves DuckDB's 256 KiB. An existing file keeps its own.
+	BlockSize int
 }
 
 // Open opens the DuckDB database at path ("" for in-memory) with opts. The
 // settings are global to the database instance, so every connection of the
 // returned pool has them.
 func Open(ctx context.Context, path string, opts Options) (*sql.DB, error) {
-	dsn := path
+	q := url.Values{}
 	if opts.ReadOnly {
-		dsn += "?access_mode=read_only"
+		q.Set("access_mode", "read_only")
+	}
+	if opts.BlockSize > 0 {
+		q.Set("default_block_size", strconv.Itoa(opts.BlockSize))
+	}
+	dsn := path
+	if len(q) > 0 {
+		dsn += "?" + q.Encode()
 	}
 	conn, err := duckdb.NewConnector(dsn, nil)
 	if err != nil {

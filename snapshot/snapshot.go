@@ -116,11 +116,12 @@ type Info struct {
 // Take writes a consistent, compact copy of the whole database conn is
 // connected to (every schema, bookkeeping included; no free blocks) into
 // the new file path (which must not exist, in a directory DuckDB may
-// write to). Inside the read transaction, before anything is copied, it
+// write to), with blocks of blockSize bytes (0: DuckDB's 256 KiB). Inside
+// the read transaction, before anything is copied, it
 // calls inTx so the caller can read its own bookkeeping from the same
 // snapshot. The file is fsynced before Take returns. On error no file is
 // left at path.
-func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Context, *sql.Conn) error) (info Info, err error) {
+func Take(ctx context.Context, conn *sql.Conn, path string, blockSize int, inTx func(context.Context, *sql.Conn) error) (info Info, err error) {
 	var src string
 	if err := conn.QueryRowContext(ctx, "SELECT current_database()").Scan(&src); err != nil {
 		return info, fmt.Errorf("snapshot: current database: %w", err)
@@ -139,7 +140,11 @@ func Take(ctx context.Context, conn *sql.Conn, path string, inTx func(context.Co
 	for _, f := range []string{path, tmp, tmp + ".wal", tmp + ".wal.checkpoint"} { // leftovers of a crashed process
 		os.Remove(f)
 	}
-	if _, err := conn.ExecContext(ctx, "ATTACH "+duck.Literal(tmp)+" AS "+alias+" (STORAGE_VERSION "+duck.Literal(StorageVersion)+")"); err != nil {
+	opts := "STORAGE_VERSION " + duck.Literal(StorageVersion)
+	if blockSize > 0 {
+		opts += ", BLOCK_SIZE " + strconv.Itoa(blockSize)
+	}
+	if _, err := conn.ExecContext(ctx, "ATTACH "+duck.Literal(tmp)+" AS "+alias+" ("+opts+")"); err != nil {
 		return info, fmt.Errorf("snapshot: attach %s: %w", tmp, err)
 	}
 	attached := true

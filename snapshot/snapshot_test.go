@@ -42,7 +42,7 @@ func TestTakeIsConsistentWhileWriting(t *testing.T) {
 	writer, _ := db.Conn(ctx)
 	defer writer.Close()
 	var seq uint64
-	info, err := Take(ctx, reader, filepath.Join(dir, "snap.duckdb"), func(ctx context.Context, c *sql.Conn) error {
+	info, err := Take(ctx, reader, filepath.Join(dir, "snap.duckdb"), 0, func(ctx context.Context, c *sql.Conn) error {
 		if err := c.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&seq); err != nil {
 			return err
 		}
@@ -97,7 +97,7 @@ func TestTakeCopiesTheWholeDatabase(t *testing.T) {
 	}
 	conn, _ := db.Conn(ctx)
 	defer conn.Close()
-	info, err := Take(ctx, conn, filepath.Join(dir, "snap.duckdb"), func(ctx context.Context, c *sql.Conn) error {
+	info, err := Take(ctx, conn, filepath.Join(dir, "snap.duckdb"), 0, func(ctx context.Context, c *sql.Conn) error {
 		var seq uint64
 		return c.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&seq)
 	})
@@ -138,7 +138,7 @@ func TestTakeLeavesNoFileOnError(t *testing.T) {
 	conn, _ := db.Conn(ctx)
 	defer conn.Close()
 	path := filepath.Join(dir, "snap.duckdb")
-	_, err := Take(ctx, conn, path, func(ctx context.Context, c *sql.Conn) error {
+	_, err := Take(ctx, conn, path, 0, func(ctx context.Context, c *sql.Conn) error {
 		var n int
 		return c.QueryRowContext(ctx, "SELECT 1 FROM no_such_table").Scan(&n)
 	})
@@ -216,12 +216,12 @@ func TestDiff(t *testing.T) {
 		}
 	}
 	exec("CREATE TABLE keep(id INT); INSERT INTO keep VALUES (1),(2); CREATE TABLE gone(id INT); CREATE TABLE t(id INT, v VARCHAR); INSERT INTO t VALUES (1,'a'),(2,'b'),(3,'c')")
-	a, err := Take(ctx, conn, filepath.Join(dir, "a.duckdb"), noop)
+	a, err := Take(ctx, conn, filepath.Join(dir, "a.duckdb"), 0, noop)
 	if err != nil {
 		t.Fatal(err)
 	}
 	exec("DROP TABLE gone; CREATE TABLE fresh(x INT); INSERT INTO fresh VALUES (9); DELETE FROM t WHERE id = 1; UPDATE t SET v = 'B' WHERE id = 2; INSERT INTO t VALUES (4,'d'); ALTER TABLE t ADD COLUMN w INT")
-	b, err := Take(ctx, conn, filepath.Join(dir, "b.duckdb"), noop)
+	b, err := Take(ctx, conn, filepath.Join(dir, "b.duckdb"), 0, noop)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestTakeWhileAnotherConnectionReadsTheCatalog(t *testing.T) {
 	defer conn.Close()
 	for v := range 40 {
 		var rows int64
-		info, err := Take(ctx, conn, filepath.Join(dir, fmt.Sprintf("v%d.duckdb", v)), func(ctx context.Context, c *sql.Conn) error {
+		info, err := Take(ctx, conn, filepath.Join(dir, fmt.Sprintf("v%d.duckdb", v)), 0, func(ctx context.Context, c *sql.Conn) error {
 			return c.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&rows)
 		})
 		if err != nil {
@@ -344,7 +344,7 @@ func TestTakeWritesStorageVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	info, err := Take(ctx, conn, filepath.Join(dir, "snap.duckdb"), func(ctx context.Context, c *sql.Conn) error {
+	info, err := Take(ctx, conn, filepath.Join(dir, "snap.duckdb"), 0, func(ctx context.Context, c *sql.Conn) error {
 		_, err := c.ExecContext(ctx, "SELECT count(*) FROM t")
 		return err
 	})
