@@ -368,9 +368,7 @@ func (r *KubeRunner) Stop(ctx context.Context, m string) error {
 // Running lists, sorted, the models whose StatefulSet has spec.replicas 1
 // (the db-manager runs or is starting). If the API server cannot be asked
 // within 30 s it logs the error and returns the previous answer.
-func (r *KubeRunner) Running() []string {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+func (r *KubeRunner) Running(ctx context.Context) ([]string, error) {
 	list, err := r.client.AppsV1().StatefulSets(r.cfg.Namespace).List(ctx, metav1.ListOptions{
 		LabelSelector: LabelName + "=teatree," + LabelComponent + "=db-manager," + LabelManagedBy + "=teatree-dispatcher",
 	})
@@ -378,7 +376,7 @@ func (r *KubeRunner) Running() []string {
 	defer r.mu.Unlock()
 	if err != nil {
 		r.log.Warn("listing db-manager statefulsets", "err", err)
-		return slices.Clone(r.running)
+		return nil, err
 	}
 	var models []string
 	for _, s := range list.Items {
@@ -387,8 +385,7 @@ func (r *KubeRunner) Running() []string {
 		}
 	}
 	slices.Sort(models)
-	r.running = models
-	return slices.Clone(models)
+	return models, nil
 }
 
 // StatefulSet returns the StatefulSet that runs the db-manager of model in

@@ -291,7 +291,7 @@ func TestKubeRunnerStopRunning(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := strings.Join(r.Running(), ","); got != "a,b_long" {
+	if got := strings.Join(must(r.Running(t.Context())), ","); got != "a,b_long" {
 		t.Errorf("Running = %s, want a,b_long", got)
 	}
 	if err := r.Stop(t.Context(), "b_long"); err != nil {
@@ -304,7 +304,7 @@ func TestKubeRunnerStopRunning(t *testing.T) {
 	if len(sts.Spec.VolumeClaimTemplates) != 1 {
 		t.Error("Stop changed the volume claim templates")
 	}
-	if got := strings.Join(r.Running(), ","); got != "a" {
+	if got := strings.Join(must(r.Running(t.Context())), ","); got != "a" {
 		t.Errorf("Running = %s, want a", got)
 	}
 	// Stopping again, or a model that never ran, is fine.
@@ -477,4 +477,11 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func must(v []string, err error) []string {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
