@@ -12,7 +12,7 @@
 // can use (staged, but the request was never submitted).
 //
 // Where db-managers run is a Runner: child processes (LocalRunner) or, on
-// Kubernetes, a StatefulSet per model.
+// Kubernetes, a StatefulSet per model (package kube).
 package dispatcher
 
 import (
