@@ -190,7 +190,7 @@ func TestRunnerEnsureCreates(t *testing.T) {
 	}
 }
 
-// TestKubeRunnerStatefulSetsPassChecks runs deploy's rules on the
+// TestRunnerStatefulSetsPassChecks runs deploy's rules on the
 // StatefulSet of every size class.
 func TestRunnerStatefulSetsPassChecks(t *testing.T) {
 	r := newTestRunner(t, fake.NewClientset(), nil)
