@@ -40,7 +40,7 @@ fuzz: ## run every fuzz target for FUZZTIME (30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzArrowToParquet$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzCoerce$$' -fuzztime $(FUZZTIME) ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateKey$$' -fuzztime $(FUZZTIME) ./objstore
-	$(GO) test -run '^$$' -fuzz '^FuzzStatefulSetName$$' -fuzztime $(FUZZTIME) ./dispatcher
+	$(GO) test -run '^$$' -fuzz '^FuzzStatefulSetName$$' -fuzztime $(FUZZTIME) ./kube
 	$(GO) test -run '^$$' -fuzz '^FuzzSubjectMatches$$' -fuzztime $(FUZZTIME) ./console
 	$(GO) test -run '^$$' -fuzz '^FuzzDigest$$' -fuzztime $(FUZZTIME) ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzStagedKeys$$' -fuzztime $(FUZZTIME) ./model

@@ -2,7 +2,7 @@
 // base and overlays; longhorn/, the StorageClass and recurring jobs of the
 // model volumes) and the rules every teatree workload is held to. The
 // rules run on the rendered manifests (deploy_test.go) and on the
-// StatefulSets the dispatcher builds (package dispatcher).
+// StatefulSets the dispatcher builds (package kube).
 package deploy
 
 import (

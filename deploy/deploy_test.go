@@ -289,7 +289,7 @@ func checkRBAC(t *testing.T, objs []runtime.Object) {
 		}
 	}
 	want := map[string][]string{
-		"apps/statefulsets":          {"create", "get", "list", "patch", "update", "watch"},
+		"apps/statefulsets":          {"create", "get", "list", "patch", "watch"},
 		"coordination.k8s.io/leases": {"create", "get", "update"},
 	}
 	for k := range got {

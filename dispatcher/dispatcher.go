@@ -12,7 +12,7 @@
 // can use (staged, but the request was never submitted).
 //
 // Where db-managers run is a Runner: child processes (LocalRunner) or, on
-// Kubernetes, a StatefulSet per model.
+// Kubernetes, a StatefulSet per model (package kube).
 package dispatcher
 
 import (
@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/functions"
@@ -43,8 +44,10 @@ type Runner interface {
 	Ensure(ctx context.Context, m string) error
 	// Stop stops the db-manager of m gracefully and waits for it.
 	Stop(ctx context.Context, m string) error
-	// Running lists the models whose db-manager runs.
-	Running() []string
+	// Running lists the models whose db-manager runs. An error means the
+	// runner could not find out (e.g. the Kubernetes API did not answer);
+	// the caller decides what to do, no stale list is returned instead.
+	Running(ctx context.Context) ([]string, error)
 }
 
 // Config configures a Dispatcher.
@@ -108,8 +111,13 @@ func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB
 		tracer: otel.Tracer("github.com/teatree/teatree/dispatcher"), idleSince: map[string]time.Time{}}
 }
 
-// Run dispatches until ctx ends, then returns nil. It does not stop the
-// runner's db-managers; the caller owns the runner.
+// Run dispatches until ctx ends, then returns nil. Its loops (consuming
+// requests, stopping idle db-managers, sweeping the staging area) run
+// under one errgroup: the first that fails ends the others, and Run
+// returns that error, e.g. when the dispatcher's consumer or the request
+// stream is deleted, so a supervisor (or the leader election) can act on
+// it instead of a dispatcher that holds its place and dispatches nothing.
+// It does not stop the runner's db-managers; the caller owns the runner.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	cons, err := d.js.CreateOrUpdateConsumer(ctx, queue.RequestStream, jetstream.ConsumerConfig{
 		Durable:       queue.DispatcherName,
@@ -125,16 +133,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err := d.ensurePending(ctx); err != nil {
 		d.log.Warn("checking models with pending requests", "err", err)
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- d.idleLoop(ctx) }()
-	go func() { errc <- d.sweepLoop(ctx, cons) }()
-	err = d.consume(ctx, cons)
-	for range 2 {
-		if ierr := <-errc; err == nil {
-			err = ierr
-		}
-	}
-	return err
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.consume(ctx, cons) })
+	g.Go(func() error { return d.idleLoop(ctx) })
+	g.Go(func() error { return d.sweepLoop(ctx, cons) })
+	return g.Wait()
 }
 
 func (d *Dispatcher) consume(ctx context.Context, cons jetstream.Consumer) error {
@@ -357,7 +360,16 @@ func (d *Dispatcher) idleLoop(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		for _, id := range d.runner.Running() {
+		running, err := d.runner.Running(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// Nothing is stopped on a guess; the next tick asks again.
+			d.log.Warn("idle check: listing running db-managers", "err", err)
+			continue
+		}
+		for _, id := range running {
 			m, err := d.ctl.GetModel(ctx, id)
 			if err != nil {
 				continue

@@ -3,6 +3,7 @@ package dispatcher_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -68,7 +69,9 @@ func (r *inProcess) Stop(_ context.Context, m string) error {
 	return nil
 }
 
-func (r *inProcess) Running() []string {
+func (r *inProcess) Running(context.Context) ([]string, error) { return r.running(), nil }
+
+func (r *inProcess) running() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
@@ -94,7 +97,7 @@ func startDispatcher(t *testing.T, s *stacktest.Stack, cfg dispatcher.Config) *i
 		if err := <-done; err != nil {
 			t.Errorf("dispatcher: %v", err)
 		}
-		for _, m := range r.Running() {
+		for _, m := range r.running() {
 			r.Stop(context.Background(), m)
 		}
 	})
@@ -181,10 +184,10 @@ func TestStartsPerModelAndStopsIdle(t *testing.T) {
 		t.Fatalf("m2-fails: %+v", n)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(r.Running()) > 0 && time.Now().Before(deadline) {
+	for len(r.running()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if running := r.Running(); len(running) > 0 {
+	if running := r.running(); len(running) > 0 {
 		t.Fatalf("db-managers still running after the idle timeout: %v (events %s)", running, r.events())
 	}
 	// New work starts the model's db-manager again.
@@ -194,5 +197,41 @@ func TestStartsPerModelAndStopsIdle(t *testing.T) {
 	}
 	if ev := r.events(); strings.Count(ev, "start m1") != 2 || strings.Count(ev, "start m0") != 1 {
 		t.Errorf("events %s: want m1 started twice, m0 once", ev)
+	}
+}
+
+// TestRunEndsWhenConsumeFails: when the dispatcher's consumer is deleted
+// under it, Run returns the consumer's error instead of blocking on its
+// other loops, which end only with ctx.
+func TestRunEndsWhenConsumeFails(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- dispatcher.New(dispatcher.Config{}, stacktest.Logger(t), s.JS, s.Ctl, s.Store, noRunner{}).Run(ctx)
+	}()
+	// Once its pull request waits on the server, consume is in Next.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := s.JS.Consumer(ctx, queue.RequestStream, queue.DispatcherName)
+		if err == nil && info.CachedInfo().NumWaiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dispatcher's consumer has no pull request waiting after 30 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := s.JS.DeleteConsumer(ctx, queue.RequestStream, queue.DispatcherName); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !errors.Is(err, jetstream.ErrConsumerDeleted) {
+			t.Errorf("Run = %v, want the consumer deleted error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still runs 30 s after its consumer was deleted")
 	}
 }

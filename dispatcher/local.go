@@ -124,8 +124,9 @@ func (r *LocalRunner) Stop(ctx context.Context, m string) error {
 	}
 }
 
-// Running lists the models with a supervised child, sorted.
-func (r *LocalRunner) Running() []string {
+// Running lists the models with a supervised child, sorted. It never
+// fails.
+func (r *LocalRunner) Running(context.Context) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]string, 0, len(r.procs))
@@ -133,7 +134,7 @@ func (r *LocalRunner) Running() []string {
 		out = append(out, m)
 	}
 	sort.Strings(out)
-	return out
+	return out, nil
 }
 
 // Close stops every child and waits for them.

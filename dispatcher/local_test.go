@@ -54,7 +54,7 @@ func TestLocalRunnerRestartsCrashedChild(t *testing.T) {
 	if !strings.Contains(string(data), "--model m") {
 		t.Errorf("child args %q do not name the model", data)
 	}
-	if got := r.Running(); len(got) != 1 || got[0] != "m" {
+	if got, _ := r.Running(context.Background()); len(got) != 1 || got[0] != "m" {
 		t.Errorf("Running = %v while restarting", got)
 	}
 }
@@ -75,7 +75,7 @@ func TestLocalRunnerStopsChild(t *testing.T) {
 	if err := r.Stop(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.Running(); len(got) != 1 || got[0] != "b" {
+	if got, _ := r.Running(context.Background()); len(got) != 1 || got[0] != "b" {
 		t.Errorf("Running after stopping a = %v, want [b]", got)
 	}
 	time.Sleep(200 * time.Millisecond)

@@ -22,9 +22,9 @@ import (
 // noRunner starts no db-manager: requests stay pending.
 type noRunner struct{}
 
-func (noRunner) Ensure(context.Context, string) error { return nil }
-func (noRunner) Stop(context.Context, string) error   { return nil }
-func (noRunner) Running() []string                    { return nil }
+func (noRunner) Ensure(context.Context, string) error      { return nil }
+func (noRunner) Stop(context.Context, string) error        { return nil }
+func (noRunner) Running(context.Context) ([]string, error) { return nil, nil }
 
 // runDispatcher runs a dispatcher with noRunner until the test ends.
 func runDispatcher(t *testing.T, s *stacktest.Stack, cfg dispatcher.Config) {

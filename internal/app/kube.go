@@ -13,10 +13,11 @@ import (
 
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/dispatcher"
+	"github.com/teatree/teatree/kube"
 	"github.com/teatree/teatree/telemetry"
 )
 
-// modelInfo gives the KubeRunner the size class of a model.
+// modelInfo gives the kube.Runner the size class of a model.
 type modelInfo struct{ ctl *controldb.DB }
 
 func (i modelInfo) SizeClass(ctx context.Context, m string) (string, error) {
@@ -25,7 +26,9 @@ func (i modelInfo) SizeClass(ctx context.Context, m string) (string, error) {
 }
 
 // runKubernetes dispatches with a StatefulSet per model, while this
-// replica is the leader (a coordination.k8s.io Lease).
+// replica is the leader (a coordination.k8s.io Lease). When dispatching
+// fails it releases the Lease and returns the error: the process exits
+// non-zero and Kubernetes restarts it.
 func runKubernetes(ctx context.Context, cfg DispatcherConfig, deps *Deps, log *slog.Logger) error {
 	rc, err := rest.InClusterConfig()
 	if err != nil {
@@ -35,17 +38,15 @@ func runKubernetes(ctx context.Context, cfg DispatcherConfig, deps *Deps, log *s
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	runner, err := dispatcher.NewKubeRunner(cs, modelInfo{deps.Ctl}, dispatcher.KubeConfig{Namespace: cfg.Namespace, Image: cfg.DBManagerImage}, log)
+	runner, err := kube.NewRunner(cs, modelInfo{deps.Ctl}, kube.Config{Namespace: cfg.Namespace, Image: cfg.DBManagerImage}, log)
 	if err != nil {
 		return err
 	}
 	d := dispatcher.New(cfg.Dispatcher, log, deps.JS, deps.Ctl, deps.Store, runner)
 	log.Info("dispatcher waiting for leadership", "namespace", cfg.Namespace, "identity", cfg.PodName)
-	return dispatcher.RunWithLeaderElection(ctx, cs, cfg.Namespace, cfg.PodName, func(ctx context.Context) {
+	return kube.RunWithLeaderElection(ctx, cs, cfg.Namespace, cfg.PodName, func(ctx context.Context) error {
 		log.Info("dispatcher leading")
-		if err := d.Run(ctx); err != nil {
-			log.Error("dispatch", "err", err)
-		}
+		return d.Run(ctx)
 	})
 }
 

@@ -1,4 +1,4 @@
-package dispatcher
+package kube
 
 import (
 	"fmt"
@@ -57,7 +57,7 @@ func ParseSizeClass(name string) (SizeClass, error) {
 		}
 		names[i] = c.Name
 	}
-	return SizeClass{}, fmt.Errorf("dispatcher: unknown size class %q: valid classes are %s", name, strings.Join(names, ", "))
+	return SizeClass{}, fmt.Errorf("kube: unknown size class %q: valid classes are %s", name, strings.Join(names, ", "))
 }
 
 // String returns the class's name.

@@ -1,6 +1,6 @@
-package dispatcher
+package kube
 
-// These tests run KubeRunner against client-go's fake clientset
+// These tests run Runner against client-go's fake clientset
 // (k8s.io/client-go/kubernetes/fake), not a real API server: envtest's
 // kube-apiserver and etcd binaries are not Go modules and cannot be built
 // here. The fake stores objects and applies patches but runs no
@@ -10,6 +10,7 @@ package dispatcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,11 +20,17 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/teatree/teatree/deploy"
 )
@@ -52,9 +59,9 @@ func (s *sizes) set(model, class string) {
 	s.m[model] = class
 }
 
-func newTestRunner(t *testing.T, client kubernetes.Interface, info ModelInfo) *KubeRunner {
+func newTestRunner(t *testing.T, client kubernetes.Interface, info ModelInfo) *Runner {
 	t.Helper()
-	r, err := NewKubeRunner(client, info, KubeConfig{
+	r, err := NewRunner(client, info, Config{
 		Namespace:    testNS,
 		Image:        "ghcr.io/teatree/dbmanager:test",
 		StopTimeout:  2 * time.Second,
@@ -83,7 +90,7 @@ func envMap(c corev1.Container) map[string]string {
 	return m
 }
 
-func TestKubeRunnerEnsureCreates(t *testing.T) {
+func TestRunnerEnsureCreates(t *testing.T) {
 	client := fake.NewClientset()
 	r := newTestRunner(t, client, &sizes{m: map[string]string{"sales": "medium"}})
 	if err := r.Ensure(t.Context(), "sales"); err != nil {
@@ -183,24 +190,24 @@ func TestKubeRunnerEnsureCreates(t *testing.T) {
 	}
 }
 
-// TestKubeRunnerStatefulSetsPassChecks runs deploy's rules on the
+// TestRunnerStatefulSetsPassChecks runs deploy's rules on the
 // StatefulSet of every size class.
-func TestKubeRunnerStatefulSetsPassChecks(t *testing.T) {
+func TestRunnerStatefulSetsPassChecks(t *testing.T) {
 	r := newTestRunner(t, fake.NewClientset(), nil)
 	for _, c := range SizeClasses {
-		if err := deploy.CheckStatefulSet(r.StatefulSet("m", c)); err != nil {
+		if err := deploy.CheckStatefulSet(typed(t, r.StatefulSet("m", c))); err != nil {
 			t.Errorf("%s: %v", c, err)
 		}
 	}
 	// And the rules catch a broken one.
 	bad := r.StatefulSet("m", Small)
-	bad.Spec.Template.Spec.Containers[0].SecurityContext.ReadOnlyRootFilesystem = ptr(false)
-	if err := deploy.CheckStatefulSet(bad); err == nil {
+	bad.Spec.Template.Spec.Containers[0].SecurityContext.WithReadOnlyRootFilesystem(false)
+	if err := deploy.CheckStatefulSet(typed(t, bad)); err == nil {
 		t.Error("CheckStatefulSet accepted a writable root filesystem")
 	}
 }
 
-func TestKubeRunnerEnsureIdempotent(t *testing.T) {
+func TestRunnerEnsureIdempotent(t *testing.T) {
 	client := fake.NewClientset()
 	r := newTestRunner(t, client, &sizes{m: map[string]string{"sales": "small"}})
 	if err := r.Ensure(t.Context(), "sales"); err != nil {
@@ -221,7 +228,7 @@ func TestKubeRunnerEnsureIdempotent(t *testing.T) {
 	}
 }
 
-func TestKubeRunnerSizeClassChange(t *testing.T) {
+func TestRunnerSizeClassChange(t *testing.T) {
 	client := fake.NewClientset()
 	info := &sizes{m: map[string]string{"sales": "small"}}
 	r := newTestRunner(t, client, info)
@@ -234,7 +241,7 @@ func TestKubeRunnerSizeClassChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := getSTS(t, client, "dbm-sales")
-	if after.Annotations[AnnotationTemplate] == before.Annotations[AnnotationTemplate] {
+	if after.Annotations[AnnotationAppliedHash] == before.Annotations[AnnotationAppliedHash] {
 		t.Error("template hash unchanged")
 	}
 	c := after.Spec.Template.Spec.Containers[0]
@@ -282,7 +289,7 @@ func runController(t *testing.T, client kubernetes.Interface, delay time.Duratio
 	}()
 }
 
-func TestKubeRunnerStopRunning(t *testing.T) {
+func TestRunnerStopRunning(t *testing.T) {
 	client := fake.NewClientset()
 	runController(t, client, 50*time.Millisecond)
 	r := newTestRunner(t, client, &sizes{m: map[string]string{"a": "small", "b_long": "small"}})
@@ -291,7 +298,7 @@ func TestKubeRunnerStopRunning(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := strings.Join(r.Running(), ","); got != "a,b_long" {
+	if got := strings.Join(running(t, r), ","); got != "a,b_long" {
 		t.Errorf("Running = %s, want a,b_long", got)
 	}
 	if err := r.Stop(t.Context(), "b_long"); err != nil {
@@ -304,7 +311,7 @@ func TestKubeRunnerStopRunning(t *testing.T) {
 	if len(sts.Spec.VolumeClaimTemplates) != 1 {
 		t.Error("Stop changed the volume claim templates")
 	}
-	if got := strings.Join(r.Running(), ","); got != "a" {
+	if got := strings.Join(running(t, r), ","); got != "a" {
 		t.Errorf("Running = %s, want a", got)
 	}
 	// Stopping again, or a model that never ran, is fine.
@@ -323,14 +330,14 @@ func TestKubeRunnerStopRunning(t *testing.T) {
 	}
 }
 
-func TestKubeRunnerStopTimeout(t *testing.T) {
+func TestRunnerStopTimeout(t *testing.T) {
 	client := fake.NewClientset() // no controller: the pod never goes
-	r, err := NewKubeRunner(client, nil, KubeConfig{Namespace: testNS, Image: "x", StopTimeout: 50 * time.Millisecond, PollInterval: 10 * time.Millisecond}, nil)
+	r, err := NewRunner(client, nil, Config{Namespace: testNS, Image: "x", StopTimeout: 50 * time.Millisecond, PollInterval: 10 * time.Millisecond}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sts := r.StatefulSet("a", Small)
-	sts.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr(int64(0))
+	sts := typed(t, r.StatefulSet("a", Small))
+	sts.Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64)
 	sts.Status.Replicas = 1
 	if _, err := client.AppsV1().StatefulSets(testNS).Create(t.Context(), sts, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -340,10 +347,10 @@ func TestKubeRunnerStopTimeout(t *testing.T) {
 	}
 }
 
-func TestKubeRunnerNameConflict(t *testing.T) {
+func TestRunnerNameConflict(t *testing.T) {
 	client := fake.NewClientset()
 	r := newTestRunner(t, client, nil)
-	other := r.StatefulSet("a", Small)
+	other := typed(t, r.StatefulSet("a", Small))
 	other.Annotations[AnnotationModel] = "someone-else"
 	if _, err := client.AppsV1().StatefulSets(testNS).Create(t.Context(), other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -408,66 +415,6 @@ func FuzzStatefulSetName(f *testing.F) {
 	})
 }
 
-func TestRunWithLeaderElection(t *testing.T) {
-	client := fake.NewClientset()
-	// The Lease stores its duration in whole seconds.
-	timings := leaderTimings{lease: 2 * time.Second, renew: time.Second, retry: 50 * time.Millisecond}
-	var mu sync.Mutex
-	var leaders []string
-	active := 0
-	elect := func(ctx context.Context, id string) chan error {
-		errc := make(chan error, 1)
-		go func() {
-			errc <- runWithLeaderElection(ctx, client, testNS, id, timings, func(ctx context.Context) {
-				mu.Lock()
-				leaders = append(leaders, id)
-				active++
-				if active > 1 {
-					t.Errorf("%s leads while another one does", id)
-				}
-				mu.Unlock()
-				<-ctx.Done()
-				time.Sleep(100 * time.Millisecond) // winding down
-				mu.Lock()
-				active--
-				mu.Unlock()
-			})
-		}()
-		return errc
-	}
-	ctx1, cancel1 := context.WithCancel(t.Context())
-	err1 := elect(ctx1, "pod-1")
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(leaders) == 1 })
-	lease, err := client.CoordinationV1().Leases(testNS).Get(t.Context(), LeaseName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "pod-1" {
-		t.Errorf("lease holder = %v, want pod-1", lease.Spec.HolderIdentity)
-	}
-	ctx2, cancel2 := context.WithCancel(t.Context())
-	defer cancel2()
-	err2 := elect(ctx2, "pod-2")
-	time.Sleep(500 * time.Millisecond) // pod-2 campaigns, does not lead
-	mu.Lock()
-	if len(leaders) != 1 {
-		t.Errorf("leaders = %v while pod-1 holds the lease", leaders)
-	}
-	mu.Unlock()
-	cancel1() // pod-1 shuts down, releases the lease after run returned
-	if err := <-err1; err != nil {
-		t.Error(err)
-	}
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(leaders) == 2 })
-	if got := strings.Join(leaders, ","); got != "pod-1,pod-2" {
-		t.Errorf("leaders = %s, want pod-1,pod-2", got)
-	}
-	cancel2()
-	if err := <-err2; err != nil {
-		t.Error(err)
-	}
-}
-
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -476,5 +423,112 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// running is r.Running, which must not fail.
+func running(t *testing.T, r *Runner) []string {
+	t.Helper()
+	models, err := r.Running(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return models
+}
+
+// typed is the StatefulSet an apply configuration describes.
+func typed(t *testing.T, ac *appsv1ac.StatefulSetApplyConfiguration) *appsv1.StatefulSet {
+	t.Helper()
+	b, err := json.Marshal(ac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sts appsv1.StatefulSet
+	if err := json.Unmarshal(b, &sts); err != nil {
+		t.Fatal(err)
+	}
+	return &sts
+}
+
+// TestRunnerAppliesAsFieldManager: the StatefulSet is written by a
+// server-side apply of FieldManager, and an annotation another manager put
+// on the pod template (kubectl rollout restart) survives a template change.
+func TestRunnerAppliesAsFieldManager(t *testing.T) {
+	client := fake.NewClientset()
+	info := &sizes{m: map[string]string{"sales": "small"}}
+	r := newTestRunner(t, client, info)
+	if err := r.Ensure(t.Context(), "sales"); err != nil {
+		t.Fatal(err)
+	}
+	sts := getSTS(t, client, "dbm-sales")
+	var applied bool
+	for _, f := range sts.ManagedFields {
+		applied = applied || f.Manager == FieldManager && f.Operation == metav1.ManagedFieldsOperationApply
+	}
+	if !applied {
+		t.Fatalf("managed fields %+v: no apply by %s", sts.ManagedFields, FieldManager)
+	}
+	restart := appsv1ac.StatefulSet("dbm-sales", testNS).WithSpec(appsv1ac.StatefulSetSpec().
+		WithTemplate(corev1ac.PodTemplateSpec().WithAnnotations(map[string]string{"kubectl.kubernetes.io/restartedAt": "now"})))
+	if _, err := client.AppsV1().StatefulSets(testNS).Apply(t.Context(), restart, metav1.ApplyOptions{FieldManager: "kubectl"}); err != nil {
+		t.Fatal(err)
+	}
+	info.set("sales", "large")
+	if err := r.Ensure(t.Context(), "sales"); err != nil {
+		t.Fatal(err)
+	}
+	sts = getSTS(t, client, "dbm-sales")
+	if got := sts.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"]; got != "now" {
+		t.Errorf("another manager's template annotation = %q after Ensure, want it kept", got)
+	}
+	if mem := sts.Spec.Template.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory]; mem.String() != "16Gi" {
+		t.Errorf("memory limit = %s, want 16Gi", mem.String())
+	}
+}
+
+// TestRunnerKeepsImmutableFields: a StatefulSet made with one volume size
+// keeps its volume claim template when the runner's volume size changes
+// (the API server refuses to change it), while its pod template follows
+// the new configuration.
+func TestRunnerKeepsImmutableFields(t *testing.T) {
+	client := fake.NewClientset()
+	if err := newTestRunner(t, client, nil).Ensure(t.Context(), "sales"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRunner(client, nil, Config{Namespace: testNS, Image: "ghcr.io/teatree/dbmanager:v2", VolumeSize: resource.MustParse("50Gi"), ServiceName: "other"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Ensure(t.Context(), "sales"); err != nil {
+		t.Fatal(err)
+	}
+	sts := getSTS(t, client, "dbm-sales")
+	if q := sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "20Gi" {
+		t.Errorf("volume size = %s, want the 20Gi it was created with", q.String())
+	}
+	if sts.Spec.ServiceName != "teatree-dbmanager" {
+		t.Errorf("service name = %s, want the one it was created with", sts.Spec.ServiceName)
+	}
+	if img := sts.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/teatree/dbmanager:v2" {
+		t.Errorf("image = %s, want the new one", img)
+	}
+}
+
+// TestRunnerRunningReturnsAPIErrors: Running reports a failed list, not an
+// earlier answer.
+func TestRunnerRunningReturnsAPIErrors(t *testing.T) {
+	client := fake.NewClientset()
+	r := newTestRunner(t, client, nil)
+	if err := r.Ensure(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(running(t, r), ","); got != "a" {
+		t.Fatalf("Running = %s, want a", got)
+	}
+	client.PrependReactor("list", "statefulsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("api server down")
+	})
+	if models, err := r.Running(t.Context()); err == nil || !apierrors.IsServiceUnavailable(err) {
+		t.Errorf("Running = %v, %v while the API server fails, want its error", models, err)
 	}
 }
