@@ -27,9 +27,9 @@ import (
 // runs the db-manager itself.
 type noRunner struct{}
 
-func (noRunner) Ensure(context.Context, string) error { return nil }
-func (noRunner) Stop(context.Context, string) error   { return nil }
-func (noRunner) Running() []string                    { return nil }
+func (noRunner) Ensure(context.Context, string) error      { return nil }
+func (noRunner) Stop(context.Context, string) error        { return nil }
+func (noRunner) Running(context.Context) ([]string, error) { return nil, nil }
 
 // hostileRequest is a bad request of the queue test: either a request
 // object or raw message bytes, and the outcome it must get.
