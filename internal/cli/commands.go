@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -348,7 +347,11 @@ func appendCmd(e *env) *cobra.Command {
 and submits an append request that references it: large files never travel
 through NATS. The table is created from the file's schema when it does not
 exist (unless --no-create). The format comes from the extension (.parquet,
-.csv, .json/.ndjson/.jsonl, .arrow/.ipc/.feather) or --format.`,
+.csv, .json/.ndjson/.jsonl, .arrow/.ipc/.feather; CSV and JSON may end in
+.gz or .zst) or --format. A file without a known extension is recognised
+by its content (gzip or zstd, then Parquet, Arrow IPC, JSON array or
+newline-delimited JSON, else CSV) and staged under its name with the
+extension of what was found (data → data.csv.gz).`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, table, file := args[0], args[1], args[2]
@@ -362,18 +365,16 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 			if format != "" {
 				payload["format"] = format
 			}
-			if format == "" {
-				format = formatOf(file)
-			}
-			if format == "" {
-				return fmt.Errorf("%w: cannot tell the format of %s from its extension: pass --format parquet|csv|json|arrow", model.ErrInvalid, file)
-			}
 			st, err := os.Stat(file)
 			if err != nil {
 				return fmt.Errorf("%w: %v", model.ErrInvalid, err)
 			}
 			if st.IsDir() {
 				return fmt.Errorf("%w: %s is a directory", model.ErrInvalid, file)
+			}
+			name, err := stagedName(file, format)
+			if err != nil {
+				return err
 			}
 			if o.id == "" {
 				id, err := uuid.NewV7()
@@ -382,7 +383,7 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 				}
 				o.id = id.String()
 			}
-			key := model.StagingPrefix(m, o.id) + filepath.Base(file)
+			key := model.StagingPrefix(m, o.id) + name
 			payload["uri"] = key
 			a := map[string]any{"table": table, "payload": payload}
 			if noCreate {
@@ -409,21 +410,6 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 	c.Flags().BoolVar(&noCreate, "no-create", false, "fail when the table does not exist instead of creating it from the file")
 	o.register(c)
 	return c
-}
-
-// formatOf maps a file extension to a payload format.
-func formatOf(name string) string {
-	switch strings.ToLower(filepath.Ext(name)) {
-	case ".parquet", ".pq":
-		return "parquet"
-	case ".csv", ".tsv":
-		return "csv"
-	case ".json", ".ndjson", ".jsonl":
-		return "json"
-	case ".arrow", ".ipc", ".feather", ".arrows":
-		return "arrow"
-	}
-	return ""
 }
 
 func watchCmd(e *env) *cobra.Command {
