@@ -31,8 +31,9 @@ type appendArgs struct {
 	Table   string           `json:"table"`
 	Rows    []map[string]any `json:"rows,omitempty"`
 	Payload *payloadRef      `json:"payload,omitempty"`
+	Source  *sourceRef       `json:"source,omitempty"`
 	// Create (default true) creates a missing table from the payload's
-	// schema.
+	// (or the source's) schema.
 	Create *bool `json:"create,omitempty"`
 }
 
@@ -93,14 +94,13 @@ const maxURILen = 1024
 func (appendFn) Name() string { return "append" }
 
 func (appendFn) Summary() string {
-	return "append inline rows, or a staged Parquet, CSV, JSON or Arrow IPC file, to a table (a file creates a missing table)"
+	return "append inline rows, a staged Parquet, CSV, JSON or Arrow IPC file, or the rows of a Postgres source, to a table (a file or source creates a missing table)"
 }
 
 var appendSchema = makeSchema("append",
-	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<model>/<request_id>/ of this very request ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A CSV or JSON file may be compressed, told by a last extension .gz or .zst (events.csv.gz, events.ndjson.zst); a .ndjson or .jsonl file holds one object per line. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types.",
+	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<model>/<request_id>/ of this very request ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A CSV or JSON file may be compressed, told by a last extension .gz or .zst (events.csv.gz, events.ndjson.zst); a .ndjson or .jsonl file holds one object per line. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types. Or source: rows streamed from a Postgres source configured on the db-manager (a query or a table; see README, Postgres sources for the type map), with the same rules as a file.",
 	`"required": ["table"],
-  "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}],
-  "dependentRequired": {"create": ["payload"]},
+  "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}, {"required": ["source"]}],
   "properties": {
     "table": {"$ref": "#/$defs/table"},
     "rows": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/row"}},
@@ -112,11 +112,21 @@ var appendSchema = makeSchema("append",
         "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "description": "csv only: the field delimiter (default ',', or tab for .tsv)"}
       }
     },
-    "create": {"type": "boolean", "description": "payload only: create a missing table from the file's schema (default true)"}
+    "source": {
+      "type": "object", "additionalProperties": false, "required": ["name"],
+      "oneOf": [{"required": ["query"]}, {"required": ["table"]}],
+      "properties": {
+        "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$", "description": "a Postgres source configured on the db-manager (TEATREE_SOURCE_<NAME>=postgres://… or --sources FILE); an unknown name fails the request"},
+        "query": {"type": "string", "minLength": 1, "description": "one statement returning rows, run in a read-only transaction on the source"},
+        "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_$]{0,62}(\\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$", "description": "a table (or schema.table) of the source, spelled as its catalog does"}
+      }
+    },
+    "create": {"type": "boolean", "description": "payload or source only: create a missing table from the file's (the source's) schema (default true)"}
   }`,
 	`{"table":"t","rows":[{"id":1,"v":"a"},{"id":2,"v":null}]}`,
 	`{"table":"t","payload":{"uri":"staging/shop/0190d0c8-7f4e-7cc0-9a3c-2b8c1f0e6a11/f.parquet","format":"parquet"}}`,
 	`{"table":"events","payload":{"uri":"staging/shop/01J2ZK8M3V4W5X6Y7Z8A9B0C1D/events.csv","delimiter":";"},"create":false}`,
+	`{"table":"customers","source":{"name":"crm","query":"SELECT id, name, created FROM customers WHERE created >= '2026-01-01'"}}`,
 )
 
 func (appendFn) Schema() json.RawMessage { return appendSchema }
@@ -137,11 +147,21 @@ func (f appendFn) parse(args json.RawMessage) (*appendArgs, error) {
 	if err := checkTable(fn, a.Table); err != nil {
 		return nil, err
 	}
+	given := 0
+	for _, g := range []bool{a.Rows != nil, a.Payload != nil, a.Source != nil} {
+		if g {
+			given++
+		}
+	}
 	switch {
-	case a.Rows != nil && a.Payload != nil:
-		return nil, invalid(fn, "give rows or payload, not both")
-	case a.Rows == nil && a.Payload == nil:
-		return nil, invalid(fn, "give rows (inline row objects) or payload (a staged file)")
+	case given > 1:
+		return nil, invalid(fn, "give one of rows, payload and source, not several")
+	case given == 0:
+		return nil, invalid(fn, "give rows (inline row objects), payload (a staged file) or source (a Postgres source of the db-manager)")
+	case a.Source != nil:
+		if err := a.Source.check(fn); err != nil {
+			return nil, err
+		}
 	case a.Rows != nil:
 		if a.Create != nil {
 			return nil, invalid(fn, "create applies to a payload only: inline rows go into an existing table")
@@ -240,6 +260,9 @@ func (f appendFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Res
 	}
 	if a.Payload != nil {
 		return f.applyPayload(ctx, env, a)
+	}
+	if a.Source != nil {
+		return f.applySource(ctx, env, a)
 	}
 	t, err := mustTable(ctx, env, fn, a.Table)
 	if err != nil {
