@@ -201,7 +201,7 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 				return w.err
 			}
 			if errors.As(err, &pe) {
-				return sourceError(fn, what, "copy", err)
+				return sourceError(fn, what, fmt.Sprintf("copy after %d rows", n), err)
 			}
 			return fmt.Errorf("%s: %s: copy after %d rows: %w", fn, what, n, err)
 		}
