@@ -338,10 +338,10 @@ func (e *env) report(n model.Notification, asJSON bool) error {
 
 func appendCmd(e *env) *cobra.Command {
 	var o submitOpts
-	var format string
+	var format, fromPostgres, query, sourceTable string
 	var noCreate bool
 	c := &cobra.Command{
-		Use:   "append MODEL TABLE FILE",
+		Use:   "append MODEL TABLE FILE | append MODEL TABLE --from-postgres NAME (--query SQL | --table T)",
 		Short: "stage a Parquet, CSV, JSON or Arrow IPC file in the object store and append it to a table",
 		Long: `append uploads FILE to the object store under staging/<model>/<request_id>/
 and submits an append request that references it: large files never travel
@@ -351,13 +351,45 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 .gz or .zst) or --format. A file without a known extension is recognised
 by its content (gzip or zstd, then Parquet, Arrow IPC, JSON array or
 newline-delimited JSON, else CSV) and staged under its name with the
-extension of what was found (data → data.csv.gz).`,
-		Args: cobra.ExactArgs(3),
+extension of what was found (data → data.csv.gz).
+
+With --from-postgres NAME, no file is staged: the db-manager reads the rows
+of --query (one statement returning rows) or --table from its Postgres
+source NAME (configured on the db-manager: TEATREE_SOURCE_<NAME> or
+--sources FILE) and streams them into the table.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if fromPostgres != "" {
+				return cobra.ExactArgs(2)(cmd, args)
+			}
+			return cobra.ExactArgs(3)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, table, file := args[0], args[1], args[2]
+			m, table := args[0], args[1]
 			if err := model.ValidateID(m); err != nil {
 				return err
 			}
+			if fromPostgres == "" && (query != "" || sourceTable != "") {
+				return withCode(ExitUsage, fmt.Errorf("%w: --query and --table go with --from-postgres NAME", model.ErrInvalid))
+			}
+			if fromPostgres != "" {
+				if format != "" {
+					return withCode(ExitUsage, fmt.Errorf("%w: --format applies to a file, not --from-postgres", model.ErrInvalid))
+				}
+				src := map[string]string{"name": fromPostgres}
+				if query != "" {
+					src["query"] = query
+				}
+				if sourceTable != "" {
+					src["table"] = sourceTable
+				}
+				a := map[string]any{"table": table, "source": src}
+				if noCreate {
+					a["create"] = false
+				}
+				args2, _ := json.Marshal(a)
+				return e.submit(cmd.Context(), m, "append", args2, o)
+			}
+			file := args[2]
 			// The server infers the format from the extension too; a
 			// format is sent only when given, so that its errors can say
 			// where the format came from.
@@ -406,7 +438,10 @@ extension of what was found (data → data.csv.gz).`,
 			return e.submit(cmd.Context(), m, "append", args2, o)
 		},
 	}
-	c.Flags().StringVar(&format, "format", "", "parquet, csv, json or arrow (default: from the extension)")
+	c.Flags().StringVar(&format, "format", "", "parquet, csv, json or arrow (default: from the extension, else the content)")
+	c.Flags().StringVar(&fromPostgres, "from-postgres", "", "read the rows from the db-manager's Postgres source NAME instead of a file")
+	c.Flags().StringVar(&query, "query", "", "with --from-postgres: the statement whose rows to append")
+	c.Flags().StringVar(&sourceTable, "table", "", "with --from-postgres: the source table (or schema.table) to append")
 	c.Flags().BoolVar(&noCreate, "no-create", false, "fail when the table does not exist instead of creating it from the file")
 	o.register(c)
 	return c
