@@ -101,6 +101,7 @@ var appendSchema = makeSchema("append",
 	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<model>/<request_id>/ of this very request ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A CSV or JSON file may be compressed, told by a last extension .gz or .zst (events.csv.gz, events.ndjson.zst); a .ndjson or .jsonl file holds one object per line. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types. Or source: rows streamed from a Postgres source configured on the db-manager (a query or a table; see README, Postgres sources for the type map), with the same rules as a file.",
 	`"required": ["table"],
   "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}, {"required": ["source"]}],
+  "dependentSchemas": {"create": {"anyOf": [{"required": ["payload"]}, {"required": ["source"]}]}},
   "properties": {
     "table": {"$ref": "#/$defs/table"},
     "rows": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/row"}},
