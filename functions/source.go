@@ -171,10 +171,10 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 		if err != nil {
 			return dbError(fn, "open an appender on "+target, err)
 		}
+		vals := make([]driver.Value, len(cols)) // AppendRow copies the values
 		w := &copyReader{cols: len(cols), row: func(fields [][]byte) error {
-			vals := make([]driver.Value, len(fields))
 			for i, src := range fields {
-				if src == nil {
+				if vals[i] = nil; src == nil {
 					continue
 				}
 				v, err := cols[i].dec(src)
