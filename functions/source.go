@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"regexp"
 	"slices"
@@ -364,30 +365,25 @@ func mapType(m *pgtype.Map, oid uint32, typmod int32) (sourceColumn, bool, error
 	case oidUUID:
 		return prim("UUID", duckdb.TYPE_UUID, scan(m, oid, func(v pgtype.UUID) (any, error) { u := duckdb.UUID(v.Bytes); return &u, nil }))
 	case oidDate:
-		return prim("DATE", duckdb.TYPE_DATE, scan(m, oid, func(v pgtype.Date) (any, error) {
-			if v.InfinityModifier != pgtype.Finite {
-				return nil, fmt.Errorf("date %s: DuckDB's appender takes finite dates only (filter or cast it in the query)", v.InfinityModifier)
+		return prim("DATE", duckdb.TYPE_DATE, func(src []byte) (any, error) {
+			if len(src) != 4 {
+				return nil, fmt.Errorf("binary date of %d bytes", len(src))
 			}
-			return v.Time, nil
-		}))
+			switch d := int32(binary.BigEndian.Uint32(src)); d {
+			case math.MaxInt32, math.MinInt32:
+				return nil, errors.New("date ±infinity: DuckDB's appender takes finite dates only (filter or cast it in the query)")
+			default:
+				return time.Unix(int64(d)*86_400+pgEpochUnix, 0).UTC(), nil
+			}
+		})
 	case oidTime:
 		return prim("TIME", duckdb.TYPE_TIME, scan(m, oid, func(v pgtype.Time) (any, error) {
 			return time.UnixMicro(v.Microseconds).UTC(), nil
 		}))
 	case oidTimestamp:
-		return prim("TIMESTAMP", duckdb.TYPE_TIMESTAMP, scan(m, oid, func(v pgtype.Timestamp) (any, error) {
-			if v.InfinityModifier != pgtype.Finite {
-				return nil, fmt.Errorf("timestamp %s: DuckDB's appender takes finite timestamps only (filter or cast it in the query)", v.InfinityModifier)
-			}
-			return v.Time, nil
-		}))
+		return prim("TIMESTAMP", duckdb.TYPE_TIMESTAMP, pgTimestamp)
 	case oidTimestamptz:
-		return prim("TIMESTAMPTZ", duckdb.TYPE_TIMESTAMP_TZ, scan(m, oid, func(v pgtype.Timestamptz) (any, error) {
-			if v.InfinityModifier != pgtype.Finite {
-				return nil, fmt.Errorf("timestamptz %s: DuckDB's appender takes finite timestamps only (filter or cast it in the query)", v.InfinityModifier)
-			}
-			return v.Time.UTC(), nil
-		}))
+		return prim("TIMESTAMPTZ", duckdb.TYPE_TIMESTAMP_TZ, pgTimestamp)
 	case oidInterval:
 		return prim("INTERVAL", duckdb.TYPE_INTERVAL, scan(m, oid, func(v pgtype.Interval) (any, error) {
 			return duckdb.Interval{Months: v.Months, Days: v.Days, Micros: v.Microseconds}, nil
@@ -408,6 +404,25 @@ func mapType(m *pgtype.Map, oid uint32, typmod int32) (sourceColumn, bool, error
 		})}, true, nil
 	}
 	return sourceColumn{}, false, nil
+}
+
+// pgEpochUnix is the origin of Postgres' binary dates and timestamps,
+// 2000-01-01 00:00 UTC, in seconds since the Unix epoch.
+const pgEpochUnix = 946_684_800
+
+// pgTimestamp decodes a binary timestamp or timestamptz (microseconds
+// since pgEpoch, in UTC for timestamptz) without pgtype's scan plan: it was
+// a tenth of the time of a source append.
+func pgTimestamp(src []byte) (any, error) {
+	if len(src) != 8 {
+		return nil, fmt.Errorf("binary timestamp of %d bytes", len(src))
+	}
+	switch us := int64(binary.BigEndian.Uint64(src)); us {
+	case math.MaxInt64, math.MinInt64:
+		return nil, errors.New("timestamp ±infinity: DuckDB's appender takes finite timestamps only (filter or cast it in the query)")
+	default:
+		return time.UnixMicro(us + pgEpochUnix*1_000_000).UTC(), nil
+	}
 }
 
 // toDecimal converts a numeric to a DECIMAL(p,s) value.

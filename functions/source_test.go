@@ -96,7 +96,7 @@ func TestAppendFromPostgresRefusals(t *testing.T) {
 	for _, tc := range []struct{ args, want string }{
 		{`{"table":"t","source":{"name":"erp","table":"pts"}}`, `unknown source "erp": this db-manager knows crm`},
 		{`{"table":"t","source":{"name":"crm","table":"pts"}}`, `column "p" has Postgres type point, which teatree does not map to DuckDB: cast it in the query ("p"::text, say)`},
-		{`{"table":"t","source":{"name":"crm","query":"SELECT 'infinity'::date AS d"}}`, `column "d" row 1: date infinity`},
+		{`{"table":"t","source":{"name":"crm","query":"SELECT 'infinity'::date AS d"}}`, `column "d" row 1: date ±infinity`},
 		{`{"table":"t","source":{"name":"crm","query":"SELECT 'NaN'::numeric(5,2) AS n"}}`, `column "n" row 1: numeric NaN does not fit DECIMAL(5,2)`},
 		{`{"table":"t","source":{"name":"crm","query":"SELECT ARRAY[[1,2],[3,4]] AS a"}}`, `column "a" row 1: an array of 2 dimensions`},
 		{`{"table":"t","source":{"name":"crm","query":"DELETE FROM k RETURNING id"}}`, `read-only transaction`},
