@@ -477,6 +477,9 @@ func listOf(m *pgtype.Map, oid uint32, elem decoder) decoder {
 		}
 		n := int(int32(binary.BigEndian.Uint32(src[12:])))
 		b := src[20:]
+		if n < 0 || n > len(b)/4 { // each element has at least its length
+			return nil, errors.New("short binary array")
+		}
 		out := make([]any, 0, n)
 		for range n {
 			if len(b) < 4 {
