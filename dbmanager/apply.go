@@ -367,7 +367,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 			m.log.Warn("rollback", "err", err)
 		}
 	}
-	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: functions.NewTableCache()}
+	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: functions.NewTableCache(), Sources: m.cfg.Sources}
 	for i, it := range items {
 		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed {
 			continue

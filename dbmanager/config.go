@@ -37,6 +37,12 @@ type Config struct {
 	// against the objects of a full upload; default 64 KiB
 	// ($TEATREE_BLOCK_SIZE; docs/decisions.md has the measurements).
 	BlockSize int
+	// Postgres sources append may read (args.source), name → DSN; see
+	// sources.go. Validate adds those of SourcesFile ($TEATREE_SOURCES;
+	// default none) and of the environment (TEATREE_SOURCE_<NAME>); an
+	// entry already in Sources wins, then the environment, then the file.
+	Sources     map[string]string
+	SourcesFile string
 }
 
 // Defaults of Config.CompactFree, CompactMinBytes and BlockSize.
@@ -57,6 +63,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Float64(&c.CompactFree, "compact-free", "TEATREE_COMPACT_FREE", DefaultCompactFree, "compact the live file at a cut when this fraction of its blocks is free (and at least --compact-min-bytes); negative: never")
 	s.Int(&c.BlockSize, "block-size", "TEATREE_BLOCK_SIZE", DefaultBlockSize, "DuckDB block size in bytes of a new live file and of a compaction (16384 to 262144, a power of two)")
 	s.Int64(&c.CompactMinBytes, "compact-min-bytes", "TEATREE_COMPACT_MIN_BYTES", DefaultCompactMinBytes, "compact only when the free blocks are at least this many bytes")
+	s.String(&c.SourcesFile, "sources", "TEATREE_SOURCES", "", "file of Postgres sources for append (name=postgres://… per line, or model/name=… for this model only; or a JSON object); TEATREE_SOURCE_<NAME>=postgres://… adds one")
 	s.Duration(&c.BlockGrace, "block-grace", "TEATREE_BLOCK_GRACE", retention.DefaultBlockGrace, "keep snapshot blocks no retained version uses this long after upload and expiry (readers may be pulling)")
 }
 
@@ -110,6 +117,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BlockGrace <= 0 {
 		c.BlockGrace = retention.DefaultBlockGrace
+	}
+	if err := c.loadSources(os.Environ()); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

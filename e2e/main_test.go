@@ -64,10 +64,17 @@ type devStack struct {
 // startDev starts `teactl dev --dir dir` and waits for DIR/env.
 func startDev(t *testing.T, dir string, extra ...string) *devStack {
 	t.Helper()
+	return startDevEnv(t, dir, nil, extra...)
+}
+
+// startDevEnv is startDev with env (KEY=value) added to teactl dev's
+// environment, which its db-managers inherit.
+func startDevEnv(t *testing.T, dir string, env []string, extra ...string) *devStack {
+	t.Helper()
 	os.Remove(filepath.Join(dir, "env"))
 	args := append([]string{"dev", "--dir", dir, "--nats-port", "0", "--idle-timeout", "3s"}, extra...)
 	cmd := exec.Command(filepath.Join(bin, "teactl"), args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
 	d := &devStack{cmd: cmd, dir: dir, logs: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = d.logs, d.logs
 	if err := cmd.Start(); err != nil {

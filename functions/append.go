@@ -2,10 +2,12 @@ package functions
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/duckdb/duckdb-go/v2"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
@@ -28,8 +31,9 @@ type appendArgs struct {
 	Table   string           `json:"table"`
 	Rows    []map[string]any `json:"rows,omitempty"`
 	Payload *payloadRef      `json:"payload,omitempty"`
+	Source  *sourceRef       `json:"source,omitempty"`
 	// Create (default true) creates a missing table from the payload's
-	// schema.
+	// (or the source's) schema.
 	Create *bool `json:"create,omitempty"`
 }
 
@@ -56,20 +60,48 @@ var formatByExt = map[string]string{
 	".arrow": formatArrow, ".arrows": formatArrow, ".ipc": formatArrow, ".feather": formatArrow,
 }
 
+// Payload compressions: the values of DuckDB's read_csv and read_json
+// compression option. Both are built into DuckDB (no extension needed).
+const (
+	CompressionGzip = "gzip"
+	CompressionZstd = "zstd"
+)
+
+// compressionByExt infers a payload's compression from its last file
+// extension (data.csv.gz).
+var compressionByExt = map[string]string{
+	".gz": CompressionGzip, ".gzip": CompressionGzip,
+	".zst": CompressionZstd, ".zstd": CompressionZstd,
+}
+
+// PayloadKind returns what a staged file's name tells: its format (one of
+// parquet, csv, json, arrow; "" for an unknown or missing extension), its
+// compression ("" for none, else CompressionGzip or CompressionZstd, from
+// a last extension .gz, .gzip, .zst or .zstd) and its format extension
+// before the compression's, lower-cased (".ndjson" for events.ndjson.gz).
+func PayloadKind(name string) (format, compression, ext string) {
+	ext = strings.ToLower(path.Ext(name))
+	if c, ok := compressionByExt[ext]; ok {
+		compression = c
+		ext = strings.ToLower(path.Ext(strings.TrimSuffix(name, path.Ext(name))))
+	}
+	return formatByExt[ext], compression, ext
+}
+
 // maxURILen is the longest payload uri.
 const maxURILen = 1024
 
 func (appendFn) Name() string { return "append" }
 
 func (appendFn) Summary() string {
-	return "append inline rows, or a staged Parquet, CSV, JSON or Arrow IPC file, to a table (a file creates a missing table)"
+	return "append inline rows, a staged Parquet, CSV, JSON or Arrow IPC file, or the rows of a Postgres source, to a table (a file or source creates a missing table)"
 }
 
 var appendSchema = makeSchema("append",
-	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<model>/<request_id>/ of this very request ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types.",
+	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<model>/<request_id>/ of this very request ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A CSV or JSON file may be compressed, told by a last extension .gz or .zst (events.csv.gz, events.ndjson.zst); a .ndjson or .jsonl file holds one object per line. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types. Or source: rows streamed from a Postgres source configured on the db-manager (a query or a table; see README, Postgres sources for the type map), with the same rules as a file.",
 	`"required": ["table"],
-  "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}],
-  "dependentRequired": {"create": ["payload"]},
+  "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}, {"required": ["source"]}],
+  "dependentSchemas": {"create": {"anyOf": [{"required": ["payload"]}, {"required": ["source"]}]}},
   "properties": {
     "table": {"$ref": "#/$defs/table"},
     "rows": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/row"}},
@@ -77,15 +109,25 @@ var appendSchema = makeSchema("append",
       "type": "object", "additionalProperties": false, "required": ["uri"],
       "properties": {
         "uri": {"type": "string", "maxLength": 1024, "pattern": "^staging/[^\\x00]+$", "description": "object store key of the staged file: staging/<model>/<request_id>/<file>, with this request's model and request_id"},
-        "format": {"enum": ["parquet", "csv", "json", "arrow"], "description": "default: from the file extension (.parquet .csv .tsv .json .jsonl .ndjson .arrow .arrows .ipc .feather)"},
+        "format": {"enum": ["parquet", "csv", "json", "arrow"], "description": "default: from the file extension (.parquet .csv .tsv .json .jsonl .ndjson .arrow .arrows .ipc .feather), before a compression extension (.gz .gzip .zst .zstd, csv and json only)"},
         "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "description": "csv only: the field delimiter (default ',', or tab for .tsv)"}
       }
     },
-    "create": {"type": "boolean", "description": "payload only: create a missing table from the file's schema (default true)"}
+    "source": {
+      "type": "object", "additionalProperties": false, "required": ["name"],
+      "oneOf": [{"required": ["query"]}, {"required": ["table"]}],
+      "properties": {
+        "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$", "description": "a Postgres source configured on the db-manager (TEATREE_SOURCE_<NAME>=postgres://… or --sources FILE); an unknown name fails the request"},
+        "query": {"type": "string", "minLength": 1, "description": "one statement returning rows, run in a read-only transaction on the source"},
+        "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_$]{0,62}(\\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$", "description": "a table (or schema.table) of the source, spelled as its catalog does"}
+      }
+    },
+    "create": {"type": "boolean", "description": "payload or source only: create a missing table from the file's (the source's) schema (default true)"}
   }`,
 	`{"table":"t","rows":[{"id":1,"v":"a"},{"id":2,"v":null}]}`,
 	`{"table":"t","payload":{"uri":"staging/shop/0190d0c8-7f4e-7cc0-9a3c-2b8c1f0e6a11/f.parquet","format":"parquet"}}`,
 	`{"table":"events","payload":{"uri":"staging/shop/01J2ZK8M3V4W5X6Y7Z8A9B0C1D/events.csv","delimiter":";"},"create":false}`,
+	`{"table":"customers","source":{"name":"crm","query":"SELECT id, name, created FROM customers WHERE created >= '2026-01-01'"}}`,
 )
 
 func (appendFn) Schema() json.RawMessage { return appendSchema }
@@ -106,11 +148,21 @@ func (f appendFn) parse(args json.RawMessage) (*appendArgs, error) {
 	if err := checkTable(fn, a.Table); err != nil {
 		return nil, err
 	}
+	given := 0
+	for _, g := range []bool{a.Rows != nil, a.Payload != nil, a.Source != nil} {
+		if g {
+			given++
+		}
+	}
 	switch {
-	case a.Rows != nil && a.Payload != nil:
-		return nil, invalid(fn, "give rows or payload, not both")
-	case a.Rows == nil && a.Payload == nil:
-		return nil, invalid(fn, "give rows (inline row objects) or payload (a staged file)")
+	case given > 1:
+		return nil, invalid(fn, "give one of rows, payload and source, not several")
+	case given == 0:
+		return nil, invalid(fn, "give rows (inline row objects), payload (a staged file) or source (a Postgres source of the db-manager)")
+	case a.Source != nil:
+		if err := a.Source.check(fn); err != nil {
+			return nil, err
+		}
 	case a.Rows != nil:
 		if a.Create != nil {
 			return nil, invalid(fn, "create applies to a payload only: inline rows go into an existing table")
@@ -147,6 +199,9 @@ func (p *payloadRef) check(fn string) error {
 	default:
 		return invalid(fn, "payload uri %s has no known file extension: give payload.format (parquet, csv, json or arrow)", model.Quote(u))
 	}
+	if c := p.compression(); c != "" && format != formatCSV && format != formatJSON {
+		return invalid(fn, "payload uri %s is %s-compressed %s: only CSV and JSON files may be compressed (Parquet and Arrow compress inside the file)", model.Quote(u), c, format)
+	}
 	if p.Delimiter != "" {
 		if format != formatCSV {
 			return invalid(fn, "payload delimiter applies to csv only, not %s", format)
@@ -159,20 +214,39 @@ func (p *payloadRef) check(fn string) error {
 	return nil
 }
 
-// format is the payload's format: the given one, else the extension's.
+// format is the payload's format: the given one, else the extension's
+// (before a compression extension).
 func (p *payloadRef) format() string {
 	if p.Format != "" {
 		return p.Format
 	}
-	return formatByExt[strings.ToLower(path.Ext(p.URI))]
+	f, _, _ := PayloadKind(p.URI)
+	return f
+}
+
+// compression is the payload's compression from its last extension: "",
+// CompressionGzip or CompressionZstd.
+func (p *payloadRef) compression() string {
+	_, c, _ := PayloadKind(p.URI)
+	return c
+}
+
+// newlineDelimited reports whether a JSON payload is named as
+// newline-delimited JSON (.ndjson, .jsonl): one object per line, read
+// with format = 'newline_delimited'; a .json file may be an array or
+// objects one after the other (format = 'auto').
+func (p *payloadRef) newlineDelimited() bool {
+	_, _, ext := PayloadKind(p.URI)
+	return ext == ".ndjson" || ext == ".jsonl"
 }
 
 // delimiter is the csv field delimiter.
 func (p *payloadRef) delimiter() string {
+	_, _, ext := PayloadKind(p.URI)
 	switch {
 	case p.Delimiter != "":
 		return p.Delimiter
-	case strings.EqualFold(path.Ext(p.URI), ".tsv"):
+	case ext == ".tsv":
 		return "\t"
 	}
 	return ","
@@ -187,6 +261,9 @@ func (f appendFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Res
 	}
 	if a.Payload != nil {
 		return f.applyPayload(ctx, env, a)
+	}
+	if a.Source != nil {
+		return f.applySource(ctx, env, a)
 	}
 	t, err := mustTable(ctx, env, fn, a.Table)
 	if err != nil {
@@ -236,14 +313,14 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 		defer os.Remove(pq)
 		local, format = pq, formatParquet
 	}
-	if typeless && blankFile(local) {
+	if typeless && blankFile(local, a.Payload.compression()) {
 		// Not even a CSV header: DuckDB would make up a column0 VARCHAR.
 		if !exists {
 			return Result{}, errNoSchema(fn, what, a.Table)
 		}
 		return Result{Tables: []string{t.Name}}, nil
 	}
-	src := reader(format, a.Payload.delimiter(), !exists)
+	src := a.Payload.reader(format, !exists)
 	cols, err := fileColumns(ctx, env, src, local)
 	if err != nil {
 		return Result{}, a.Payload.readError(fn, "", local, err)
@@ -294,16 +371,34 @@ func noRows(ctx context.Context, env Env, src, local string) bool {
 	return err == nil && n == 0
 }
 
-// blankFile reports whether the file at name holds only white space (a CSV
+// blankFile reports whether the file at name, compressed with compression
+// ("", CompressionGzip or CompressionZstd), holds only white space (a CSV
 // file without even a header line).
-func blankFile(name string) bool {
+func blankFile(name, compression string) bool {
 	const most = 64 << 10
-	st, err := os.Stat(name)
-	if err != nil || st.Size() > most {
+	f, err := os.Open(name)
+	if err != nil {
 		return false
 	}
-	b, err := os.ReadFile(name)
-	return err == nil && len(bytes.TrimSpace(b)) == 0
+	defer f.Close()
+	var r io.Reader = f
+	switch compression {
+	case CompressionGzip:
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return false
+		}
+		r = zr
+	case CompressionZstd:
+		zr, err := zstd.NewReader(f)
+		if err != nil {
+			return false
+		}
+		defer zr.Close()
+		r = zr
+	}
+	b, err := io.ReadAll(io.LimitReader(r, most+1))
+	return err == nil && len(b) <= most && len(bytes.TrimSpace(b)) == 0
 }
 
 // payloadError is an error about a staged payload whose message is one
@@ -426,21 +521,32 @@ func duckGist(msg, local, name string) string {
 // CSV files have a header row and must not have ragged rows; skip = 0
 // keeps the sniffer from taking a later line for the header (a ragged
 // last row made it skip every row before it).
-func reader(format, delim string, create bool) string {
+//
+// A compressed file (by its name: .gz, .zst) is read with compression =
+// 'gzip' or 'zstd', a .ndjson or .jsonl file with format =
+// 'newline_delimited'.
+func (p *payloadRef) reader(format string, create bool) string {
+	var opts []string
+	if c := p.compression(); c != "" {
+		opts = append(opts, "compression = "+duck.Literal(c))
+	}
 	switch format {
 	case formatCSV:
-		opts := "delim = " + duck.Literal(delim) + ", header = true, skip = 0, strict_mode = true, null_padding = false"
+		opts = append(opts, "delim = "+duck.Literal(p.delimiter()), "header = true", "skip = 0", "strict_mode = true", "null_padding = false")
 		if create {
-			opts += ", sample_size = -1"
+			opts = append(opts, "sample_size = -1")
 		} else {
-			opts += ", all_varchar = true"
+			opts = append(opts, "all_varchar = true")
 		}
-		return "read_csv(?, " + opts + ")"
+		return "read_csv(?, " + strings.Join(opts, ", ") + ")"
 	case formatJSON:
-		if create {
-			return "read_json(?, sample_size = -1)"
+		if p.newlineDelimited() {
+			opts = append(opts, "format = 'newline_delimited'")
 		}
-		return "read_json(?)"
+		if create {
+			opts = append(opts, "sample_size = -1")
+		}
+		return "read_json(" + strings.Join(append([]string{"?"}, opts...), ", ") + ")"
 	}
 	return "read_parquet(?)"
 }

@@ -55,7 +55,7 @@ var badArgs = []badArg{
 	{"append", `{"table":"t","rows":[]}`, "rows is empty", false},
 	{"append", `{"table":"t","rows":[{}]}`, "empty object", false},
 	{"append", `{"table":"t"}`, "give rows", false},
-	{"append", `{"table":"t","rows":[{"id":1}],"payload":{"uri":"staging/r/f.parquet"}}`, "not both", false},
+	{"append", `{"table":"t","rows":[{"id":1}],"payload":{"uri":"staging/r/f.parquet"}}`, "not several", false},
 	{"append", `{"table":"t","rows":[{"id":1,"id":2}]}`, "twice", true},
 	{"append", `{"table":"t","rows":[{"":1}]}`, "is empty", false},
 	{"append", `{"table":"t","rows":[{"a\u0000b":1}]}`, "NUL", false},

@@ -11,6 +11,7 @@
 //	create_table  {"table":"t","columns":[{"name":"id","type":"BIGINT"},{"name":"v","type":"VARCHAR"}],"primary_key":["id"]}
 //	append        {"table":"t","rows":[{"id":1,"v":"a"}]}
 //	              {"table":"t","payload":{"uri":"staging/<model>/<request_id>/f.parquet","format":"parquet"}}
+//	              {"table":"t","source":{"name":"crm","query":"SELECT id, name FROM customers"}}
 //	upsert        {"table":"t","rows":[{"id":1,"v":"b"}]}
 //	update        {"table":"t","set":{"v":"b"},"where":[{"column":"id","op":"=","value":1}]}
 //	delete        {"table":"t","where":[{"column":"id","op":"in","value":[1,2]}]}
@@ -57,6 +58,19 @@
 // false; into an existing table the file's columns must be exactly the
 // table's (by name, in any order) and the rows are inserted BY NAME, with
 // DuckDB casting each value to the column's type.
+//
+// A CSV or JSON payload may be gzip- or zstd-compressed, told by a last
+// .gz or .zst extension (PayloadKind); .ndjson and .jsonl files are read as
+// newline-delimited JSON.
+//
+// # Postgres sources
+//
+// append with a source reads the rows of a query or table from a Postgres
+// source named in Env.Sources (configured on the db-manager; an unknown
+// name fails the request): in a read-only transaction, with binary COPY,
+// decoded by pgtype and appended with duckdb-go's query appender inside
+// the caller's transaction, in bounded memory. mapType documents the type
+// map.
 //
 // # Errors from Apply
 //

@@ -29,6 +29,10 @@ type Env struct {
 	// writes a temporary file next to the returned path when it converts
 	// an Arrow IPC payload, so the directory must be writable too.
 	Payload func(ctx context.Context, uri string) (path string, err error)
+	// Sources are the Postgres sources append may read (args.source):
+	// name → DSN, configured on the db-manager, never in a request. nil:
+	// none.
+	Sources map[string]string
 	// AllowSQL is true when the model enables the privileged `sql`
 	// function.
 	AllowSQL bool

@@ -27,7 +27,8 @@ type testModel struct {
 	staging  string // DuckDB may read here (allowed_directories)
 	store    string // object store: key k is the file store/k
 	allowSQL bool
-	fetched  []string // uris Payload fetched
+	sources  map[string]string // Env.Sources
+	fetched  []string          // uris Payload fetched
 }
 
 func newModel(t *testing.T) *testModel {
@@ -60,6 +61,7 @@ func (m *testModel) env() Env {
 	return Env{
 		Conn:     m.conn,
 		AllowSQL: m.allowSQL,
+		Sources:  m.sources,
 		Payload: func(ctx context.Context, uri string) (string, error) {
 			m.fetched = append(m.fetched, uri)
 			src, err := os.Open(filepath.Join(m.store, filepath.FromSlash(uri)))

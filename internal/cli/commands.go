@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -339,34 +338,64 @@ func (e *env) report(n model.Notification, asJSON bool) error {
 
 func appendCmd(e *env) *cobra.Command {
 	var o submitOpts
-	var format string
+	var format, fromPostgres, query, sourceTable string
 	var noCreate bool
 	c := &cobra.Command{
-		Use:   "append MODEL TABLE FILE",
+		Use:   "append MODEL TABLE FILE | append MODEL TABLE --from-postgres NAME (--query SQL | --table T)",
 		Short: "stage a Parquet, CSV, JSON or Arrow IPC file in the object store and append it to a table",
 		Long: `append uploads FILE to the object store under staging/<model>/<request_id>/
 and submits an append request that references it: large files never travel
 through NATS. The table is created from the file's schema when it does not
 exist (unless --no-create). The format comes from the extension (.parquet,
-.csv, .json/.ndjson/.jsonl, .arrow/.ipc/.feather) or --format.`,
-		Args: cobra.ExactArgs(3),
+.csv, .json/.ndjson/.jsonl, .arrow/.ipc/.feather; CSV and JSON may end in
+.gz or .zst) or --format. A file without a known extension is recognised
+by its content (gzip or zstd, then Parquet, Arrow IPC, JSON array or
+newline-delimited JSON, else CSV) and staged under its name with the
+extension of what was found (data → data.csv.gz).
+
+With --from-postgres NAME, no file is staged: the db-manager reads the rows
+of --query (one statement returning rows) or --table from its Postgres
+source NAME (configured on the db-manager: TEATREE_SOURCE_<NAME> or
+--sources FILE) and streams them into the table.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if fromPostgres != "" {
+				return cobra.ExactArgs(2)(cmd, args)
+			}
+			return cobra.ExactArgs(3)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, table, file := args[0], args[1], args[2]
+			m, table := args[0], args[1]
 			if err := model.ValidateID(m); err != nil {
 				return err
 			}
+			if fromPostgres == "" && (query != "" || sourceTable != "") {
+				return withCode(ExitUsage, fmt.Errorf("%w: --query and --table go with --from-postgres NAME", model.ErrInvalid))
+			}
+			if fromPostgres != "" {
+				if format != "" {
+					return withCode(ExitUsage, fmt.Errorf("%w: --format applies to a file, not --from-postgres", model.ErrInvalid))
+				}
+				src := map[string]string{"name": fromPostgres}
+				if query != "" {
+					src["query"] = query
+				}
+				if sourceTable != "" {
+					src["table"] = sourceTable
+				}
+				a := map[string]any{"table": table, "source": src}
+				if noCreate {
+					a["create"] = false
+				}
+				args2, _ := json.Marshal(a)
+				return e.submit(cmd.Context(), m, "append", args2, o)
+			}
+			file := args[2]
 			// The server infers the format from the extension too; a
 			// format is sent only when given, so that its errors can say
 			// where the format came from.
 			payload := map[string]string{}
 			if format != "" {
 				payload["format"] = format
-			}
-			if format == "" {
-				format = formatOf(file)
-			}
-			if format == "" {
-				return fmt.Errorf("%w: cannot tell the format of %s from its extension: pass --format parquet|csv|json|arrow", model.ErrInvalid, file)
 			}
 			st, err := os.Stat(file)
 			if err != nil {
@@ -375,6 +404,10 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 			if st.IsDir() {
 				return fmt.Errorf("%w: %s is a directory", model.ErrInvalid, file)
 			}
+			name, err := stagedName(file, format)
+			if err != nil {
+				return err
+			}
 			if o.id == "" {
 				id, err := uuid.NewV7()
 				if err != nil {
@@ -382,7 +415,7 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 				}
 				o.id = id.String()
 			}
-			key := model.StagingPrefix(m, o.id) + filepath.Base(file)
+			key := model.StagingPrefix(m, o.id) + name
 			payload["uri"] = key
 			a := map[string]any{"table": table, "payload": payload}
 			if noCreate {
@@ -405,25 +438,13 @@ exist (unless --no-create). The format comes from the extension (.parquet,
 			return e.submit(cmd.Context(), m, "append", args2, o)
 		},
 	}
-	c.Flags().StringVar(&format, "format", "", "parquet, csv, json or arrow (default: from the extension)")
+	c.Flags().StringVar(&format, "format", "", "parquet, csv, json or arrow (default: from the extension, else the content)")
+	c.Flags().StringVar(&fromPostgres, "from-postgres", "", "read the rows from the db-manager's Postgres source NAME instead of a file")
+	c.Flags().StringVar(&query, "query", "", "with --from-postgres: the statement whose rows to append")
+	c.Flags().StringVar(&sourceTable, "table", "", "with --from-postgres: the source table (or schema.table) to append")
 	c.Flags().BoolVar(&noCreate, "no-create", false, "fail when the table does not exist instead of creating it from the file")
 	o.register(c)
 	return c
-}
-
-// formatOf maps a file extension to a payload format.
-func formatOf(name string) string {
-	switch strings.ToLower(filepath.Ext(name)) {
-	case ".parquet", ".pq":
-		return "parquet"
-	case ".csv", ".tsv":
-		return "csv"
-	case ".json", ".ndjson", ".jsonl":
-		return "json"
-	case ".arrow", ".ipc", ".feather", ".arrows":
-		return "arrow"
-	}
-	return ""
 }
 
 func watchCmd(e *env) *cobra.Command {
