@@ -25,7 +25,7 @@ minio: ## build and cache the pinned MinIO used by the S3 tests
 test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
-chaos: data fuzz ## bounded fuzzing (18 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
+chaos: data fuzz ## bounded fuzzing (19 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
 	$(GO) test -count=1 -tags chaos -run '^TestChaosFull$$' -v -timeout 80m ./chaos $(CHAOSFLAGS)
 
 FUZZTIME ?= 30s
@@ -39,6 +39,7 @@ fuzz: ## run every fuzz target for FUZZTIME (30s) each
 	@# Each Arrow input converts a file: minimizing a new input for the default 60 s would use the whole run.
 	$(GO) test -run '^$$' -fuzz '^FuzzArrowToParquet$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzCoerce$$' -fuzztime $(FUZZTIME) ./functions
+	$(GO) test -run '^$$' -fuzz '^FuzzCopyReader$$' -fuzztime $(FUZZTIME) ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateKey$$' -fuzztime $(FUZZTIME) ./objstore
 	$(GO) test -run '^$$' -fuzz '^FuzzStatefulSetName$$' -fuzztime $(FUZZTIME) ./kube
 	$(GO) test -run '^$$' -fuzz '^FuzzSubjectMatches$$' -fuzztime $(FUZZTIME) ./console
