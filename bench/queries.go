@@ -64,7 +64,12 @@ func (b *bench) scenarioQueries(ctx context.Context) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(b.dir, "cache", "snapshots", m, fmt.Sprintf("%d-%s.duckdb", v.Version, v.SHA256))
+	// teactl keeps one cache directory per stack (named by its object store).
+	found, _ := filepath.Glob(filepath.Join(b.dir, "cache", "snapshots", "*", m, fmt.Sprintf("%d-%s.duckdb", v.Version, v.SHA256)))
+	if len(found) != 1 {
+		return nil, fmt.Errorf("bench: %d cached snapshots of %s version %d in %s", len(found), m, v.Version, filepath.Join(b.dir, "cache"))
+	}
+	path := found[0]
 	db, err := duck.Open(ctx, path, duck.Options{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("bench: open the cached snapshot: %w", err)
