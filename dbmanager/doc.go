@@ -106,7 +106,11 @@
 // The writer lease (package queue) is acquired before the DuckDB file is
 // opened; its epoch is claimed in Postgres, and every Postgres write carries
 // it. A db-manager that cannot renew its lease stops before its next commit
-// and exits.
+// and exits. Beside the lease, a process holds an exclusive flock on the
+// model directory's writer.lock from open to exit: a writer stopped past its
+// lease (SIGSTOP, a long pause) keeps the directory, so its successor fails
+// to start (and is restarted) until it has exited; DuckDB's own fcntl lock
+// is not enough, since a compaction releases it while it swaps the file.
 //
 // # Disaster recovery
 //
