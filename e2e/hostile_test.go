@@ -67,7 +67,7 @@ func TestTeactlRefusesHostileInputOffline(t *testing.T) {
 		{append([]string{"submit", "shop", "append", "--rows", notRows}, args(`{"table":"t"}`)...), 2, "line 2 is not a JSON object"},
 		{append([]string{"submit", "shop", "append", "--rows", longLine}, args(`{"table":"t"}`)...), 2, "--rows"},
 		{append([]string{"submit", "shop", "append", "--rows", filepath.Join(dir, "absent.json")}, args(`{"table":"t"}`)...), 2, "--rows"},
-		{[]string{"append", "shop", "t", xlsx}, 2, "cannot tell the format"},
+		{[]string{"append", "shop", "t", xlsx}, 2, "is not a Parquet, Arrow IPC, CSV, JSON or NDJSON file"},
 		{[]string{"append", "shop", "t", filepath.Join(dir, "absent.csv")}, 2, "no such file"},
 		{[]string{"append", "shop", "t", dir, "--format", "csv"}, 2, "is a directory"},
 		{[]string{"append", "shop", "t; DROP TABLE t", csv}, 2, "not a valid table name"},

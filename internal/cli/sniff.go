@@ -147,8 +147,10 @@ func sniffFormat(b []byte) string {
 	if text[0] == '[' || text[0] == '{' {
 		return "json"
 	}
-	// CSV: text without NUL bytes whose first line has at least one field.
-	if bytes.IndexByte(b, 0) >= 0 {
+	// CSV: text without control characters (but tab, CR, LF) whose first
+	// line has at least one field. A binary format (a zip, say, "PK\x03\x04")
+	// is not taken for CSV.
+	if bytes.ContainsFunc(b, func(r rune) bool { return r < 0x20 && r != '\t' && r != '\r' && r != '\n' || r == 0x7f }) {
 		return ""
 	}
 	if len(b) == sniffLen { // the cut may split a character

@@ -80,7 +80,7 @@ func TestStagedNameFromContent(t *testing.T) {
 			t.Errorf("%s (format %q): %q, %v; want %q", tc.name, tc.format, got, err, tc.want)
 		}
 	}
-	for _, data := range [][]byte{{0, 1, 2, 3, 0xfe, 0xff}, gz([]byte{0, 0, 0, 1}), {}, []byte("\n \n")} {
+	for _, data := range [][]byte{{0, 1, 2, 3, 0xfe, 0xff}, gz([]byte{0, 0, 0, 1}), {}, []byte("\n \n"), []byte("PK\x03\x04\x14\x00")} {
 		p := filepath.Join(t.TempDir(), "blob")
 		os.WriteFile(p, data, 0o644)
 		_, err := stagedName(p, "")
