@@ -271,7 +271,6 @@ func (m *Manager) closeDB() {
 		m.log.Warn("close DuckDB", "err", err)
 	}
 	m.live.Close()
-	m.lastMap = nil
 }
 
 const schemaSQL = `

@@ -219,8 +219,13 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("dbmanager: snapshot version %d: %w", version, err)
 	}
 	defer conn.Close()
-	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") // ends the read transaction freeze began, if still open
-	defer capt.Release()                                           // publish reopens it; on error the directory goes
+	defer capt.Release() // publish reopens it; on error the directory goes
+	inTx := true
+	defer func() {
+		if inTx { // ends the read transaction freeze began
+			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
 	for i := range c.Tables {
 		t := &c.Tables[i]
 		if p, ok := prev[t.Name]; ok && prevLast > 0 && t.ChangedSeq <= prevLast && p.Rows == t.Rows {
@@ -235,6 +240,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 		f.Key = snapshot.ParquetKey(m.cfg.Model, t.Name, f.SHA256)
 		t.Parquet = f
 	}
+	inTx = false
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		return false, classify(fmt.Errorf("dbmanager: version %d: end read transaction: %w", version, err))
 	}
@@ -311,14 +317,14 @@ func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut
 		return nil, nil, err
 	}
 	due, err := m.compactionDue(ctx, conn)
-	if err == nil && due {
+	if due {
 		conn.Close()
-		if err = m.compact(ctx); err == nil {
-			c.Compaction = true
-			conn, err = m.db.Conn(ctx)
-		}
-		if err != nil {
+		if err = m.compact(ctx); err != nil {
 			return nil, nil, err
+		}
+		c.Compaction = true
+		if conn, err = m.db.Conn(ctx); err != nil {
+			return nil, nil, fmt.Errorf("connection: %w", err)
 		}
 	}
 	if err != nil {
@@ -405,7 +411,7 @@ func (m *Manager) compact(ctx context.Context) error {
 	}
 	got, err := snapshot.Describe(ctx, tmp)
 	if err == nil {
-		err = sameTables(info.Tables, got)
+		err = snapshot.SameRows(info.Tables, got)
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -440,19 +446,6 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-// sameTables compares two descriptions of the same state.
-func sameTables(want, got []snapshot.Table) error {
-	if len(want) != len(got) {
-		return fmt.Errorf("%d tables, want %d", len(got), len(want))
-	}
-	for i := range want {
-		if want[i].Name != got[i].Name || want[i].Rows != got[i].Rows {
-			return fmt.Errorf("table %s has %d rows, want %s with %d", got[i].Name, got[i].Rows, want[i].Name, want[i].Rows)
-		}
-	}
-	return nil
 }
 
 // dropPublished deletes, in one transaction, the records of requests up to

@@ -403,6 +403,25 @@ func describe(ctx context.Context, conn *sql.Conn, db string) ([]Table, error) {
 	return tables, nil
 }
 
+// SameRows reports, in one line, how got (a re-read of a snapshot)
+// differs from want (what its writer or index recorded) in tables or row
+// counts; nil when they agree.
+func SameRows(want, got []Table) error {
+	if len(want) != len(got) {
+		return fmt.Errorf("%d tables, want %d", len(got), len(want))
+	}
+	rows := make(map[string]int64, len(got))
+	for _, t := range got {
+		rows[t.Name] = t.Rows
+	}
+	for _, t := range want {
+		if n, ok := rows[t.Name]; !ok || n != t.Rows {
+			return fmt.Errorf("table %s has %d rows, want %d", t.Name, n, t.Rows)
+		}
+	}
+	return nil
+}
+
 // DescribeCurrent lists the user tables of the database conn is connected
 // to, in conn's current transaction (see describe).
 func DescribeCurrent(ctx context.Context, conn *sql.Conn) ([]Table, error) {

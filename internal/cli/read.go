@@ -219,7 +219,11 @@ func (e *env) download(ctx context.Context, store objstore.Store, v controldb.Ve
 	if err != nil {
 		return p, err
 	}
-	if err := sameTables(v.Tables, tables); err != nil {
+	want := make([]snapshot.Table, len(v.Tables))
+	for i, t := range v.Tables {
+		want[i] = snapshot.Table{Name: t.Name, Rows: t.Rows}
+	}
+	if err := snapshot.SameRows(want, tables); err != nil {
 		return p, fmt.Errorf("snapshot of %s version %d does not match its content index: %w", v.Model, v.Version, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
@@ -262,23 +266,6 @@ func (e *env) downloadFile(ctx context.Context, store objstore.Store, v controld
 	}
 	if sum != v.SHA256 || n != v.Bytes {
 		return fmt.Errorf("snapshot of %s version %d is corrupt: downloaded %d bytes with sha256 %s, Postgres records %d bytes with %s", v.Model, v.Version, n, sum, v.Bytes, v.SHA256)
-	}
-	return nil
-}
-
-func sameTables(want []controldb.Table, got []snapshot.Table) error {
-	if len(want) != len(got) {
-		return fmt.Errorf("%d tables, the index lists %d", len(got), len(want))
-	}
-	byName := map[string]int64{}
-	for _, t := range got {
-		byName[t.Name] = t.Rows
-	}
-	for _, t := range want {
-		rows, ok := byName[t.Name]
-		if !ok || rows != t.Rows {
-			return fmt.Errorf("table %s has %d rows, the index lists %d", t.Name, rows, t.Rows)
-		}
 	}
 	return nil
 }
