@@ -59,7 +59,7 @@ type Store struct {
 	// ReuseAge is how old a stored block that the previous map lacks may
 	// be for Upload to reuse it rather than put it again (DefaultReuseAge
 	// if 0). It must be well under the grace period of block GC
-	// (retention.DefaultBlockGrace, 1 hour), so that a block a GC may
+	// (retention.DefaultGrace, 1 hour), so that a block a GC may
 	// delete is never relied on.
 	ReuseAge time.Duration
 }

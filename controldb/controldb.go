@@ -235,14 +235,27 @@ func lockEpoch(ctx context.Context, tx pgx.Tx, id string, epoch int64) (Model, e
 	return m, nil
 }
 
-// Table is one row of content_index: a table of a version.
+// Table is one row of content_index: a table of a version, with its
+// Parquet data files (table data_file), whose union is the table's rows.
 type Table struct {
-	Name       string          `json:"name"`
-	ParquetURI string          `json:"parquet_uri"` // object key
-	SHA256     string          `json:"sha256"`      // of the Parquet object
+	Name string `json:"name"`
+	// ParquetURI is the one Parquet object of a version published before
+	// data files (migration 00005), "" after; Files lists it either way.
+	ParquetURI string          `json:"parquet_uri,omitempty"`
+	SHA256     string          `json:"sha256"` // of that object, or of the file list (snapshot.FilesDigest)
 	Rows       int64           `json:"rows"`
-	Bytes      int64           `json:"bytes"`  // of the Parquet object
-	Schema     json.RawMessage `json:"schema"` // column names and types
+	Bytes      int64           `json:"bytes"`  // of the data files
+	Schema     json.RawMessage `json:"schema"` // column names and types (snapshot.Column)
+	Files      []DataFile      `json:"files"`
+}
+
+// DataFile is one Parquet data file of a table: a content-addressed
+// object shared by the versions that list it.
+type DataFile struct {
+	Key    string `json:"key"`
+	SHA256 string `json:"sha256"`
+	Rows   int64  `json:"rows"`
+	Bytes  int64  `json:"bytes"`
 }
 
 // Version is one row of model_version with its content index.
@@ -330,6 +343,13 @@ func (db *DB) PublishVersion(ctx context.Context, v Version, reqs []RequestRecor
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, v.Model, v.Version, t.Name, t.ParquetURI, t.SHA256, t.Rows, t.Bytes, string(t.Schema))
 			if err != nil {
 				return fmt.Errorf("controldb: publish %s version %d table %q: %w", v.Model, v.Version, t.Name, err)
+			}
+			for i, f := range t.Files {
+				_, err = tx.Exec(ctx, `INSERT INTO data_file (model, version, table_name, ord, key, sha256, rows, bytes)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, v.Model, v.Version, t.Name, i, f.Key, f.SHA256, f.Rows, f.Bytes)
+				if err != nil {
+					return fmt.Errorf("controldb: publish %s version %d table %q file %s: %w", v.Model, v.Version, t.Name, f.Key, err)
+				}
 			}
 		}
 		if _, err := tx.Exec(ctx, `UPDATE goal_model SET current_version = $2, settled_seq = greatest(settled_seq, $3), updated_at = now() WHERE id = $1`, v.Model, v.Version, int64(v.LastSeq)); err != nil {
@@ -513,6 +533,29 @@ func (db *DB) tables(ctx context.Context, m string, vs []Version) error {
 		t.Schema = schema
 		vs[idx[n]].Tables = append(vs[idx[n]].Tables, t)
 	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = db.pool.Query(ctx, `SELECT version, table_name, key, sha256, rows, bytes
+		FROM data_file WHERE model = $1 AND version = ANY($2) ORDER BY version, table_name, ord`, m, nums)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n int64
+		var name string
+		var f DataFile
+		if err := rows.Scan(&n, &name, &f.Key, &f.SHA256, &f.Rows, &f.Bytes); err != nil {
+			return err
+		}
+		ts := vs[idx[n]].Tables
+		for i := range ts {
+			if ts[i].Name == name {
+				ts[i].Files = append(ts[i].Files, f)
+			}
+		}
+	}
 	return rows.Err()
 }
 
@@ -596,11 +639,13 @@ func (db *DB) ExpiredWithin(ctx context.Context, m string, d time.Duration) ([]V
 	return vs, nil
 }
 
-// LiveParquetURIs returns the Parquet objects referenced by the unexpired
-// versions of model m.
-func (db *DB) LiveParquetURIs(ctx context.Context, m string) (map[string]bool, error) {
-	rows, err := db.pool.Query(ctx, `SELECT DISTINCT c.parquet_uri FROM content_index c
-		JOIN model_version v USING (model, version) WHERE c.model = $1 AND v.expired_at IS NULL`, m)
+// LiveDataFiles returns the keys of the Parquet data files listed by the
+// unexpired versions of model m and by the versions expired less than
+// grace ago (Postgres's clock).
+func (db *DB) LiveDataFiles(ctx context.Context, m string, grace time.Duration) (map[string]bool, error) {
+	rows, err := db.pool.Query(ctx, `SELECT DISTINCT f.key FROM data_file f
+		JOIN model_version v USING (model, version) WHERE f.model = $1
+		AND (v.expired_at IS NULL OR v.expired_at > now() - $2::bigint * interval '1 microsecond')`, m, grace.Microseconds())
 	if err != nil {
 		return nil, fmt.Errorf("controldb: live Parquet of %q: %w", m, err)
 	}

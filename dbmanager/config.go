@@ -24,7 +24,7 @@ type Config struct {
 	LeasePoll   time.Duration // how often a waiting db-manager retries the lease; default 1s
 	Holder      string        // lease holder name; default host:pid
 	GCInterval  int           // run retention after every N-th published version; default 1
-	BlockGrace  time.Duration // keep unreferenced snapshot blocks this long; default retention.DefaultBlockGrace, 1h ($TEATREE_BLOCK_GRACE)
+	BlockGrace  time.Duration // keep unreferenced snapshot blocks this long; default retention.DefaultGrace, 1h ($TEATREE_BLOCK_GRACE)
 	HealthAddr  string        // address of the /livez and /readyz endpoints; "" = none ($TEATREE_HEALTH_ADDR)
 	// A cut compacts the live file first (a version marked compaction)
 	// when at least CompactFree of its blocks are free and they are at
@@ -64,7 +64,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Int(&c.BlockSize, "block-size", "TEATREE_BLOCK_SIZE", DefaultBlockSize, "DuckDB block size in bytes of a new live file and of a compaction (16384 to 262144, a power of two)")
 	s.Int64(&c.CompactMinBytes, "compact-min-bytes", "TEATREE_COMPACT_MIN_BYTES", DefaultCompactMinBytes, "compact only when the free blocks are at least this many bytes")
 	s.String(&c.SourcesFile, "sources", "TEATREE_SOURCES", "", "file of Postgres sources for append (name=postgres://… per line, or model/name=… for this model only; or a JSON object); TEATREE_SOURCE_<NAME>=postgres://… adds one")
-	s.Duration(&c.BlockGrace, "block-grace", "TEATREE_BLOCK_GRACE", retention.DefaultBlockGrace, "keep snapshot blocks no retained version uses this long after upload and expiry (readers may be pulling)")
+	s.Duration(&c.BlockGrace, "block-grace", "TEATREE_BLOCK_GRACE", retention.DefaultGrace, "keep snapshot blocks no retained version uses this long after upload and expiry (readers may be pulling)")
 }
 
 // Validate fills defaults and checks c.
@@ -116,7 +116,7 @@ func (c *Config) Validate() error {
 		c.GCInterval = 1
 	}
 	if c.BlockGrace <= 0 {
-		c.BlockGrace = retention.DefaultBlockGrace
+		c.BlockGrace = retention.DefaultGrace
 	}
 	if err := c.loadSources(os.Environ()); err != nil {
 		errs = append(errs, err)

@@ -11,7 +11,7 @@ import (
 )
 
 // TestBlockGraceConfig: the block grace retention gets defaults to
-// retention.DefaultBlockGrace (never 0, which would let GC delete the
+// retention.DefaultGrace (never 0, which would let GC delete the
 // blocks of a version a reader is pulling) and is set by flag or
 // TEATREE_BLOCK_GRACE.
 func TestBlockGraceConfig(t *testing.T) {
@@ -20,10 +20,10 @@ func TestBlockGraceConfig(t *testing.T) {
 		env  string
 		want time.Duration
 	}{
-		{nil, "", retention.DefaultBlockGrace},
+		{nil, "", retention.DefaultGrace},
 		{nil, "90m", 90 * time.Minute},
 		{[]string{"--block-grace", "2h"}, "", 2 * time.Hour},
-		{[]string{"--block-grace", "0s"}, "", retention.DefaultBlockGrace},
+		{[]string{"--block-grace", "0s"}, "", retention.DefaultGrace},
 	} {
 		fs := pflag.NewFlagSet("dbmanager", pflag.ContinueOnError)
 		s := &envflag.Set{FS: fs, Getenv: func(k string) string {

@@ -708,10 +708,9 @@ func (m *Manager) afterPublish(ctx context.Context, c cut) {
 		m.log.Warn("retention", "err", err)
 		return
 	}
-	// Parquet grace 0: this process is the model's only publisher and is
-	// not publishing now. Blocks keep their grace: a reader may be pulling
-	// a version that expires now.
-	res, err := retention.Run(ctx, m.ctl, m.store, m.cfg.Model, mdl.Retention, m.epoch, 0, m.cfg.BlockGrace)
+	// Blocks and data files keep their grace: a reader may be pulling or
+	// reading a version that expires now.
+	res, err := retention.Run(ctx, m.ctl, m.store, m.cfg.Model, mdl.Retention, m.epoch, m.cfg.BlockGrace)
 	if err != nil {
 		m.log.Warn("retention", "err", err)
 		return

@@ -1,6 +1,6 @@
 // Package retention keeps the last K versions of a model and deletes what
-// no retained version needs: older snapshots and manifests, Parquet objects
-// and snapshot blocks no retained version references. Postgres rows are
+// no retained version needs: older snapshots and manifests, Parquet data
+// files and snapshot blocks no retained version references. Postgres rows are
 // marked expired first, so a reader never finds a version row whose objects
 // are gone.
 //
@@ -12,15 +12,23 @@
 // block object is deleted only when
 //
 //   - no retained version's block map lists it,
-//   - no version expired less than the block grace ago lists it (a reader
+//   - no version expired less than the grace ago lists it (a reader
 //     may be in the middle of pulling that version: its map is kept as
 //     long, so the run can read it), and
-//   - the object is older than the block grace by the object store's
+//   - the object is older than the grace by the object store's
 //     modification time (a version being published uploads its blocks
 //     before Postgres records it).
 //
-// The block grace is DefaultBlockGrace (1 hour) unless the caller says
-// otherwise (`teactl gc --block-grace`, the db-manager's --block-grace).
+// The grace is DefaultGrace (1 hour) unless the caller says otherwise
+// (`teactl gc --grace`, the db-manager's --block-grace).
+//
+// # Data files
+//
+// The Parquet data files of a table (models/<model>/tables/<table>/
+// <sha256>.parquet) are shared by the versions that list them (Postgres
+// table data_file). A data file is deleted under the same rule as a
+// block: no retained version lists it, no version expired less than the
+// grace ago lists it, and the object is older than the grace.
 // Every map read is checked against the root digest the version records
 // (blocks.GetMap). If one cannot be read (missing, corrupt, unreadable),
 // the run deletes no block at all and returns the error: deleting with an
@@ -40,11 +48,11 @@ import (
 	"github.com/teatree/teatree/objstore"
 )
 
-// DefaultBlockGrace is how long a block object that no retained version
-// references is kept after its upload and after the last version listing
+// DefaultGrace is how long a block object or data file that no retained
+// version references is kept after its upload and after the last version listing
 // it expired: longer than a pull of a version (a 2 GiB model is about a
 // minute from a local MinIO) and than the publication of one.
-const DefaultBlockGrace = time.Hour
+const DefaultGrace = time.Hour
 
 // Result counts what a run expired and deleted.
 type Result struct {
@@ -55,13 +63,11 @@ type Result struct {
 }
 
 // Run keeps the newest keep versions of model m. epoch fences the Postgres
-// writes (model.ErrStaleEpoch when a newer writer exists). Parquet objects
-// younger than grace are left alone, so a run from outside the db-manager
-// (teactl gc) cannot delete the object of a version being published.
-// Block objects are deleted as the package doc says, with blockGrace as
-// the block grace (0 means none: tests). An error reading a block map
+// writes (model.ErrStaleEpoch when a newer writer exists). Block objects
+// and Parquet data files are deleted as the package doc says, with grace
+// as the grace (0 means none: tests). An error reading a block map
 // deletes no block; the other deletions of the run stand.
-func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string, keep int, epoch int64, grace, blockGrace time.Duration) (Result, error) {
+func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string, keep int, epoch int64, grace time.Duration) (Result, error) {
 	var res Result
 	if keep < 1 {
 		keep = 1
@@ -81,9 +87,9 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 	if len(retained) == 0 {
 		return res, nil
 	}
-	// Block maps of versions expired within the block grace stay: a
+	// Block maps of versions expired within the grace stay: a
 	// reader may be pulling them, and this run reads them below.
-	recent, err := ctl.ExpiredWithin(ctx, m, blockGrace)
+	recent, err := ctl.ExpiredWithin(ctx, m, grace)
 	if err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
@@ -110,7 +116,11 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 		}
 		res.Objects++
 	}
-	live, err := ctl.LiveParquetURIs(ctx, m)
+	// Data files: those of the versions expired within the grace stay (a
+	// reader may be reading them), and every object younger than the grace
+	// (a version being published uploads its files before Postgres lists
+	// them).
+	live, err := ctl.LiveDataFiles(ctx, m, grace)
 	if err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
@@ -127,7 +137,7 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 		}
 		res.Objects++
 	}
-	if err := deleteBlocks(ctx, store, m, append(retained, recent...), blockGrace, &res); err != nil {
+	if err := deleteBlocks(ctx, store, m, append(retained, recent...), grace, &res); err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
 	return res, nil

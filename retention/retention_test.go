@@ -179,7 +179,7 @@ func (f *fixture) run(blockGrace time.Duration) (retention.Result, error) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return retention.Run(context.Background(), f.ctl, f.objs, m, mdl.Retention, 1, 0, blockGrace)
+	return retention.Run(context.Background(), f.ctl, f.objs, m, mdl.Retention, 1, blockGrace)
 }
 
 // TestBlockGC: blocks of a retained version are never deleted; blocks only
@@ -268,15 +268,15 @@ func TestBlockGCGrace(t *testing.T) {
 	f := newFixture(t, 2)
 	f.record(controldb.FormatFile, snapshot.SnapshotKey(m, 1), fmt.Sprintf("%064x", 1))
 	young := f.orphan()
-	res, err := f.run(retention.DefaultBlockGrace)
+	res, err := f.run(retention.DefaultGrace)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Blocks != 0 || !f.exists(young) {
 		t.Fatalf("run = %+v: deleted a block younger than the grace", res)
 	}
-	f.age(retention.DefaultBlockGrace + time.Minute)
-	res, err = f.run(retention.DefaultBlockGrace)
+	f.age(retention.DefaultGrace + time.Minute)
+	res, err = f.run(retention.DefaultGrace)
 	if err != nil {
 		t.Fatal(err)
 	}

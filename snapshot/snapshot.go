@@ -91,12 +91,46 @@ type File struct {
 	SHA256 string `json:"sha256"`
 }
 
-// Table describes one table of a version.
+// Table describes one table of a version. Its rows are the union of its
+// Parquet data files (at least one; an empty table has one file of no
+// rows, so its schema is readable).
 type Table struct {
-	Name    string   `json:"name"`
-	Rows    int64    `json:"rows"`
-	Columns []Column `json:"columns"`
-	Parquet File     `json:"parquet"`
+	Name    string     `json:"name"`
+	Rows    int64      `json:"rows"`
+	Columns []Column   `json:"columns"`
+	Files   []DataFile `json:"files,omitempty"`
+	// Parquet is the one Parquet file of a table in a manifest written
+	// before data files; DataFiles lists it.
+	Parquet File `json:"parquet,omitzero"`
+}
+
+// DataFile is one Parquet data file of a table: a content-addressed object
+// (ParquetKey) shared by the versions that list it.
+type DataFile struct {
+	Key    string `json:"key"`
+	Rows   int64  `json:"rows"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// DataFiles returns the data files of t: Files, or for a manifest written
+// before data files the one Parquet file (its rows the table's).
+func (t Table) DataFiles() []DataFile {
+	if len(t.Files) > 0 || t.Parquet.Key == "" {
+		return t.Files
+	}
+	return []DataFile{{Key: t.Parquet.Key, Rows: t.Rows, Bytes: t.Parquet.Bytes, SHA256: t.Parquet.SHA256}}
+}
+
+// FilesDigest is the digest recorded for a table's list of data files: the
+// sha256 (hex) of their sha256s, each followed by a newline, in order.
+// Two versions whose table has the same digest list the same files.
+func FilesDigest(files []DataFile) string {
+	h := sha256.New()
+	for _, f := range files {
+		io.WriteString(h, f.SHA256+"\n")
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Column is a column name and its DuckDB type.

@@ -724,7 +724,7 @@ func diffCmd(e *env) *cobra.Command {
 }
 
 func gcCmd(e *env) *cobra.Command {
-	var grace, blockGrace time.Duration
+	var grace time.Duration
 	c := &cobra.Command{
 		Use:   "gc MODEL...",
 		Short: "apply retention now: expire old versions and delete objects no retained version needs",
@@ -740,7 +740,7 @@ func gcCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				res, err := retention.Run(cmd.Context(), d.Ctl, d.Store, id, m.Retention, m.WriterEpoch, grace, blockGrace)
+				res, err := retention.Run(cmd.Context(), d.Ctl, d.Store, id, m.Retention, m.WriterEpoch, grace)
 				if err != nil {
 					return err
 				}
@@ -753,7 +753,6 @@ func gcCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().DurationVar(&grace, "grace", time.Hour, "leave Parquet objects younger than this (a version may be being published)")
-	c.Flags().DurationVar(&blockGrace, "block-grace", retention.DefaultBlockGrace, "leave snapshot blocks no retained version uses until this long after their upload and after the expiry of the last version using them (readers may be pulling)")
+	c.Flags().DurationVar(&grace, "grace", retention.DefaultGrace, "leave snapshot blocks and Parquet data files no retained version uses until this long after their upload and after the expiry of the last version using them (a version may be being published, readers may be pulling)")
 	return c
 }
