@@ -3,6 +3,7 @@ package controldb_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -159,9 +160,13 @@ func TestExpireVersions(t *testing.T) {
 	if err := db.ClaimEpoch(ctx, "m", 2); err != nil {
 		t.Fatal(err)
 	}
-	shared := controldb.Table{Name: "dim", ParquetURI: "dim-1", SHA256: sha('d'), Schema: []byte(`[]`)}
+	file := func(key string) []controldb.DataFile {
+		return []controldb.DataFile{{Key: key, SHA256: sha('f'), Rows: 1, Bytes: 1}}
+	}
+	shared := controldb.Table{Name: "dim", SHA256: sha('d'), Schema: []byte(`[]`), Files: file("dim-1")}
 	for n := int64(1); n <= 5; n++ {
-		fact := controldb.Table{Name: "fact", ParquetURI: "fact-" + string(rune('0'+n)), SHA256: sha('e'), Schema: []byte(`[]`)}
+		key := "fact-" + string(rune('0'+n))
+		fact := controldb.Table{Name: "fact", SHA256: sha('e'), Schema: []byte(`[]`), Files: append(file(key), file(key+"b")...)}
 		if err := db.PublishVersion(ctx, version("m", n, 2, shared, fact), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -184,13 +189,21 @@ func TestExpireVersions(t *testing.T) {
 	if _, err := db.GetVersion(ctx, "m", 1); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("expired version found: %v", err)
 	}
-	live, err := db.LiveParquetURIs(ctx, "m")
+	v5, err := db.GetVersion(ctx, "m", 5)
+	if err != nil || len(v5.Tables) != 2 || len(v5.Tables[1].Files) != 2 || v5.Tables[1].Files[1].Key != "fact-5b" {
+		t.Fatalf("version 5: %+v %v", v5.Tables, err)
+	}
+	live, err := db.LiveDataFiles(ctx, "m", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"dim-1": true, "fact-4": true, "fact-5": true}
-	if len(live) != len(want) || !live["dim-1"] || !live["fact-4"] || !live["fact-5"] {
-		t.Fatalf("live: %v", live)
+	want := map[string]bool{"dim-1": true, "fact-4": true, "fact-4b": true, "fact-5": true, "fact-5b": true}
+	if !maps.Equal(live, want) {
+		t.Fatalf("live: %v, want %v", live, want)
+	}
+	// Within the grace, the files of just expired versions stay.
+	if live, err = db.LiveDataFiles(ctx, "m", time.Hour); err != nil || !live["fact-1"] || !live["fact-3b"] {
+		t.Fatalf("live within the grace: %v %v", live, err)
 	}
 	// gc from outside a writer (epoch 0) is not fenced.
 	if _, err := db.ExpireVersions(ctx, "m", 1, 0); err != nil {

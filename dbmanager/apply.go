@@ -423,7 +423,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) error {
 	now := time.Now().UTC()
 	var last uint64
-	changed := map[string]uint64{}
+	changed, modified := map[string]uint64{}, map[string]uint64{}
 	var rows [][]any
 	for _, it := range items {
 		last = max(last, it.seq)
@@ -449,9 +449,12 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 		}
 		for _, t := range it.result.Tables {
 			changed[t] = it.seq
+			if !it.result.Appended {
+				modified[t] = it.seq
+			}
 		}
 		if it.result.AllTables {
-			changed["*"] = it.seq
+			changed["*"], modified["*"] = it.seq, it.seq
 		}
 	}
 	// One statement per recordChunk requests: a statement per request
@@ -463,7 +466,9 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 		}
 	}
 	for t, seq := range changed {
-		if _, err := conn.ExecContext(ctx, `INSERT OR REPLACE INTO _teatree.table_change VALUES (?, ?)`, t, seq); err != nil {
+		// modified stays at the last sequence that did more than append.
+		if _, err := conn.ExecContext(ctx, `INSERT INTO _teatree.table_change (table_name, seq, modified) VALUES (?, ?, ?)
+			ON CONFLICT (table_name) DO UPDATE SET seq = excluded.seq, modified = CASE WHEN excluded.modified > 0 THEN excluded.modified ELSE modified END`, t, seq, modified[t]); err != nil {
 			return classify(fmt.Errorf("dbmanager: record change of %s: %w", t, err))
 		}
 	}

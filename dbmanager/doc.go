@@ -11,7 +11,7 @@
 //	_teatree.position      the last TEATREE_REQUESTS sequence applied
 //	_teatree.applied       request ids seen and not yet published, with sequence, status, error and args digest
 //	_teatree.refused       requests that reused another request's id (rejected), not yet published
-//	_teatree.table_change  the last sequence that changed each table
+//	_teatree.table_change  the last sequence that changed each table, and the last that did more than append rows
 //	_teatree.outbox        versions cut and whether they are published
 //	_teatree.settled       ranges of requests that changed nothing, and whether they are published
 //

@@ -15,3 +15,13 @@ func (m *Manager) SetCompaction(free float64, minBytes int64) {
 
 // SetBlockSize sets Config.BlockSize (tests only).
 func (m *Manager) SetBlockSize(n int) { m.cfg.BlockSize = n }
+
+// SetArchiveLimits sets the rows of a data file written whole, the size
+// under which a table is written whole and the file count above which
+// files are merged, until the returned function restores them (tests only;
+// not concurrent with a running db-manager's cut).
+func SetArchiveLimits(rows, small int64, files int) (restore func()) {
+	r, s, f := fileRows, smallTableBytes, maxFiles
+	fileRows, smallTableBytes, maxFiles = rows, small, files
+	return func() { fileRows, smallTableBytes, maxFiles = r, s, f }
+}

@@ -41,11 +41,15 @@ type cut struct {
 	Compaction   bool // cut from a compact copy of the live file
 }
 
-// cutTable is a table of a cut with the last sequence that changed it.
+// cutTable is a table of a cut with the last sequence that changed it, the
+// last that did more than append rows, and its data files (archive.go;
+// publish fills in Table.Files from them).
 type cutTable struct {
 	snapshot.Table
-	ChangedSeq uint64 `json:"changed_seq"`
-	Local      string `json:"local,omitempty"` // the Parquet file exported at the cut, to upload; "" when the previous version's serves
+	ChangedSeq  uint64     `json:"changed_seq"`
+	ModifiedSeq uint64     `json:"modified_seq"`
+	Data        []dataFile `json:"data"`
+	NextRowID   int64      `json:"next_rowid"`
 }
 
 // publishLoop publishes pending outbox rows and cuts new versions whenever
@@ -186,17 +190,9 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	version := max(lastVersion, m.model.CurrentVersion) + 1
 	ctx, span := m.tracer.Start(ctx, "cut version", trace.WithAttributes(attribute.String("teatree.model", m.cfg.Model), attribute.Int64("teatree.version", version)))
 	defer span.End()
-	// The Parquet files of the previous version serve the tables that did
-	// not change since.
-	prev := map[string]controldb.Table{}
-	var prevLast uint64
-	if pv, err := m.ctl.GetVersion(ctx, m.cfg.Model, version-1); err == nil {
-		prevLast = pv.LastSeq
-		for _, t := range pv.Tables {
-			prev[t.Name] = t
-		}
-	} else if !errors.Is(err, model.ErrNotFound) {
-		return false, fmt.Errorf("dbmanager: previous version: %w", err)
+	base, baseLast, err := m.baseCut(ctx, version-1)
+	if err != nil {
+		return false, err
 	}
 	// A directory of this version can only be left by a cut that crashed
 	// before it was recorded.
@@ -226,19 +222,13 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
+	arch := archiver{conn: conn, dir: dir, model: m.cfg.Model, rowidsMoved: c.Compaction}
 	for i := range c.Tables {
 		t := &c.Tables[i]
-		if p, ok := prev[t.Name]; ok && prevLast > 0 && t.ChangedSeq <= prevLast && p.Rows == t.Rows {
-			t.Parquet = snapshot.File{Key: p.ParquetURI, Bytes: p.Bytes, SHA256: p.SHA256}
-			continue
+		b, ok := base[t.Name]
+		if err := arch.table(ctx, t, b, ok, baseLast); err != nil {
+			return false, classify(fmt.Errorf("dbmanager: version %d: archive table %s: %w", version, t.Name, err))
 		}
-		t.Local = filepath.Join(dir, t.Name+".parquet")
-		f, err := snapshot.ExportParquet(ctx, conn, t.Name, t.Local)
-		if err != nil {
-			return false, fmt.Errorf("dbmanager: version %d: %w", version, err)
-		}
-		f.Key = snapshot.ParquetKey(m.cfg.Model, t.Name, f.SHA256)
-		t.Parquet = f
 	}
 	inTx = false
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
@@ -268,6 +258,31 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	m.log.Debug("version cut", "version", version, "last_seq", c.LastSeq, "requests", c.RequestCount, "bytes", c.Bytes,
 		"blocks", st.Blocks, "changed", st.Changed, "hashed", st.Hashed, "full_map", st.Full, "took", st.Duration)
 	return true, nil
+}
+
+// baseCut returns the tables of cut v (the previous version) by name and
+// its last sequence, from the outbox; none when the outbox does not hold
+// it (the first version, a file restored from a snapshot, a file of a
+// release before data files): every table is then archived whole.
+func (m *Manager) baseCut(ctx context.Context, v int64) (map[string]cutTable, uint64, error) {
+	var last uint64
+	var tables string
+	err := m.db.QueryRowContext(ctx, `SELECT last_seq, tables::VARCHAR FROM _teatree.outbox WHERE version = ? AND published IS NOT NULL`, v).Scan(&last, &tables)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("dbmanager: read outbox: %w", err)
+	}
+	var ts []cutTable
+	if err := json.Unmarshal([]byte(tables), &ts); err != nil {
+		return nil, 0, fmt.Errorf("dbmanager: outbox row %d: %w", v, err)
+	}
+	base := make(map[string]cutTable, len(ts))
+	for _, t := range ts {
+		base[t.Name] = t
+	}
+	return base, last, nil
 }
 
 // mapFile is the block map of a cut, in the version's directory.
@@ -480,19 +495,20 @@ func (m *Manager) readCut(ctx context.Context, conn *sql.Conn, lastCut uint64, c
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM _teatree.applied WHERE seq > ? AND seq <= ?", lastCut, c.LastSeq).Scan(&c.RequestCount); err != nil {
 		return fmt.Errorf("count requests: %w", err)
 	}
-	changed := map[string]uint64{}
-	rows, err := conn.QueryContext(ctx, "SELECT table_name, seq FROM _teatree.table_change")
+	changed, modified := map[string]uint64{}, map[string]uint64{}
+	// A row of a release before modified was recorded counts as modified.
+	rows, err := conn.QueryContext(ctx, "SELECT table_name, seq, coalesce(modified, seq) FROM _teatree.table_change")
 	if err != nil {
 		return fmt.Errorf("read table changes: %w", err)
 	}
 	for rows.Next() {
 		var t string
-		var seq uint64
-		if err := rows.Scan(&t, &seq); err != nil {
+		var seq, mod uint64
+		if err := rows.Scan(&t, &seq, &mod); err != nil {
 			rows.Close()
 			return fmt.Errorf("read table changes: %w", err)
 		}
-		changed[t] = seq
+		changed[t], modified[t] = seq, mod
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -504,7 +520,7 @@ func (m *Manager) readCut(ctx context.Context, conn *sql.Conn, lastCut uint64, c
 	}
 	c.Tables = make([]cutTable, len(tables))
 	for i, t := range tables {
-		c.Tables[i] = cutTable{Table: t, ChangedSeq: max(changed[t.Name], changed["*"])}
+		c.Tables[i] = cutTable{Table: t, ChangedSeq: max(changed[t.Name], changed["*"]), ModifiedSeq: max(modified[t.Name], modified["*"])}
 	}
 	return nil
 }
@@ -558,18 +574,21 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
 	for _, t := range c.Tables {
+		for _, f := range t.Data {
+			t.Files = append(t.Files, f.DataFile)
+			if f.Local == "" {
+				continue
+			}
+			if err := m.checkParquetRows(ctx, t.Name, f); err != nil {
+				return fmt.Errorf("dbmanager: version %d: %w: %w", c.Version, ErrFatal, err)
+			}
+			n, err := m.upload(ctx, f.Key, f.Local, f.Bytes)
+			if err != nil {
+				return err
+			}
+			uploaded += n
+		}
 		mf.Tables = append(mf.Tables, t.Table)
-		if t.Local == "" {
-			continue
-		}
-		if err := m.checkParquetRows(ctx, t); err != nil {
-			return fmt.Errorf("dbmanager: version %d: %w: %w", c.Version, ErrFatal, err)
-		}
-		n, err := m.upload(ctx, t.Parquet.Key, t.Local, t.Parquet.Bytes)
-		if err != nil {
-			return err
-		}
-		uploaded += n
 	}
 	mf.Uploaded = uploaded
 	if err := m.putManifest(ctx, mf); err != nil {
@@ -587,7 +606,12 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	}
 	for _, t := range mf.Tables {
 		schema, _ := json.Marshal(t.Columns)
-		v.Tables = append(v.Tables, controldb.Table{Name: t.Name, ParquetURI: t.Parquet.Key, SHA256: t.Parquet.SHA256, Rows: t.Rows, Bytes: t.Parquet.Bytes, Schema: schema})
+		ct := controldb.Table{Name: t.Name, SHA256: snapshot.FilesDigest(t.Files), Rows: t.Rows, Schema: schema}
+		for _, f := range t.Files {
+			ct.Files = append(ct.Files, controldb.DataFile{Key: f.Key, SHA256: f.SHA256, Rows: f.Rows, Bytes: f.Bytes})
+			ct.Bytes += f.Bytes
+		}
+		v.Tables = append(v.Tables, ct)
 	}
 	if err := m.ctl.PublishVersion(ctx, v, records); err != nil {
 		return fmt.Errorf("dbmanager: record version %d: %w", c.Version, err)
@@ -666,15 +690,15 @@ func (m *Manager) settleLostCut(ctx context.Context, c cut, why string) error {
 	return nil
 }
 
-// checkParquetRows compares the rows of an exported Parquet file (its
-// footer) with the rows the writer counted in the same transaction.
-func (m *Manager) checkParquetRows(ctx context.Context, t cutTable) error {
+// checkParquetRows compares the rows of an exported data file of table
+// (its footer) with the rows the writer counted in the same transaction.
+func (m *Manager) checkParquetRows(ctx context.Context, table string, f dataFile) error {
 	var rows int64
-	if err := m.db.QueryRowContext(ctx, "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata("+duck.Literal(t.Local)+")").Scan(&rows); err != nil {
-		return fmt.Errorf("read %s: %w", t.Local, err)
+	if err := m.db.QueryRowContext(ctx, "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata("+duck.Literal(f.Local)+")").Scan(&rows); err != nil {
+		return fmt.Errorf("read %s: %w", f.Local, err)
 	}
-	if rows != t.Rows {
-		return fmt.Errorf("the Parquet file of table %s has %d rows, the writer counted %d", t.Name, rows, t.Rows)
+	if rows != f.Rows {
+		return fmt.Errorf("the data file %s of table %s has %d rows, the writer counted %d", filepath.Base(f.Local), table, rows, f.Rows)
 	}
 	return nil
 }

@@ -277,7 +277,7 @@ func (f appendFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Res
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Tables: []string{t.Name}, Rows: n}, nil
+	return Result{Tables: []string{t.Name}, Rows: n, Appended: true}, nil
 }
 
 // applyPayload fetches the payload and inserts it with DuckDB's own file
@@ -318,7 +318,7 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 		if !exists {
 			return Result{}, errNoSchema(fn, what, a.Table)
 		}
-		return Result{Tables: []string{t.Name}}, nil
+		return Result{Tables: []string{t.Name}, Appended: true}, nil
 	}
 	src := a.Payload.reader(format, !exists)
 	cols, err := fileColumns(ctx, env, src, local)
@@ -340,13 +340,13 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 			// The caller rolls the transaction back: the table goes.
 			return Result{}, errNoSchema(fn, what, a.Table)
 		}
-		return Result{Tables: []string{a.Table}, Rows: n}, nil
+		return Result{Tables: []string{a.Table}, Rows: n, Appended: true}, nil
 	}
 	if err := matchColumns(fn, what, t, cols); err != nil {
 		// A JSON file without rows names no columns (DuckDB makes up
 		// json JSON): it appends nothing.
 		if format == formatJSON && noRows(ctx, env, src, local) {
-			return Result{Tables: []string{t.Name}}, nil
+			return Result{Tables: []string{t.Name}, Appended: true}, nil
 		}
 		return Result{}, err
 	}
@@ -355,7 +355,7 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 		return Result{}, a.Payload.readError(fn, fmt.Sprintf("insert %s into table %s %s (file columns %s)", what, t.Name, t.columnList(), columnList(cols)), local, err)
 	}
 	n, _ := res.RowsAffected()
-	return Result{Tables: []string{t.Name}, Rows: n}, nil
+	return Result{Tables: []string{t.Name}, Rows: n, Appended: true}, nil
 }
 
 // errNoSchema refuses a CSV or JSON file without rows for a missing table:

@@ -49,6 +49,10 @@ type Result struct {
 	Tables []string
 	// AllTables is true when the function may have changed any table (sql).
 	AllTables bool
+	// Appended is true when the function only added rows to Tables (or
+	// created them): every row a table had before is unchanged. The
+	// db-manager then archives only the new rows.
+	Appended bool
 	// Rows is the number of rows inserted, updated or deleted; 0 for DDL.
 	Rows int64
 }

@@ -214,7 +214,7 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Tables: []string{target}, Rows: n}, nil
+	return Result{Tables: []string{target}, Rows: n, Appended: true}, nil
 }
 
 // sourceError wraps an error of Postgres about the request's query:

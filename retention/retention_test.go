@@ -338,3 +338,67 @@ func TestBlockGCFailSafe(t *testing.T) {
 		})
 	}
 }
+
+// TestDataFileGC: a Parquet data file is deleted only when no retained
+// version lists it, no version expired within the grace lists it, and the
+// object is older than the grace; a file shared by an expired and a
+// retained version stays.
+func TestDataFileGC(t *testing.T) {
+	f := newFixture(t, 1)
+	ctx := context.Background()
+	put := func(name string) controldb.DataFile {
+		data := []byte("parquet " + name)
+		sum := fmt.Sprintf("%x", sha256.Sum256(data))
+		key := snapshot.ParquetKey(m, "t", sum)
+		if err := f.objs.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		return controldb.DataFile{Key: key, SHA256: sum, Rows: 1, Bytes: int64(len(data))}
+	}
+	shared := put("shared")
+	var own []controldb.DataFile
+	for n := int64(1); n <= 3; n++ {
+		own = append(own, put(fmt.Sprint(n)))
+		v := controldb.Version{
+			Model: m, Version: n, SnapshotURI: snapshot.SnapshotKey(m, n), SHA256: fmt.Sprintf("%064x", n), ManifestURI: snapshot.ManifestKey(m, n),
+			FirstSeq: uint64(n), LastSeq: uint64(n), RequestCount: 1, Epoch: 1, Created: time.Now(),
+			Tables: []controldb.Table{{Name: "t", SHA256: fmt.Sprintf("%064x", n), Rows: 2, Schema: []byte(`[]`), Files: []controldb.DataFile{shared, own[n-1]}}},
+		}
+		if err := f.ctl.PublishVersion(ctx, v, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	filepath.WalkDir(filepath.Join(f.storeDir, "models", m, "tables"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			os.Chtimes(p, old, old)
+		}
+		return nil
+	})
+	// Versions 1 and 2 expire now: within the grace their files stay.
+	if _, err := f.run(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range append(own, shared) {
+		if !f.exists(d.Key) {
+			t.Fatalf("%s deleted within the grace of its version's expiry", d.Key)
+		}
+	}
+	if _, err := f.run(0); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range own {
+		if want := i == 2; f.exists(d.Key) != want {
+			t.Fatalf("file of version %d: exists %v, want %v", i+1, !want, want)
+		}
+	}
+	if !f.exists(shared.Key) {
+		t.Fatal("a file the retained version lists was deleted")
+	}
+	// An object no version lists yet (a version being published) is kept
+	// while younger than the grace.
+	young := put("young")
+	if _, err := f.run(time.Hour); err != nil || !f.exists(young.Key) {
+		t.Fatalf("young unlisted file deleted: %v", err)
+	}
+}

@@ -488,11 +488,16 @@ type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// ExportParquet writes table (schema main) as db sees it, in db's current
+// ExportParquet writes the rows of table (schema main, columns cols) that
+// match the SQL predicate where ("" all), as db sees them, in db's current
 // transaction if it has one, into the Parquet file path (zstd) and returns
 // its sha256 and size.
-func ExportParquet(ctx context.Context, db Execer, table, path string) (File, error) {
-	q := "COPY (SELECT * FROM main." + duck.Ident(table) + ") TO " + duck.Literal(path) + " (FORMAT parquet, COMPRESSION zstd)"
+func ExportParquet(ctx context.Context, db Execer, table string, cols []Column, where string, path string) (File, error) {
+	q := "SELECT * FROM main." + duck.Ident(table)
+	if where != "" {
+		q += " WHERE " + where
+	}
+	q = "COPY (" + q + ") TO " + duck.Literal(path) + " (FORMAT parquet, COMPRESSION zstd)"
 	if _, err := db.ExecContext(ctx, q); err != nil {
 		return File{}, fmt.Errorf("snapshot: export %s to Parquet: %w", table, err)
 	}

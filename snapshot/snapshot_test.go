@@ -157,7 +157,7 @@ func TestExportParquetReadsBackWithArrow(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "t.parquet")
-	f, err := ExportParquet(ctx, db, "t", path)
+	f, err := ExportParquet(ctx, db, "t", nil, "", path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,361 @@
+package dbmanager
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/snapshot"
+)
+
+// The Parquet archive of a version lists, for every table, data files whose
+// union is the table's rows at the cut (snapshot.DataFile). The cut writes
+// only what changed since the previous version, with DuckDB's rowid as the
+// link between a file and the live table:
+//
+// A table's files partition the rowid space: file i holds the rows whose
+// rowid is in [FirstRowID_i, FirstRowID_i+1) (the first from 0, the last up
+// to the table's NextRowID) as of the cut that wrote or verified it, and
+// records their count and the sum of hash(row) (DuckDB's hash over every
+// column). Rows with a rowid at or above NextRowID are new. DuckDB gives
+// appended rows rowids above every existing one, keeps a row's rowid on an
+// in-place update, and at a checkpoint may vacuum deleted rows away, which
+// moves later rows to lower rowids (never higher, never across each other).
+//
+//   - A table not changed since the previous version keeps its files.
+//   - A table that only had rows appended (functions.Result.Appended) keeps
+//     its files if every range still holds exactly its file's count of
+//     rows: since rowids only decrease and the old rows are unchanged, each
+//     range then holds exactly its file's rows; the rows at or above
+//     NextRowID go into one new file.
+//   - Otherwise (update, delete, upsert, sql, or the count check failed)
+//     every range is counted and hashed: a file whose range has the same
+//     count and hash sum is kept, an empty range's file is dropped, any
+//     other range is written again from the table. A version cut from a
+//     compact copy of the live file (rowids renumbered) is always hashed.
+//   - A table that is new, small (its files under smallTableBytes), has a
+//     column named rowid (which hides DuckDB's), or has no previous files
+//     is written whole, in files of at most fileRows rows.
+//   - A table with more than maxFiles files has its runs of adjacent files
+//     of at most fileRows rows together merged into one file.
+//
+// A kept file is therefore verified by count and a 64-bit hash sum (a
+// change escaping it would need a collision of the sums), a written one is
+// the table's rows of its range in the cut's read transaction, and the
+// files' rows must add up to the table's count, else the table is written
+// whole.
+var (
+	// fileRows is the most rows of a data file written whole or by a
+	// compaction: 2^20, eight of DuckDB's Parquet row groups (122,880 rows)
+	// and a bit; a file of the 3M-row flights table is about 4.5 MiB.
+	fileRows int64 = 1 << 20
+	// maxFiles is the number of data files above which a table's small
+	// adjacent files are merged.
+	maxFiles = 16
+	// smallTableBytes: a changed table whose data files are smaller than
+	// this in all is written whole, as one file.
+	smallTableBytes int64 = 1 << 20
+) // variables only so tests can make them small
+
+// dataFile is a data file of a cut with its range of rowids and its rows'
+// hash sum (see above).
+type dataFile struct {
+	snapshot.DataFile
+	FirstRowID int64  `json:"first_rowid"`
+	RowHash    string `json:"row_hash"`        // sum of hash(row) over its rows, decimal
+	Local      string `json:"local,omitempty"` // written at this cut, to upload; "" when an earlier version's
+}
+
+// archiver writes the data files of one cut, in the cut's read transaction.
+type archiver struct {
+	conn  *sql.Conn
+	dir   string // the version's directory
+	model string
+	// rowidsMoved: the live file was replaced by a compact copy since the
+	// previous cut, so rowids are renumbered.
+	rowidsMoved bool
+	written     int
+}
+
+// table fills in t.Data and t.NextRowID from b, the table in the previous
+// cut (hasBase false: none), whose requests ended at baseLast.
+func (a *archiver) table(ctx context.Context, t *cutTable, b cutTable, hasBase bool, baseLast uint64) error {
+	hasBase = hasBase && len(b.Data) > 0
+	switch {
+	case hasBase && t.ChangedSeq <= baseLast && b.Rows == t.Rows:
+		t.Data, t.NextRowID = carried(b.Data), b.NextRowID
+		return nil
+	case !hasBase || hasRowidColumn(t.Columns) || filesBytes(b.Data) < smallTableBytes:
+		return a.whole(ctx, t)
+	}
+	kept := false
+	if t.ModifiedSeq <= baseLast && !a.rowidsMoved {
+		var err error
+		if kept, err = a.appended(ctx, t, b); err != nil {
+			return err
+		}
+	}
+	if !kept {
+		if err := a.verify(ctx, t, b); err != nil {
+			return err
+		}
+	}
+	if err := a.merge(ctx, t); err != nil {
+		return err
+	}
+	var rows int64
+	for _, f := range t.Data {
+		rows += f.Rows
+	}
+	if rows != t.Rows {
+		return a.whole(ctx, t)
+	}
+	return nil
+}
+
+// whole writes table t as files of at most fileRows rowids each (one empty
+// file for an empty table).
+func (a *archiver) whole(ctx context.Context, t *cutTable) error {
+	t.Data = nil
+	var next int64
+	if err := a.conn.QueryRowContext(ctx, "SELECT coalesce(max(rowid) + 1, 0) FROM main."+duck.Ident(t.Name)).Scan(&next); err != nil {
+		return fmt.Errorf("highest rowid of %s: %w", t.Name, err)
+	}
+	t.NextRowID = next
+	if hasRowidColumn(t.Columns) { // no rowid to split by
+		return a.write(ctx, t, 0, -1)
+	}
+	for lo := int64(0); lo < next; lo += fileRows {
+		if err := a.write(ctx, t, lo, min(lo+fileRows, next)); err != nil {
+			return err
+		}
+	}
+	return a.normalize(ctx, t)
+}
+
+// normalize drops the files of t without rows (their ranges are empty, so
+// the file before covers them) and starts the first range at rowid 0; a
+// table without rows gets one empty file.
+func (a *archiver) normalize(ctx context.Context, t *cutTable) error {
+	files := t.Data[:0]
+	for _, f := range t.Data {
+		if f.Rows > 0 {
+			files = append(files, f)
+		}
+	}
+	t.Data = files
+	if len(t.Data) == 0 {
+		return a.write(ctx, t, 0, 0)
+	}
+	t.Data[0].FirstRowID = 0
+	return nil
+}
+
+// appended keeps b's files when every range holds exactly its file's rows
+// and writes the rows at or above b.NextRowID into one file. It reports
+// false, having changed nothing, when a range's count differs.
+func (a *archiver) appended(ctx context.Context, t *cutTable, b cutTable) (bool, error) {
+	counts, err := a.ranges(ctx, t, b, false)
+	if err != nil {
+		return false, err
+	}
+	for i, f := range b.Data {
+		if counts[i].rows != f.Rows {
+			return false, nil
+		}
+	}
+	t.Data, t.NextRowID = carried(b.Data), max(b.NextRowID, counts[len(b.Data)].next)
+	if counts[len(b.Data)].rows > 0 {
+		return true, a.write(ctx, t, b.NextRowID, -1)
+	}
+	return true, nil
+}
+
+// verify keeps the files of b whose range has the same count and hash sum,
+// drops those whose range is empty, writes the others again, and writes the
+// rows at or above b.NextRowID into one file.
+func (a *archiver) verify(ctx context.Context, t *cutTable, b cutTable) error {
+	counts, err := a.ranges(ctx, t, b, true)
+	if err != nil {
+		return err
+	}
+	t.Data, t.NextRowID = nil, max(b.NextRowID, counts[len(b.Data)].next)
+	for i, f := range b.Data {
+		c := counts[i]
+		switch {
+		case c.rows == 0:
+		case c.rows == f.Rows && c.hash == f.RowHash:
+			f.Local = ""
+			t.Data = append(t.Data, f)
+		default:
+			if err := a.write(ctx, t, f.FirstRowID, upper(b, i)); err != nil {
+				return err
+			}
+		}
+	}
+	if counts[len(b.Data)].rows > 0 {
+		if err := a.write(ctx, t, b.NextRowID, -1); err != nil {
+			return err
+		}
+	}
+	return a.normalize(ctx, t)
+}
+
+// merge rewrites each run of adjacent files of t holding at most fileRows
+// rows together as one file, when t has more than maxFiles files.
+func (a *archiver) merge(ctx context.Context, t *cutTable) error {
+	if len(t.Data) <= maxFiles {
+		return nil
+	}
+	old := t.Data
+	t.Data = nil
+	for i := 0; i < len(old); {
+		j, rows := i+1, old[i].Rows
+		for j < len(old) && rows+old[j].Rows <= fileRows {
+			rows += old[j].Rows
+			j++
+		}
+		if j-i == 1 {
+			t.Data = append(t.Data, old[i])
+		} else {
+			hi := t.NextRowID
+			if j < len(old) {
+				hi = old[j].FirstRowID
+			}
+			if err := a.write(ctx, t, old[i].FirstRowID, hi); err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+// rangeCount is what ranges found in one range of rowids.
+type rangeCount struct {
+	rows int64
+	hash string // sum of hash(row), decimal; "" unless hashed
+	next int64  // highest rowid + 1
+}
+
+// ranges counts (and with hash, hashes) the rows of t in the ranges of b's
+// files and, last, at or above b.NextRowID: len(b.Data)+1 entries.
+func (a *archiver) ranges(ctx context.Context, t *cutTable, b cutTable, hash bool) ([]rangeCount, error) {
+	var bucket strings.Builder
+	bucket.WriteString("CASE")
+	for i := 1; i <= len(b.Data); i++ {
+		fmt.Fprintf(&bucket, " WHEN rowid < %d THEN %d", upper(b, i-1), i-1)
+	}
+	fmt.Fprintf(&bucket, " ELSE %d END", len(b.Data))
+	sum := "''"
+	if hash {
+		sum = "coalesce(sum(" + rowHash(t.Columns) + "), 0)::VARCHAR"
+	}
+	q := "SELECT " + bucket.String() + " AS b, count(*), " + sum + ", max(rowid) + 1 FROM main." + duck.Ident(t.Name) + " GROUP BY b"
+	rows, err := a.conn.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("count the rows of %s by data file: %w", t.Name, err)
+	}
+	defer rows.Close()
+	out := make([]rangeCount, len(b.Data)+1)
+	for rows.Next() {
+		var i int
+		var c rangeCount
+		if err := rows.Scan(&i, &c.rows, &c.hash, &c.next); err != nil {
+			return nil, fmt.Errorf("count the rows of %s by data file: %w", t.Name, err)
+		}
+		out[i] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count the rows of %s by data file: %w", t.Name, err)
+	}
+	if hash {
+		for i := range out {
+			if out[i].rows == 0 {
+				out[i].hash = "0"
+			}
+		}
+	}
+	return out, nil
+}
+
+// write exports the rows of t with rowid in [lo, hi) (hi -1: no upper
+// bound; hi 0 with lo 0: none, an empty file) as a new data file of t.
+func (a *archiver) write(ctx context.Context, t *cutTable, lo, hi int64) error {
+	where := ""
+	switch {
+	case lo == 0 && hi == 0:
+		where = "false"
+	case hasRowidColumn(t.Columns):
+	case hi < 0:
+		where = "rowid >= " + strconv.FormatInt(lo, 10)
+	default:
+		where = "rowid >= " + strconv.FormatInt(lo, 10) + " AND rowid < " + strconv.FormatInt(hi, 10)
+	}
+	a.written++
+	path := filepath.Join(a.dir, t.Name+"."+strconv.Itoa(a.written)+".parquet")
+	f, err := snapshot.ExportParquet(ctx, a.conn, t.Name, t.Columns, where, path)
+	if err != nil {
+		return err
+	}
+	d := dataFile{DataFile: snapshot.DataFile{Key: snapshot.ParquetKey(a.model, t.Name, f.SHA256), Bytes: f.Bytes, SHA256: f.SHA256}, FirstRowID: lo, Local: path}
+	cond := where
+	if cond == "" {
+		cond = "true"
+	}
+	q := "SELECT count(*), coalesce(sum(" + rowHash(t.Columns) + "), 0)::VARCHAR FROM main." + duck.Ident(t.Name) + " WHERE " + cond
+	if err := a.conn.QueryRowContext(ctx, q).Scan(&d.Rows, &d.RowHash); err != nil {
+		return fmt.Errorf("hash the rows of %s: %w", t.Name, err)
+	}
+	t.Data = append(t.Data, d)
+	return nil
+}
+
+// upper is the end of the range of b's file i: the next file's first rowid,
+// or b.NextRowID.
+func upper(b cutTable, i int) int64 {
+	if i+1 < len(b.Data) {
+		return b.Data[i+1].FirstRowID
+	}
+	return b.NextRowID
+}
+
+// rowHash is the SQL expression of a row's hash over every column.
+func rowHash(cols []snapshot.Column) string {
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = duck.Ident(c.Name)
+	}
+	return "hash(" + strings.Join(names, ", ") + ")"
+}
+
+func hasRowidColumn(cols []snapshot.Column) bool {
+	for _, c := range cols {
+		if strings.EqualFold(c.Name, "rowid") {
+			return true
+		}
+	}
+	return false
+}
+
+// carried returns files of an earlier version, kept as they are.
+func carried(files []dataFile) []dataFile {
+	out := make([]dataFile, len(files))
+	for i, f := range files {
+		f.Local = ""
+		out[i] = f
+	}
+	return out
+}
+
+func filesBytes(files []dataFile) int64 {
+	var n int64
+	for _, f := range files {
+		n += f.Bytes
+	}
+	return n
+}

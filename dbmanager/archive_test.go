@@ -1,0 +1,249 @@
+package dbmanager_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/dbmanager"
+	"github.com/teatree/teatree/internal/stacktest"
+	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/queue"
+	"github.com/teatree/teatree/snapshot"
+)
+
+// manifest reads the manifest of version v of model m.
+func manifest(t *testing.T, s *stacktest.Stack, m string, v int64) snapshot.Manifest {
+	t.Helper()
+	rc, err := s.Store.Get(context.Background(), snapshot.ManifestKey(m, v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var mf snapshot.Manifest
+	if err := json.NewDecoder(rc).Decode(&mf); err != nil {
+		t.Fatal(err)
+	}
+	return mf
+}
+
+// checkArchive checks version v's archive against its snapshot (every file
+// listed exists, read_parquet over a table's files equals the table) and
+// that Postgres lists the manifest's files; it returns the manifest.
+func checkArchive(t *testing.T, s *stacktest.Stack, m string, v int64) snapshot.Manifest {
+	t.Helper()
+	ctx := context.Background()
+	pv, err := s.Ctl.GetVersion(ctx, m, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "v.duckdb")
+	if err := versionFile(ctx, s, pv, path); err != nil {
+		t.Fatal(err)
+	}
+	mf := manifest(t, s, m, v)
+	if err := snapshot.CheckArchive(ctx, s.Store, mf.Tables, path, dir); err != nil {
+		t.Fatalf("version %d: %v", v, err)
+	}
+	if len(pv.Tables) != len(mf.Tables) {
+		t.Fatalf("version %d: Postgres has %d tables, the manifest %d", v, len(pv.Tables), len(mf.Tables))
+	}
+	for i, tb := range mf.Tables {
+		ct := pv.Tables[i]
+		if ct.Name != tb.Name || len(ct.Files) != len(tb.Files) || ct.SHA256 != snapshot.FilesDigest(tb.Files) {
+			t.Fatalf("version %d table %s: Postgres lists %d files (digest %s), the manifest %d", v, tb.Name, len(ct.Files), ct.SHA256, len(tb.Files))
+		}
+		for j, f := range tb.Files {
+			if ct.Files[j].Key != f.Key || ct.Files[j].Rows != f.Rows {
+				t.Fatalf("version %d table %s file %d: Postgres %+v, manifest %+v", v, tb.Name, j, ct.Files[j], f)
+			}
+		}
+	}
+	return mf
+}
+
+func keys(tb snapshot.Table) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range tb.Files {
+		out[f.Key] = true
+	}
+	return out
+}
+
+func table(t *testing.T, mf snapshot.Manifest, name string) snapshot.Table {
+	t.Helper()
+	for _, tb := range mf.Tables {
+		if tb.Name == name {
+			return tb
+		}
+	}
+	t.Fatalf("version %d has no table %s", mf.Version, name)
+	return snapshot.Table{}
+}
+
+// submitVersion submits r, waits for it to be applied and returns the
+// version it is part of.
+func submitVersion(t *testing.T, s *stacktest.Stack, r model.Request) int64 {
+	t.Helper()
+	s.Submit(t, r)
+	n := s.Outcomes(t, r.Model, wait, r.ID)[r.ID]
+	if n.Status != model.StatusApplied || n.Version == 0 {
+		t.Fatalf("%s (%s): %s %q version %d", r.ID, r.Function, n.Status, n.Error, n.Version)
+	}
+	return n.Version
+}
+
+// TestArchiveWritesWhatChanged: a table written whole is split into data
+// files; appending a row adds one file of that row and keeps the others;
+// an update rewrites only the file holding the rows it changed; a delete
+// and a refresh leave an archive equal to the snapshot.
+func TestArchiveWritesWhatChanged(t *testing.T) {
+	defer dbmanager.SetArchiveLimits(1000, 1024, 8)()
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "arch", AllowSQL: true}).ID
+	run(t, s, m, nil)
+	sql := func(id, q string) model.Request {
+		return stacktest.Request(m, id, "sql", map[string]any{"sql": q})
+	}
+	v := submitVersion(t, s, sql("fill", "CREATE TABLE big AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(4500)"))
+	big := table(t, checkArchive(t, s, m, v), "big")
+	if len(big.Files) != 5 {
+		t.Fatalf("4500 rows in %d files, want 5 of at most 1000 rows", len(big.Files))
+	}
+	v = submitVersion(t, s, stacktest.Request(m, "one", "append", map[string]any{"table": "big", "rows": []map[string]any{{"id": 9999, "h": "new"}}}))
+	after := table(t, checkArchive(t, s, m, v), "big")
+	if len(after.Files) != 6 || after.Files[5].Rows != 1 {
+		t.Fatalf("after a one-row append: %d files, last of %d rows; want the 5 files and one of 1 row", len(after.Files), after.Files[len(after.Files)-1].Rows)
+	}
+	for k := range keys(big) {
+		if !keys(after)[k] {
+			t.Fatalf("the one-row append rewrote %s", k)
+		}
+	}
+	v = submitVersion(t, s, stacktest.Request(m, "upd", "update", map[string]any{"table": "big", "set": map[string]any{"h": "changed"},
+		"where": []map[string]any{{"column": "id", "op": ">=", "value": 2100}, {"column": "id", "op": "<", "value": 2200}}}))
+	upd := table(t, checkArchive(t, s, m, v), "big")
+	var rewritten int
+	for k := range keys(upd) {
+		if !keys(after)[k] {
+			rewritten++
+		}
+	}
+	if len(upd.Files) != 6 || rewritten != 1 {
+		t.Fatalf("an update of 100 rows in one file: %d files, %d rewritten; want 6 and 1", len(upd.Files), rewritten)
+	}
+	// More files than maxFiles (8): the small adjacent ones are merged.
+	for i := range 3 {
+		v = submitVersion(t, s, stacktest.Request(m, fmt.Sprint("small", i), "append", map[string]any{"table": "big", "rows": []map[string]any{{"id": 10000 + i, "h": "small"}}}))
+	}
+	merged := table(t, checkArchive(t, s, m, v), "big")
+	if len(merged.Files) != 5 {
+		t.Fatalf("after 9 files: %d, want 5 (4 of 1000 rows kept, the last with 4 small ones merged)", len(merged.Files))
+	}
+	for i := range 4 {
+		if merged.Files[i].Key != upd.Files[i].Key {
+			t.Fatalf("the merge rewrote file %d of 1000 rows", i)
+		}
+	}
+	v = submitVersion(t, s, sql("del", "DELETE FROM big WHERE id < 1500"))
+	checkArchive(t, s, m, v)
+	v = submitVersion(t, s, stacktest.Request(m, "ref", "refresh", map[string]any{"table": "d", "query": "SELECT id % 7 AS k, count(*) AS n FROM big GROUP BY k"}))
+	checkArchive(t, s, m, v)
+}
+
+// TestArchiveRandomSequence: after every version of a random sequence of
+// functions over several tables (appends, upserts, updates, deletes,
+// refreshes, drops, sql, with compactions of the live file and merges of
+// small data files), read_parquet over each table's files equals the
+// snapshot's table and every listed file exists.
+func TestArchiveRandomSequence(t *testing.T) {
+	defer dbmanager.SetArchiveLimits(700, 2048, 5)()
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "rnd", AllowSQL: true}).ID
+	run(t, s, m, func(mgr *dbmanager.Manager) { mgr.SetCompaction(0.3, 1) })
+	next := 0
+	id := func() string { next++; return fmt.Sprint("r", next) }
+	req := func(fn string, args map[string]any) model.Request { return stacktest.Request(m, id(), fn, args) }
+	submitVersion(t, s, req("create_table", map[string]any{"table": "kv", "columns": []map[string]string{{"name": "k", "type": "BIGINT"}, {"name": "v", "type": "VARCHAR"}, {"name": "x", "type": "DOUBLE"}}, "primary_key": []string{"k"}}))
+	submitVersion(t, s, req("create_table", map[string]any{"table": "log", "columns": []map[string]string{{"name": "id", "type": "BIGINT"}, {"name": "s", "type": "VARCHAR"}, {"name": "tags", "type": "VARCHAR[]"}}}))
+	rowsOf := func(n, from int) []map[string]any {
+		out := make([]map[string]any, n)
+		for i := range out {
+			k := from + i
+			out[i] = map[string]any{"id": k, "s": fmt.Sprintf("s%d-%d", k, rng.IntN(1000)), "tags": []string{"a", fmt.Sprint(k % 5)}}
+		}
+		return out
+	}
+	logID, kvID := 0, 0
+	steps := 30
+	if testing.Short() {
+		steps = 12
+	}
+	for step := 0; step < steps; step++ {
+		var r model.Request
+		switch op := rng.IntN(10); op {
+		case 0, 1, 2: // append to log
+			n := 1 + rng.IntN(1500)
+			r = req("append", map[string]any{"table": "log", "rows": rowsOf(n, logID)})
+			logID += n
+		case 3: // upsert into kv
+			n := 1 + rng.IntN(800)
+			rows := make([]map[string]any, n)
+			for i := range rows {
+				k := rng.IntN(kvID + n)
+				rows[i] = map[string]any{"k": k, "v": fmt.Sprint("v", step), "x": rng.Float64()}
+			}
+			kvID += n
+			r = req("upsert", map[string]any{"table": "kv", "rows": dedupe(rows)})
+		case 4: // update a range of log
+			lo := rng.IntN(logID + 1)
+			r = req("update", map[string]any{"table": "log", "set": map[string]any{"s": fmt.Sprint("u", step)},
+				"where": []map[string]any{{"column": "id", "op": ">=", "value": lo}, {"column": "id", "op": "<", "value": lo + 1 + rng.IntN(300)}}})
+		case 5: // delete a range of log
+			lo := rng.IntN(logID + 1)
+			r = req("delete", map[string]any{"table": "log", "where": []map[string]any{{"column": "id", "op": ">=", "value": lo}, {"column": "id", "op": "<", "value": lo + rng.IntN(2000)}}})
+		case 6:
+			r = req("refresh", map[string]any{"table": "agg", "query": "SELECT id % 13 AS b, count(*) AS n, max(s) AS s FROM log GROUP BY b"})
+		case 7:
+			r = req("sql", map[string]any{"sql": fmt.Sprintf("DELETE FROM kv WHERE k %% 7 = %d", rng.IntN(7))})
+		case 8: // drop and re-create log
+			submitVersion(t, s, req("drop_table", map[string]any{"table": "log"}))
+			r = req("create_table", map[string]any{"table": "log", "columns": []map[string]string{{"name": "id", "type": "BIGINT"}, {"name": "s", "type": "VARCHAR"}, {"name": "tags", "type": "VARCHAR[]"}}})
+			logID = 0
+		case 9: // many small appends: data files to merge
+			for range 3 {
+				n := 1 + rng.IntN(5)
+				checkArchive(t, s, m, submitVersion(t, s, req("append", map[string]any{"table": "log", "rows": rowsOf(n, logID)})))
+				logID += n
+			}
+			continue
+		}
+		v := submitVersion(t, s, r)
+		checkArchive(t, s, m, v)
+	}
+}
+
+// dedupe keeps the last row of each key k (an upsert may not give a key
+// twice).
+func dedupe(rows []map[string]any) []map[string]any {
+	seen := map[any]int{}
+	var out []map[string]any
+	for _, r := range rows {
+		if i, ok := seen[r["k"]]; ok {
+			out[i] = r
+			continue
+		}
+		seen[r["k"]] = len(out)
+		out = append(out, r)
+	}
+	return out
+}
