@@ -280,12 +280,12 @@ func (b *bench) createModelWith(ctx context.Context, m controldb.Model) error {
 type cost struct {
 	Version  int64
 	Uploaded int64 // model_version.uploaded_bytes: the new blocks and the new Parquet files
-	Parquet  int64 // of which the Parquet files of the tables the version changed
+	Parquet  int64 // of which the data files the version added
 }
 
 // versionCost reads the cost of version v of model m from Postgres. The
-// Parquet share counts the tables whose Parquet file differs from version
-// v-1's (all of them for the first version).
+// Parquet share counts the data files version v-1 does not list (all of
+// them for the first version).
 func (b *bench) versionCost(ctx context.Context, m string, v int64) (cost, error) {
 	if v <= 0 {
 		return cost{}, fmt.Errorf("bench: %s: the notification names no version", m)
@@ -301,13 +301,17 @@ func (b *bench) versionCost(ctx context.Context, m string, v int64) (cost, error
 			return cost{}, err
 		}
 		for _, t := range prev.Tables {
-			old[t.ParquetURI] = true
+			for _, f := range t.Files {
+				old[f.Key] = true
+			}
 		}
 	}
 	c := cost{Version: v, Uploaded: cur.Uploaded}
 	for _, t := range cur.Tables {
-		if !old[t.ParquetURI] {
-			c.Parquet += t.Bytes
+		for _, f := range t.Files {
+			if !old[f.Key] {
+				c.Parquet += f.Bytes
+			}
 		}
 	}
 	return c, nil

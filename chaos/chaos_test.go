@@ -306,7 +306,8 @@ func checkModel(t *testing.T, ctx context.Context, ctl *controldb.DB, m, path st
 }
 
 // checkVersions checks that version numbers are contiguous and that every
-// retained version's snapshot and Parquet archive match its manifest.
+// retained version's snapshot and Parquet archive match its manifest
+// (snapshot.CheckArchive: every data file, read_parquet equal to the table).
 func checkVersions(t *testing.T, ctx context.Context, ctl *controldb.DB, store objstore.Store, work, m string, res *result) {
 	all, err := ctl.ListVersions(ctx, m, true)
 	if err != nil {
@@ -347,33 +348,12 @@ func checkVersion(ctx context.Context, store objstore.Store, work string, v cont
 		return fmt.Errorf("snapshot (%s %s): %v", v.SnapshotFormat, v.SHA256, err)
 	}
 	defer os.Remove(path)
-	db, err := sql.Open("duckdb", "")
-	if err != nil {
+	dir := filepath.Join(work, fmt.Sprintf("%s-%d.archive", v.Model, v.Version))
+	defer os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	defer db.Close()
-	if _, err := db.Exec(fmt.Sprintf("ATTACH '%s' AS s (READ_ONLY)", path)); err != nil {
-		return err
-	}
-	for _, tb := range mf.Tables {
-		var n int64
-		if err := db.QueryRow(fmt.Sprintf(`SELECT count(*) FROM s.main."%s"`, tb.Name)).Scan(&n); err != nil {
-			return err
-		}
-		pq := filepath.Join(work, tb.Parquet.SHA256+".parquet")
-		sum, err := objstore.GetFile(ctx, store, tb.Parquet.Key, pq)
-		if err != nil || sum != tb.Parquet.SHA256 {
-			return fmt.Errorf("table %s: Parquet sha256 %s, manifest %s: %v", tb.Name, sum, tb.Parquet.SHA256, err)
-		}
-		var np int64
-		if err := db.QueryRow(fmt.Sprintf(`SELECT count(*) FROM read_parquet('%s')`, pq)).Scan(&np); err != nil {
-			return err
-		}
-		if n != tb.Rows || np != tb.Rows {
-			return fmt.Errorf("table %s: manifest %d rows, snapshot %d, Parquet %d", tb.Name, tb.Rows, n, np)
-		}
-	}
-	return nil
+	return snapshot.CheckArchive(ctx, store, mf.Tables, path, dir)
 }
 
 // notifications reads the whole notification stream: the final status

@@ -83,7 +83,7 @@ const corrections = `{"date":"2001-01-01 06:00:00","delay":12,"distance":328,"or
 // private Postgres, MinIO, the dispatcher (which starts dbmanager
 // processes) and teactl; then checks monthly_delays against DuckDB run
 // directly on the source Parquet, every version's row counts against its
-// manifest, and the deleted origin.
+// manifest and its Parquet archive against its snapshot, and the deleted origin.
 func TestFlightsMainJob(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3 million rows through the whole stack")
@@ -141,8 +141,8 @@ func TestFlightsMainJob(t *testing.T) {
 		t.Fatalf("%d versions, want 5", len(vs))
 	}
 
-	// Every version: the snapshot's and the Parquet archive's row counts
-	// equal the manifest's.
+	// Every version: the snapshot's row counts equal the manifest's, and
+	// read_parquet over each table's data files equals the snapshot's table.
 	store, err := objstore.NewS3(ctx, s3cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -165,17 +165,8 @@ func TestFlightsMainJob(t *testing.T) {
 		if mf.Version != v.Version || mf.Snapshot.SHA256 != v.SHA256 || len(mf.Tables) != len(v.Tables) {
 			t.Fatalf("manifest of version %d: %+v", v.Version, mf)
 		}
-		for _, tb := range mf.Tables {
-			if n := countRows(t, path, tb.Name); n != tb.Rows {
-				t.Errorf("version %d table %s: snapshot has %d rows, manifest %d", v.Version, tb.Name, n, tb.Rows)
-			}
-			pq := filepath.Join(work, tb.Parquet.SHA256+".parquet")
-			if _, err := objstore.GetFile(ctx, store, tb.Parquet.Key, pq); err != nil {
-				t.Fatal(err)
-			}
-			if n := countRows(t, "", "read_parquet('"+pq+"')"); n != tb.Rows {
-				t.Errorf("version %d table %s: Parquet has %d rows, manifest %d", v.Version, tb.Name, n, tb.Rows)
-			}
+		if err := snapshot.CheckArchive(ctx, store, mf.Tables, path, work); err != nil {
+			t.Errorf("version %d: %v", v.Version, err)
 		}
 	}
 	if n := countRows(t, pulled[1], "flights"); n != 3_000_000 {

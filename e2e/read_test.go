@@ -23,9 +23,11 @@ type versionJSON struct {
 	SnapshotURI  string `json:"snapshot_uri"`
 	Expired      *string
 	Tables       []struct {
-		Name       string `json:"name"`
-		Rows       int64  `json:"rows"`
-		ParquetURI string `json:"parquet_uri"`
+		Name  string `json:"name"`
+		Rows  int64  `json:"rows"`
+		Files []struct {
+			Key string `json:"key"`
+		} `json:"files"`
 	} `json:"tables"`
 }
 
@@ -80,8 +82,8 @@ func TestReadPathOnS3(t *testing.T) {
 	d.must(t, "submit", "cafe", "delete", "--wait", "--args", `{"table":"menu","where":[{"column":"id","op":"=","value":1}]}`)
 
 	// Five versions, retention 3: versions 1 and 2 are expired and their
-	// snapshots gone; the tills Parquet object of version 2 is still
-	// referenced by the retained versions and kept.
+	// snapshots gone; the tills data file of version 2 is still
+	// listed by the retained versions and kept.
 	var vs []versionJSON
 	if err := json.Unmarshal([]byte(d.must(t, "versions", "cafe", "--json")), &vs); err != nil {
 		t.Fatal(err)
@@ -105,8 +107,13 @@ func TestReadPathOnS3(t *testing.T) {
 		rows[v.Version] = map[string]int64{}
 		for _, tb := range v.Tables {
 			rows[v.Version][tb.Name] = tb.Rows
-			if _, err := store.Stat(ctx, tb.ParquetURI); err != nil {
-				t.Errorf("version %d table %s: %v", v.Version, tb.Name, err)
+			if len(tb.Files) == 0 {
+				t.Errorf("version %d table %s lists no data file", v.Version, tb.Name)
+			}
+			for _, f := range tb.Files {
+				if _, err := store.Stat(ctx, f.Key); err != nil {
+					t.Errorf("version %d table %s: %v", v.Version, tb.Name, err)
+				}
 			}
 		}
 	}
