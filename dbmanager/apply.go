@@ -423,7 +423,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) error {
 	now := time.Now().UTC()
 	var last uint64
-	changed, modified := map[string]uint64{}, map[string]uint64{}
+	changed, modified, replaced := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	var rows [][]any
 	for _, it := range items {
 		last = max(last, it.seq)
@@ -452,6 +452,9 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 			if !it.result.Appended {
 				modified[t] = it.seq
 			}
+			if it.result.Replaced {
+				replaced[t] = it.seq
+			}
 		}
 		if it.result.AllTables {
 			changed["*"], modified["*"] = it.seq, it.seq
@@ -466,9 +469,12 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 		}
 	}
 	for t, seq := range changed {
-		// modified stays at the last sequence that did more than append.
-		if _, err := conn.ExecContext(ctx, `INSERT INTO _teatree.table_change (table_name, seq, modified) VALUES (?, ?, ?)
-			ON CONFLICT (table_name) DO UPDATE SET seq = excluded.seq, modified = CASE WHEN excluded.modified > 0 THEN excluded.modified ELSE modified END`, t, seq, modified[t]); err != nil {
+		// modified and replaced stay at the last sequence that did more
+		// than append, and that created or dropped the table.
+		if _, err := conn.ExecContext(ctx, `INSERT INTO _teatree.table_change (table_name, seq, modified, replaced) VALUES (?, ?, ?, ?)
+			ON CONFLICT (table_name) DO UPDATE SET seq = excluded.seq,
+				modified = CASE WHEN excluded.modified > 0 THEN excluded.modified ELSE modified END,
+				replaced = CASE WHEN excluded.replaced > 0 THEN excluded.replaced ELSE replaced END`, t, seq, modified[t], replaced[t]); err != nil {
 			return classify(fmt.Errorf("dbmanager: record change of %s: %w", t, err))
 		}
 	}

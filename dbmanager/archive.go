@@ -37,9 +37,11 @@ import (
 //     count and hash sum is kept, an empty range's file is dropped, any
 //     other range is written again from the table. A version cut from a
 //     compact copy of the live file (rowids renumbered) is always hashed.
-//   - A table that is new, small (its files under smallTableBytes), has a
-//     column named rowid (which hides DuckDB's), or has no previous files
-//     is written whole, in files of at most fileRows rows.
+//   - A table that is new, created or dropped since (functions.Result.
+//     Replaced: create_table, drop_table, refresh), small (its files under
+//     smallTableBytes), has a column named rowid (which hides DuckDB's), or
+//     has no previous files is written whole, in files of at most fileRows
+//     rowids.
 //   - A table with more than maxFiles files has its runs of adjacent files
 //     of at most fileRows rows together merged into one file.
 //
@@ -89,7 +91,7 @@ func (a *archiver) table(ctx context.Context, t *cutTable, b cutTable, hasBase b
 	case hasBase && t.ChangedSeq <= baseLast && b.Rows == t.Rows:
 		t.Data, t.NextRowID = carried(b.Data), b.NextRowID
 		return nil
-	case !hasBase || hasRowidColumn(t.Columns) || filesBytes(b.Data) < smallTableBytes:
+	case !hasBase || t.ReplacedSeq > baseLast || hasRowidColumn(t.Columns) || filesBytes(b.Data) < smallTableBytes:
 		return a.whole(ctx, t)
 	}
 	kept := false

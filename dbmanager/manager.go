@@ -302,6 +302,7 @@ CREATE TABLE IF NOT EXISTS _teatree.settled (
 );
 CREATE TABLE IF NOT EXISTS _teatree.table_change (table_name VARCHAR PRIMARY KEY, seq UBIGINT NOT NULL);
 ALTER TABLE _teatree.table_change ADD COLUMN IF NOT EXISTS modified UBIGINT;
+ALTER TABLE _teatree.table_change ADD COLUMN IF NOT EXISTS replaced UBIGINT;
 CREATE TABLE IF NOT EXISTS _teatree.outbox (
 	version       BIGINT PRIMARY KEY,
 	first_seq     UBIGINT NOT NULL,

@@ -42,12 +42,14 @@ type cut struct {
 }
 
 // cutTable is a table of a cut with the last sequence that changed it, the
-// last that did more than append rows, and its data files (archive.go;
+// last that did more than append rows, the last that created or dropped
+// it, and its data files (archive.go;
 // publish fills in Table.Files from them).
 type cutTable struct {
 	snapshot.Table
 	ChangedSeq  uint64     `json:"changed_seq"`
 	ModifiedSeq uint64     `json:"modified_seq"`
+	ReplacedSeq uint64     `json:"replaced_seq"`
 	Data        []dataFile `json:"data"`
 	NextRowID   int64      `json:"next_rowid"`
 }
@@ -495,20 +497,20 @@ func (m *Manager) readCut(ctx context.Context, conn *sql.Conn, lastCut uint64, c
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM _teatree.applied WHERE seq > ? AND seq <= ?", lastCut, c.LastSeq).Scan(&c.RequestCount); err != nil {
 		return fmt.Errorf("count requests: %w", err)
 	}
-	changed, modified := map[string]uint64{}, map[string]uint64{}
-	// A row of a release before modified was recorded counts as modified.
-	rows, err := conn.QueryContext(ctx, "SELECT table_name, seq, coalesce(modified, seq) FROM _teatree.table_change")
+	changed, modified, replaced := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
+	// A row of a release before these were recorded counts as replaced.
+	rows, err := conn.QueryContext(ctx, "SELECT table_name, seq, coalesce(modified, seq), coalesce(replaced, seq) FROM _teatree.table_change")
 	if err != nil {
 		return fmt.Errorf("read table changes: %w", err)
 	}
 	for rows.Next() {
 		var t string
-		var seq, mod uint64
-		if err := rows.Scan(&t, &seq, &mod); err != nil {
+		var seq, mod, rep uint64
+		if err := rows.Scan(&t, &seq, &mod, &rep); err != nil {
 			rows.Close()
 			return fmt.Errorf("read table changes: %w", err)
 		}
-		changed[t], modified[t] = seq, mod
+		changed[t], modified[t], replaced[t] = seq, mod, rep
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -520,7 +522,7 @@ func (m *Manager) readCut(ctx context.Context, conn *sql.Conn, lastCut uint64, c
 	}
 	c.Tables = make([]cutTable, len(tables))
 	for i, t := range tables {
-		c.Tables[i] = cutTable{Table: t, ChangedSeq: max(changed[t.Name], changed["*"]), ModifiedSeq: max(modified[t.Name], modified["*"])}
+		c.Tables[i] = cutTable{Table: t, ChangedSeq: max(changed[t.Name], changed["*"]), ModifiedSeq: max(modified[t.Name], modified["*"]), ReplacedSeq: replaced[t.Name]}
 	}
 	return nil
 }

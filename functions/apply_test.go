@@ -47,7 +47,7 @@ func TestCreateTable(t *testing.T) {
 		{"name":"doc","type":"JSON"},
 		{"name":"ts","type":"TIMESTAMP WITH TIME ZONE"}],
 		"primary_key":["DAY","store id"]}`)
-	checkResult(t, res, Result{Tables: []string{"Sales"}})
+	checkResult(t, res, Result{Tables: []string{"Sales"}, Replaced: true})
 	wantRows(t, m, `SELECT column_name, data_type, is_nullable FROM duckdb_columns() WHERE table_name = 'Sales' ORDER BY column_index`,
 		"day|DATE|false", "store id|VARCHAR|false", "amount|DECIMAL(18,2)|true", "tags|VARCHAR[]|true",
 		"attrs|STRUCT(a INTEGER, b VARCHAR)|true", "m|MAP(VARCHAR, BIGINT)|true", "doc|JSON|true", "ts|TIMESTAMP WITH TIME ZONE|true")
@@ -76,7 +76,7 @@ func TestAppendRows(t *testing.T) {
 		{"ID":4,"V":"Robert\"); DROP TABLE t;--","l":[],"j":"a string"},
 		{"id":6,"j":5.50}]`
 	res := m.mustApply("append", `{"table":"T","rows":`+rows+`}`)
-	checkResult(t, res, Result{Tables: []string{"t"}, Rows: 5})
+	checkResult(t, res, Result{Tables: []string{"t"}, Rows: 5, Appended: true})
 	wantRows(t, m, `SELECT id, v, h, d, f, b, j::VARCHAR, l, s, ts, "Mixed Case" FROM t ORDER BY id`,
 		"-9223372036854775808|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL",
 		"3|dflt|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL",
@@ -108,7 +108,7 @@ func TestAppendRowsChunks(t *testing.T) {
 		rows = append(rows, r)
 	}
 	res := m.mustApply("append", mustJSON(t, map[string]any{"table": "t", "rows": rows}))
-	checkResult(t, res, Result{Tables: []string{"t"}, Rows: 2500})
+	checkResult(t, res, Result{Tables: []string{"t"}, Rows: 2500, Appended: true})
 	wantRows(t, m, `SELECT count(*), count(v), count(n), sum(id) FROM t`, "2500|1666|833|3123750")
 
 	// 100 columns × 1,000 rows: chunks bounded by parameters too.
@@ -126,7 +126,7 @@ func TestAppendRowsChunks(t *testing.T) {
 		wide = append(wide, r)
 	}
 	res = m.mustApply("append", mustJSON(t, map[string]any{"table": "wide", "rows": wide}))
-	checkResult(t, res, Result{Tables: []string{"wide"}, Rows: 1000})
+	checkResult(t, res, Result{Tables: []string{"wide"}, Rows: 1000, Appended: true})
 	wantRows(t, m, `SELECT count(*), sum(c99) FROM wide`, "1000|499500")
 }
 
@@ -217,7 +217,7 @@ func TestRefresh(t *testing.T) {
 		{"day":"2024-02-01","store":"b","amount":3}]}`)
 	q := `{"table":"monthly","query":"SELECT strftime(date_trunc('month', day), '%Y-%m') AS month, store, sum(amount)::VARCHAR AS amount FROM sales GROUP BY ALL ORDER BY ALL -- trailing comment"}`
 	res := m.mustApply("refresh", q)
-	checkResult(t, res, Result{Tables: []string{"monthly"}, Rows: 2})
+	checkResult(t, res, Result{Tables: []string{"monthly"}, Rows: 2, Replaced: true})
 	wantRows(t, m, `SELECT * FROM monthly ORDER BY ALL`, "2024-01|a|11.75", "2024-02|b|3.00")
 
 	// Refresh again after new data: the table is replaced.
@@ -248,7 +248,7 @@ func TestRefresh(t *testing.T) {
 func TestDropTable(t *testing.T) {
 	m := newModel(t)
 	createT(m)
-	checkResult(t, m.mustApply("drop_table", `{"table":"T"}`), Result{Tables: []string{"t"}})
+	checkResult(t, m.mustApply("drop_table", `{"table":"T"}`), Result{Tables: []string{"t"}, Replaced: true})
 	wantRows(t, m, `SELECT count(*) FROM duckdb_tables() WHERE table_name = 't'`, "0")
 	m.applyErr("drop_table", `{"table":"t"}`, "does not exist")
 	checkResult(t, m.mustApply("drop_table", `{"table":"t","if_exists":true}`), Result{})

@@ -165,5 +165,5 @@ func (f createTable) Apply(ctx context.Context, env Env, args json.RawMessage) (
 	if _, err := env.Conn.ExecContext(ctx, a.ddl()); err != nil {
 		return Result{}, dbError(fn, "create table "+a.Table, err)
 	}
-	return Result{Tables: []string{a.Table}}, nil
+	return Result{Tables: []string{a.Table}, Replaced: true}, nil
 }

@@ -73,5 +73,5 @@ func (f dropTable) Apply(ctx context.Context, env Env, args json.RawMessage) (Re
 	if _, err := env.Conn.ExecContext(ctx, "DROP TABLE "+qualified(t.Name)); err != nil {
 		return Result{}, dbError(fn, "drop table "+t.Name, err)
 	}
-	return Result{Tables: []string{t.Name}}, nil
+	return Result{Tables: []string{t.Name}, Replaced: true}, nil
 }

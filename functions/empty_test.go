@@ -31,7 +31,7 @@ func TestAppendEmptyFileNeedsATable(t *testing.T) {
 	m.mustApply("append", `{"table":"t","rows":[{"id":1,"v":"a"}]}`)
 	for name := range files {
 		res := m.mustApply("append", `{"table":"t","payload":{"uri":"staging/r/`+name+`"}}`)
-		checkResult(t, res, Result{Tables: []string{"t"}, Rows: 0})
+		checkResult(t, res, Result{Tables: []string{"t"}, Rows: 0, Appended: true})
 	}
 	// A header names columns, and they must be the table's.
 	m.put("staging/r/other.csv", []byte("id,w\n"))
@@ -41,6 +41,6 @@ func TestAppendEmptyFileNeedsATable(t *testing.T) {
 	// A Parquet file without rows has a schema: it creates the table.
 	m.copyTo("staging/r/none.parquet", `SELECT 1::BIGINT AS id, 'x' AS v WHERE false`, "FORMAT parquet")
 	res := m.mustApply("append", `{"table":"p","payload":{"uri":"staging/r/none.parquet"}}`)
-	checkResult(t, res, Result{Tables: []string{"p"}, Rows: 0})
+	checkResult(t, res, Result{Tables: []string{"p"}, Rows: 0, Appended: true})
 	wantRows(t, m, `SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'p' ORDER BY column_index`, "id|BIGINT", "v|VARCHAR")
 }

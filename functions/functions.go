@@ -53,6 +53,10 @@ type Result struct {
 	// created them): every row a table had before is unchanged. The
 	// db-manager then archives only the new rows.
 	Appended bool
+	// Replaced is true when the function created, dropped or re-created
+	// Tables (create_table, drop_table, refresh): the db-manager archives
+	// them whole.
+	Replaced bool
 	// Rows is the number of rows inserted, updated or deleted; 0 for DDL.
 	Rows int64
 }

@@ -45,10 +45,10 @@ func TestAppendPayloadFormats(t *testing.T) {
 
 			// A missing table is created from the file's schema.
 			res := m.mustApply("append", `{"table":"t","payload":{"uri":"`+uri1+`"`+tc.payloadExtra+`}}`)
-			checkResult(t, res, Result{Tables: []string{"t"}, Rows: 3})
+			checkResult(t, res, Result{Tables: []string{"t"}, Rows: 3, Appended: true})
 			// An existing table gets the rows BY NAME.
 			res = m.mustApply("append", `{"table":"T","payload":{"uri":"`+uri2+`"`+tc.payloadExtra+`},"create":false}`)
-			checkResult(t, res, Result{Tables: []string{"t"}, Rows: 2})
+			checkResult(t, res, Result{Tables: []string{"t"}, Rows: 2, Appended: true})
 			// CSV and JSON have no DECIMAL: amount is a DOUBLE there.
 			wantRows(t, m, `SELECT id, v, amount::DECIMAL(18,2)::VARCHAR, tags::VARCHAR, day::VARCHAR FROM t ORDER BY id`,
 				"0|v0|0.00|[a, b]|2024-01-01", "1|v1|1.25|[a, b]|2024-01-02", "2|v2|2.50|[a, b]|2024-01-03",
@@ -66,11 +66,11 @@ func TestAppendPayloadIntoTypedTable(t *testing.T) {
 	// Column order and case differ from the table's; types are cast.
 	m.copyTo("staging/r1/f.parquet", `SELECT day::VARCHAR AS DAY, tags, amount::DOUBLE AS amount, v, id::INTEGER AS id FROM (`+sample(0, 2)+`)`, "FORMAT parquet")
 	res := m.mustApply("append", `{"table":"t","payload":{"uri":"staging/r1/f.parquet"}}`)
-	checkResult(t, res, Result{Tables: []string{"t"}, Rows: 2})
+	checkResult(t, res, Result{Tables: []string{"t"}, Rows: 2, Appended: true})
 	// CSV fields are read as text and cast by the INSERT.
 	m.put("staging/r2/f.csv", []byte("id,v,amount,tags,day\n7,\"quoted, comma\",1.5,\"[x, y]\",2024-02-29\n8,,,,\n"))
 	res = m.mustApply("append", `{"table":"t","payload":{"uri":"staging/r2/f.csv"}}`)
-	checkResult(t, res, Result{Tables: []string{"t"}, Rows: 2})
+	checkResult(t, res, Result{Tables: []string{"t"}, Rows: 2, Appended: true})
 	wantRows(t, m, `SELECT id, v, amount::VARCHAR, tags::VARCHAR, day::VARCHAR FROM t ORDER BY id`,
 		"0|v0|0.00|[a, b]|2024-01-01", "1|v1|1.25|[a, b]|2024-01-02",
 		"7|quoted, comma|1.50|[x, y]|2024-02-29", "8|NULL|NULL|NULL|NULL")
@@ -221,19 +221,19 @@ func TestAppendArrow(t *testing.T) {
 	m.put("staging/r3/empty.bin", arrowBytes(t, false))
 
 	res := m.mustApply("append", `{"table":"a","payload":{"uri":"staging/r1/f.arrow"}}`)
-	checkResult(t, res, Result{Tables: []string{"a"}, Rows: 3})
+	checkResult(t, res, Result{Tables: []string{"a"}, Rows: 3, Appended: true})
 	wantRows(t, m, `SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'a' ORDER BY column_index`,
 		"id|BIGINT", "v|VARCHAR", "ts|TIMESTAMP WITH TIME ZONE", "l|INTEGER[]", "d|DECIMAL(20,2)", "cat|VARCHAR", "s|STRUCT(a INTEGER)")
 	res = m.mustApply("append", `{"table":"a","payload":{"uri":"staging/r2/f.arrows","format":"arrow"}}`)
-	checkResult(t, res, Result{Tables: []string{"a"}, Rows: 3})
+	checkResult(t, res, Result{Tables: []string{"a"}, Rows: 3, Appended: true})
 	res = m.mustApply("append", `{"table":"a","payload":{"uri":"staging/r3/empty.bin","format":"arrow"}}`)
-	checkResult(t, res, Result{Tables: []string{"a"}, Rows: 0})
+	checkResult(t, res, Result{Tables: []string{"a"}, Rows: 0, Appended: true})
 	wantRows(t, m, `SELECT id, v, epoch(ts)::BIGINT, l::VARCHAR, d, cat, s.a FROM a ORDER BY id`,
 		"1|v1|1|[1, 2]|NULL|cat1|1", "2|v2|2|[2, 3]|NULL|cat0|2", "3|v3|3|[3, 4]|NULL|cat1|3",
 		"4|v4|4|[4, 5]|NULL|cat0|4", "5|v5|5|[5, 6]|NULL|cat1|5", "6|v6|6|[6, 7]|NULL|cat0|6")
 	// An empty stream creates a table with the schema and no rows.
 	res = m.mustApply("append", `{"table":"b","payload":{"uri":"staging/r3/empty.bin","format":"arrow"}}`)
-	checkResult(t, res, Result{Tables: []string{"b"}, Rows: 0})
+	checkResult(t, res, Result{Tables: []string{"b"}, Rows: 0, Appended: true})
 	wantRows(t, m, `SELECT count(*) FROM duckdb_columns() WHERE table_name = 'b'`, "7")
 	// Truncated Arrow: a clear error, nothing written.
 	full := arrowBytes(t, false, arrowRecord(t, 7, 8))

@@ -238,5 +238,5 @@ func (f refresh) Apply(ctx context.Context, env Env, args json.RawMessage) (Resu
 	if err != nil {
 		return Result{}, dbError(fn, "count rows of "+a.Table, err)
 	}
-	return Result{Tables: []string{a.Table}, Rows: n}, nil
+	return Result{Tables: []string{a.Table}, Rows: n, Replaced: true}, nil
 }
