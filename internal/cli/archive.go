@@ -187,12 +187,12 @@ func writeArchive(w io.Writer, a archive, oneTable bool) error {
 	for _, t := range a.Tables {
 		files += len(t.Files)
 	}
-	fmt.Fprintf(w, "-- %s version %d: %d tables, %d Parquet data files\n", a.Model, a.Version, len(a.Tables), files)
+	fmt.Fprintf(w, "-- %s version %d: %s, %s\n", a.Model, a.Version, plural(len(a.Tables), "table"), plural(files, "Parquet data file"))
 	if a.S3 != nil {
 		fmt.Fprintf(w, "-- The files are in S3 bucket %s: give the reader credentials first, in DuckDB:\n-- %s\n", a.S3.Bucket, duckSecret(a.S3))
 	}
 	for _, t := range a.Tables {
-		fmt.Fprintf(w, "--\n-- table %s: %d rows in %d files, %d bytes\n", t.Name, t.Rows, len(t.Files), t.Bytes)
+		fmt.Fprintf(w, "--\n-- table %s: %s in %s, %s\n", t.Name, plural(t.Rows, "row"), plural(len(t.Files), "file"), plural(t.Bytes, "byte"))
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "--   ROWS\tBYTES\tSHA256\tURI")
 		for _, f := range t.Files {
@@ -214,6 +214,14 @@ func writeArchive(w io.Writer, a archive, oneTable bool) error {
 		}
 	}
 	return nil
+}
+
+// plural is n and noun, with an s unless n is 1.
+func plural[N int | int64](n N, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // duckSecret is the DuckDB CREATE SECRET statement that reads the S3 store

@@ -432,7 +432,7 @@ func queryCmd(e *env) *cobra.Command {
 	}
 	c.Flags().Int64Var(&version, "version", 0, "version to query (default: the latest)")
 	c.Flags().StringVar(&format, "format", "table", "output format: table, csv or json")
-	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table)")
+	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table over its data files, as teactl archive lists them)")
 	e.cache.register(e, c)
 	return c
 }
