@@ -42,6 +42,11 @@ func (d *Dir) path(key string) (string, error) {
 	return filepath.Join(d.root, filepath.FromSlash(key)), nil
 }
 
+// URI implements Store: the absolute path of the object's file.
+func (d *Dir) URI(key string) string {
+	return filepath.Join(d.root, filepath.FromSlash(key))
+}
+
 func notFound(key string, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: %s", ErrNotFound, key)

@@ -41,6 +41,11 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]Info, error)
 	// Delete removes the object; a missing object is not an error.
 	Delete(ctx context.Context, key string) error
+	// URI is the address of key for a reader outside teatree (DuckDB,
+	// pyarrow, Polars, Spark): s3://bucket/prefix/key for S3, the
+	// absolute file path for a directory. It does not check that the
+	// object exists.
+	URI(key string) string
 }
 
 // ValidateKey checks that key is a clean relative slash path.

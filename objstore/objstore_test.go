@@ -258,3 +258,49 @@ func FuzzValidateKey(f *testing.F) {
 		}
 	})
 }
+
+// TestURI: a reader outside teatree finds an object at its URI: the file
+// at the absolute path of a directory store, s3://bucket/prefix/key in S3
+// (the key under the prefix for a client of the whole bucket).
+func TestURI(t *testing.T) {
+	ctx := context.Background()
+	dir, err := objstore.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "models/m/tables/t/abc.parquet"
+	if err := dir.Put(ctx, key, strings.NewReader("data"), 4); err != nil {
+		t.Fatal(err)
+	}
+	if u := dir.URI(key); !filepath.IsAbs(u) {
+		t.Errorf("directory URI %s is not an absolute path", u)
+	} else if b, err := os.ReadFile(u); err != nil || string(b) != "data" {
+		t.Errorf("directory URI %s: %q, %v", u, b, err)
+	}
+
+	srv := miniotest.Shared(t)
+	cfg := srv.Bucket(t)
+	cfg.Prefix = "pre/fix"
+	s3, err := objstore.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s3.Put(ctx, key, strings.NewReader("data"), 4); err != nil {
+		t.Fatal(err)
+	}
+	want := "s3://" + cfg.Bucket + "/pre/fix/" + key
+	if u := s3.URI(key); u != want {
+		t.Errorf("S3 URI %s, want %s", u, want)
+	}
+	cfg.Prefix = ""
+	root, err := objstore.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Stat(ctx, "pre/fix/"+key); err != nil {
+		t.Errorf("the object is not at its URI: %v", err)
+	}
+	if c := s3.Config(); c.AccessKey != "" || c.SecretKey != "" || c.Endpoint != cfg.Endpoint || c.Region != "us-east-1" || !c.PathStyle || c.Prefix != "pre/fix" {
+		t.Errorf("Config %+v: want the settings without the credentials", c)
+	}
+}

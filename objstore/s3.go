@@ -35,6 +35,7 @@ type S3 struct {
 	uploader *manager.Uploader
 	bucket   string
 	prefix   string
+	cfg      S3Config // without the credentials
 }
 
 // PartSize is the multipart part size (16 MiB: 64 parts for 1 GiB).
@@ -63,11 +64,21 @@ func NewS3(ctx context.Context, c S3Config) (*S3, error) {
 		o.UsePathStyle = c.PathStyle
 	})
 	s := &S3{client: client, bucket: c.Bucket, prefix: strings.Trim(c.Prefix, "/"),
+		cfg:      S3Config{Bucket: c.Bucket, Prefix: strings.Trim(c.Prefix, "/"), Endpoint: c.Endpoint, Region: c.Region, PathStyle: c.PathStyle},
 		uploader: manager.NewUploader(client, func(u *manager.Uploader) { u.PartSize = PartSize })}
 	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(c.Bucket)}); err != nil {
 		return nil, fmt.Errorf("objstore: S3 bucket %q at %s is not reachable: %w (check the endpoint, the region and the credentials)", c.Bucket, endpointName(c.Endpoint), err)
 	}
 	return s, nil
+}
+
+// Config returns the store's configuration without the credentials
+// (AccessKey and SecretKey empty); Region is filled in (default us-east-1).
+func (s *S3) Config() S3Config { return s.cfg }
+
+// URI implements Store: s3://bucket/prefix/key.
+func (s *S3) URI(key string) string {
+	return "s3://" + s.bucket + "/" + path.Join(s.prefix, key)
 }
 
 func endpointName(e string) string {

@@ -432,7 +432,7 @@ func queryCmd(e *env) *cobra.Command {
 	}
 	c.Flags().Int64Var(&version, "version", 0, "version to query (default: the latest)")
 	c.Flags().StringVar(&format, "format", "table", "output format: table, csv or json")
-	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table)")
+	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table over its data files, as teactl archive lists them)")
 	e.cache.register(e, c)
 	return c
 }
@@ -451,8 +451,10 @@ func (e *env) cacheDir() (string, error) {
 }
 
 // archiveDB returns an in-memory DuckDB with one view per table of v over
-// its Parquet file from the archive (downloaded into the cache, verified by
-// sha256), so a query reads exactly what any other engine would.
+// all its Parquet data files from the archive (read_parquet of the list,
+// in order), each downloaded into the cache once (parquet/<sha256>.parquet:
+// files are content-addressed, shared by versions and stacks) and verified
+// by its sha256, so a query reads exactly what any other engine would.
 func (e *env) archiveDB(ctx context.Context, store objstore.Store, v controldb.Version) (*sql.DB, error) {
 	base, err := e.cacheDir()
 	if err != nil {
@@ -468,25 +470,21 @@ func (e *env) archiveDB(ctx context.Context, store objstore.Store, v controldb.V
 	}
 	downloaded := false
 	for _, t := range v.Tables {
-		path := filepath.Join(dir, t.SHA256+".parquet")
-		e.inUse = append(e.inUse, path)
-		if sum, _, err := snapshot.FileSHA256(path); err == nil && sum == t.SHA256 {
-			now := time.Now()
-			os.Chtimes(path, now, now)
-		} else {
-			downloaded = true
-			got, err := objstore.GetFile(ctx, store, t.ParquetURI, path)
+		files, err := tableFiles(v, t)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		paths := make([]string, len(files))
+		for i, f := range files {
+			got, err := e.cachedParquet(ctx, store, dir, f)
 			if err != nil {
 				db.Close()
-				return nil, withCode(ExitUnreachable, fmt.Errorf("download %s: %w", t.ParquetURI, err))
+				return nil, fmt.Errorf("table %s of %s version %d: %w", t.Name, v.Model, v.Version, err)
 			}
-			if got != t.SHA256 {
-				os.Remove(path)
-				db.Close()
-				return nil, fmt.Errorf("Parquet object %s is corrupt: sha256 %s, the content index records %s", t.ParquetURI, got, t.SHA256)
-			}
+			paths[i], downloaded = got.path, downloaded || got.downloaded
 		}
-		if _, err := db.ExecContext(ctx, "CREATE VIEW "+duck.Ident(t.Name)+" AS SELECT * FROM read_parquet("+duck.Literal(path)+")"); err != nil {
+		if _, err := db.ExecContext(ctx, "CREATE VIEW "+duck.Ident(t.Name)+" AS SELECT * FROM "+readParquet(paths)); err != nil {
 			db.Close()
 			return nil, err
 		}
@@ -498,6 +496,38 @@ func (e *env) archiveDB(ctx context.Context, store objstore.Store, v controldb.V
 		}
 	}
 	return db, nil
+}
+
+// cachedFile is a file of the local cache and whether this command
+// downloaded it.
+type cachedFile struct {
+	path       string
+	downloaded bool
+}
+
+// cachedParquet returns the cache file of data file f under dir,
+// downloading it when missing or not matching f's sha256 (a corrupt
+// object is removed and an error).
+func (e *env) cachedParquet(ctx context.Context, store objstore.Store, dir string, f controldb.DataFile) (cachedFile, error) {
+	path := filepath.Join(dir, f.SHA256+".parquet")
+	e.inUse = append(e.inUse, path)
+	if sum, _, err := snapshot.FileSHA256(path); err == nil && sum == f.SHA256 {
+		now := time.Now()
+		os.Chtimes(path, now, now) // the mtime is the LRU clock
+		return cachedFile{path, false}, nil
+	}
+	got, err := objstore.GetFile(ctx, store, f.Key, path)
+	if err != nil {
+		if errors.Is(err, model.ErrNotFound) {
+			return cachedFile{}, fmt.Errorf("Parquet data file %s is missing from the object store: %w", f.Key, err)
+		}
+		return cachedFile{}, withCode(ExitUnreachable, fmt.Errorf("download %s: %w", f.Key, err))
+	}
+	if got != f.SHA256 {
+		os.Remove(path)
+		return cachedFile{}, fmt.Errorf("Parquet data file %s is corrupt: sha256 %s, Postgres records %s", f.Key, got, f.SHA256)
+	}
+	return cachedFile{path, true}, nil
 }
 
 // writeQuery runs the SELECT q on db and prints its result as an aligned
