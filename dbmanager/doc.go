@@ -54,17 +54,19 @@
 // hashed, plus 1/64 of the file as a scrub) and captures the blocks the
 // previous cut lacks (a reflink clone, or a spool of those blocks), then
 // begins a read transaction pinned to that state and lets the applier go
-// on. In that transaction it counts the rows of every table and exports
-// each table changed since the previous version to Parquet; then it
-// records the cut in _teatree.outbox, with the block map in the version's
-// directory. The applier waits only for the checkpoint and the capture.
+// on. In that transaction it counts the rows of every table and writes the
+// Parquet data files of what changed since the previous version (archive.go:
+// the new rows of an append, the files whose rows an update or delete
+// changed, whole tables when small or re-created); then it records the cut
+// in _teatree.outbox, with the block map in the version's directory. The
+// applier waits only for the checkpoint and the capture.
 //
 // Publishing an outbox row uploads the blocks the previous version's map
 // does not have (each verified against the map before it is put; a block
 // already stored is reused if it is younger than blocks.Store.ReuseAge,
 // at most half the block grace of GC), the
-// block map, the changed tables' Parquet files (content-addressed), and
-// the manifest; records the version in Postgres with the map's root digest,
+// block map, the new Parquet data files (content-addressed), and the
+// manifest, which lists every table's data files; records the version in Postgres with the map's root digest,
 // the bytes uploaded and whether it was a compaction (fenced by the lease
 // epoch); notifies its requests as one atomic batch (package notify); and
 // marks the row published. Every step is idempotent, so a crash anywhere
@@ -75,9 +77,12 @@
 //   - Every block read for the map is checked against DuckDB's stored
 //     checksum (a torn write or a file changing under the map is refused),
 //     and every block uploaded is hashed again against the map.
-//   - Every exported Parquet file's row count (its footer) must equal the
-//     rows counted in the same transaction: else the publication stops
-//     with ErrFatal (the process restarts and cuts again).
+//   - Every new Parquet data file's row count (its footer) must equal the
+//     rows counted in the same transaction, else the publication stops
+//     with ErrFatal (the process restarts and cuts again); a table's files
+//     must add up to its row count, and a file kept from the previous
+//     version has had its range's rows counted (appends) or counted and
+//     hashed (other changes) again (archive.go).
 //   - Blocks not uploaded are the previous version's, verified when it was
 //     published; every 64 versions each block has been hashed again
 //     (blocks.ScrubEvery), and a mismatch is counted.
