@@ -156,16 +156,11 @@ func archiveOf(store objstore.Store, v controldb.Version, table string) (archive
 	return a, nil
 }
 
-// tableFiles returns the data files of table t of v: t.Files, or for a
-// table recorded with only its one Parquet object (ParquetURI, by a
-// db-manager that predates data files) that object. A table with neither
-// is an error: there is nothing to read it from.
+// tableFiles returns the data files of table t of v (every version has
+// some: migration 00005 lists the one Parquet object of older versions).
 func tableFiles(v controldb.Version, t controldb.Table) ([]controldb.DataFile, error) {
 	if len(t.Files) > 0 {
 		return t.Files, nil
-	}
-	if t.ParquetURI != "" {
-		return []controldb.DataFile{{Key: t.ParquetURI, SHA256: t.SHA256, Rows: t.Rows, Bytes: t.Bytes}}, nil
 	}
 	return nil, fmt.Errorf("table %s of %s version %d lists no Parquet data file in Postgres: its archive cannot be read (read the snapshot instead: teactl query without --source parquet)", t.Name, v.Model, v.Version)
 }
