@@ -233,7 +233,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			continue
 		}
 		t.Local = filepath.Join(dir, t.Name+".parquet")
-		f, err := snapshot.ExportParquet(ctx, conn, t.Name, t.Local)
+		f, err := snapshot.ExportParquet(ctx, conn, t.Name, t.Columns, "", t.Local)
 		if err != nil {
 			return false, fmt.Errorf("dbmanager: version %d: %w", version, err)
 		}
