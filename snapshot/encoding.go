@@ -596,3 +596,22 @@ func ExportColumns(cols []Column) (string, []Column, error) {
 	}
 	return strings.Join(items, ", "), out, nil
 }
+
+// RestoreList is the SELECT list over read_parquet of a table's Parquet
+// file that gives back the table's columns with their types: each column's
+// restoring expression (Encoding) or the column itself; "*" when no column
+// records an encoding (also for versions written before encodings were).
+func RestoreList(cols []Column) string {
+	items := make([]string, len(cols))
+	encoded := false
+	for i, c := range cols {
+		items[i] = duck.Ident(c.Name)
+		if _, expr, ok := strings.Cut(c.Encoding, "; "); ok {
+			items[i], encoded = expr+" AS "+items[i], true
+		}
+	}
+	if !encoded {
+		return "*"
+	}
+	return strings.Join(items, ", ")
+}

@@ -155,6 +155,9 @@ func TestExportParquetRoundTripsEveryType(t *testing.T) {
 			restore[i] = expr + " AS " + duck.Ident(c.Name)
 		}
 	}
+	if list := RestoreList(cols); list != strings.Join(restore, ", ") {
+		t.Errorf("RestoreList = %s\nwant %s", list, strings.Join(restore, ", "))
+	}
 	if _, err := conn.ExecContext(ctx, "CREATE TABLE back AS SELECT "+strings.Join(restore, ", ")+" FROM read_parquet("+duck.Literal(path)+")"); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
@@ -256,6 +259,11 @@ var typeStrings = []string{
 }
 
 func TestParseTypePrintsBack(t *testing.T) {
+	for typ, e := range leafEncodings { // Encoding is "<how>; <expression>"
+		if strings.Contains(e.how, ";") {
+			t.Errorf("the encoding of %s, %q, has a ';'", typ, e.how)
+		}
+	}
 	for _, s := range typeStrings {
 		ty, err := parseType(s)
 		if err != nil {

@@ -486,7 +486,11 @@ func (e *env) archiveDB(ctx context.Context, store objstore.Store, v controldb.V
 				return nil, fmt.Errorf("Parquet object %s is corrupt: sha256 %s, the content index records %s", t.ParquetURI, got, t.SHA256)
 			}
 		}
-		if _, err := db.ExecContext(ctx, "CREATE VIEW "+duck.Ident(t.Name)+" AS SELECT * FROM read_parquet("+duck.Literal(path)+")"); err != nil {
+		// Columns the archive holds encoded (HUGEINT as text, …) are
+		// restored to their types; the manifest's schema says how.
+		var cols []snapshot.Column
+		json.Unmarshal(t.Schema, &cols) // an unreadable schema: the columns as stored
+		if _, err := db.ExecContext(ctx, "CREATE VIEW "+duck.Ident(t.Name)+" AS SELECT "+snapshot.RestoreList(cols)+" FROM read_parquet("+duck.Literal(path)+")"); err != nil {
 			db.Close()
 			return nil, err
 		}
