@@ -43,7 +43,7 @@ var leafEncodings = map[string]leafEncoding{
 	"INTERVAL":            {to: intervalStruct, how: "INTERVAL as " + intervalStruct},
 	"TIMESTAMP_S":         {to: "TIMESTAMP", how: "TIMESTAMP_S as TIMESTAMP (exact, and DuckDB cannot write an infinite TIMESTAMP_S)"},
 	"TIMESTAMP_MS":        {back: "TIMESTAMP", how: "TIMESTAMP_MS read back as TIMESTAMP (exact)"},
-	"VARIANT":             {to: "JSON", how: "VARIANT as JSON (lossy: the types of its values become JSON's)"},
+	"VARIANT":             {to: "JSON", how: "VARIANT as JSON (lossy: its values take JSON's types, NULL becomes null)"},
 	"GEOMETRY":            {to: "VARCHAR", how: "GEOMETRY as WKT text"},
 	"ENUM":                {to: "VARCHAR", how: "ENUM as its label"},
 }
@@ -51,7 +51,7 @@ var leafEncodings = map[string]leafEncoding{
 // leafAliases are other spellings of the types in leafEncodings.
 var leafAliases = map[string]string{
 	"INT128": "HUGEINT", "UINT128": "UHUGEINT", "VARINT": "BIGNUM", "BITSTRING": "BIT",
-	"TIMETZ": "TIME WITH TIME ZONE", "DATETIME": "", "JSON": "",
+	"TIMETZ": "TIME WITH TIME ZONE",
 }
 
 // leafKey is the key of leaf type name in leafEncodings ("" for the
