@@ -73,7 +73,7 @@ func CheckArchive(ctx context.Context, store objstore.Store, tables []Table, pat
 		for i, p := range paths {
 			lits[i] = duck.Literal(p)
 		}
-		archive := "(SELECT " + RestoreSelect(t.Columns) + " FROM read_parquet([" + strings.Join(lits, ", ") + "]))"
+		archive := "(SELECT " + RestoreList(t.Columns) + " FROM read_parquet([" + strings.Join(lits, ", ") + "]))"
 		table := "(SELECT * FROM s.main." + duck.Ident(t.Name) + ")"
 		if err := sameTypes(ctx, conn, table, archive); err != nil {
 			return fmt.Errorf("snapshot: table %s: %w", t.Name, err)
@@ -119,7 +119,3 @@ func sameTypes(ctx context.Context, conn *sql.Conn, a, b string) error {
 	}
 	return nil
 }
-
-// RestoreSelect is the SELECT list that reads a data file of a table with
-// columns cols back with the table's types.
-func RestoreSelect(cols []Column) string { return "*" } // TODO(issue 14): encodings

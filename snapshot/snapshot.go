@@ -133,10 +133,18 @@ func FilesDigest(files []DataFile) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Column is a column name and its DuckDB type.
+// Column is a column name and its DuckDB type, and how the table's
+// Parquet archive holds it when not as that type (ExportColumns).
 type Column struct {
 	Name string `json:"name"`
 	Type string `json:"type"`
+	// Parquet is the DuckDB type read_parquet returns for the column when
+	// it is not Type, e.g. VARCHAR for a HUGEINT.
+	Parquet string `json:"parquet_type,omitempty"`
+	// Encoding, set with Parquet, is how the value is encoded and the SQL
+	// expression over the read_parquet column that restores it, e.g.
+	// `HUGEINT as decimal text; CAST("h" AS HUGEINT)`.
+	Encoding string `json:"encoding,omitempty"`
 }
 
 // Info is what Take found in the snapshot it wrote.
@@ -433,6 +441,9 @@ func describe(ctx context.Context, conn *sql.Conn, db string) ([]Table, error) {
 		if err := cols.Err(); err != nil {
 			return nil, fmt.Errorf("snapshot: columns of %s: %w", t.Name, err)
 		}
+		if _, t.Columns, err = ExportColumns(t.Columns); err != nil {
+			return nil, fmt.Errorf("snapshot: table %s: %w", t.Name, err)
+		}
 	}
 	return tables, nil
 }
@@ -488,12 +499,18 @@ type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// ExportParquet writes the rows of table (schema main, columns cols) that
-// match the SQL predicate where ("" all), as db sees them, in db's current
-// transaction if it has one, into the Parquet file path (zstd) and returns
-// its sha256 and size.
+// ExportParquet writes the rows of table (schema main) as db sees them, in
+// db's current transaction if it has one, into the Parquet file path
+// (zstd) and returns its sha256 and size. cols are the table's columns
+// (describe); each is written with ExportColumns' lossless encoding, which
+// the Columns describe returns record. where is a SQL predicate over the
+// table choosing the rows ("" for all), e.g. "rowid >= 10 AND rowid < 20".
 func ExportParquet(ctx context.Context, db Execer, table string, cols []Column, where string, path string) (File, error) {
-	q := "SELECT * FROM main." + duck.Ident(table)
+	list, _, err := ExportColumns(cols)
+	if err != nil {
+		return File{}, fmt.Errorf("snapshot: export %s to Parquet: %w", table, err)
+	}
+	q := "SELECT " + list + " FROM main." + duck.Ident(table)
 	if where != "" {
 		q += " WHERE " + where
 	}

@@ -56,7 +56,7 @@ func TestTakeIsConsistentWhileWriting(t *testing.T) {
 	if seq != 7 {
 		t.Errorf("position read in the snapshot = %d, want 7", seq)
 	}
-	want := []Table{{Name: "t", Rows: 1000, Columns: []Column{{"id", "BIGINT"}, {"v", "VARCHAR"}}}}
+	want := []Table{{Name: "t", Rows: 1000, Columns: []Column{{Name: "id", Type: "BIGINT"}, {Name: "v", Type: "VARCHAR"}}}}
 	if diff := cmp.Diff(want, info.Tables); diff != "" {
 		t.Errorf("tables (-want +got):\n%s", diff)
 	}
@@ -157,7 +157,7 @@ func TestExportParquetReadsBackWithArrow(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "t.parquet")
-	f, err := ExportParquet(ctx, db, "t", nil, "", path)
+	f, err := ExportParquet(ctx, db, "t", []Column{{Name: "id", Type: "BIGINT"}, {Name: "v", Type: "VARCHAR"}}, "", path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,10 +230,10 @@ func TestDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []TableDiff{
-		{Table: "fresh", Change: "added", RowsAdded: 1, ColumnsAdded: []Column{{"x", "INTEGER"}}},
-		{Table: "gone", Change: "removed", ColumnsRemoved: []Column{{"id", "INTEGER"}}},
+		{Table: "fresh", Change: "added", RowsAdded: 1, ColumnsAdded: []Column{{Name: "x", Type: "INTEGER"}}},
+		{Table: "gone", Change: "removed", ColumnsRemoved: []Column{{Name: "id", Type: "INTEGER"}}},
 		{Table: "keep", Change: "unchanged"},
-		{Table: "t", Change: "changed", RowsAdded: 2, RowsRemoved: 2, ColumnsAdded: []Column{{"w", "INTEGER"}}},
+		{Table: "t", Change: "changed", RowsAdded: 2, RowsRemoved: 2, ColumnsAdded: []Column{{Name: "w", Type: "INTEGER"}}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Diff (-want +got):\n%s", diff)

@@ -14,6 +14,7 @@ import (
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
+	"github.com/teatree/teatree/snapshot"
 )
 
 func init() {
@@ -141,7 +142,10 @@ func archiveOf(store objstore.Store, v controldb.Version, table string) (archive
 			uris[i] = store.URI(f.Key)
 			at.Files = append(at.Files, archiveFile{URI: uris[i], Key: f.Key, Rows: f.Rows, Bytes: f.Bytes, SHA256: f.SHA256})
 		}
-		at.SQL = "SELECT * FROM " + readParquet(uris)
+		// Columns held encoded (HUGEINT as text, …) are cast back.
+		var cols []snapshot.Column
+		json.Unmarshal(t.Schema, &cols)
+		at.SQL = "SELECT " + snapshot.RestoreList(cols) + " FROM " + readParquet(uris)
 		a.Tables = append(a.Tables, at)
 		views = append(views, "CREATE OR REPLACE VIEW "+duck.Ident(t.Name)+" AS "+at.SQL+";")
 	}

@@ -484,7 +484,11 @@ func (e *env) archiveDB(ctx context.Context, store objstore.Store, v controldb.V
 			}
 			paths[i], downloaded = got.path, downloaded || got.downloaded
 		}
-		if _, err := db.ExecContext(ctx, "CREATE VIEW "+duck.Ident(t.Name)+" AS SELECT * FROM "+readParquet(paths)); err != nil {
+		// Columns the archive holds encoded (HUGEINT as text, …) are
+		// restored to their types; the manifest's schema says how.
+		var cols []snapshot.Column
+		json.Unmarshal(t.Schema, &cols) // an unreadable schema: the columns as stored
+		if _, err := db.ExecContext(ctx, "CREATE VIEW "+duck.Ident(t.Name)+" AS SELECT "+snapshot.RestoreList(cols)+" FROM "+readParquet(paths)); err != nil {
 			db.Close()
 			return nil, err
 		}
