@@ -62,7 +62,9 @@ func TestDiskFullRecovers(t *testing.T) {
 		}
 	}
 	var logs stacktest.SyncBuffer
-	full := func() bool { return exits.Load() > 0 || strings.Contains(strings.ToLower(logs.String()), "no space left") }
+	full := func() bool {
+		return exits.Load() > 0 || strings.Contains(strings.ToLower(logs.String()), "no space left")
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
