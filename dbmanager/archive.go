@@ -257,7 +257,8 @@ func (a *archiver) ranges(ctx context.Context, t *cutTable, b cutTable, hash boo
 	if hash {
 		sum = "coalesce(sum(" + rowHash(t.Columns) + "), 0)::VARCHAR"
 	}
-	q := "SELECT " + bucket.String() + " AS b, count(*), " + sum + ", max(rowid) + 1 FROM main." + duck.Ident(t.Name) + " GROUP BY b"
+	// GROUP BY 1: an alias could be one of the table's column names.
+	q := "SELECT " + bucket.String() + ", count(*), " + sum + ", max(rowid) + 1 FROM main." + duck.Ident(t.Name) + " GROUP BY 1"
 	rows, err := a.conn.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("count the rows of %s by data file: %w", t.Name, err)

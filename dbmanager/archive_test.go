@@ -100,7 +100,8 @@ func submitVersion(t *testing.T, s *stacktest.Stack, r model.Request) int64 {
 }
 
 // TestArchiveWritesWhatChanged: a table (with columns Parquet holds
-// encoded: HUGEINT, INTERVAL) written whole is split into data
+// encoded: HUGEINT, INTERVAL, and columns named like the cut's own
+// aliases) written whole is split into data
 // files; appending a row adds one file of that row and keeps the others;
 // an update rewrites only the file holding the rows it changed; a delete
 // and a refresh leave an archive equal to the snapshot.
@@ -112,7 +113,7 @@ func TestArchiveWritesWhatChanged(t *testing.T) {
 	sql := func(id, q string) model.Request {
 		return stacktest.Request(m, id, "sql", map[string]any{"sql": q})
 	}
-	v := submitVersion(t, s, sql("fill", "CREATE TABLE big AS SELECT range AS id, md5(range::VARCHAR) AS h, range::HUGEINT * 100000000000000000000 AS huge, to_microseconds(range) AS iv FROM range(4500)"))
+	v := submitVersion(t, s, sql("fill", "CREATE TABLE big AS SELECT range AS id, md5(range::VARCHAR) AS h, range::HUGEINT * 100000000000000000000 AS huge, to_microseconds(range) AS iv, range % 3 AS b, range % 5 AS bucket FROM range(4500)"))
 	big := table(t, checkArchive(t, s, m, v), "big")
 	if len(big.Files) != 5 {
 		t.Fatalf("4500 rows in %d files, want 5 of at most 1000 rows", len(big.Files))
