@@ -42,8 +42,9 @@ import (
 //     smallTableBytes), has a column named rowid (which hides DuckDB's), or
 //     has no previous files is written whole, in files of at most fileRows
 //     rowids.
-//   - A table with more than maxFiles files has its runs of adjacent files
-//     of at most fileRows rows together merged into one file.
+//   - A table with more than maxFiles small files (under fileRows/16 rows:
+//     left by small appends) has each run of adjacent small files merged
+//     into one file; larger files are never rewritten by a merge.
 //
 // A kept file is therefore verified by count and a 64-bit hash sum (a
 // change escaping it would need a collision of the sums), a written one is
@@ -55,8 +56,8 @@ var (
 	// compaction: 2^20, eight of DuckDB's Parquet row groups (122,880 rows)
 	// and a bit; a file of the 3M-row flights table is about 4.5 MiB.
 	fileRows int64 = 1 << 20
-	// maxFiles is the number of data files above which a table's small
-	// adjacent files are merged.
+	// maxFiles is the number of small data files (under fileRows/16 rows)
+	// above which a table's adjacent small files are merged.
 	maxFiles = 16
 	// smallTableBytes: a changed table whose data files are smaller than
 	// this in all is written whole, as one file.
@@ -207,17 +208,26 @@ func (a *archiver) verify(ctx context.Context, t *cutTable, b cutTable) error {
 	return a.normalize(ctx, t)
 }
 
-// merge rewrites each run of adjacent files of t holding at most fileRows
-// rows together as one file, when t has more than maxFiles files.
+// merge rewrites each run of adjacent small files of t (fewer than
+// fileRows/16 rows each, at most fileRows together) as one file, when t
+// has more than maxFiles small files. Other files are never rewritten by
+// a merge.
 func (a *archiver) merge(ctx context.Context, t *cutTable) error {
-	if len(t.Data) <= maxFiles {
+	small := func(f dataFile) bool { return f.Rows < fileRows/16 }
+	n := 0
+	for _, f := range t.Data {
+		if small(f) {
+			n++
+		}
+	}
+	if n <= maxFiles {
 		return nil
 	}
 	old := t.Data
 	t.Data = nil
 	for i := 0; i < len(old); {
 		j, rows := i+1, old[i].Rows
-		for j < len(old) && rows+old[j].Rows <= fileRows {
+		for small(old[i]) && j < len(old) && small(old[j]) && rows+old[j].Rows <= fileRows {
 			rows += old[j].Rows
 			j++
 		}

@@ -106,7 +106,7 @@ func submitVersion(t *testing.T, s *stacktest.Stack, r model.Request) int64 {
 // an update rewrites only the file holding the rows it changed; a delete
 // and a refresh leave an archive equal to the snapshot.
 func TestArchiveWritesWhatChanged(t *testing.T) {
-	defer dbmanager.SetArchiveLimits(1000, 1024, 8)()
+	defer dbmanager.SetArchiveLimits(1000, 1024, 3)()
 	s := stacktest.New(t, queue.Config{})
 	m := s.CreateModel(t, controldb.Model{ID: "arch", AllowSQL: true}).ID
 	run(t, s, m, nil)
@@ -140,17 +140,18 @@ func TestArchiveWritesWhatChanged(t *testing.T) {
 	if len(upd.Files) != 6 || rewritten != 1 {
 		t.Fatalf("an update of 100 rows in one file: %d files, %d rewritten; want 6 and 1", len(upd.Files), rewritten)
 	}
-	// More files than maxFiles (8): the small adjacent ones are merged.
+	// More small files (under 1000/16 rows) than maxFiles (3): the small
+	// adjacent ones are merged, the others kept.
 	for i := range 3 {
 		v = submitVersion(t, s, stacktest.Request(m, fmt.Sprint("small", i), "append", map[string]any{"table": "big", "rows": []map[string]any{{"id": 10000 + i, "h": "small"}}}))
 	}
 	merged := table(t, checkArchive(t, s, m, v), "big")
-	if len(merged.Files) != 5 {
-		t.Fatalf("after 9 files: %d, want 5 (4 of 1000 rows kept, the last with 4 small ones merged)", len(merged.Files))
+	if len(merged.Files) != 6 || merged.Files[5].Rows != 4 {
+		t.Fatalf("after 4 one-row files: %d files, the last of %d rows; want 6, the 4 small ones merged", len(merged.Files), merged.Files[len(merged.Files)-1].Rows)
 	}
-	for i := range 4 {
+	for i := range 5 {
 		if merged.Files[i].Key != upd.Files[i].Key {
-			t.Fatalf("the merge rewrote file %d of 1000 rows", i)
+			t.Fatalf("the merge rewrote file %d, not a small one", i)
 		}
 	}
 	v = submitVersion(t, s, sql("del", "DELETE FROM big WHERE id < 1500"))
