@@ -581,6 +581,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 			if f.Local == "" {
 				continue
 			}
+			mf.ParquetWritten += f.Bytes
 			if err := m.checkParquetRows(ctx, t.Name, f); err != nil {
 				return fmt.Errorf("dbmanager: version %d: %w: %w", c.Version, ErrFatal, err)
 			}

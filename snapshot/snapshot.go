@@ -80,6 +80,9 @@ type Manifest struct {
 	Snapshot   File    `json:"snapshot"`
 	Format     string  `json:"snapshot_format,omitempty"`
 	Uploaded   int64   `json:"uploaded_bytes,omitempty"` // bytes this version put in the object store
+	// ParquetWritten is the bytes of the data files the cut wrote, some
+	// perhaps the same as stored ones (content-addressed, not uploaded again).
+	ParquetWritten int64 `json:"parquet_written_bytes,omitempty"`
 	Compaction bool    `json:"compaction,omitempty"`     // cut from a compact copy of the live file
 	Tables     []Table `json:"tables"`
 }
