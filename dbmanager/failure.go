@@ -62,13 +62,15 @@ func (e transientError) Unwrap() error { return e.err }
 //   - nil: applied;
 //   - ErrFatal, model.ErrStaleEpoch, a DuckDB fatal or internal error: fatal;
 //   - ctx ended (a shutdown, a lost lease), or any context error: retry;
-//   - transientError, or a DuckDB error of a resource (resourceError: out
-//     of memory, interrupt, transaction conflict, I/O, connection,
-//     network, HTTP): retry, even when a function marked it
-//     model.ErrInvalid;
+//   - transientError, or a DuckDB out of memory, interrupt or transaction
+//     conflict: retry, even when a function marked it model.ErrInvalid;
+//   - model.ErrInvalid: failed (the function found the request at fault,
+//     e.g. a DuckDB I/O error reading its staged payload: a corrupt gzip
+//     or zstd stream);
+//   - any other DuckDB I/O, connection, network or HTTP error: retry;
 //   - anything else: failed. A function's errors are its request's
-//     unless marked otherwise: model.ErrInvalid, DuckDB's constraint,
-//     conversion, binder, parser, catalog … errors, a missing payload.
+//     unless marked otherwise: DuckDB's constraint, conversion, binder,
+//     parser, catalog … errors, a missing payload.
 //
 // An error that is not a request's (a batch's bookkeeping, a publication)
 // has no request to fail: the caller decides what failed means there
@@ -87,18 +89,31 @@ func judge(ctx context.Context, err error) verdict {
 		return retry
 	case errors.As(err, &te), isDuck && resourceError(de.Type):
 		return retry
+	case errors.Is(err, model.ErrInvalid):
+		return failed
+	case isDuck && ioError(de.Type):
+		return retry
 	}
 	return failed
 }
 
-// resourceError reports whether a DuckDB error of type t comes from the
-// machine (memory, disk, a concurrent transaction, an interrupt, the
-// network) rather than from what the request asked for: the same request
-// may succeed later.
+// resourceError reports whether a DuckDB error of type t is never caused
+// by what a request asked for: memory, a concurrent transaction, an
+// interrupt. The same request may succeed later.
 func resourceError(t duckdb.ErrorType) bool {
 	switch t {
-	case duckdb.ErrorTypeOutOfMemory, duckdb.ErrorTypeInterrupt, duckdb.ErrorTypeTransaction,
-		duckdb.ErrorTypeIO, duckdb.ErrorTypeConnection, duckdb.ErrorTypeNetwork, duckdb.ErrorTypeHTTP:
+	case duckdb.ErrorTypeOutOfMemory, duckdb.ErrorTypeInterrupt, duckdb.ErrorTypeTransaction:
+		return true
+	}
+	return false
+}
+
+// ioError reports whether a DuckDB error of type t is one of I/O: the
+// disk, a connection, the network. It is the machine's unless a function
+// says the request's file caused it (model.ErrInvalid).
+func ioError(t duckdb.ErrorType) bool {
+	switch t {
+	case duckdb.ErrorTypeIO, duckdb.ErrorTypeConnection, duckdb.ErrorTypeNetwork, duckdb.ErrorTypeHTTP:
 		return true
 	}
 	return false

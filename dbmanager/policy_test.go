@@ -29,11 +29,15 @@ func logTo(t *testing.T, buf *stacktest.SyncBuffer) func(*dbmanager.Manager) {
 	}
 }
 
-// waitLog waits until buf holds msg at least n times.
+// waitLog waits until buf holds msg at least n times; it fails at once
+// when buf holds "request failed".
 func waitLog(t *testing.T, buf *stacktest.SyncBuffer, msg string, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for strings.Count(buf.String(), msg) < n {
+		if strings.Contains(buf.String(), `msg="request failed"`) {
+			t.Fatalf("a request failed while waiting for %q", msg)
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%q logged %d times in %s, want %d", msg, strings.Count(buf.String(), msg), timeout, n)
 		}
