@@ -163,7 +163,7 @@ func (m *Manager) applyWithRetry(ctx context.Context, msgs []jetstream.Msg) erro
 	err := m.retryBackoff(ctx, "batch not applied, retrying", func(v verdict) bool { return v == retry }, func() error {
 		return m.applyBatch(ctx, msgs)
 	})
-	if err != nil && ctx.Err() == nil && judge(ctx, err) == fatal {
+	if judge(ctx, err) == fatal {
 		return fatalError("apply", err)
 	}
 	return err

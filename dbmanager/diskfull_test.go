@@ -29,8 +29,8 @@ func tmpfs(t *testing.T, size string) string {
 
 // TestDiskFullRecovers fills the data volume while the db-manager applies
 // and snapshots: it must not publish a partial version, and once space is
-// back it must recover (restarted, as the dispatcher restarts it) and
-// apply every request exactly once.
+// back it must recover (retrying in the process, or restarted as the
+// dispatcher restarts it) and apply every request exactly once.
 func TestDiskFullRecovers(t *testing.T) {
 	s := stacktest.New(t, queue.Config{})
 	s.DataDir = tmpfs(t, "6m")
@@ -59,11 +59,13 @@ func TestDiskFullRecovers(t *testing.T) {
 			}
 		}
 	}
+	var logs stacktest.SyncBuffer
+	logged := logTo(t, &logs)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			h := run(t, s, m, nil)
+			h := run(t, s, m, logged)
 			select {
 			case <-ctx.Done():
 				return
@@ -89,7 +91,9 @@ func TestDiskFullRecovers(t *testing.T) {
 			t.Errorf("%s: %s %s", id, nt.Status, nt.Error)
 		}
 	}
-	if exits.Load() == 0 {
+	// A full disk at commit is a transaction error of DuckDB: the batch is
+	// retried in the process (failure policy); a fatal one restarts it.
+	if exits.Load() == 0 && !strings.Contains(logs.String(), "No space left on device") {
 		t.Fatal("the volume never filled up: the test proves nothing")
 	}
 	// Every recorded version has its objects, and the latest holds every
