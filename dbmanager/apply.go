@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/duckdb/duckdb-go/v2"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
@@ -156,27 +155,18 @@ func (m *Manager) consume(ctx context.Context, cons jetstream.Consumer) error {
 	}
 }
 
-// transientError marks an error of a resource (object store, DuckDB I/O)
-// that may go away: the batch is retried, no request is failed for it.
-type transientError struct{ err error }
-
-func (e transientError) Error() string { return e.err.Error() }
-func (e transientError) Unwrap() error { return e.err }
-
-// applyWithRetry applies msgs, retrying with exponential backoff while the
-// error is transient.
+// applyWithRetry applies msgs, retrying with backoff while the verdict
+// is retry (retryBackoff). Any other error ends the applier and the
+// process: a fatal one wrapped in ErrFatal; one that would fail a request
+// but came from the batch's own bookkeeping is returned as it is.
 func (m *Manager) applyWithRetry(ctx context.Context, msgs []jetstream.Msg) error {
-	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0)), ctx)
-	return backoff.RetryNotify(func() error {
-		err := m.applyBatch(ctx, msgs)
-		var te transientError
-		if err != nil && !errors.As(err, &te) {
-			return backoff.Permanent(err)
-		}
-		return err
-	}, b, func(err error, d time.Duration) {
-		m.log.Warn("batch not applied, retrying", "err", err, "in", d)
+	err := m.retryBackoff(ctx, "batch not applied, retrying", func(v verdict) bool { return v == retry }, func() error {
+		return m.applyBatch(ctx, msgs)
 	})
+	if judge(ctx, err) == fatal {
+		return fatalError("apply", err)
+	}
+	return err
 }
 
 // applyBatch applies msgs exactly once each (see the package doc).
@@ -360,7 +350,7 @@ func (m *Manager) refuse(it *item, mdl, f string, seq uint64) {
 // records the range, advances the position, commits and returns -1.
 func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item) (int, error) {
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
-		return 0, classify(fmt.Errorf("dbmanager: begin: %w", err))
+		return 0, fmt.Errorf("dbmanager: begin: %w", err)
 	}
 	rollback := func() {
 		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
@@ -376,10 +366,10 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 		res, err := it.fn.Apply(ctx, env, it.req.Args)
 		if err != nil {
 			rollback()
-			// A DuckDB I/O error here is the request's (a bad file), not
-			// the disk's: only fatal errors and staging errors stop.
-			if err := fatal(err); isInfra(err) || ctx.Err() != nil {
-				return 0, err
+			// Only the request's own fault fails it; on retry or fatal
+			// the whole batch is judged again by applyWithRetry.
+			if judge(ctx, err) != failed {
+				return 0, fmt.Errorf("dbmanager: request %s (seq %d, %s): %w", it.req.ID, it.seq, it.req.Function, err)
 			}
 			it.status, it.err = model.StatusFailed, err
 			if it.span != nil {
@@ -402,7 +392,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
-		return 0, classify(fmt.Errorf("dbmanager: commit: %w", err))
+		return 0, fmt.Errorf("dbmanager: commit: %w", err)
 	}
 	// The failures are recorded: their payloads go before the publisher
 	// can announce them (docs/decisions.md, staged payloads).
@@ -439,7 +429,7 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 			// first request's.
 			if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.refused VALUES (?, ?, ?, ?, ?, ?)`,
 				it.seq, it.req.ID, it.req.Function, errText, it.queued.UTC(), now); err != nil {
-				return classify(fmt.Errorf("dbmanager: record refused request %s: %w", it.req.ID, err))
+				return fmt.Errorf("dbmanager: record refused request %s: %w", it.req.ID, err)
 			}
 			continue
 		}
@@ -465,7 +455,7 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 	for chunk := range slices.Chunk(rows, recordChunk) {
 		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
 		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied (request_id, seq, function, status, error, payload, queued, applied, digest) VALUES `+values, slices.Concat(chunk...)...); err != nil {
-			return classify(fmt.Errorf("dbmanager: record %d requests from %s: %w", len(chunk), chunk[0][0], err))
+			return fmt.Errorf("dbmanager: record %d requests from %s: %w", len(chunk), chunk[0][0], err)
 		}
 	}
 	for t, seq := range changed {
@@ -475,11 +465,11 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 			ON CONFLICT (table_name) DO UPDATE SET seq = excluded.seq,
 				modified = CASE WHEN excluded.modified > 0 THEN excluded.modified ELSE modified END,
 				replaced = CASE WHEN excluded.replaced > 0 THEN excluded.replaced ELSE replaced END`, t, seq, modified[t], replaced[t]); err != nil {
-			return classify(fmt.Errorf("dbmanager: record change of %s: %w", t, err))
+			return fmt.Errorf("dbmanager: record change of %s: %w", t, err)
 		}
 	}
 	if _, err := conn.ExecContext(ctx, `UPDATE _teatree.position SET last_seq = ?`, last); err != nil {
-		return classify(fmt.Errorf("dbmanager: advance position: %w", err))
+		return fmt.Errorf("dbmanager: advance position: %w", err)
 	}
 	return nil
 }
@@ -536,31 +526,4 @@ func (m *Manager) deleteStaged(ctx context.Context, id string) {
 	if _, err := objstore.DeleteStaged(ctx, m.store, m.cfg.Model, id); err != nil {
 		m.log.Warn("delete staged payload", "request_id", id, "err", err)
 	}
-}
-
-// classify marks DuckDB errors: fatal and internal errors end the process
-// (a restart recovers from the WAL), I/O errors are transient; anything
-// else is returned unchanged and fails only the request.
-func classify(err error) error {
-	var de *duckdb.Error
-	if errors.As(err, &de) && de.Type == duckdb.ErrorTypeIO {
-		return transientError{err}
-	}
-	return fatal(err)
-}
-
-// fatal marks DuckDB fatal and internal errors: the database instance is
-// invalidated and the process must restart.
-func fatal(err error) error {
-	var de *duckdb.Error
-	if errors.As(err, &de) && (de.Type == duckdb.ErrorTypeFatal || de.Type == duckdb.ErrorTypeInternal) {
-		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
-	}
-	return err
-}
-
-// isInfra reports whether err is not the request's fault.
-func isInfra(err error) bool {
-	var te transientError
-	return errors.As(err, &te) || errors.Is(err, ErrFatal) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -36,6 +36,20 @@
 // rest of the batch continues in a new transaction. Every request is applied
 // at most twice in memory and committed once.
 //
+// # Failure policy
+//
+// One function, judge (failure.go), gives every error a verdict:
+// applied; failed (the request's own fault: model.ErrInvalid, DuckDB
+// constraint, conversion, binder, parser, catalog … errors; recorded and
+// notified for good); retry (DuckDB out of memory, interrupt, transaction
+// conflict, I/O, connection; the object store, Postgres, a shutdown: the
+// batch or publication is rolled back and tried again after a backoff,
+// nothing fails); fatal (ErrFatal, a stale epoch, a DuckDB fatal or
+// internal error: Run returns, the supervisor restarts the process). The
+// apply retry and the publication loop wait through one ctx-aware backoff
+// (retryBackoff, 500 ms growing to 30 s). See docs/decisions.md, Failure
+// policy.
+//
 // # Versions
 //
 // A publisher runs beside the applier. Whenever it is free and the position

@@ -1,6 +1,10 @@
 package dbmanager
 
-import "github.com/nats-io/nats.go/jetstream"
+import (
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // SetCrashAfterCommit installs the crash hook (tests only).
 func (m *Manager) SetCrashAfterCommit(f func() bool) { m.crashAfterCommit = f }
@@ -25,3 +29,9 @@ func SetArchiveLimits(rows, small int64, files int) (restore func()) {
 	fileRows, smallTableBytes, maxFiles = rows, small, files
 	return func() { fileRows, smallTableBytes, maxFiles = r, s, f }
 }
+
+// SetMemoryLimit sets Config.MemoryLimit, DuckDB's memory_limit (tests only).
+func (m *Manager) SetMemoryLimit(limit string) { m.cfg.MemoryLimit = limit }
+
+// SetLog replaces the logger (tests only).
+func (m *Manager) SetLog(l *slog.Logger) { m.log = l.With("model", m.cfg.Model) }

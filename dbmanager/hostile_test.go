@@ -114,6 +114,7 @@ func TestHostileQueueKeepsGoing(t *testing.T) {
 		{id: "bad-notparquet", req: req("bad-notparquet", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": stage("bad-notparquet", "f.parquet", []byte("n,v\n1,a\n"))}}), want: model.StatusFailed, msg: `staged file "f.parquet" is not a valid Parquet file`},
 		{id: "bad-ragged", req: req("bad-ragged", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": stage("bad-ragged", "f.csv", []byte("n,v\n500,a\n501,b,surplus\n"))}}), want: model.StatusFailed, msg: `staged file "f.csv" is not a valid CSV file`},
 		{id: "bad-ragged-new", req: req("bad-ragged-new", "append", map[string]any{"table": "fresh", "payload": map[string]any{"uri": stage("bad-ragged-new", "f.csv", []byte("n,v\n500,a\n501,b,surplus\n"))}}), want: model.StatusFailed, msg: `staged file "f.csv" is not a valid CSV file`},
+		{id: "bad-gzip", req: req("bad-gzip", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": stage("bad-gzip", "f.csv.gz", []byte("n,v\n502,a\n"))}}), want: model.StatusFailed, msg: `staged file "f.csv.gz" is not a valid CSV file`},
 		{id: "bad-unstaged", req: req("bad-unstaged", "append", map[string]any{"table": "t", "payload": map[string]any{"uri": "staging/hostile/bad-unstaged/absent.parquet"}}), want: model.StatusFailed, msg: "does not exist"},
 	}
 

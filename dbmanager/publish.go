@@ -55,41 +55,26 @@ type cutTable struct {
 }
 
 // publishLoop publishes pending outbox rows and cuts new versions whenever
-// the position moved, until ctx ends. Errors of the object store or
-// Postgres are retried with backoff; a stale epoch ends the process.
+// the position moved, until ctx ends. A publication has no request to
+// fail: every error is retried with backoff (retryBackoff) except a fatal
+// one (a stale epoch, ErrFatal), which ends the process.
 func (m *Manager) publishLoop(ctx context.Context) error {
-	delay := time.Duration(0)
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
-		err := m.publishPending(ctx)
+		err := m.retryBackoff(ctx, "publication paused, retrying", func(v verdict) bool { return v != fatal }, func() error {
+			return m.publishPending(ctx)
+		})
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, model.ErrStaleEpoch) || errors.Is(err, ErrFatal):
-			return fmt.Errorf("dbmanager: publish: %w: %w", ErrFatal, err)
 		case err != nil:
-			delay = min(max(2*delay, 500*time.Millisecond), 30*time.Second)
-			m.log.Warn("publication paused, retrying", "err", err, "in", delay)
-		default:
-			delay = 0
-		}
-		var retry <-chan time.Time
-		if delay > 0 {
-			retry = time.After(delay)
+			return fatalError("publish", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-m.committed:
-			if delay > 0 {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-retry:
-				}
-			}
-		case <-retry:
 		case <-tick.C:
 		}
 	}
@@ -185,7 +170,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	}
 	if applied == 0 {
 		if _, err := m.db.ExecContext(ctx, `INSERT INTO _teatree.settled VALUES (?, ?, NULL)`, lastCut+1, upTo); err != nil {
-			return false, classify(fmt.Errorf("dbmanager: record requests %d to %d: %w", lastCut+1, upTo, err))
+			return false, fmt.Errorf("dbmanager: record requests %d to %d: %w", lastCut+1, upTo, err)
 		}
 		return true, nil
 	}
@@ -229,12 +214,12 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 		t := &c.Tables[i]
 		b, ok := base[t.Name]
 		if err := arch.table(ctx, t, b, ok, baseLast); err != nil {
-			return false, classify(fmt.Errorf("dbmanager: version %d: archive table %s: %w", version, t.Name, err))
+			return false, fmt.Errorf("dbmanager: version %d: archive table %s: %w", version, t.Name, err)
 		}
 	}
 	inTx = false
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return false, classify(fmt.Errorf("dbmanager: version %d: end read transaction: %w", version, err))
+		return false, fmt.Errorf("dbmanager: version %d: end read transaction: %w", version, err)
 	}
 	if err := writeMap(filepath.Join(dir, mapFile), capt.Map); err != nil {
 		return false, err
@@ -249,7 +234,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		version, c.FirstSeq, c.LastSeq, c.RequestCount, c.Path, c.SHA256, c.Bytes, string(tj), c.Created, c.Compaction)
 	if err != nil {
-		return false, classify(fmt.Errorf("dbmanager: record cut %d: %w", version, err))
+		return false, fmt.Errorf("dbmanager: record cut %d: %w", version, err)
 	}
 	recorded = true
 	m.lastMap = capt.Map
@@ -379,11 +364,11 @@ func (m *Manager) checkpoint(ctx context.Context, lastCut uint64) (*sql.Conn, er
 	}
 	if err := dropPublished(ctx, conn, lastCut); err != nil {
 		conn.Close()
-		return nil, classify(fmt.Errorf("drop published bookkeeping: %w", err))
+		return nil, fmt.Errorf("drop published bookkeeping: %w", err)
 	}
 	if _, err := conn.ExecContext(ctx, "CHECKPOINT"); err != nil {
 		conn.Close()
-		return nil, classify(fmt.Errorf("checkpoint: %w", err))
+		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	return conn, nil
 }
@@ -396,7 +381,7 @@ func (m *Manager) compactionDue(ctx context.Context, conn *sql.Conn) (bool, erro
 	}
 	var total, free, size int64
 	if err := conn.QueryRowContext(ctx, `SELECT total_blocks, free_blocks, block_size FROM pragma_database_size() WHERE database_name = current_database()`).Scan(&total, &free, &size); err != nil {
-		return false, classify(fmt.Errorf("database size: %w", err))
+		return false, fmt.Errorf("database size: %w", err)
 	}
 	return total > 0 && free*size >= m.cfg.CompactMinBytes && float64(free) >= m.cfg.CompactFree*float64(total), nil
 }
@@ -624,7 +609,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
 	if _, err := m.db.ExecContext(ctx, "UPDATE _teatree.outbox SET published = now() WHERE version = ?", c.Version); err != nil {
-		return classify(fmt.Errorf("dbmanager: mark version %d published: %w", c.Version, err))
+		return fmt.Errorf("dbmanager: mark version %d published: %w", c.Version, err)
 	}
 	os.RemoveAll(dir)
 	m.meter.versions.Add(ctx, 1)
@@ -686,7 +671,7 @@ func (m *Manager) settleLostCut(ctx context.Context, c cut, why string) error {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
 	if err != nil {
-		return classify(fmt.Errorf("dbmanager: settle the cut of version %d: %w", c.Version, err))
+		return fmt.Errorf("dbmanager: settle the cut of version %d: %w", c.Version, err)
 	}
 	os.RemoveAll(filepath.Dir(c.Path))
 	m.log.Warn("cut not publishable, settled", "version", c.Version, "why", why)
@@ -800,7 +785,7 @@ func (m *Manager) publishSettled(ctx context.Context, first, last uint64) error 
 		return fmt.Errorf("dbmanager: requests %d to %d: %w", first, last, err)
 	}
 	if _, err := m.db.ExecContext(ctx, "UPDATE _teatree.settled SET published = now() WHERE first_seq = ?", first); err != nil {
-		return classify(fmt.Errorf("dbmanager: mark requests %d to %d published: %w", first, last, err))
+		return fmt.Errorf("dbmanager: mark requests %d to %d published: %w", first, last, err)
 	}
 	m.log.Info("requests published without a version: none changed anything", "first_seq", first, "last_seq", last, "requests", len(records)+len(notes))
 	return nil

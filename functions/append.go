@@ -443,9 +443,12 @@ func (p *payloadRef) notValid(fn, hint string, cause error) error {
 // format at all (what is ""), the error says the file is not a valid file
 // of that format; otherwise it says what failed (what) and why, in
 // DuckDB's first words. DuckDB errors that are the request's fault wrap
-// model.ErrInvalid, and so does DuckDB's generic Invalid error type, with
+// model.ErrInvalid, and so do DuckDB's generic Invalid error type, with
 // which its readers report some malformed files (a corrupt Parquet footer:
-// "don't know what type").
+// "don't know what type"), and its I/O errors, with which it reports a
+// corrupt gzip or zstd stream ("Input is not a GZIP stream", "Data
+// corruption detected"): the file was just staged on local disk, and
+// retrying a bad file would block the model.
 func (p *payloadRef) readError(fn, what, local string, err error) error {
 	var de *duckdb.Error
 	if !errors.As(err, &de) {
@@ -455,7 +458,7 @@ func (p *payloadRef) readError(fn, what, local string, err error) error {
 		return fmt.Errorf("%s: %s: %w", fn, what, model.Shorten(err))
 	}
 	gist := duckGist(de.Msg, local, path.Base(p.URI))
-	bad := de.Type == duckdb.ErrorTypeInvalid || requestFault(de.Type)
+	bad := de.Type == duckdb.ErrorTypeInvalid || de.Type == duckdb.ErrorTypeIO || requestFault(de.Type)
 	switch {
 	case bad && what == "":
 		return p.notValid(fn, gist, err)

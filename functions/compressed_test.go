@@ -93,6 +93,20 @@ func TestAppendCompressedAndLineDelimited(t *testing.T) {
 	if strings.Contains(err.Error(), "\n") {
 		t.Errorf("multi-line error %q", err)
 	}
+	// DuckDB reports a corrupt gzip or zstd stream as an I/O error; it is
+	// the file's fault (model.ErrInvalid), not the disk's.
+	big := []byte("id,v\n")
+	for i := range 200000 {
+		big = fmt.Appendf(big, "%d,value %d\n", i, i)
+	}
+	corrupt := zstded(t, big)
+	for i := len(corrupt) / 2; i < len(corrupt)/2+64; i++ {
+		corrupt[i] ^= 0x5a
+	}
+	m.put("staging/m/r1/notgz.csv.gz", []byte("id,v\n1,a\n"))
+	m.applyErr("append", `{"table":"t","payload":{"uri":"staging/m/r1/notgz.csv.gz"}}`, `staged file "notgz.csv.gz" is not a valid CSV file`)
+	m.put("staging/m/r1/corrupt.csv.zst", corrupt)
+	m.applyErr("append", `{"table":"t","payload":{"uri":"staging/m/r1/corrupt.csv.zst"}}`, `staged file "corrupt.csv.zst" is not a valid CSV file`)
 	for _, tc := range []struct{ uri, want string }{
 		{"staging/m/r1/f.parquet.gz", "only CSV and JSON files may be compressed"},
 		{"staging/m/r1/f.arrow.zst", "only CSV and JSON files may be compressed"},

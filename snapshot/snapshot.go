@@ -30,7 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
+	"github.com/cenkalti/backoff/v5"
 
 	"github.com/teatree/teatree/duck"
 )
@@ -383,13 +383,15 @@ func storedColumns(ctx context.Context, conn *sql.Conn, db, schema, name, create
 // removes its WAL. A transaction of another connection that read the
 // catalog while the snapshot was attached holds it until it ends.
 func waitClosed(ctx context.Context, path string) error {
-	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(time.Millisecond), backoff.WithMaxInterval(100*time.Millisecond), backoff.WithMaxElapsedTime(closeTimeout))
-	return backoff.Retry(func() error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = time.Millisecond, 100*time.Millisecond
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		if _, err := os.Stat(path + ".wal"); err == nil {
-			return fmt.Errorf("snapshot: %s still has a WAL %s after detach: a transaction that saw it attached has not ended", path, closeTimeout)
+			return struct{}{}, fmt.Errorf("snapshot: %s still has a WAL %s after detach: a transaction that saw it attached has not ended", path, closeTimeout)
 		}
-		return nil
-	}, backoff.WithContext(b, ctx))
+		return struct{}{}, nil
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(closeTimeout))
+	return err
 }
 
 // closeTimeout bounds waitClosed.
