@@ -128,14 +128,16 @@ func TestArchiveWritesWhatChanged(t *testing.T) {
 			t.Fatalf("the one-row append rewrote %s", k)
 		}
 	}
-	// The files written whole and by the append have no row hash yet: the
-	// first update rewrites them (byte-identical, so not uploaded again)
-	// and learns their hashes; the next update rewrites only its file.
+	// Each update rewrites only the file holding its rows (file 0, then
+	// file 2): the bytes written are that file's.
 	update := func(id string, lo, hi int) snapshot.Manifest {
 		return checkArchive(t, s, m, submitVersion(t, s, stacktest.Request(m, id, "update", map[string]any{"table": "big", "set": map[string]any{"h": id},
 			"where": []map[string]any{{"column": "id", "op": ">=", "value": lo}, {"column": "id", "op": "<", "value": hi}}})))
 	}
-	update("upd-first", 0, 10)
+	first := update("upd-first", 0, 10)
+	if f0 := table(t, first, "big").Files[0]; first.ParquetWritten != f0.Bytes {
+		t.Fatalf("an update of 10 rows in file 0 wrote %d bytes, want file 0's %d", first.ParquetWritten, f0.Bytes)
+	}
 	mf := update("upd", 2100, 2200)
 	upd := table(t, mf, "big")
 	var rewritten int
