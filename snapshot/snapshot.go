@@ -77,14 +77,14 @@ type Manifest struct {
 	// Snapshot is the DuckDB file (Format "file" or empty), or for Format
 	// "blocks" its block map: Key the map, Bytes the file's size, SHA256
 	// the map's root digest (package blocks).
-	Snapshot   File    `json:"snapshot"`
-	Format     string  `json:"snapshot_format,omitempty"`
-	Uploaded   int64   `json:"uploaded_bytes,omitempty"` // bytes this version put in the object store
+	Snapshot File   `json:"snapshot"`
+	Format   string `json:"snapshot_format,omitempty"`
+	Uploaded int64  `json:"uploaded_bytes,omitempty"` // bytes this version put in the object store
 	// ParquetWritten is the bytes of the data files the cut wrote, some
 	// perhaps the same as stored ones (content-addressed, not uploaded again).
-	ParquetWritten int64 `json:"parquet_written_bytes,omitempty"`
-	Compaction bool    `json:"compaction,omitempty"`     // cut from a compact copy of the live file
-	Tables     []Table `json:"tables"`
+	ParquetWritten int64   `json:"parquet_written_bytes,omitempty"`
+	Compaction     bool    `json:"compaction,omitempty"` // cut from a compact copy of the live file
+	Tables         []Table `json:"tables"`
 }
 
 // File is an object with its size in bytes and sha256 (hex).
