@@ -1,0 +1,86 @@
+package profile
+
+import (
+	"context"
+	"testing"
+
+	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/snapshot"
+)
+
+// TestMergeTypes: for columns of many types (with NULLs, NaN, infinities,
+// BC dates, text that orders differently from its numbers), the merge of
+// the profiles of every row alone equals the profile of all rows: min, max,
+// nulls, distinct and the frequent values, and the merge survives
+// MarshalBinary and Decode.
+func TestMergeTypes(t *testing.T) {
+	ctx := context.Background()
+	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE t AS SELECT * FROM (VALUES
+		(9, 2.5::DECIMAL(9,2), 'nan'::DOUBLE, DATE '2020-01-01', TIMESTAMP '2020-01-01 10:00:00.5', TIMESTAMPTZ '2020-01-01 00:00:00+00', 'b', true, [1], HUGEINT '170141183460469231731687303715884105727', 1::UBIGINT),
+		(10, 14.00, -1e300, DATE '0044-03-15 (BC)', TIMESTAMP '2020-01-01 10:00:00.25', TIMESTAMPTZ 'infinity', 'a', false, NULL, -5, 18446744073709551615::UBIGINT),
+		(-3, NULL, 'inf'::DOUBLE, 'infinity'::DATE, TIMESTAMP '-infinity', NULL, 'b', NULL, [2, 3], 12, 2),
+		(NULL, -0.01, 0.5, DATE '2020-01-02', TIMESTAMP '1969-12-31 23:59:59', TIMESTAMPTZ '1900-01-01 00:00:00+00', 'ab', true, [], NULL, NULL)
+	) v(i, dec, dbl, d, ts, tz, s, b, l, h, u)`); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := snapshot.DescribeCurrent(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := tables[0].Columns
+	whole, err := Build(ctx, conn, "t", cols, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []*Profile
+	for _, w := range []string{"rowid = 3", "rowid = 1", "rowid = 0", "rowid = 2", "false"} {
+		p, err := Build(ctx, conn, "t", cols, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := p.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err = Decode(data); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, p)
+	}
+	m, err := MergeAll(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range m.Columns {
+		w := whole.Columns[i]
+		text := func(b *Bound) string {
+			if b == nil {
+				return "<nil>"
+			}
+			return b.Text
+		}
+		if text(c.Min) != text(w.Min) || text(c.Max) != text(w.Max) || c.Nulls != w.Nulls || c.Distinct() != w.Distinct() {
+			t.Errorf("%s %s: merged min %s max %s nulls %d distinct %d; whole %s %s %d %d", c.Name, c.Type, text(c.Min), text(c.Max), c.Nulls, c.Distinct(), text(w.Min), text(w.Max), w.Nulls, w.Distinct())
+		}
+		if len(c.Top) != len(w.Top) {
+			t.Errorf("%s: merged top %+v, whole %+v", c.Name, c.Top, w.Top)
+			continue
+		}
+		for j := range c.Top {
+			if c.Top[j] != w.Top[j] {
+				t.Errorf("%s: merged top %+v, whole %+v", c.Name, c.Top, w.Top)
+				break
+			}
+		}
+	}
+}
