@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -220,4 +221,131 @@ func short(s string) string {
 		return string(r[:31]) + "…"
 	}
 	return s
+}
+
+// columnDiff is how a column's profile changed from version A to B (a
+// column in both): the fields set are those that changed.
+type columnDiff struct {
+	Column        string   `json:"column"`
+	NullShareFrom *float64 `json:"null_share_from,omitempty"`
+	NullShareTo   *float64 `json:"null_share_to,omitempty"`
+	DistinctFrom  *uint64  `json:"distinct_from,omitempty"` // approximate
+	DistinctTo    *uint64  `json:"distinct_to,omitempty"`
+	MinFrom       *string  `json:"min_from,omitempty"`
+	MinTo         *string  `json:"min_to,omitempty"`
+	MaxFrom       *string  `json:"max_from,omitempty"`
+	MaxTo         *string  `json:"max_to,omitempty"`
+	TopEntered    []string `json:"top_entered,omitempty"` // values in B's top 10, not A's
+	TopLeft       []string `json:"top_left,omitempty"`    // values in A's top 10, not B's
+}
+
+// profileDiff is added to each row of `teactl diff --json` (beside
+// snapshot.TableDiff's fields): the profile changes of the columns in both versions (profiles_error
+// when a version's table has no profile).
+type profileDiff struct {
+	Columns []columnDiff `json:"columns_profile,omitempty"`
+	Error   string       `json:"profiles_error,omitempty"`
+}
+
+// diffProfiles compares the column profiles of table in a and b (tables
+// in both versions).
+func diffProfiles(a, b tableProfile) profileDiff {
+	switch {
+	case a.Error != "":
+		return profileDiff{Error: a.Error}
+	case b.Error != "":
+		return profileDiff{Error: b.Error}
+	}
+	from := map[string]columnProfile{}
+	for _, c := range a.Columns {
+		from[c.Name] = c
+	}
+	var out profileDiff
+	for _, cb := range b.Columns {
+		ca, ok := from[cb.Name]
+		if !ok {
+			continue
+		}
+		d := columnDiff{Column: cb.Name}
+		changed := false
+		// A share moving by less than 0.05 percentage points is not shown.
+		if math.Abs(ca.NullShare-cb.NullShare) >= 0.0005 {
+			d.NullShareFrom, d.NullShareTo, changed = &ca.NullShare, &cb.NullShare, true
+		}
+		if ca.Distinct != nil && cb.Distinct != nil && *ca.Distinct != *cb.Distinct {
+			d.DistinctFrom, d.DistinctTo, changed = ca.Distinct, cb.Distinct, true
+		}
+		if text(ca.Min) != text(cb.Min) {
+			d.MinFrom, d.MinTo, changed = ca.Min, cb.Min, true
+		}
+		if text(ca.Max) != text(cb.Max) {
+			d.MaxFrom, d.MaxTo, changed = ca.Max, cb.Max, true
+		}
+		d.TopEntered, d.TopLeft = topChanges(ca.Top, cb.Top)
+		if changed || d.TopEntered != nil || d.TopLeft != nil {
+			out.Columns = append(out.Columns, d)
+		}
+	}
+	return out
+}
+
+func text(s *string) string {
+	if s == nil {
+		return "<none>"
+	}
+	return *s
+}
+
+// topChanges returns the values of b's top not in a's, and of a's not in b's.
+func topChanges(a, b []topValue) (entered, left []string) {
+	in := func(vs []topValue, s string) bool {
+		for _, v := range vs {
+			if v.Value == s {
+				return true
+			}
+		}
+		return false
+	}
+	for _, v := range b {
+		if !in(a, v.Value) {
+			entered = append(entered, v.Value)
+		}
+	}
+	for _, v := range a {
+		if !in(b, v.Value) {
+			left = append(left, v.Value)
+		}
+	}
+	return entered, left
+}
+
+// String is d in one line: "nulls 0.0% → 20.0%, distinct ~4 → ~5, …".
+func (d columnDiff) String() string {
+	var parts []string
+	if d.NullShareFrom != nil {
+		parts = append(parts, fmt.Sprintf("nulls %.1f%% → %.1f%%", 100**d.NullShareFrom, 100**d.NullShareTo))
+	}
+	if d.DistinctFrom != nil {
+		parts = append(parts, fmt.Sprintf("distinct ~%d → ~%d", *d.DistinctFrom, *d.DistinctTo))
+	}
+	if d.MinFrom != nil || d.MinTo != nil {
+		parts = append(parts, "min "+short(text(d.MinFrom))+" → "+short(text(d.MinTo)))
+	}
+	if d.MaxFrom != nil || d.MaxTo != nil {
+		parts = append(parts, "max "+short(text(d.MaxFrom))+" → "+short(text(d.MaxTo)))
+	}
+	quote := func(vs []string) string {
+		out := make([]string, len(vs))
+		for i, v := range vs {
+			out[i] = short(v)
+		}
+		return strings.Join(out, ", ")
+	}
+	if d.TopEntered != nil {
+		parts = append(parts, "top entered: "+quote(d.TopEntered))
+	}
+	if d.TopLeft != nil {
+		parts = append(parts, "top left: "+quote(d.TopLeft))
+	}
+	return strings.Join(parts, "; ")
 }

@@ -17,7 +17,8 @@ import (
 )
 
 // TestProfileCommand: teactl profile prints the profile of a table (small,
-// so one data file) with the exact counts of its few rows; --json has the same; a file without a profile is
+// so one data file) with the exact counts of its few rows; --json has the
+// same; teactl diff adds what changed in the columns' profiles; a file without a profile is
 // named; a missing table is one line and exit 1.
 func TestProfileCommand(t *testing.T) {
 	ctx := context.Background()
@@ -57,7 +58,7 @@ func TestProfileCommand(t *testing.T) {
 		t.Errorf("item: %+v", item)
 	}
 	if *price.Min != "2.50" || *price.Max != "14.00" || *price.Distinct != 4 {
-		t.Errorf("price (compared as numbers, not text): %+v", price)
+		t.Errorf("price (2.50 < 14.00 as numbers): %+v", price)
 	}
 	if day.Nulls != 2 || day.NullShare != 0.4 || *day.Min != "2026-01-01" || *day.Max != "2026-01-03" {
 		t.Errorf("day: %+v", day)
@@ -70,6 +71,20 @@ func TestProfileCommand(t *testing.T) {
 		t.Fatalf("profile: exit %d, %s\n%s", code, errOut, out)
 	}
 	t.Logf("teactl profile shop:\n%s", out)
+
+	// teactl diff adds the profile changes of the second append.
+	out, errOut, code = teactl(t, ctx, env, "diff", "shop", "2", "3")
+	if code != 0 || !strings.Contains(out, "orders.day: nulls 33.3% → 40.0%") || !strings.Contains(out, "orders.item: distinct ~2 → ~3; top entered: scone") || !strings.Contains(out, "orders.id: distinct ~3 → ~5; max 3 → 5; top entered: 4, 5") {
+		t.Errorf("diff 2 3: exit %d, %s\n%s", code, errOut, out)
+	}
+	out, errOut, code = teactl(t, ctx, env, "diff", "shop", "2", "3", "--json")
+	var rows []struct {
+		Table   string       `json:"table"`
+		Columns []columnDiff `json:"columns_profile"`
+	}
+	if err := json.Unmarshal([]byte(out), &rows); code != 0 || err != nil || len(rows) != 1 || rows[0].Table != "orders" || len(rows[0].Columns) != 5 {
+		t.Errorf("diff --json: exit %d, %v %s\n%s", code, err, errOut, out)
+	}
 
 	// A data file whose profile is gone is named.
 	v, err := s.Ctl.GetVersion(ctx, "shop", 0)
@@ -92,6 +107,10 @@ func TestProfileCommand(t *testing.T) {
 	_, errOut, code = teactl(t, ctx, env, "profile", "shop", "orders")
 	if code != 1 || !strings.Contains(errOut, "no profile for file "+files[0].SHA256) {
 		t.Errorf("profile with a file's profile deleted: exit %d, %s", code, errOut)
+	}
+	out, _, code = teactl(t, ctx, env, "diff", "shop", "2", "3")
+	if code != 0 || !strings.Contains(out, "orders: profiles not compared: no profile for file") {
+		t.Errorf("diff with a file's profile deleted: exit %d\n%s", code, out)
 	}
 	_, errOut, code = teactl(t, ctx, env, "profile", "shop", "nope")
 	if code != 1 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
