@@ -11,8 +11,9 @@ import (
 	"github.com/teatree/teatree/snapshot"
 )
 
-// maxObject is the largest profile object Load reads: a profile is about
-// 32 KiB per column, so 64 MiB is some 2,000 columns.
+// maxObject is the largest profile Load reads or Decode decompresses: a
+// profile is at most 27.5 KB per column uncompressed, so 64 MiB is some
+// 2,400 columns.
 const maxObject = 64 << 20
 
 // ErrNoProfile is returned (wrapped) by Load when a data file has no
