@@ -17,6 +17,11 @@ import (
 // maxima of every column, then per sketched column one query grouping its
 // values, whose results (at most Candidates+1 values, 2^Precision registers
 // and Width·Depth counters) fill the sketches.
+//
+// Every statement is prepared first: an error in DuckDB ends the current
+// transaction, except at prepare time (binding, types), so a column Build
+// cannot handle fails there and leaves the caller's transaction usable.
+// An error while a statement runs (out of memory, cancelled) does end it.
 func Build(ctx context.Context, conn *sql.Conn, table string, cols []snapshot.Column, where string) (*Profile, error) {
 	from := " FROM main." + duck.Ident(table)
 	cond := "true"
@@ -70,7 +75,12 @@ func Build(ctx context.Context, conn *sql.Conn, table string, cols []snapshot.Co
 			dest = append(dest, &a.min, &a.max)
 		}
 	}
-	if err := conn.QueryRowContext(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM (SELECT "+strings.Join(inner, ", ")+from+" WHERE "+cond+")").Scan(dest...); err != nil {
+	st, err := conn.PrepareContext(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM (SELECT "+strings.Join(inner, ", ")+from+" WHERE "+cond+")")
+	if err != nil {
+		return nil, fmt.Errorf("profile: count the columns of %s: %w", table, err)
+	}
+	defer st.Close()
+	if err := st.QueryRowContext(ctx).Scan(dest...); err != nil {
 		return nil, fmt.Errorf("profile: count the columns of %s: %w", table, err)
 	}
 	for i, c := range p.Columns {
@@ -107,7 +117,12 @@ func sketch(ctx context.Context, conn *sql.Conn, from, cond string, c *Column) e
 		" (SELECT 0::UTINYINT AS k, h AS a, n::UBIGINT AS b, v::VARCHAR AS t FROM g ORDER BY n DESC, t LIMIT " + fmt.Sprint(Candidates+1) + ")" +
 		" UNION ALL SELECT 1, h >> " + fmt.Sprint(64-Precision) + ", min(h & " + low + "::UBIGINT), NULL FROM g GROUP BY 2" +
 		" UNION ALL SELECT 2, c, sum(n)::UBIGINT, NULL FROM (SELECT unnest([" + strings.Join(cells, ", ") + "]) AS c, n FROM g) GROUP BY c"
-	rows, err := conn.QueryContext(ctx, q)
+	st, err := conn.PrepareContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rows, err := st.QueryContext(ctx)
 	if err != nil {
 		return err
 	}

@@ -84,3 +84,35 @@ func TestMergeTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildErrorKeepsTransaction: a Build that fails (here a column the
+// table lacks) fails at prepare time, leaving the caller's transaction
+// usable: the archive then publishes the data file without its profile.
+func TestBuildErrorKeepsTransaction(t *testing.T) {
+	ctx := context.Background()
+	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE t AS SELECT range AS i FROM range(10)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	for _, cols := range [][]snapshot.Column{{{Name: "gone", Type: "INTEGER"}}, {{Name: "i", Type: "BIGINT"}, {Name: "gone", Type: "VARCHAR"}}} {
+		if _, err := Build(ctx, conn, "t", cols, ""); err == nil {
+			t.Fatalf("Build of columns %v: no error", cols)
+		}
+	}
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 10 {
+		t.Fatalf("after a failed Build the transaction reads %d rows, %v", n, err)
+	}
+}
