@@ -64,6 +64,9 @@ var (
 	// smallTableBytes: a changed table whose data files are smaller than
 	// this in all is written whole, as one file.
 	smallTableBytes int64 = 1 << 20
+	// profiling: every data file written gets its column profile
+	// (profile.Build); off only to measure its cost.
+	profiling = true
 ) // variables only so tests can make them small
 
 // dataFile is a data file of a cut with its range of rowids and its rows'
@@ -321,10 +324,12 @@ func (a *archiver) write(ctx context.Context, t *cutTable, lo, hi int64) error {
 	if err := a.conn.QueryRowContext(ctx, q).Scan(&d.Rows, &d.RowHash); err != nil {
 		return fmt.Errorf("hash the rows of %s: %w", t.Name, err)
 	}
-	if err := writeProfile(ctx, a.conn, t, where, path+".profile"); err != nil {
-		a.log.Warn("data file archived without its column profile", "table", t.Name, "file", filepath.Base(path), "err", err)
-	} else {
-		d.Profile = path + ".profile"
+	if profiling {
+		if err := writeProfile(ctx, a.conn, t, where, path+".profile"); err != nil {
+			a.log.Warn("data file archived without its column profile", "table", t.Name, "file", filepath.Base(path), "err", err)
+		} else {
+			d.Profile = path + ".profile"
+		}
 	}
 	t.Data = append(t.Data, d)
 	return nil
@@ -341,7 +346,7 @@ func writeProfile(ctx context.Context, conn *sql.Conn, t *cutTable, where, path 
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
