@@ -2,6 +2,7 @@ package profile
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/teatree/teatree/duck"
@@ -114,5 +115,38 @@ func TestBuildErrorKeepsTransaction(t *testing.T) {
 	var n int
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 10 {
 		t.Fatalf("after a failed Build the transaction reads %d rows, %v", n, err)
+	}
+}
+
+// TestColumnNamesLikeAliases: columns named like the aliases Build's
+// queries use (n, v, h, k, a, b, t, c, mn0) are profiled as themselves.
+func TestColumnNamesLikeAliases(t *testing.T) {
+	ctx := context.Background()
+	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE "we""ird" AS SELECT range % 2 AS n, range % 3 AS v, range % 4 AS h, range % 5 AS k, range % 6 AS a, range % 7 AS b, range % 8 AS t, range % 9 AS c, range % 10 AS mn0, range % 11 AS "x y" FROM range(100)`); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := snapshot.DescribeCurrent(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Build(ctx, conn, `we"ird`, tables[0].Columns, "rowid < 50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range p.Columns {
+		want := uint64(i + 2)
+		if c.Distinct() != want || c.Max.Text != fmt.Sprint(want-1) || len(c.Top) != int(want) || c.Top[0].High != int64((50+want-1)/want) {
+			t.Errorf("%s: distinct %d max %s top %+v; want %d distinct values, max %d", c.Name, c.Distinct(), c.Max.Text, c.Top, want, want-1)
+		}
 	}
 }
