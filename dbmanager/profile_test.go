@@ -27,7 +27,8 @@ func fileSHAs(tb snapshot.Table) []string {
 // profile; after an append the new version's table profile (the merge of
 // its files' profiles) is the merge of the previous version's and the new
 // file's, and equals, in estimate, a profile built from the whole table
-// of the version's snapshot.
+// of the version's snapshot; so it does after an update (the rewritten
+// file re-profiled) and a delete.
 func TestProfileAfterAppend(t *testing.T) {
 	defer dbmanager.SetArchiveLimits(1000, 1024, 8)()
 	s := stacktest.New(t, queue.Config{})
