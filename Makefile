@@ -25,7 +25,7 @@ minio: ## build and cache the pinned MinIO used by the S3 tests
 test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
-chaos: data fuzz ## bounded fuzzing (20 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
+chaos: data fuzz ## bounded fuzzing (21 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
 	$(GO) test -count=1 -tags chaos -run '^TestChaosFull$$' -v -timeout 80m ./chaos $(CHAOSFLAGS)
 
 FUZZTIME ?= 30s
@@ -51,6 +51,7 @@ fuzz: ## run every fuzz target for FUZZTIME (30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMap$$' -fuzztime $(FUZZTIME) ./blocks
 	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./blocks
 	$(GO) test -run '^$$' -fuzz '^FuzzParseType$$' -fuzztime $(FUZZTIME) ./snapshot
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./profile
 
 demo: ## the main job on real data: 3 M flights through teactl dev (a few minutes)
 	scripts/demo.sh

@@ -4,11 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/profile"
 	"github.com/teatree/teatree/snapshot"
 )
 
@@ -65,6 +68,9 @@ var (
 	// smallTableBytes: a changed table whose data files are smaller than
 	// this in all is written whole, as one file.
 	smallTableBytes int64 = 1 << 20
+	// profiling: every data file written gets its column profile
+	// (profile.Build); off only to measure its cost.
+	profiling = true
 ) // variables only so tests can make them small
 
 // dataFile is a data file of a cut with its range of rowids and its rows'
@@ -74,6 +80,10 @@ type dataFile struct {
 	FirstRowID int64  `json:"first_rowid"`
 	RowHash    string `json:"row_hash"`        // sum of hash(row) over its rows, decimal
 	Local      string `json:"local,omitempty"` // written at this cut, to upload; "" when an earlier version's
+	// Profile is the local path of the file's column profile written with
+	// it (Local + ".profile"), to upload to snapshot.ProfileKey; "" when an
+	// earlier version's or when profiling failed.
+	Profile string `json:"profile,omitempty"`
 }
 
 // archiver writes the data files of one cut, in the cut's read transaction.
@@ -85,6 +95,7 @@ type archiver struct {
 	// previous cut, so rowids are renumbered.
 	rowidsMoved bool
 	written     int
+	log         *slog.Logger
 }
 
 // table fills in t.Data and t.NextRowID from b, the table in the previous
@@ -195,7 +206,7 @@ func (a *archiver) verify(ctx context.Context, t *cutTable, b cutTable) error {
 		switch {
 		case c.rows == 0:
 		case c.rows == f.Rows && c.hash == f.RowHash:
-			f.Local = ""
+			f.Local, f.Profile = "", ""
 			t.Data = append(t.Data, f)
 		default:
 			if err := a.write(ctx, t, f.FirstRowID, upper(b, i), c.hash); err != nil {
@@ -337,8 +348,41 @@ func (a *archiver) write(ctx context.Context, t *cutTable, lo, hi int64, hash st
 	if hash == "" {
 		d.RowHash = got
 	}
+	if profiling {
+		if err := writeProfile(ctx, a.conn, t, where, path+".profile"); err != nil {
+			a.log.Warn("data file archived without its column profile", "table", t.Name, "file", filepath.Base(path), "err", err)
+		} else {
+			d.Profile = path + ".profile"
+		}
+	}
 	t.Data = append(t.Data, d)
 	return nil
+}
+
+// writeProfile writes the column profile of the rows of t matching where
+// to path, fsynced.
+func writeProfile(ctx context.Context, conn *sql.Conn, t *cutTable, where, path string) error {
+	p, err := profile.Build(ctx, conn, t.Name, t.Columns, where)
+	if err != nil {
+		return err
+	}
+	data, err := p.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // upper is the end of the range of b's file i: the next file's first rowid,
@@ -372,7 +416,7 @@ func hasRowidColumn(cols []snapshot.Column) bool {
 func carried(files []dataFile) []dataFile {
 	out := make([]dataFile, len(files))
 	for i, f := range files {
-		f.Local = ""
+		f.Local, f.Profile = "", ""
 		out[i] = f
 	}
 	return out

@@ -209,7 +209,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
-	arch := archiver{conn: conn, dir: dir, model: m.cfg.Model, rowidsMoved: c.Compaction}
+	arch := archiver{conn: conn, dir: dir, model: m.cfg.Model, rowidsMoved: c.Compaction, log: m.log}
 	for i := range c.Tables {
 		t := &c.Tables[i]
 		b, ok := base[t.Name]
@@ -575,6 +575,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 				return err
 			}
 			uploaded += n
+			uploaded += m.uploadProfile(ctx, t.Name, f)
 		}
 		mf.Tables = append(mf.Tables, t.Table)
 	}
@@ -750,6 +751,25 @@ func (m *Manager) upload(ctx context.Context, key, path string, size int64) (int
 	}
 	m.meter.bytes.Add(ctx, size)
 	return size, nil
+}
+
+// uploadProfile uploads the column profile of data file f of table, if
+// it has one, and returns the bytes it put. A profile is not data: a
+// failure is logged and the version is published without it (readers say
+// the file has no profile).
+func (m *Manager) uploadProfile(ctx context.Context, table string, f dataFile) int64 {
+	if f.Profile == "" {
+		return 0
+	}
+	st, err := os.Stat(f.Profile)
+	if err == nil {
+		var n int64
+		if n, err = m.upload(ctx, snapshot.ProfileKey(m.cfg.Model, table, f.SHA256), f.Profile, st.Size()); err == nil {
+			return n
+		}
+	}
+	m.log.Warn("data file published without its column profile", "table", table, "file", f.SHA256, "err", err)
+	return 0
 }
 
 func (m *Manager) putManifest(ctx context.Context, mf snapshot.Manifest) error {

@@ -28,7 +28,8 @@
 // <sha256>.parquet) are shared by the versions that list them (Postgres
 // table data_file). A data file is deleted under the same rule as a
 // block: no retained version lists it, no version expired less than the
-// grace ago lists it, and the object is older than the grace.
+// grace ago lists it, and the object is older than the grace. Its column
+// profile (<sha256>.profile, snapshot.ProfileKey) goes with it.
 // Every map read is checked against the root digest the version records
 // (blocks.GetMap). If one cannot be read (missing, corrupt, unreadable),
 // the run deletes no block at all and returns the error: deleting with an
@@ -129,7 +130,13 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 		return res, fmt.Errorf("retention: %w", err)
 	}
 	for _, o := range objs {
-		if live[o.Key] || time.Since(o.Modified) < grace {
+		// A data file's column profile (snapshot.ProfileKey) lives as long
+		// as the file.
+		key := o.Key
+		if k, ok := strings.CutSuffix(key, ".profile"); ok {
+			key = k + ".parquet"
+		}
+		if live[key] || time.Since(o.Modified) < grace {
 			continue
 		}
 		if err := store.Delete(ctx, o.Key); err != nil {

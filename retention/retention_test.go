@@ -342,7 +342,7 @@ func TestBlockGCFailSafe(t *testing.T) {
 // TestDataFileGC: a Parquet data file is deleted only when no retained
 // version lists it, no version expired within the grace lists it, and the
 // object is older than the grace; a file shared by an expired and a
-// retained version stays.
+// retained version stays; a file's column profile goes and stays with it.
 func TestDataFileGC(t *testing.T) {
 	f := newFixture(t, 1)
 	ctx := context.Background()
@@ -351,6 +351,9 @@ func TestDataFileGC(t *testing.T) {
 		sum := fmt.Sprintf("%x", sha256.Sum256(data))
 		key := snapshot.ParquetKey(m, "t", sum)
 		if err := f.objs.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.objs.Put(ctx, snapshot.ProfileKey(m, "t", sum), bytes.NewReader(data), int64(len(data))); err != nil {
 			t.Fatal(err)
 		}
 		return controldb.DataFile{Key: key, SHA256: sum, Rows: 1, Bytes: int64(len(data))}
@@ -388,12 +391,12 @@ func TestDataFileGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, d := range own {
-		if want := i == 2; f.exists(d.Key) != want {
-			t.Fatalf("file of version %d: exists %v, want %v", i+1, !want, want)
+		if want := i == 2; f.exists(d.Key) != want || f.exists(snapshot.ProfileKey(m, "t", d.SHA256)) != want {
+			t.Fatalf("file of version %d or its profile: exists %v, want %v", i+1, !want, want)
 		}
 	}
-	if !f.exists(shared.Key) {
-		t.Fatal("a file the retained version lists was deleted")
+	if !f.exists(shared.Key) || !f.exists(snapshot.ProfileKey(m, "t", shared.SHA256)) {
+		t.Fatal("a file the retained version lists, or its profile, was deleted")
 	}
 	// An object no version lists yet (a version being published) is kept
 	// while younger than the grace.

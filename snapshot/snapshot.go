@@ -64,6 +64,12 @@ func ParquetKey(m, table, sha string) string {
 	return "models/" + m + "/tables/" + table + "/" + sha + ".parquet"
 }
 
+// ProfileKey is the object key of the column profile (package profile) of
+// the table's Parquet data file with that sha256, stored next to it.
+func ProfileKey(m, table, sha string) string {
+	return "models/" + m + "/tables/" + table + "/" + sha + ".profile"
+}
+
 // Manifest describes one published version. It is stored as manifest.json
 // next to the snapshot.
 type Manifest struct {

@@ -714,7 +714,7 @@ func diffCmd(e *env) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "diff MODEL A B",
-		Short: "per table: rows added and removed and schema changes from version A to B",
+		Short: "per table: rows added and removed, schema changes and column profile changes from version A to B",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, errA := strconv.ParseInt(args[1], 10, 64)
@@ -728,6 +728,7 @@ func diffCmd(e *env) *cobra.Command {
 			}
 			defer d.Close()
 			var paths [2]string
+			var profiles [2]map[string]tableProfile
 			for i, n := range []int64{a, b} {
 				v, err := d.Ctl.GetVersion(cmd.Context(), args[0], n)
 				if err != nil {
@@ -736,20 +737,53 @@ func diffCmd(e *env) *cobra.Command {
 				if paths[i], err = e.cached(cmd.Context(), d.Store, v); err != nil {
 					return err
 				}
+				vp, err := profileOf(cmd.Context(), d.Store, v, "")
+				if err != nil {
+					return err
+				}
+				profiles[i] = map[string]tableProfile{}
+				for _, t := range vp.Tables {
+					profiles[i][t.Name] = t
+				}
 			}
 			diffs, err := snapshot.Diff(cmd.Context(), paths[0], paths[1])
 			if err != nil {
 				return err
 			}
+			type row struct {
+				snapshot.TableDiff
+				profileDiff
+			}
+			rows := make([]row, len(diffs))
+			for i, t := range diffs {
+				rows[i].TableDiff = t
+				pa, okA := profiles[0][t.Table]
+				pb, okB := profiles[1][t.Table]
+				if okA && okB {
+					rows[i].profileDiff = diffProfiles(pa, pb)
+				}
+			}
 			if asJSON {
-				return e.printJSON(diffs)
+				return e.printJSON(rows)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TABLE\tCHANGE\tROWS ADDED\tROWS REMOVED\tSCHEMA")
 			for _, t := range diffs {
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Table, t.Change, t.RowsAdded, t.RowsRemoved, t.SchemaChanges())
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// Then what changed in the columns' profiles, a line a column.
+			for _, r := range rows {
+				if r.Error != "" {
+					fmt.Fprintf(e.stdout, "%s: profiles not compared: %s\n", r.Table, r.Error)
+				}
+				for _, c := range r.Columns {
+					fmt.Fprintf(e.stdout, "%s.%s: %s\n", r.Table, c.Column, c)
+				}
+			}
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
