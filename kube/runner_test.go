@@ -276,10 +276,17 @@ func runController(t *testing.T, client kubernetes.Interface, delay time.Duratio
 				for _, s := range list.Items {
 					if s.Spec.Replicas != nil && s.Status.Replicas != *s.Spec.Replicas {
 						time.Sleep(delay)
+						// The spec as it is now, not as listed before the
+						// delay: a Stop during it must not be undone by a
+						// stale status.
+						cur, err := client.AppsV1().StatefulSets(testNS).Get(ctx, s.Name, metav1.GetOptions{})
+						if err != nil || cur.Spec.Replicas == nil {
+							continue
+						}
 						// A patch of the status alone: the fake does not
 						// keep an update of the status subresource from
 						// overwriting spec with a stale copy.
-						patch := fmt.Appendf(nil, `{"status":{"replicas":%d}}`, *s.Spec.Replicas)
+						patch := fmt.Appendf(nil, `{"status":{"replicas":%d}}`, *cur.Spec.Replicas)
 						client.AppsV1().StatefulSets(testNS).Patch(ctx, s.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
 					}
 				}
