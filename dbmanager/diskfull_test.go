@@ -3,7 +3,6 @@ package dbmanager_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/teatree/teatree/controldb"
-	"github.com/teatree/teatree/dbmanager"
 	"github.com/teatree/teatree/internal/stacktest"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/queue"
@@ -65,21 +63,19 @@ func TestDiskFullRecovers(t *testing.T) {
 	full := func() bool {
 		return exits.Load() > 0 || strings.Contains(strings.ToLower(logs.String()), "no space left")
 	}
+	setLog := logTo(t, &logs)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			cfg := dbmanager.Config{Model: m, DataDir: s.DataDir, Threads: 1, MemoryLimit: "256MB", LeasePoll: 50 * time.Millisecond}
-			mgr, err := dbmanager.New(cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), s.JS, s.Ctl, s.Store)
-			if err != nil {
-				t.Error(err)
+			h := run(t, s, m, setLog)
+			select {
+			case <-ctx.Done():
 				return
+			case h.err = <-h.done:
+				h.ended.Store(true)
 			}
-			err = mgr.Run(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			t.Logf("db-manager exited: %v", err)
+			t.Logf("db-manager exited: %v", h.err)
 			if exits.Add(1) >= 2 {
 				grow()
 			}

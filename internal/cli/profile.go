@@ -94,9 +94,9 @@ top[{value, count, low, exact}]}]}].`,
 				return err
 			}
 			defer d.Close()
-			v, err := d.Ctl.GetVersion(cmd.Context(), args[0], version)
+			v, err := getVersion(cmd.Context(), d.Ctl, args[0], version)
 			if err != nil {
-				return versionErr(cmd.Context(), d.Ctl, args[0], version, err)
+				return err
 			}
 			table := ""
 			if len(args) == 2 {

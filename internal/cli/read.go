@@ -143,9 +143,9 @@ the next version (or within 30 s).`,
 			if follow {
 				return e.follow(cmd.Context(), d, args[0], out, asJSON)
 			}
-			v, err := d.Ctl.GetVersion(cmd.Context(), args[0], version)
+			v, err := getVersion(cmd.Context(), d.Ctl, args[0], version)
 			if err != nil {
-				return versionErr(cmd.Context(), d.Ctl, args[0], version, err)
+				return err
 			}
 			if out == "" {
 				out = fmt.Sprintf("%s-v%d.duckdb", v.Model, v.Version)
@@ -163,6 +163,16 @@ the next version (or within 30 s).`,
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per version pulled")
 	c.Flags().BoolVar(&follow, "follow", false, "keep the output file at the latest version until interrupted")
 	return c
+}
+
+// getVersion looks up version n of model m (0: the latest), its error
+// already what the user is told (versionErr).
+func getVersion(ctx context.Context, ctl *controldb.DB, m string, n int64) (controldb.Version, error) {
+	v, err := ctl.GetVersion(ctx, m, n)
+	if err != nil {
+		return v, versionErr(ctx, ctl, m, n, err)
+	}
+	return v, nil
 }
 
 // versionErr maps a failed version lookup to what the user is told.
@@ -410,9 +420,9 @@ func queryCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer d.Close()
-			v, err := d.Ctl.GetVersion(cmd.Context(), args[0], version)
+			v, err := getVersion(cmd.Context(), d.Ctl, args[0], version)
 			if err != nil {
-				return versionErr(cmd.Context(), d.Ctl, args[0], version, err)
+				return err
 			}
 			var db *sql.DB
 			if source == "parquet" {
@@ -730,9 +740,9 @@ func diffCmd(e *env) *cobra.Command {
 			var paths [2]string
 			var profiles [2]map[string]tableProfile
 			for i, n := range []int64{a, b} {
-				v, err := d.Ctl.GetVersion(cmd.Context(), args[0], n)
+				v, err := getVersion(cmd.Context(), d.Ctl, args[0], n)
 				if err != nil {
-					return versionErr(cmd.Context(), d.Ctl, args[0], n, err)
+					return err
 				}
 				if paths[i], err = e.cached(cmd.Context(), d.Store, v); err != nil {
 					return err
