@@ -225,7 +225,7 @@ func check(t *testing.T, ctx context.Context, c *cluster, ctl *controldb.DB, ack
 			continue
 		}
 		path := filepath.Join(work, m+".duckdb")
-		if _, err := snapshot.Fetch(ctx, store, v, path, blocks.FetchOptions{}); err != nil {
+		if _, _, err := snapshot.Fetch(ctx, store, v, path, blocks.FetchOptions{}); err != nil {
 			t.Errorf("%s version %d: snapshot (%s %s): %v", m, v.Version, v.SnapshotFormat, v.SHA256, err)
 			res.badVersions++
 			continue
@@ -344,7 +344,7 @@ func checkVersion(ctx context.Context, store objstore.Store, work string, v cont
 		return fmt.Errorf("manifest says version %d sha256 %s, Postgres %s", mf.Version, mf.Snapshot.SHA256, v.SHA256)
 	}
 	path := filepath.Join(work, fmt.Sprintf("%s-%d.duckdb", v.Model, v.Version))
-	if _, err := snapshot.Fetch(ctx, store, v, path, blocks.FetchOptions{}); err != nil {
+	if _, _, err := snapshot.Fetch(ctx, store, v, path, blocks.FetchOptions{}); err != nil {
 		return fmt.Errorf("snapshot (%s %s): %v", v.SnapshotFormat, v.SHA256, err)
 	}
 	defer os.Remove(path)

@@ -17,7 +17,7 @@ func objectFile(ctx context.Context, s *stacktest.Stack, key, path string) (stri
 
 // versionFile writes the snapshot of v to path, as a reader would.
 func versionFile(ctx context.Context, s *stacktest.Stack, v controldb.Version, path string) error {
-	_, err := snapshot.Fetch(ctx, s.Store, v, path, blocks.FetchOptions{})
+	_, _, err := snapshot.Fetch(ctx, s.Store, v, path, blocks.FetchOptions{})
 	return err
 }
 

@@ -358,7 +358,7 @@ func (m *Manager) restore(ctx context.Context) (int64, error) {
 	for _, f := range []string{m.cfg.dbPath() + ".wal", m.cfg.dbPath() + ".wal.checkpoint"} {
 		os.Remove(f) // a WAL without its file cannot be replayed onto a restored one
 	}
-	st, err := snapshot.Fetch(ctx, m.store, v, m.cfg.dbPath(), blocks.FetchOptions{})
+	_, st, err := snapshot.Fetch(ctx, m.store, v, m.cfg.dbPath(), blocks.FetchOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("dbmanager: restore version %d: %w", v.Version, err)
 	}

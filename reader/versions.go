@@ -1,0 +1,331 @@
+package reader
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/teatree/teatree/blocks"
+	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/snapshot"
+)
+
+// openVersion is one version open read-only in its own DuckDB instance.
+// refs counts the queries running on it (guarded by Server.mu); a retired
+// version (a newer one is the latest, or it was idle) is closed and its
+// file removed when its last query ends.
+type openVersion struct {
+	v       controldb.Version
+	path    string
+	db      *sql.DB
+	bm      *blocks.Map // block map of path (nil for a whole-file snapshot)
+	refs    int
+	retired bool
+	used    time.Time
+}
+
+// entry is a version being opened or open.
+type entry struct {
+	ready chan struct{} // closed when ov or err is set
+	ov    *openVersion
+	err   error
+}
+
+// modelState is what the reader holds of one model (guarded by Server.mu).
+type modelState struct {
+	latest   int64             // the version queries without one get; 0: none yet
+	versions map[int64]*entry  // open (or opening) versions
+	updating bool              // a newer latest is being opened
+	used     time.Time         // last query
+}
+
+// acquire returns version n of model m (0: the latest) open, with a
+// reference the caller gives back with release. It opens the version
+// (fetching its snapshot, reusing the blocks of an open version of the
+// model) when the reader does not hold it.
+func (s *Server) acquire(ctx context.Context, m string, n int64) (*openVersion, error) {
+	for {
+		s.mu.Lock()
+		ms := s.models[m]
+		if ms == nil {
+			ms = &modelState{versions: map[int64]*entry{}}
+			s.models[m] = ms
+		}
+		ms.used = time.Now()
+		want := n
+		if want == 0 {
+			want = ms.latest
+		}
+		if e := ms.versions[want]; want != 0 && e != nil {
+			s.mu.Unlock()
+			select {
+			case <-e.ready:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if e.err != nil {
+				s.mu.Lock()
+				if ms.versions[want] == e {
+					delete(ms.versions, want)
+				}
+				s.mu.Unlock()
+				return nil, e.err
+			}
+			s.mu.Lock()
+			if e.ov.retired && n == 0 {
+				s.mu.Unlock()
+				continue // a newer latest came meanwhile
+			}
+			if e.ov.retired {
+				// closed meanwhile (idle): open it again
+				if ms.versions[want] == e {
+					delete(ms.versions, want)
+				}
+				s.mu.Unlock()
+				continue
+			}
+			e.ov.refs++
+			e.ov.used = time.Now()
+			s.mu.Unlock()
+			return e.ov, nil
+		}
+		s.mu.Unlock()
+		// Not held: look the version up, open it, and retry the lookup.
+		v, err := s.ctl.GetVersion(ctx, m, n)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.open(ctx, m, v, n == 0); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// release gives back a reference of acquire.
+func (s *Server) release(ov *openVersion) {
+	s.mu.Lock()
+	ov.refs--
+	ov.used = time.Now()
+	closeNow := ov.refs == 0 && ov.retired
+	s.mu.Unlock()
+	if closeNow {
+		s.closeVersion(ov)
+	}
+}
+
+// open opens version v of model m unless it is open or opening, and makes
+// it the latest when latest is set and it is newer than the latest. It
+// returns the entry once ready.
+func (s *Server) open(ctx context.Context, m string, v controldb.Version, latest bool) (*entry, error) {
+	s.mu.Lock()
+	ms := s.models[m]
+	if ms == nil {
+		ms = &modelState{versions: map[int64]*entry{}, used: time.Now()}
+		s.models[m] = ms
+	}
+	e := ms.versions[v.Version]
+	if e == nil {
+		e = &entry{ready: make(chan struct{})}
+		ms.versions[v.Version] = e
+		reuse := s.reusable(ms)
+		s.mu.Unlock()
+		e.ov, e.err = s.build(ctx, v, reuse)
+		s.mu.Lock()
+		if e.err != nil {
+			delete(ms.versions, v.Version)
+		} else {
+			e.ov.used = time.Now()
+		}
+		close(e.ready)
+	}
+	s.mu.Unlock()
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if e.err != nil {
+		return nil, e.err
+	}
+	if latest {
+		s.promote(m, e)
+	}
+	return e, nil
+}
+
+// promote makes e's version the latest of model m when it is newer, and
+// retires the previous latest: queries running on it finish there, it is
+// closed when the last ends.
+func (s *Server) promote(m string, e *entry) {
+	var closeNow *openVersion
+	s.mu.Lock()
+	ms := s.models[m]
+	if ms != nil && e.ov != nil && !e.ov.retired && e.ov.v.Version > ms.latest {
+		if old := ms.versions[ms.latest]; old != nil && old.ov != nil {
+			old.ov.retired = true
+			delete(ms.versions, ms.latest)
+			if old.ov.refs == 0 {
+				closeNow = old.ov
+			}
+		}
+		ms.latest = e.ov.v.Version
+		s.log.Info("serving version", "model", m, "version", ms.latest)
+	}
+	s.mu.Unlock()
+	if closeNow != nil {
+		s.closeVersion(closeNow)
+	}
+}
+
+// reusable lists the open versions of ms with their block maps, newest
+// first, for a build to copy their blocks (s.mu held).
+func (s *Server) reusable(ms *modelState) blocks.FetchOptions {
+	opts := blocks.FetchOptions{Maps: map[string]*blocks.Map{}}
+	var best *openVersion
+	for _, e := range ms.versions {
+		select {
+		case <-e.ready:
+		default:
+			continue
+		}
+		if e.ov != nil && e.ov.bm != nil && (best == nil || e.ov.v.Version > best.v.Version) {
+			best = e.ov
+		}
+	}
+	if best != nil {
+		// The file stays: it is removed only once closed, after its
+		// queries, and a build holds no reference; a file removed meanwhile
+		// is skipped by blocks.Fetch (its blocks are downloaded).
+		opts.Reuse = []string{best.path}
+		opts.Maps[best.path] = best.bm
+	}
+	return opts
+}
+
+// build fetches v's snapshot into Dir/<model>/<version>-<seq>.duckdb, verifies
+// its row counts and opens it read-only.
+func (s *Server) build(ctx context.Context, v controldb.Version, opts blocks.FetchOptions) (*openVersion, error) {
+	dir := filepath.Join(s.cfg.Dir, v.Model)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("reader: %w", err)
+	}
+	// A sequence number keeps apart two opens of one version (a retired
+	// copy may still serve queries while the version is opened again).
+	path := filepath.Join(dir, strconv.FormatInt(v.Version, 10)+"-"+strconv.FormatUint(s.seq.Add(1), 10)+".duckdb")
+	start := time.Now()
+	bm, st, err := snapshot.Fetch(ctx, s.store, v, path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("reader: fetch %s version %d: %w", v.Model, v.Version, err)
+	}
+	if err := snapshot.Verify(ctx, path, v); err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("reader: %w", err)
+	}
+	db, err := duck.Open(ctx, path, duck.Options{ReadOnly: true, Threads: s.cfg.Threads, MemoryLimit: s.cfg.MemoryLimit})
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("reader: %w", err)
+	}
+	s.log.Debug("opened version", "model", v.Model, "version", v.Version, "fetched", st.Fetched, "reused", st.Reused, "took", time.Since(start))
+	return &openVersion{v: v, path: path, db: db, bm: bm}, nil
+}
+
+// closeVersion closes ov's DuckDB and removes its file.
+func (s *Server) closeVersion(ov *openVersion) {
+	if err := ov.db.Close(); err != nil {
+		s.log.Warn("close version", "model", ov.v.Model, "version", ov.v.Version, "err", err)
+	}
+	if err := os.Remove(ov.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove version", "path", ov.path, "err", err)
+	}
+	s.log.Debug("closed version", "model", ov.v.Model, "version", ov.v.Version)
+}
+
+// update opens the latest version of model m when it is newer than the one
+// served: called on an applied notification and by the poll. One update
+// per model runs at a time; queries keep the served version meanwhile.
+func (s *Server) update(ctx context.Context, m string) {
+	s.mu.Lock()
+	ms := s.models[m]
+	if ms == nil || ms.updating {
+		s.mu.Unlock()
+		return
+	}
+	ms.updating = true
+	have := ms.latest
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		ms.updating = false
+		s.mu.Unlock()
+	}()
+	v, err := s.ctl.GetVersion(ctx, m, 0)
+	if err != nil || v.Version <= have {
+		return
+	}
+	if _, err := s.open(ctx, m, v, true); err != nil && ctx.Err() == nil {
+		s.log.Warn("open newer version", "model", m, "version", v.Version, "err", err)
+	}
+}
+
+// sweep closes the versions no query used for IdleTimeout and forgets the
+// models none of whose versions is open.
+func (s *Server) sweep(now time.Time) {
+	var closing []*openVersion
+	s.mu.Lock()
+	for m, ms := range s.models {
+		for n, e := range ms.versions {
+			select {
+			case <-e.ready:
+			default:
+				continue
+			}
+			if e.ov == nil || e.ov.refs > 0 || now.Sub(e.ov.used) < s.cfg.IdleTimeout {
+				continue
+			}
+			e.ov.retired = true
+			delete(ms.versions, n)
+			closing = append(closing, e.ov)
+			if n == ms.latest {
+				ms.latest = 0
+			}
+		}
+		if len(ms.versions) == 0 && !ms.updating {
+			delete(s.models, m)
+		}
+	}
+	s.mu.Unlock()
+	for _, ov := range closing {
+		s.log.Info("closing idle version", "model", ov.v.Model, "version", ov.v.Version)
+		s.closeVersion(ov)
+	}
+}
+
+// closeAll closes every version (at shutdown, after the queries ended).
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	var all []*openVersion
+	for _, ms := range s.models {
+		for _, e := range ms.versions {
+			select {
+			case <-e.ready:
+				if e.ov != nil && !e.ov.retired {
+					e.ov.retired = true
+					all = append(all, e.ov)
+				}
+			default:
+			}
+		}
+	}
+	s.models = map[string]*modelState{}
+	s.mu.Unlock()
+	for _, ov := range all {
+		s.closeVersion(ov)
+	}
+}
