@@ -135,6 +135,7 @@ type pages struct {
 	cur     []byte
 	control string // subject to ask the next page on
 	last    bool   // the last page was taken
+	n       int    // pages taken
 	err     error
 }
 
@@ -164,6 +165,7 @@ func (p *pages) next() (*nats.Msg, error) {
 // take makes msg the current page and asks for the one after it.
 func (p *pages) take(msg *nats.Msg) {
 	p.cur = msg.Data
+	p.n++
 	p.last = msg.Header.Get(HeaderLast) == "true"
 	p.control = msg.Header.Get(HeaderNext)
 	if !p.last && p.control != "" {

@@ -46,8 +46,9 @@ type Server struct {
 	seq    atomic.Uint64
 	active atomic.Int64 // queries running
 
-	slots chan struct{}
-	wg    sync.WaitGroup
+	slots   chan struct{}
+	wg      sync.WaitGroup // the goroutines of queries and updates
+	closing bool           // Run is returning: no new goroutines (guarded by mu)
 }
 
 // New returns a reader over nc (queries and notifications), ctl (version
@@ -74,7 +75,12 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	defer cancel()
 	defer s.closeAll()
 	defer s.wg.Wait()
-	defer cancel()
+	defer func() {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
+		cancel()
+	}()
 
 	notes, err := s.nc.Subscribe(queue.NotifySubject("*"), func(msg *nats.Msg) {
 		n, err := notify.Decode(msg.Data)
@@ -105,16 +111,12 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	}
 	defer svc.Stop()
 	err = svc.AddEndpoint("query", micro.HandlerFunc(func(req micro.Request) {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serve(qctx, req)
-		}()
+		s.goTracked(func() { s.serve(qctx, req) })
 	}), micro.WithEndpointSubject(SubjectPrefix+"*"), micro.WithEndpointQueueGroup(QueueGroup))
 	if err != nil {
 		return fmt.Errorf("reader: add endpoint: %w", err)
 	}
-	if err := s.nc.FlushWithContext(ctx); err != nil {
+	if err := s.nc.FlushTimeout(10 * time.Second); err != nil {
 		return fmt.Errorf("reader: %w", err)
 	}
 	s.log.Info("reader serving", "subject", SubjectPrefix+"*", "dir", s.cfg.Dir)
@@ -148,10 +150,20 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 
 // goUpdate runs update(m) in a goroutine Run waits for.
 func (s *Server) goUpdate(ctx context.Context, m string) {
+	s.goTracked(func() { s.update(ctx, m) })
+}
+
+// goTracked runs f in a goroutine Run waits for, unless Run is returning.
+func (s *Server) goTracked(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.update(ctx, m)
+		f()
 	}()
 }
 

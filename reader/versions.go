@@ -39,10 +39,10 @@ type entry struct {
 
 // modelState is what the reader holds of one model (guarded by Server.mu).
 type modelState struct {
-	latest   int64             // the version queries without one get; 0: none yet
-	versions map[int64]*entry  // open (or opening) versions
-	updating bool              // a newer latest is being opened
-	used     time.Time         // last query
+	latest   int64            // the version queries without one get; 0: none yet
+	versions map[int64]*entry // open (or opening) versions
+	updating bool             // a newer latest is being opened
+	used     time.Time        // last query
 }
 
 // acquire returns version n of model m (0: the latest) open, with a
