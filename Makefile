@@ -3,6 +3,9 @@ GO      ?= go
 BIN     ?= bin
 # go test flags; CI adds nothing, a developer may pass e.g. TESTFLAGS='-run Lease -v'.
 TESTFLAGS ?=
+# duckdb-go's Arrow interface (the reader's query results) needs the
+# duckdb_arrow build tag; every build and test here sets it.
+export GOFLAGS += -tags=duckdb_arrow
 export TEATREE_MINIO_BIN ?= $(shell scripts/minio.sh --path 2>/dev/null)
 
 .PHONY: help build test vet fmt demo data clean minio chaos fuzz bench bench-large
@@ -25,8 +28,8 @@ minio: ## build and cache the pinned MinIO used by the S3 tests
 test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
-chaos: data fuzz ## bounded fuzzing (21 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
-	$(GO) test -count=1 -tags chaos -run '^TestChaosFull$$' -v -timeout 80m ./chaos $(CHAOSFLAGS)
+chaos: data fuzz ## bounded fuzzing (22 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
+	$(GO) test -count=1 -tags chaos,duckdb_arrow -run '^TestChaosFull$$' -v -timeout 80m ./chaos $(CHAOSFLAGS)
 
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME (30s) each
@@ -52,6 +55,7 @@ fuzz: ## run every fuzz target for FUZZTIME (30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./blocks
 	$(GO) test -run '^$$' -fuzz '^FuzzParseType$$' -fuzztime $(FUZZTIME) ./snapshot
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./profile
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./reader
 
 demo: ## the main job on real data: 3 M flights through teactl dev (a few minutes)
 	scripts/demo.sh

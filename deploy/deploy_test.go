@@ -184,6 +184,7 @@ func TestOverlays(t *testing.T) {
 			objs := renderT(t, dir)
 			checkWorkloads(t, objs)
 			checkDispatcher(t, objs)
+			checkReader(t, objs)
 			checkRBAC(t, objs)
 			checkNetworkPolicies(t, objs)
 			checkConfig(t, objs)
@@ -223,6 +224,23 @@ func checkWorkloads(t *testing.T, objs []runtime.Object) {
 		if ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
 			t.Errorf("namespace %s does not enforce the restricted pod security standard", ns.Name)
 		}
+	}
+}
+
+// checkReader: the readers run as a Deployment of a pinned image, with
+// no API server token.
+func checkReader(t *testing.T, objs []runtime.Object) {
+	t.Helper()
+	d := named[*appsv1.Deployment](objs, "teatree-reader")
+	if d == nil {
+		t.Fatal("no Deployment teatree-reader")
+	}
+	spec := d.Spec.Template.Spec
+	if img := spec.Containers[0].Image; strings.HasSuffix(img, ":latest") {
+		t.Errorf("reader image %s is not pinned", img)
+	}
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Error("reader pods mount a service account token")
 	}
 }
 

@@ -148,13 +148,12 @@ func (p *pages) next() (*nats.Msg, error) {
 	case err == nil:
 	case p.ctx.Err() != nil:
 		return nil, p.ctx.Err()
+	case errors.Is(err, nats.ErrNoResponders):
+		return nil, fmt.Errorf("%w on %s", ErrNoReader, Subject(p.model))
 	case errors.Is(err, context.DeadlineExceeded):
 		return nil, fmt.Errorf("%w on %s within %s", ErrNoReader, Subject(p.model), p.wait)
 	default:
 		return nil, fmt.Errorf("reader: query %s: %w", p.model, err)
-	}
-	if msg.Header.Get("Status") == "503" { // NATS: no responders
-		return nil, fmt.Errorf("%w on %s", ErrNoReader, Subject(p.model))
 	}
 	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
 		return nil, replyErr(code, msg.Header.Get(micro.ErrorHeader))

@@ -4,6 +4,7 @@ package reader
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -329,5 +330,101 @@ func waitFor(t *testing.T, ok func() bool, what string) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTwoReadersAnswerOnce: with two readers on the queue group each
+// request is answered by one of them, once; both are found by micro's
+// discovery ($SRV.PING, $SRV.INFO).
+func TestTwoReadersAnswerOnce(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	shop(t, s, 10)
+	startReader(t, s, Config{})
+	startReader(t, s, Config{})
+	ctx := context.Background()
+	for i := 0; i < 20; i++ {
+		// A raw request: count every reply message of the query.
+		inbox := s.NC.NewRespInbox()
+		sub, err := s.NC.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := Request{SQL: "SELECT 1"}.encode()
+		if err := s.NC.PublishRequest(Subject("shop"), inbox, body); err != nil {
+			t.Fatal(err)
+		}
+		replies := 0
+		for {
+			msg, err := sub.NextMsg(500 * time.Millisecond)
+			if err != nil {
+				break
+			}
+			if msg.Header.Get(HeaderLast) != "true" {
+				t.Fatalf("reply %d is not a last page: %v", replies, msg.Header)
+			}
+			replies++
+		}
+		sub.Unsubscribe()
+		if replies != 1 {
+			t.Fatalf("request %d: %d replies, want 1", i, replies)
+		}
+		if i == 0 {
+			res, err := Query(ctx, s.NC, "shop", "SELECT 1", Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Close()
+		}
+	}
+	// Discovery: both readers answer $SRV.PING.teatree-reader.
+	inbox := s.NC.NewRespInbox()
+	sub, err := s.NC.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := s.NC.PublishRequest("$SRV.PING."+ServiceName, inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for {
+		msg, err := sub.NextMsg(500 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		var ping struct {
+			Name string `json:"name"`
+			ID   string `json:"id"`
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(msg.Data, &ping); err != nil || ping.Name != ServiceName || ping.Type != "io.nats.micro.v1.ping_response" {
+			t.Fatalf("ping reply %s: %v", msg.Data, err)
+		}
+		ids[ping.ID] = true
+	}
+	if len(ids) != 2 {
+		t.Errorf("%d readers answered $SRV.PING, want 2", len(ids))
+	}
+	// $SRV.INFO lists the query endpoint and its subject.
+	msg, err := s.NC.Request("$SRV.INFO."+ServiceName, nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(msg.Data), `"subject":"teatree.query.*"`) || !strings.Contains(string(msg.Data), `"queue_group":"teatree-reader"`) {
+		t.Errorf("$SRV.INFO: %s", msg.Data)
+	}
+}
+
+// TestNoReader: without a reader Query says so at once (NATS no
+// responders), which teactl takes to query the local snapshot instead.
+func TestNoReader(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	start := time.Now()
+	_, err := Query(context.Background(), s.NC, "shop", "SELECT 1", Options{})
+	if !errors.Is(err, ErrNoReader) {
+		t.Fatalf("error %v, want ErrNoReader", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %s to find no reader", d)
 	}
 }

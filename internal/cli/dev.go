@@ -43,7 +43,8 @@ func devCmd(e *env) *cobra.Command {
 sync_interval always, loopback only), Postgres (--postgres-url, or a private
 cluster under DIR/postgres made with the local PostgreSQL binaries), a local
 directory object store (DIR/objects), and the dispatcher, which starts a
-db-manager per model as a child process (DuckDB files under DIR/models).
+db-manager per model as a child process (DuckDB files under DIR/models),
+and a reader that serves teactl query (versions under DIR/reader).
 
 It writes the TEATREE_* variables that point other teactl commands at it to
 DIR/env ('. DIR/env' in a shell). Starting again on the same DIR keeps all
@@ -153,6 +154,7 @@ func (e *env) dev(ctx context.Context, o devOpts) error {
 		fmt.Fprintf(e.stdout, "teatree dev stack running; point teactl at it with:\n\n  . %s\n\n%s\n%sCtrl-C stops it.\n", envFile, b.String(), consoleURL)
 		return nil
 	}
+	defer e.startDevReader(ctx, common, dir, o, log)()
 	err = app.RunDispatcher(ctx, cfg, []string{exe, "dbmanager"}, e.stderr)
 	if errors.Is(err, context.Canceled) {
 		err = nil
