@@ -30,6 +30,7 @@ import (
 	"github.com/teatree/teatree/internal/envflag"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
+	"github.com/teatree/teatree/reader"
 	"github.com/teatree/teatree/retention"
 	"github.com/teatree/teatree/snapshot"
 )
@@ -401,9 +402,10 @@ func evictLRU(base string, l cacheLimit, keep []string) error {
 func queryCmd(e *env) *cobra.Command {
 	var version int64
 	var format, source string
+	var local bool
 	c := &cobra.Command{
 		Use:   `query MODEL "SELECT …"`,
-		Short: "run one SELECT on a version's snapshot (pulled and cached), never on the live file",
+		Short: "run one SELECT through a reader, else on a version's snapshot (pulled and cached), never on the live file",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "table" && format != "csv" && format != "json" {
@@ -420,6 +422,11 @@ func queryCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer d.Close()
+			if !local && source == "snapshot" {
+				if done, err := e.remoteQuery(cmd.Context(), d.NC, args[0], args[1], version, format); done {
+					return err
+				}
+			}
 			v, err := getVersion(cmd.Context(), d.Ctl, args[0], version)
 			if err != nil {
 				return err
@@ -442,6 +449,7 @@ func queryCmd(e *env) *cobra.Command {
 	}
 	c.Flags().Int64Var(&version, "version", 0, "version to query (default: the latest)")
 	c.Flags().StringVar(&format, "format", "table", "output format: table, csv or json")
+	c.Flags().BoolVar(&local, "local", false, "query the pulled snapshot here even when a reader answers (same result)")
 	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table over its data files, as teactl archive lists them)")
 	e.cache.register(e, c)
 	return c
@@ -552,18 +560,27 @@ func (e *env) cachedParquet(ctx context.Context, store objstore.Store, dir strin
 // each row is DuckDB's to_json of the row, keys in column order. q runs
 // through DuckDB's query() table function: no SQL text is pasted around it.
 func writeQuery(ctx context.Context, w io.Writer, db *sql.DB, q, format string) error {
-	src := "query(" + duck.Literal(q) + ")"
-	wrapped := "SELECT COLUMNS(*)::VARCHAR FROM " + src
-	if format == "json" {
-		wrapped = "SELECT to_json(" + rowAlias + ")::VARCHAR FROM " + src + " AS " + rowAlias
-	}
-	rows, err := db.QueryContext(ctx, wrapped)
+	rows, err := db.QueryContext(ctx, reader.RenderSQL(q, format))
 	if err != nil {
 		// DuckDB's message ends with the query and a caret line.
 		msg, _, _ := strings.Cut(err.Error(), "\n")
 		return fmt.Errorf("%w: %s", model.ErrInvalid, msg)
 	}
 	defer rows.Close()
+	return printRows(w, rows, format)
+}
+
+// resultRows are the rows of a query rendered by reader.RenderSQL: a
+// *sql.Rows, or a reader's result (remoteRows).
+type resultRows interface {
+	Columns() ([]string, error)
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// printRows prints rows, rendered by reader.RenderSQL, in format.
+func printRows(w io.Writer, rows resultRows, format string) error {
 	cols, err := rows.Columns()
 	if err != nil {
 		return err
@@ -615,7 +632,7 @@ func writeQuery(ctx context.Context, w io.Writer, db *sql.DB, q, format string) 
 			buf.Reset()
 			obj := finiteJSON([]byte(vals[0].String))
 			if len(obj) == 0 || obj[0] != '{' {
-				return fmt.Errorf("%w: a column named %s hides the row: rename it", model.ErrInvalid, rowAlias)
+				return fmt.Errorf("%w: a column named %s hides the row: rename it", model.ErrInvalid, reader.RowAlias)
 			}
 			if err := json.Indent(&buf, obj, "  ", "  "); err != nil {
 				return fmt.Errorf("row %d: DuckDB rendered invalid JSON: %w", n+1, err)
@@ -628,6 +645,9 @@ func writeQuery(ctx context.Context, w io.Writer, db *sql.DB, q, format string) 
 		}
 	}
 	if err := rows.Err(); err != nil {
+		if errors.Is(err, model.ErrInvalid) || errors.Is(err, reader.ErrLimit) {
+			return err // a reader's, already what the user is told
+		}
 		msg, _, _ := strings.Cut(err.Error(), "\n")
 		return fmt.Errorf("%w: %s", model.ErrInvalid, msg)
 	}
@@ -644,10 +664,6 @@ func writeQuery(ctx context.Context, w io.Writer, db *sql.DB, q, format string) 
 	}
 	return bw.Flush()
 }
-
-// rowAlias names the query's result in the json wrapper; a column of that
-// name would shadow it.
-const rowAlias = "__teactl_row"
 
 // nonFinite are the tokens DuckDB's to_json writes for non-finite floats
 // (not JSON), and the JSON strings teactl prints instead: DuckDB's own
