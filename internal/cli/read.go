@@ -226,16 +226,8 @@ func (e *env) download(ctx context.Context, store objstore.Store, v controldb.Ve
 	default:
 		return p, fmt.Errorf("snapshot of %s version %d has format %q, which this teactl does not read: upgrade teactl", v.Model, v.Version, v.SnapshotFormat)
 	}
-	tables, err := snapshot.Describe(ctx, tmp.Name())
-	if err != nil {
+	if err := snapshot.Verify(ctx, tmp.Name(), v); err != nil {
 		return p, err
-	}
-	want := make([]snapshot.Table, len(v.Tables))
-	for i, t := range v.Tables {
-		want[i] = snapshot.Table{Name: t.Name, Rows: t.Rows}
-	}
-	if err := snapshot.SameRows(want, tables); err != nil {
-		return p, fmt.Errorf("snapshot of %s version %d does not match its content index: %w", v.Model, v.Version, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return p, err
