@@ -129,7 +129,7 @@ func collect(t *testing.T, res *Result) (rows, sum int64) {
 func TestQueryPagesAndVersions(t *testing.T) {
 	s := stacktest.New(t, queue.Config{})
 	v1 := shop(t, s, 3000)
-	startReader(t, s, Config{PageBytes: 16 << 10})
+	srv := startReader(t, s, Config{PageBytes: 16 << 10})
 	ctx := context.Background()
 
 	res, err := Query(ctx, s.NC, "shop", "SELECT id, v FROM t ORDER BY id", Options{})
@@ -178,6 +178,10 @@ func TestQueryPagesAndVersions(t *testing.T) {
 			t.Fatalf("the reader still serves version %d, %d was published", res.Version, v2)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// v2 was built from v1's blocks: it fetched less than its size.
+	if st := srv.Stats(); st.Reused == 0 || st.Versions["shop"] != v2 {
+		t.Errorf("stats %+v: want blocks reused and version %d served", st, v2)
 	}
 	// An explicit version is served too.
 	res, err = Query(ctx, s.NC, "shop", "SELECT count(*)::BIGINT FROM t", Options{Version: v1})
@@ -426,5 +430,37 @@ func TestNoReader(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %s to find no reader", d)
+	}
+}
+
+// TestIdleVersionsClose: a model no query used for IdleTimeout is closed
+// and its file removed; the next query opens it again.
+func TestIdleVersionsClose(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	shop(t, s, 10)
+	dir := filepath.Join(t.TempDir(), "reader")
+	srv := startReader(t, s, Config{Dir: dir, IdleTimeout: 300 * time.Millisecond})
+	for i := 0; i < 2; i++ {
+		res, err := Query(context.Background(), s.NC, "shop", "SELECT count(*)::BIGINT FROM t", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, n := collect(t, res); n != 10 {
+			t.Errorf("%d rows, want 10", n)
+		}
+		res.Close()
+		files, _ := filepath.Glob(filepath.Join(dir, "shop", "*.duckdb"))
+		if len(files) != 1 {
+			t.Errorf("files %v, want one open version", files)
+		}
+		waitFor(t, func() bool {
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			return len(srv.models) == 0
+		}, "the idle model to close")
+		files, _ = filepath.Glob(filepath.Join(dir, "shop", "*.duckdb"))
+		if len(files) != 0 {
+			t.Errorf("files %v left after the idle close", files)
+		}
 	}
 }

@@ -45,6 +45,8 @@ type Server struct {
 	models map[string]*modelState
 	seq    atomic.Uint64
 	active atomic.Int64 // queries running
+	// Bytes of snapshots downloaded and copied from a held version.
+	fetched, reused atomic.Int64
 
 	slots   chan struct{}
 	wg      sync.WaitGroup // the goroutines of queries and updates
@@ -105,6 +107,9 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		Version:     s.cfg.Version,
 		Description: "teatree read-only queries on published versions, Arrow IPC pages",
 		QueueGroup:  QueueGroup,
+		StatsHandler: func(*micro.Endpoint) any {
+			return s.Stats()
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("reader: add service: %w", err)
@@ -169,6 +174,27 @@ func (s *Server) goTracked(f func()) {
 
 // Active is the number of queries running.
 func (s *Server) Active() int64 { return s.active.Load() }
+
+// Stats is what a reader reports in the data of its endpoint's $SRV.STATS.
+type Stats struct {
+	Active   int64            `json:"active"`        // queries running
+	Versions map[string]int64 `json:"versions"`      // model → version served
+	Fetched  int64            `json:"fetched_bytes"` // snapshot bytes downloaded since start
+	Reused   int64            `json:"reused_bytes"`  // snapshot bytes copied from a held version
+}
+
+// Stats returns the reader's current figures.
+func (s *Server) Stats() Stats {
+	st := Stats{Active: s.active.Load(), Versions: map[string]int64{}, Fetched: s.fetched.Load(), Reused: s.reused.Load()}
+	s.mu.Lock()
+	for m, ms := range s.models {
+		if ms.latest != 0 {
+			st.Versions[m] = ms.latest
+		}
+	}
+	s.mu.Unlock()
+	return st
+}
 
 // serve answers one query request: error replies carry micro's error
 // headers; the result goes as pages to the request's reply subject.

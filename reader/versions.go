@@ -232,6 +232,8 @@ func (s *Server) build(ctx context.Context, v controldb.Version, opts blocks.Fet
 		os.Remove(path)
 		return nil, fmt.Errorf("reader: %w", err)
 	}
+	s.fetched.Add(st.Fetched)
+	s.reused.Add(st.Reused)
 	s.log.Debug("opened version", "model", v.Model, "version", v.Version, "fetched", st.Fetched, "reused", st.Reused, "took", time.Since(start))
 	return &openVersion{v: v, path: path, db: db, bm: bm}, nil
 }
