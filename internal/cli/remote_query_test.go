@@ -124,4 +124,20 @@ func TestQueryRemoteSameAsLocal(t *testing.T) {
 	if code == 0 || code != localCode || remoteErr != localErr {
 		t.Errorf("bad query: exit %d %q through the reader, %d %q locally", code, remoteErr, localCode, localErr)
 	}
+	// teactl ping finds the reader with the version it serves.
+	out, errOut, code := teactl(t, ctx, env, "ping", "--json")
+	if code != 0 {
+		t.Fatalf("ping: exit %d: %s", code, errOut)
+	}
+	var ps []pinged
+	if err := json.Unmarshal([]byte(out), &ps); err != nil || len(ps) != 1 || ps[0].Name != reader.ServiceName || len(ps[0].Endpoints) != 1 {
+		t.Fatalf("ping: %v: %s", err, out)
+	}
+	var st reader.Stats
+	if err := json.Unmarshal(ps[0].Endpoints[0].Data, &st); err != nil || st.Versions["types"] != 1 {
+		t.Errorf("ping: reader stats %s (%v), want version 1 of types served", ps[0].Endpoints[0].Data, err)
+	}
+	if out, _, _ := teactl(t, ctx, env, "ping"); !strings.Contains(out, reader.ServiceName) || !strings.Contains(out, `"types":1`) {
+		t.Errorf("ping table:\n%s", out)
+	}
 }
