@@ -216,7 +216,7 @@ func (s *Server) serve(ctx context.Context, req micro.Request) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	limit := r.timeout(s.cfg.MaxTime)
-	qctx, cancel := context.WithTimeoutCause(ctx, limit, fmt.Errorf("%w: the query of %s ran longer than %s (the reader's time limit): narrow it, or raise --max-time", ErrLimit, m, limit))
+	qctx, cancel := context.WithTimeoutCause(ctx, limit, timeLimitError{m, limit})
 	defer cancel()
 	select {
 	case s.slots <- struct{}{}:
@@ -242,6 +242,19 @@ func (s *Server) serve(ctx context.Context, req micro.Request) {
 	}
 }
 
+// timeLimitError ends a query that ran past its time limit; it is an
+// ErrLimit.
+type timeLimitError struct {
+	model string
+	limit time.Duration
+}
+
+func (e timeLimitError) Error() string {
+	return fmt.Sprintf("%v: the query of %s ran longer than %s (the reader's time limit): narrow it, or raise --max-time", ErrLimit, e.model, e.limit)
+}
+
+func (e timeLimitError) Is(target error) bool { return target == ErrLimit }
+
 // errCancelled ends a query the client cancelled or left.
 var errCancelled = errors.New("cancelled by the client")
 
@@ -249,7 +262,7 @@ var errCancelled = errors.New("cancelled by the client")
 func (s *Server) fail(reply, m string, err error) {
 	code := CodeInternal
 	switch {
-	case errors.Is(err, ErrLimit) && errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrLimit) && strings.Contains(err.Error(), "time limit"):
+	case errors.As(err, new(timeLimitError)):
 		code = CodeTimeout
 	case errors.Is(err, ErrLimit):
 		code = CodeTooLarge
