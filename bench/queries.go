@@ -113,5 +113,6 @@ func (b *bench) scenarioQueries(ctx context.Context) ([]Result, error) {
 		b.progress("%s: teactl %.0f ms (%.0f ms after start-up), DuckDB %.0f ms", q.id, newStat(total).Median, res.Teatree.Median, res.Baseline.Median)
 		out = append(out, res)
 	}
-	return out, nil
+	rr, err := b.readerQueries(ctx, m, path)
+	return append(out, rr...), err
 }
