@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,12 +67,17 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	if !arrowAvailable {
 		return ErrNoArrow
 	}
-	// Dir is the reader's own: files left by an earlier run are stale.
-	if err := os.RemoveAll(s.cfg.Dir); err != nil {
-		return fmt.Errorf("reader: %w", err)
-	}
 	if err := os.MkdirAll(s.cfg.Dir, 0o755); err != nil {
 		return fmt.Errorf("reader: %w", err)
+	}
+	// Versions left by an earlier run are stale: only files named as the
+	// reader names them go (<model>/<version>-<seq>.duckdb and a fetch's
+	// temporary .fetch or .blocks-*), nothing else a misdirected --dir may hold.
+	for _, pat := range []string{"*/*-*.duckdb", "*/*-*.duckdb.fetch", "*/.*-*.duckdb.blocks-*"} {
+		stale, _ := filepath.Glob(filepath.Join(s.cfg.Dir, pat))
+		for _, f := range stale {
+			os.Remove(f)
+		}
 	}
 	qctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -162,14 +168,21 @@ func (s *Server) goUpdate(ctx context.Context, m string) {
 func (s *Server) goTracked(f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.goTrackedLocked(f)
+}
+
+// goTrackedLocked is goTracked with s.mu held; false when Run is
+// returning (f does not run).
+func (s *Server) goTrackedLocked(f func()) bool {
 	if s.closing {
-		return
+		return false
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		f()
 	}()
+	return true
 }
 
 // Active is the number of queries running.
@@ -225,7 +238,7 @@ func (s *Server) serve(ctx context.Context, req micro.Request) {
 		s.fail(reply, m, context.Cause(qctx))
 		return
 	}
-	ov, err := s.acquire(qctx, m, r.Version)
+	ov, err := s.acquire(qctx, ctx, m, r.Version)
 	if err != nil {
 		if qctx.Err() != nil {
 			err = context.Cause(qctx)

@@ -48,8 +48,10 @@ type modelState struct {
 // acquire returns version n of model m (0: the latest) open, with a
 // reference the caller gives back with release. It opens the version
 // (fetching its snapshot, reusing the blocks of an open version of the
-// model) when the reader does not hold it.
-func (s *Server) acquire(ctx context.Context, m string, n int64) (*openVersion, error) {
+// model) when the reader does not hold it: the opening runs under
+// serverCtx (the reader's lifetime), so that a query that gives up (ctx)
+// does not fail the others waiting for the same version.
+func (s *Server) acquire(ctx, serverCtx context.Context, m string, n int64) (*openVersion, error) {
 	for {
 		s.mu.Lock()
 		ms := s.models[m]
@@ -101,7 +103,7 @@ func (s *Server) acquire(ctx context.Context, m string, n int64) (*openVersion, 
 		if err != nil {
 			return nil, err
 		}
-		if _, err := s.open(ctx, m, v, n == 0); err != nil {
+		if _, err := s.open(ctx, serverCtx, m, v, n == 0); err != nil {
 			return nil, err
 		}
 	}
@@ -121,8 +123,9 @@ func (s *Server) release(ov *openVersion) {
 
 // open opens version v of model m unless it is open or opening, and makes
 // it the latest when latest is set and it is newer than the latest. It
-// returns the entry once ready.
-func (s *Server) open(ctx context.Context, m string, v controldb.Version, latest bool) (*entry, error) {
+// returns the entry once ready, or ctx's error when ctx ends first; the
+// opening goes on under serverCtx.
+func (s *Server) open(ctx, serverCtx context.Context, m string, v controldb.Version, latest bool) (*entry, error) {
 	s.mu.Lock()
 	ms := s.models[m]
 	if ms == nil {
@@ -134,15 +137,22 @@ func (s *Server) open(ctx context.Context, m string, v controldb.Version, latest
 		e = &entry{ready: make(chan struct{})}
 		ms.versions[v.Version] = e
 		reuse := s.reusable(ms)
-		s.mu.Unlock()
-		e.ov, e.err = s.build(ctx, v, reuse)
-		s.mu.Lock()
-		if e.err != nil {
+		if !s.goTrackedLocked(func() {
+			ov, err := s.build(serverCtx, v, reuse)
+			s.mu.Lock()
+			e.ov, e.err = ov, err
+			if err != nil {
+				delete(ms.versions, v.Version)
+			} else {
+				ov.used = time.Now()
+			}
+			close(e.ready)
+			s.mu.Unlock()
+		}) {
 			delete(ms.versions, v.Version)
-		} else {
-			e.ov.used = time.Now()
+			e.err = errors.New("reader: shutting down")
+			close(e.ready)
 		}
-		close(e.ready)
 	}
 	s.mu.Unlock()
 	select {
@@ -271,7 +281,7 @@ func (s *Server) update(ctx context.Context, m string) {
 	if err != nil || v.Version <= have {
 		return
 	}
-	if _, err := s.open(ctx, m, v, true); err != nil && ctx.Err() == nil {
+	if _, err := s.open(ctx, ctx, m, v, true); err != nil && ctx.Err() == nil {
 		s.log.Warn("open newer version", "model", m, "version", v.Version, "err", err)
 	}
 }
