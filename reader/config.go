@@ -12,9 +12,9 @@ import (
 // Config configures a reader. Defaults are written next to each field and
 // filled by Validate.
 type Config struct {
-	// Dir holds the versions the reader has open, Dir/<model>/<version>.duckdb;
+	// Dir holds the versions the reader has open, Dir/<model>/<version>-<seq>.reader.duckdb;
 	// default ./reader ($TEATREE_READER_DIR). It is the reader's own: files
-	// there are removed when their version is closed.
+	// there are removed when their version is closed, and at start.
 	Dir string
 	// Threads and MemoryLimit are DuckDB's threads and memory_limit of each
 	// open version (one DuckDB instance per version, so that a query sees

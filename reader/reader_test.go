@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -439,7 +440,23 @@ func TestIdleVersionsClose(t *testing.T) {
 	s := stacktest.New(t, queue.Config{})
 	shop(t, s, 10)
 	dir := filepath.Join(t.TempDir(), "reader")
+	// A stale version of an earlier run goes at start; other files stay.
+	if err := os.MkdirAll(filepath.Join(dir, "shop"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stale, other := filepath.Join(dir, "shop", "1-1"+fileSuffix), filepath.Join(dir, "shop", "notes.duckdb")
+	for _, f := range []string{stale, other} {
+		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	srv := startReader(t, s, Config{Dir: dir, IdleTimeout: 300 * time.Millisecond})
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale version %s kept: %v", stale, err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("%s removed: %v", other, err)
+	}
 	for i := 0; i < 2; i++ {
 		res, err := Query(context.Background(), s.NC, "shop", "SELECT count(*)::BIGINT FROM t", Options{})
 		if err != nil {
@@ -449,7 +466,7 @@ func TestIdleVersionsClose(t *testing.T) {
 			t.Errorf("%d rows, want 10", n)
 		}
 		res.Close()
-		files, _ := filepath.Glob(filepath.Join(dir, "shop", "*.duckdb"))
+		files, _ := filepath.Glob(filepath.Join(dir, "shop", "*"+fileSuffix))
 		if len(files) != 1 {
 			t.Errorf("files %v, want one open version", files)
 		}
@@ -458,7 +475,7 @@ func TestIdleVersionsClose(t *testing.T) {
 			defer srv.mu.Unlock()
 			return len(srv.models) == 0
 		}, "the idle model to close")
-		files, _ = filepath.Glob(filepath.Join(dir, "shop", "*.duckdb"))
+		files, _ = filepath.Glob(filepath.Join(dir, "shop", "*"+fileSuffix))
 		if len(files) != 0 {
 			t.Errorf("files %v left after the idle close", files)
 		}

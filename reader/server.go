@@ -71,9 +71,9 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		return fmt.Errorf("reader: %w", err)
 	}
 	// Versions left by an earlier run are stale: only files named as the
-	// reader names them go (<model>/<version>-<seq>.duckdb and a fetch's
-	// temporary .fetch or .blocks-*), nothing else a misdirected --dir may hold.
-	for _, pat := range []string{"*/*-*.duckdb", "*/*-*.duckdb.fetch", "*/.*-*.duckdb.blocks-*"} {
+	// reader names them go (<model>/<version>-<seq>.reader.duckdb and a
+	// fetch's temporaries), nothing else a misdirected --dir may hold.
+	for _, pat := range []string{"*/*" + fileSuffix, "*/*" + fileSuffix + ".fetch", "*/.*" + fileSuffix + ".blocks-*"} {
 		stale, _ := filepath.Glob(filepath.Join(s.cfg.Dir, pat))
 		for _, f := range stale {
 			os.Remove(f)

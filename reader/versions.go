@@ -16,6 +16,10 @@ import (
 	"github.com/teatree/teatree/snapshot"
 )
 
+// fileSuffix ends the name of every file of an open version, so that a
+// restart removes the reader's stale files and nothing else.
+const fileSuffix = ".reader.duckdb"
+
 // openVersion is one version open read-only in its own DuckDB instance.
 // refs counts the queries running on it (guarded by Server.mu); a retired
 // version (a newer one is the latest, or it was idle) is closed and its
@@ -218,7 +222,7 @@ func (s *Server) reusable(ms *modelState) blocks.FetchOptions {
 	return opts
 }
 
-// build fetches v's snapshot into Dir/<model>/<version>-<seq>.duckdb, verifies
+// build fetches v's snapshot into Dir/<model>/<version>-<seq>.reader.duckdb, verifies
 // its row counts and opens it read-only.
 func (s *Server) build(ctx context.Context, v controldb.Version, opts blocks.FetchOptions) (*openVersion, error) {
 	dir := filepath.Join(s.cfg.Dir, v.Model)
@@ -227,7 +231,7 @@ func (s *Server) build(ctx context.Context, v controldb.Version, opts blocks.Fet
 	}
 	// A sequence number keeps apart two opens of one version (a retired
 	// copy may still serve queries while the version is opened again).
-	path := filepath.Join(dir, strconv.FormatInt(v.Version, 10)+"-"+strconv.FormatUint(s.seq.Add(1), 10)+".duckdb")
+	path := filepath.Join(dir, strconv.FormatInt(v.Version, 10)+"-"+strconv.FormatUint(s.seq.Add(1), 10)+fileSuffix)
 	start := time.Now()
 	bm, st, err := snapshot.Fetch(ctx, s.store, v, path, opts)
 	if err != nil {
