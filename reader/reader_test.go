@@ -147,8 +147,18 @@ func TestQueryPagesAndVersions(t *testing.T) {
 	}
 	first := res.RecordBatch().NumRows()
 	v2 := appendRows(t, s, "b", 3001, 4000)
+	// The reader serves v2 now; the query in flight still reads v1, whose
+	// file stays until it ends.
+	waitFor(t, func() bool { return srv.Stats().Versions["shop"] == v2 }, "the reader to serve the new version")
+	if files, _ := filepath.Glob(filepath.Join(srv.cfg.Dir, "shop", "*"+fileSuffix)); len(files) != 2 {
+		t.Errorf("files %v, want v1's (in use) and v2's", files)
+	}
 	rows, _ := collect(t, res)
 	res.Close()
+	waitFor(t, func() bool {
+		files, _ := filepath.Glob(filepath.Join(srv.cfg.Dir, "shop", "*"+fileSuffix))
+		return len(files) == 1
+	}, "v1 to close with its last query")
 	if rows+first != 3000 {
 		t.Errorf("%d rows on version %d, want 3000 (no torn read)", rows+first, v1)
 	}
