@@ -275,7 +275,9 @@ func maxOf(a, b int64) int64 {
 func TestQueryEarlyStopCancels(t *testing.T) {
 	s := stacktest.New(t, queue.Config{})
 	shop(t, s, 3000)
-	srv := startReader(t, s, Config{PageBytes: 4 << 10})
+	// The client timeout is longer than the wait below: only the cancel
+	// ends the query in time.
+	srv := startReader(t, s, Config{PageBytes: 4 << 10, ClientTimeout: 2 * time.Minute})
 	res, err := Query(context.Background(), s.NC, "shop", "SELECT id, v FROM t", Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +289,11 @@ func TestQueryEarlyStopCancels(t *testing.T) {
 		t.Errorf("%d queries active, want 1", srv.Active())
 	}
 	res.Close()
+	start := time.Now()
 	waitFor(t, func() bool { return srv.Active() == 0 }, "the reader to end the cancelled query")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the cancelled query ended after %s", d)
+	}
 	srv.mu.Lock()
 	for _, e := range srv.models["shop"].versions {
 		if e.ov.refs != 0 {
