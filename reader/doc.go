@@ -5,10 +5,11 @@
 // Config.MemoryLimit, external access off), under Config.Dir. A version is
 // built from the block store with snapshot.Fetch, reusing the blocks of the
 // version the reader already holds (what teactl pull does), verified
-// against the content index (snapshot.Verify). The reader follows the
-// models' applied notifications (teatree.notify.*, and a poll every 30 s):
-// the newer version is opened beside the served one, then becomes the
-// served one. A query holds a reference to the version it started on and
+// against the content index (snapshot.Verify). A query without a version
+// runs on the latest version Postgres records when it starts (opened first
+// if need be); the reader follows the models' applied notifications
+// (teatree.notify.*, and a poll every 30 s) to open each newer version
+// beside the served one before it is asked for. A query holds a reference to the version it started on and
 // finishes there; the retired version is closed and its file removed when
 // its last query ends ("one version forward"). A version no query used for
 // Config.IdleTimeout (default 10 min) is closed.

@@ -194,6 +194,17 @@ func TestQueryPagesAndVersions(t *testing.T) {
 	if st := srv.Stats(); st.Reused == 0 || st.Versions["shop"] != v2 {
 		t.Errorf("stats %+v: want blocks reused and version %d served", st, v2)
 	}
+	// A query right after a version is applied sees it (Postgres is asked
+	// at the start of each query), notification processed or not.
+	v3 := appendRows(t, s, "c", 4001, 4010)
+	res, err = Query(ctx, s.NC, "shop", "SELECT count(*)::BIGINT FROM t", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, n := collect(t, res); res.Version != v3 || n != 4010 {
+		t.Errorf("right after version %d was applied: version %d with %d rows", v3, res.Version, n)
+	}
+	res.Close()
 	// An explicit version is served too.
 	res, err = Query(ctx, s.NC, "shop", "SELECT count(*)::BIGINT FROM t", Options{Version: v1})
 	if err != nil {
@@ -486,14 +497,12 @@ func TestIdleVersionsClose(t *testing.T) {
 		if len(files) != 1 {
 			t.Errorf("files %v, want one open version", files)
 		}
+		// The model is forgotten, then its file removed.
 		waitFor(t, func() bool {
 			srv.mu.Lock()
 			defer srv.mu.Unlock()
-			return len(srv.models) == 0
-		}, "the idle model to close")
-		files, _ = filepath.Glob(filepath.Join(dir, "shop", "*"+fileSuffix))
-		if len(files) != 0 {
-			t.Errorf("files %v left after the idle close", files)
-		}
+			files, _ = filepath.Glob(filepath.Join(dir, "shop", "*"+fileSuffix))
+			return len(srv.models) == 0 && len(files) == 0
+		}, "the idle model to close and its file to go")
 	}
 }

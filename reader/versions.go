@@ -50,12 +50,23 @@ type modelState struct {
 }
 
 // acquire returns version n of model m (0: the latest) open, with a
-// reference the caller gives back with release. It opens the version
+// reference the caller gives back with release. The latest is the one
+// Postgres records when the query starts (or a newer one the reader
+// serves already): a query never sees an older version than a local
+// teactl query would. The reader opens a version it does not hold
 // (fetching its snapshot, reusing the blocks of an open version of the
-// model) when the reader does not hold it: the opening runs under
-// serverCtx (the reader's lifetime), so that a query that gives up (ctx)
-// does not fail the others waiting for the same version.
+// model) under serverCtx, the reader's lifetime, so that a query that
+// gives up (ctx) does not fail the others waiting for the same version.
 func (s *Server) acquire(ctx, serverCtx context.Context, m string, n int64) (*openVersion, error) {
+	var known *controldb.Version
+	want := n
+	if n == 0 {
+		v, err := s.ctl.GetVersion(ctx, m, 0)
+		if err != nil {
+			return nil, err
+		}
+		known, want = &v, v.Version
+	}
 	for {
 		s.mu.Lock()
 		ms := s.models[m]
@@ -64,11 +75,10 @@ func (s *Server) acquire(ctx, serverCtx context.Context, m string, n int64) (*op
 			s.models[m] = ms
 		}
 		ms.used = time.Now()
-		want := n
-		if want == 0 {
-			want = ms.latest
+		if n == 0 && ms.latest > want {
+			want = ms.latest // published since the lookup, and open
 		}
-		if e := ms.versions[want]; want != 0 && e != nil {
+		if e := ms.versions[want]; e != nil {
 			s.mu.Unlock()
 			select {
 			case <-e.ready:
@@ -76,20 +86,11 @@ func (s *Server) acquire(ctx, serverCtx context.Context, m string, n int64) (*op
 				return nil, ctx.Err()
 			}
 			if e.err != nil {
-				s.mu.Lock()
-				if ms.versions[want] == e {
-					delete(ms.versions, want)
-				}
-				s.mu.Unlock()
 				return nil, e.err
 			}
 			s.mu.Lock()
-			if e.ov.retired && n == 0 {
-				s.mu.Unlock()
-				continue // a newer latest came meanwhile
-			}
 			if e.ov.retired {
-				// closed meanwhile (idle): open it again
+				// Retired meanwhile (idle, or a newer latest): look again.
 				if ms.versions[want] == e {
 					delete(ms.versions, want)
 				}
@@ -102,12 +103,14 @@ func (s *Server) acquire(ctx, serverCtx context.Context, m string, n int64) (*op
 			return e.ov, nil
 		}
 		s.mu.Unlock()
-		// Not held: look the version up, open it, and retry the lookup.
-		v, err := s.ctl.GetVersion(ctx, m, n)
-		if err != nil {
-			return nil, err
+		if known == nil || known.Version != want {
+			v, err := s.ctl.GetVersion(ctx, m, want)
+			if err != nil {
+				return nil, err
+			}
+			known = &v
 		}
-		if _, err := s.open(ctx, serverCtx, m, v, n == 0); err != nil {
+		if _, err := s.open(ctx, serverCtx, m, *known, n == 0); err != nil {
 			return nil, err
 		}
 	}
