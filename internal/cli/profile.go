@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
@@ -89,30 +90,27 @@ top[{value, count, low, exact}]}]}].`,
   teactl profile flights flights --version 12 --json`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(true, true)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			v, err := getVersion(cmd.Context(), d.Ctl, args[0], version)
-			if err != nil {
-				return err
-			}
-			table := ""
-			if len(args) == 2 {
-				table = args[1]
-			}
-			vp, err := profileOf(cmd.Context(), d.Store, v, table)
-			if err != nil {
-				return err
-			}
-			if table != "" && vp.Tables[0].Error != "" {
-				return fmt.Errorf("%s version %d table %s: %s", v.Model, v.Version, table, vp.Tables[0].Error)
-			}
-			if asJSON {
-				return e.printJSON(vp)
-			}
-			return writeProfile(e.stdout, vp)
+			return e.with(true, true, func(d *session) error {
+				v, err := d.client.Version(cmd.Context(), args[0], version)
+				if err != nil {
+					return err
+				}
+				table := ""
+				if len(args) == 2 {
+					table = args[1]
+				}
+				vp, err := profileOf(cmd.Context(), d.Store, v, table)
+				if err != nil {
+					return err
+				}
+				if table != "" && vp.Tables[0].Error != "" {
+					return fmt.Errorf("%s version %d table %s: %s", v.Model, v.Version, table, vp.Tables[0].Error)
+				}
+				if asJSON {
+					return e.printJSON(vp)
+				}
+				return writeProfile(e.stdout, vp)
+			})
 		},
 	}
 	c.Flags().Int64Var(&version, "version", 0, "version to profile (default: the latest)")
@@ -130,7 +128,7 @@ func profileOf(ctx context.Context, store objstore.Store, v controldb.Version, t
 			continue
 		}
 		tp := tableProfile{Name: t.Name, Rows: t.Rows, Files: len(t.Files), Columns: []columnProfile{}}
-		files, err := tableFiles(v, t)
+		files, err := client.DataFiles(v, t)
 		if err != nil {
 			tp.Error = err.Error()
 			vp.Tables = append(vp.Tables, tp)
