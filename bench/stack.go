@@ -17,12 +17,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/internal/natsembed"
 	"github.com/teatree/teatree/model"
-	"github.com/teatree/teatree/notify"
 	"github.com/teatree/teatree/pgcluster"
 	"github.com/teatree/teatree/queue"
 )
@@ -42,6 +42,7 @@ type bench struct {
 	// connection each.
 	clients []jetstream.JetStream
 	ctl     *controldb.DB
+	client  *client.Client // submit-and-wait, on nc
 
 	stopDispatcher context.CancelFunc
 	dispatcherDone chan error
@@ -190,6 +191,9 @@ func start(ctx context.Context, cfg Config, stderr io.Writer) (*bench, error) {
 	if b.ctl, err = controldb.Open(ctx, b.common.PostgresURL); err != nil {
 		return b, err
 	}
+	if b.client, err = client.New(client.Options{JetStream: b.js, Control: b.ctl, CacheDir: filepath.Join(b.dir, "cache")}); err != nil {
+		return b, err
+	}
 	return b, nil
 }
 
@@ -317,22 +321,18 @@ func (b *bench) versionCost(ctx context.Context, m string, v int64) (cost, error
 	return c, nil
 }
 
-// submitWait publishes r and waits for its final notification; it returns
-// the time from submit to the notification and fails unless r was
-// applied.
+// submitWait submits r and waits for its final notification
+// (client.Submit, client.Wait); it returns the time from submit to the
+// notification and fails unless r was applied.
 func (b *bench) submitWait(ctx context.Context, r model.Request, timeout time.Duration) (time.Duration, model.Notification, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	sub, err := notify.Subscribe(ctx, b.js, r.Model, notify.Start{})
+	t0 := time.Now()
+	rc, err := b.client.Submit(ctx, r)
 	if err != nil {
 		return 0, model.Notification{}, err
 	}
-	defer sub.Stop()
-	t0 := time.Now()
-	if _, err := queue.Publish(ctx, b.js, r, nil); err != nil {
-		return 0, model.Notification{}, err
-	}
-	n, err := sub.Wait(ctx, r.ID)
+	n, err := b.client.Wait(ctx, rc)
 	d := time.Since(t0)
 	if err != nil {
 		return d, n, fmt.Errorf("bench: wait for %s on %s: %w", r.Function, r.Model, err)
