@@ -44,7 +44,7 @@ func TestWaitFindsItsOwnNotificationLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rc.RequestID != "r1" || rc.Model != "shop" || rc.Seq == 0 || rc.Duplicate {
+	if rc.RequestID != "r1" || rc.Model != "shop" || rc.Seq == 0 || rc.Duplicate || rc.Submitted.Before(before) {
 		t.Fatalf("receipt %+v", rc)
 	}
 	// The db-manager's outcome, and a later request under the same id
@@ -65,7 +65,7 @@ func TestWaitFindsItsOwnNotificationLater(t *testing.T) {
 		t.Fatalf("Wait: %+v, %v; want applied in version 1 at stream sequence %d", n, err, rc.Seq)
 	}
 	dup, err := c.Submit(ctx, model.Request{ID: "r1", Model: "shop", Function: "create_table", Args: createArgs})
-	if err != nil || !dup.Duplicate || dup.Seq != rc.Seq {
+	if err != nil || !dup.Duplicate || dup.Seq != rc.Seq || !dup.Submitted.IsZero() {
 		t.Fatalf("resubmit: %+v, %v; want a duplicate of sequence %d", dup, err, rc.Seq)
 	}
 	if n, err := c.Wait(wctx, dup); err != nil || n.Status != model.StatusApplied || n.Seq != rc.Seq {

@@ -34,6 +34,10 @@ type Receipt struct {
 	// retry with the same id, model, function and args within the dedupe
 	// window): nothing new was queued.
 	Duplicate bool `json:"duplicate"`
+	// Submitted is the request's submit time (the client's clock, just
+	// before it was sent); zero for a Duplicate. Wait starts from it when
+	// it cannot read the request stream.
+	Submitted time.Time `json:"submitted,omitzero"`
 }
 
 // Submit queues request r on its model's request subject
@@ -69,7 +73,11 @@ func (c *Client) Submit(ctx context.Context, r model.Request) (Receipt, error) {
 		}
 		return Receipt{}, Unreachable(err)
 	}
-	return Receipt{RequestID: r.ID, Model: r.Model, Function: r.Function, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+	rc := Receipt{RequestID: r.ID, Model: r.Model, Function: r.Function, Seq: ack.Sequence, Duplicate: ack.Duplicate}
+	if !ack.Duplicate {
+		rc.Submitted = r.Submitted
+	}
+	return rc, nil
 }
 
 // Prepare returns r as Submit sends it, or the error Submit would return
@@ -204,7 +212,11 @@ func (c *Client) Stage(ctx context.Context, m, table, path string, o FileOptions
 // submitted, as long as stream TEATREE_NOTIFY retains it (7 days by
 // default): it reads the model's notifications from the time stream
 // TEATREE_REQUESTS stored the request (less Options.ClockSkew), or from
-// the oldest retained one when the request stream no longer holds it. Of
+// the oldest retained one when the request stream no longer holds it. A
+// client that may not read the request stream (NATS permissions: clients
+// may be allowed only teatree.req.> and teatree.notify.>) starts from
+// r.Submitted less the skew, or for a duplicate from the oldest retained
+// notification. Of
 // the notifications for r.RequestID it returns the one of r.Seq (another
 // request reusing the id is announced as rejected under its own stream
 // sequence).
@@ -249,30 +261,44 @@ func (c *Client) waitErr(ctx context.Context, err error) error {
 	return Unreachable(err)
 }
 
+// lookupTimeout bounds the read of the request's message in Wait: a
+// client without permission to read the request stream gets no answer.
+const lookupTimeout = 5 * time.Second
+
 // waitStart is where Wait reads the notifications of r from: the time the
 // request stream stored r's message, less the clock skew; every
-// notification when that message is gone (expired). It does not depend
-// on when Wait is called.
+// notification when that message is gone (expired). When the stream
+// cannot be read, r.Submitted less the skew, or every notification. It
+// does not depend on when Wait is called.
 func (c *Client) waitStart(ctx context.Context, r Receipt) (notify.Start, error) {
 	js, err := c.js()
 	if err != nil {
 		return notify.Start{}, err
 	}
-	s, err := js.Stream(ctx, queue.RequestStream)
-	if err != nil {
-		return notify.Start{}, c.waitErr(ctx, fmt.Errorf("client: stream %s: %w", queue.RequestStream, err))
-	}
-	msg, err := s.GetMsg(ctx, r.Seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	msg, err := requestMsg(lctx, js, r.Seq)
+	switch {
+	case err == nil:
+		if m := queue.ModelOf(msg.Subject); m != r.Model {
+			return notify.Start{}, fmt.Errorf("%w: wait: stream sequence %d is a request of %q, not of model %s", model.ErrInvalid, r.Seq, m, r.Model)
+		}
+		return notify.Start{Time: msg.Time.Add(-c.opts.ClockSkew)}, nil
+	case ctx.Err() != nil:
+		return notify.Start{}, ctx.Err()
+	case errors.Is(err, jetstream.ErrMsgNotFound) || r.Submitted.IsZero():
 		return notify.Start{All: true}, nil
 	}
+	return notify.Start{Time: r.Submitted.Add(-c.opts.ClockSkew)}, nil
+}
+
+// requestMsg reads the message at seq of the request stream.
+func requestMsg(ctx context.Context, js jetstream.JetStream, seq uint64) (*jetstream.RawStreamMsg, error) {
+	s, err := js.Stream(ctx, queue.RequestStream)
 	if err != nil {
-		return notify.Start{}, c.waitErr(ctx, fmt.Errorf("client: request %s (stream sequence %d): %w", r.RequestID, r.Seq, err))
+		return nil, err
 	}
-	if queue.ModelOf(msg.Subject) != r.Model {
-		return notify.Start{}, fmt.Errorf("%w: wait: stream sequence %d is a request of %q, not of model %s", model.ErrInvalid, r.Seq, queue.ModelOf(msg.Subject), r.Model)
-	}
-	return notify.Start{Time: msg.Time.Add(-c.opts.ClockSkew)}, nil
+	return s.GetMsg(ctx, seq)
 }
 
 // Watch reads the notifications of model m from start on (notify.Start{}:
