@@ -18,8 +18,9 @@
 //     without a connection.
 //   - SubmitFile stages a local file (Parquet, CSV, JSON, Arrow IPC; CSV
 //     and JSON gzip or zstd) in the object store under
-//     staging/<model>/<request_id>/ and submits an append of it; Stage is
-//     its first half.
+//     staging/<model>/<request_id>/ and submits an append of it: it is
+//     PrepareFile (the checks, no connection), Stage (the upload) and
+//     Submit.
 //   - Wait blocks until the request of a Receipt has its final
 //     notification (applied, failed or rejected) and returns it. It reads
 //     the model's notifications from the time the request stream stored

@@ -131,30 +131,41 @@ type FileOptions struct {
 // staging/<model>/<request_id>/<name> and submits an append of it to
 // table of model m: large files never travel through NATS. A file whose
 // name does not tell its format is recognised by its content and staged
-// under its name plus the extension found (data → data.csv.gz).
+// under its name plus the extension found (data → data.csv.gz). It is
+// PrepareFile, Stage and Submit.
 //
-// Errors: as Stage, then as Submit.
+// Errors: as PrepareFile, Stage, then Submit.
 func (c *Client) SubmitFile(ctx context.Context, m, table, path string, o FileOptions) (Receipt, error) {
-	if _, err := c.js(); err != nil { // nothing is staged for a request that cannot be sent
-		return Receipt{}, err
-	}
-	r, err := c.Stage(ctx, m, table, path, o)
+	f, err := PrepareFile(m, table, path, o)
 	if err != nil {
 		return Receipt{}, err
 	}
-	return c.Submit(ctx, r)
+	if _, err := c.js(); err != nil { // nothing is staged for a request that cannot be sent
+		return Receipt{}, err
+	}
+	if err := c.Stage(ctx, f); err != nil {
+		return Receipt{}, err
+	}
+	return c.Submit(ctx, f.Request)
 }
 
-// Stage is the first half of SubmitFile: it uploads the file at path to
-// the object store under staging/<model>/<request_id>/<name> and returns
-// the append request that references it, for Submit.
+// FileRequest is an append of a local file, checked and ready to stage.
+type FileRequest struct {
+	Request model.Request // the append request (payload.uri is Key), for Submit
+	Path    string        // the local file
+	Key     string        // where Stage puts it: staging/<model>/<request_id>/<name>
+}
+
+// PrepareFile checks an append of the local file at path to table of model
+// m and returns it, ready for Stage and Submit. It reads the file's first
+// bytes when its name does not tell the format, and needs no connection:
+// teactl calls it before connecting.
 //
-// Errors: model.ErrInvalid for a missing file, a directory, a file of no
-// known format or args that do not validate (nothing is staged then);
-// ErrUnreachable when the object store failed.
-func (c *Client) Stage(ctx context.Context, m, table, path string, o FileOptions) (model.Request, error) {
+// Errors: model.ErrInvalid for a bad model id, a missing file, a
+// directory, a file of no known format or args that do not validate.
+func PrepareFile(m, table, path string, o FileOptions) (FileRequest, error) {
 	if err := model.ValidateID(m); err != nil {
-		return model.Request{}, err
+		return FileRequest{}, err
 	}
 	// The server infers the format from the extension too; a format is
 	// sent only when given, so that its errors can say where the format
@@ -165,19 +176,19 @@ func (c *Client) Stage(ctx context.Context, m, table, path string, o FileOptions
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return model.Request{}, fmt.Errorf("%w: %v", model.ErrInvalid, err)
+		return FileRequest{}, fmt.Errorf("%w: %v", model.ErrInvalid, err)
 	}
 	if st.IsDir() {
-		return model.Request{}, fmt.Errorf("%w: %s is a directory", model.ErrInvalid, path)
+		return FileRequest{}, fmt.Errorf("%w: %s is a directory", model.ErrInvalid, path)
 	}
 	name, err := stagedName(path, o.Format)
 	if err != nil {
-		return model.Request{}, err
+		return FileRequest{}, err
 	}
 	if o.ID == "" {
 		id, err := uuid.NewV7()
 		if err != nil {
-			return model.Request{}, err
+			return FileRequest{}, err
 		}
 		o.ID = id.String()
 	}
@@ -189,20 +200,28 @@ func (c *Client) Stage(ctx context.Context, m, table, path string, o FileOptions
 	}
 	args, err := json.Marshal(a)
 	if err != nil {
-		return model.Request{}, err
+		return FileRequest{}, err
 	}
 	r := model.Request{ID: o.ID, Model: m, Function: "append", Args: args}
 	if err := functions.ValidateRequest(r, false); err != nil {
-		return model.Request{}, err
+		return FileRequest{}, err
 	}
+	return FileRequest{Request: r, Path: path, Key: key}, nil
+}
+
+// Stage uploads the file of f to the object store at f.Key, where only
+// f.Request may use it.
+//
+// Errors: ErrUnreachable when the object store failed.
+func (c *Client) Stage(ctx context.Context, f FileRequest) error {
 	store, err := c.store()
 	if err != nil {
-		return model.Request{}, err
+		return err
 	}
-	if err := objstore.PutFile(ctx, store, key, path); err != nil {
-		return model.Request{}, Unreachable(err)
+	if err := objstore.PutFile(ctx, store, f.Key, f.Path); err != nil {
+		return Unreachable(err)
 	}
-	return r, nil
+	return nil
 }
 
 // Wait blocks until the final notification (applied, failed or rejected)

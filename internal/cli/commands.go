@@ -335,12 +335,15 @@ source NAME (configured on the db-manager: TEATREE_SOURCE_<NAME> or
 				args2, _ := json.Marshal(a)
 				return e.submit(cmd.Context(), model.Request{Model: m, Function: "append", Args: args2}, o)
 			}
+			f, err := client.PrepareFile(m, table, args[2], client.FileOptions{ID: o.id, Format: format, NoCreate: noCreate})
+			if err != nil {
+				return err
+			}
 			return e.with(false, true, func(d *session) error {
-				r, err := d.client.Stage(cmd.Context(), m, table, args[2], client.FileOptions{ID: o.id, Format: format, NoCreate: noCreate})
-				if err != nil {
+				if err := d.client.Stage(cmd.Context(), f); err != nil {
 					return err
 				}
-				return e.queued(cmd.Context(), d, o, func(ctx context.Context) (client.Receipt, error) { return d.client.Submit(ctx, r) })
+				return e.queued(cmd.Context(), d, o, func(ctx context.Context) (client.Receipt, error) { return d.client.Submit(ctx, f.Request) })
 			})
 		},
 	}
