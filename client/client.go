@@ -36,8 +36,9 @@ type Options struct {
 	CacheBytes uint64
 	// ClockSkew is how far the clock of the server storing notifications
 	// may lag behind the one storing requests (different stream leaders
-	// in a cluster): Wait starts reading notifications this long before
-	// its request was stored. Default 2 s.
+	// in a cluster), or behind this client's when Wait cannot read the
+	// request stream: Wait starts reading notifications this long before
+	// its request was stored (or submitted). Default 2 s.
 	ClockSkew time.Duration
 	// Progress, when set, is called as a snapshot download of version v
 	// starts; add is then called with the bytes written as they are
@@ -81,9 +82,9 @@ func mark(err, kind error) error {
 	return marked{err, kind}
 }
 
-// Unreachable returns err marked as ErrUnreachable (nil for nil), its
-// message unchanged. teactl marks its own connection errors with it.
-func Unreachable(err error) error { return mark(err, ErrUnreachable) }
+// unreachable returns err marked as ErrUnreachable (nil for nil), its
+// message unchanged.
+func unreachable(err error) error { return mark(err, ErrUnreachable) }
 
 // Client submits requests to teatree and reads its versions. Its methods
 // are safe for concurrent use. It does not own the connections in Options:

@@ -39,7 +39,7 @@ func (c *Client) Version(ctx context.Context, m string, n int64) (controldb.Vers
 		return v, nil
 	}
 	if !errors.Is(err, model.ErrNotFound) {
-		return v, Unreachable(err)
+		return v, unreachable(err)
 	}
 	// controldb's not-found errors already say what is missing; this only
 	// tells a model that does not exist from one without a version.
@@ -65,11 +65,11 @@ func (c *Client) Versions(ctx context.Context, m string, expired bool) ([]contro
 		if errors.Is(err, model.ErrNotFound) {
 			return nil, err
 		}
-		return nil, Unreachable(err)
+		return nil, unreachable(err)
 	}
 	vs, err := ctl.ListVersions(ctx, m, expired)
 	if err != nil {
-		return nil, Unreachable(err)
+		return nil, unreachable(err)
 	}
 	return vs, nil
 }
@@ -210,7 +210,7 @@ func (c *Client) fetchBlocks(ctx context.Context, store objstore.Store, v contro
 	if errors.As(err, &pe) {
 		return nil, st, err // a local file
 	}
-	return nil, st, Unreachable(fmt.Errorf("download %s: %w", v.SnapshotURI, err))
+	return nil, st, unreachable(fmt.Errorf("download %s: %w", v.SnapshotURI, err))
 }
 
 // unnamed is the message of err from Reconstruct without the name of the
@@ -363,7 +363,7 @@ func (c *Client) downloadFile(ctx context.Context, store objstore.Store, v contr
 		if errors.Is(err, model.ErrNotFound) {
 			return fmt.Errorf("snapshot of %s version %d is missing from the object store (%s): %w", v.Model, v.Version, v.SnapshotURI, err)
 		}
-		return Unreachable(err)
+		return unreachable(err)
 	}
 	defer rc.Close()
 	var w io.Writer = tmp
@@ -373,7 +373,7 @@ func (c *Client) downloadFile(ctx context.Context, store objstore.Store, v contr
 		w = io.MultiWriter(tmp, progressWriter(add))
 	}
 	if _, err := io.Copy(w, rc); err != nil {
-		return Unreachable(fmt.Errorf("download %s: %w", v.SnapshotURI, err))
+		return unreachable(fmt.Errorf("download %s: %w", v.SnapshotURI, err))
 	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("write %s: %w", tmp.Name(), err)

@@ -210,7 +210,7 @@ func (c *Client) cachedParquet(ctx context.Context, store objstore.Store, dir st
 		if errors.Is(err, model.ErrNotFound) {
 			return "", false, fmt.Errorf("Parquet data file %s is missing from the object store: %w", f.Key, err)
 		}
-		return "", false, Unreachable(fmt.Errorf("download %s: %w", f.Key, err))
+		return "", false, unreachable(fmt.Errorf("download %s: %w", f.Key, err))
 	}
 	if got != f.SHA256 {
 		os.Remove(path)

@@ -71,7 +71,7 @@ func (c *Client) Submit(ctx context.Context, r model.Request) (Receipt, error) {
 		if errors.Is(err, model.ErrInvalid) || errors.Is(err, model.ErrConflict) {
 			return Receipt{}, err
 		}
-		return Receipt{}, Unreachable(err)
+		return Receipt{}, unreachable(err)
 	}
 	rc := Receipt{RequestID: r.ID, Model: r.Model, Function: r.Function, Seq: ack.Sequence, Duplicate: ack.Duplicate}
 	if !ack.Duplicate {
@@ -219,7 +219,7 @@ func (c *Client) Stage(ctx context.Context, f FileRequest) error {
 		return err
 	}
 	if err := objstore.PutFile(ctx, store, f.Key, f.Path); err != nil {
-		return Unreachable(err)
+		return unreachable(err)
 	}
 	return nil
 }
@@ -277,7 +277,7 @@ func (c *Client) waitErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return Unreachable(err)
+	return unreachable(err)
 }
 
 // lookupTimeout bounds the read of the request's message in Wait: a
@@ -337,7 +337,7 @@ func (c *Client) Watch(ctx context.Context, m string, start notify.Start) (*noti
 	}
 	sub, err := notify.Subscribe(ctx, js, m, start)
 	if err != nil {
-		return nil, Unreachable(err)
+		return nil, unreachable(err)
 	}
 	return sub, nil
 }
