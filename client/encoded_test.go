@@ -1,4 +1,4 @@
-package cli
+package client_test
 
 import (
 	"context"
@@ -13,8 +13,8 @@ import (
 	"github.com/teatree/teatree/snapshot"
 )
 
-// TestArchiveViewsRestoreEncodedColumns: the views of teactl query
-// --source parquet give back the types and values of columns the archive
+// TestArchiveViewsRestoreEncodedColumns: the views of Open(FromParquet) (teactl query
+// --source parquet) give back the types and values of columns the archive
 // holds encoded (manifest schema's encoding), not the encoded text.
 func TestArchiveViewsRestoreEncodedColumns(t *testing.T) {
 	ctx := context.Background()
