@@ -17,7 +17,7 @@ import (
 	"github.com/teatree/teatree/model"
 )
 
-// The parser is a private in-memory DuckDB that Validate uses to parse
+// The parser is a private in-memory DuckDB that Decode (Check) uses to parse
 // column types and SQL exactly as the model's DuckDB will, without a model.
 // It has no tables, external access is off and no directory is allowed, so
 // nothing parsed there can read or write a file.

@@ -68,7 +68,7 @@ var statementNames = map[duckdb.StmtType]string{
 
 // deniedKeywords are first keywords of statements sql refuses, checked when
 // the private parser cannot prepare the statement (it has no tables), so
-// that Validate refuses e.g. COPY t TO … without the model.
+// that Decode refuses e.g. COPY t TO … without the model.
 var deniedKeywords = map[string]bool{
 	"ATTACH": true, "DETACH": true, "INSTALL": true, "LOAD": true, "FORCE": true, "COPY": true,
 	"EXPORT": true, "IMPORT": true, "SET": true, "RESET": true, "PRAGMA": true, "CALL": true,
@@ -145,7 +145,7 @@ func checkPrepared(p prepared) error {
 
 // firstKeyword returns the first word of a statement in upper case, after
 // white space, comments and opening parentheses ("UPDATE EXTENSIONS" for
-// that statement). It is a guard for Validate only; Apply checks the
+// that statement). It is a guard for checkSQL only; applySQL checks the
 // statement type DuckDB prepared.
 func firstKeyword(s string) string {
 	for {
