@@ -31,8 +31,8 @@ type item struct {
 	queued  time.Time
 	req     model.Request
 	call    functions.Call // the request, decoded and checked once
-	payload string // staged payload URI, if any
-	digest  string // req.Digest() of a decodable request
+	payload string         // staged payload URI, if any
+	digest  string         // req.Digest() of a decodable request
 	status  model.Status
 	err     error
 	skip    bool // redelivered or duplicate: acknowledge only
