@@ -74,7 +74,8 @@ func checkColumn(what, name string) error {
 // encoding/json also matches other cases), appear once, and be known; null
 // is allowed only where v holds `any` or json.RawMessage; JSON numbers
 // decode as json.Number so that BIGINTs keep their precision; nothing may
-// follow the object. Errors wrap model.ErrInvalid.
+// follow the object. Errors wrap model.ErrInvalid and point to 'teactl
+// functions fn'.
 func decodeArgs(fn string, args json.RawMessage, v any) error {
 	if len(bytes.TrimSpace(args)) == 0 {
 		return invalid("args are empty: pass a JSON object (see 'teactl functions %s')", fn)

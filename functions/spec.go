@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/text/language"
@@ -64,12 +65,13 @@ type spec[A any] struct {
 	Apply func(ctx context.Context, env Env, a *A) (Result, error)
 }
 
-// function is a spec registered as a Function, with its schema built and
-// compiled.
+// function is a spec registered as a Function, with its schema built.
 type function[A any] struct {
 	s      spec[A]
 	schema json.RawMessage
-	valid  *jsonschema.Schema
+	// compiled compiles schema on first use (compiling all of them costs
+	// about 10 ms, which every teactl command would pay at start).
+	compiled func() (*jsonschema.Schema, error)
 }
 
 // call is a decoded call of function f.
@@ -84,18 +86,20 @@ var (
 )
 
 // register adds s to the registry. It panics on a duplicate name or a
-// schema that does not compile: specs are constants, and a test builds
-// every one.
+// schema that is not JSON: specs are constants, and a test compiles every
+// schema.
 func register[A any](s spec[A]) {
 	if _, dup := registry[s.Name]; dup {
 		panic("functions: duplicate function " + s.Name)
 	}
+	registry[s.Name] = newFunction(s)
+}
+
+// newFunction builds s's schema.
+func newFunction[A any](s spec[A]) *function[A] {
 	f := &function[A]{s: s, schema: makeSchema(s.Name, s.Description, s.Schema, s.Examples...)}
-	var err error
-	if f.valid, err = compileSchema(s.Name, f.schema); err != nil {
-		panic("functions: schema of " + s.Name + ": " + err.Error())
-	}
-	registry[s.Name] = f
+	f.compiled = sync.OnceValues(func() (*jsonschema.Schema, error) { return compileSchema(s.Name, f.schema) })
+	return f
 }
 
 func (f *function[A]) Name() string            { return f.s.Name }
@@ -160,11 +164,15 @@ func compileSchema(name string, schema json.RawMessage) (*jsonschema.Schema, err
 // JSON), against the function's schema. The error is one line: where in
 // the args and what is wrong, from the most specific cause.
 func (f *function[A]) validate(args json.RawMessage) error {
+	schema, err := f.compiled()
+	if err != nil {
+		return fmt.Errorf("compile the args schema: %w", err)
+	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(args))
 	if err != nil {
 		return invalid("args: %v (see 'teactl functions %s')", model.Shorten(err), f.s.Name)
 	}
-	err = f.valid.Validate(inst)
+	err = schema.Validate(inst)
 	if err == nil {
 		return nil
 	}

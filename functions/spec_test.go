@@ -48,15 +48,11 @@ func TestSchemaEnforced(t *testing.T) {
 	s := dropTableSpec
 	s.Name = "drop_table_strict"
 	s.Schema = `"required": ["table"], "properties": {"table": {"$ref": "#/$defs/table", "maxLength": 3}, "if_exists": {"type": "boolean"}}`
-	f := &function[dropTableArgs]{s: s, schema: makeSchema(s.Name, s.Description, s.Schema, s.Examples...)}
-	var err error
-	if f.valid, err = compileSchema(s.Name, f.schema); err != nil {
-		t.Fatal(err)
-	}
+	f := newFunction(s)
 	if _, err := f.Decode(json.RawMessage(`{"table":"abc"}`)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.Decode(json.RawMessage(`{"table":"abcd"}`))
+	_, err := f.Decode(json.RawMessage(`{"table":"abcd"}`))
 	if !errors.Is(err, model.ErrInvalid) {
 		t.Fatalf("Decode = %v, want ErrInvalid", err)
 	}
