@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		n   string
 		run func(context.Context) ([]Result, error)
 	}
-	all := []scenario{{"1", b.scenarioSmall}, {"2", b.scenarioBulk}, {"3", b.scenarioChange}, {"3L", b.scenarioLarge}, {"4", b.scenarioQueries}, {"5", b.scenarioMany}}
+	all := []scenario{{"1", b.scenarioSmall}, {"2", b.scenarioBulk}, {"2A", b.scenarioBulkIngest}, {"2P", b.scenarioProfiles}, {"2G", b.scenarioSource}, {"3", b.scenarioChange}, {"3L", b.scenarioLarge}, {"4", b.scenarioQueries}, {"5", b.scenarioMany}}
 	for _, s := range all {
 		if !cfg.has(s.n) {
 			continue
@@ -154,6 +154,9 @@ func start(ctx context.Context, cfg Config, stderr io.Writer) (*bench, error) {
 		return b, err
 	}
 	b.common.PostgresURL = b.pg.URL()
+	// The db-managers (child processes of the dispatcher, started later)
+	// know the bench's Postgres as source teabench (scenario 2g).
+	os.Setenv("TEATREE_SOURCE_"+strings.ToUpper(sourceName), b.pg.URL())
 	b.common.StoreURL = filepath.Join(b.dir, "objects")
 	if err := os.MkdirAll(b.common.StoreURL, 0o755); err != nil {
 		return b, err
