@@ -178,7 +178,11 @@ func TestProfileMergeModels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := db.ExecContext(ctx, "CREATE TABLE u AS SELECT * FROM "+readParquet(uris)); err != nil {
+	quoted := make([]string, len(uris))
+	for i, u := range uris {
+		quoted[i] = duck.Literal(u)
+	}
+	if _, err := db.ExecContext(ctx, "CREATE TABLE u AS SELECT * FROM read_parquet(["+strings.Join(quoted, ", ")+"])"); err != nil {
 		t.Fatal(err)
 	}
 	var rows int64
