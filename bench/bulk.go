@@ -147,8 +147,18 @@ func copyFile(src, dst string) error {
 }
 
 // scenarioBulk is scenario 2: the flights through teactl append vs DuckDB
-// alone, and the low-memory run.
+// alone (2a), and the low-memory run (2b).
 func (b *bench) scenarioBulk(ctx context.Context) ([]Result, error) {
+	out, err := b.scenarioBulkIngest(ctx)
+	if err != nil || b.cfg.LowMemory == "" {
+		return out, err
+	}
+	return append(out, b.scenarioLowMemory(ctx)), nil
+}
+
+// scenarioBulkIngest is 2a: the flights through teactl append vs DuckDB
+// alone.
+func (b *bench) scenarioBulkIngest(ctx context.Context) ([]Result, error) {
 	file, err := b.flightsFile(ctx)
 	if err != nil {
 		return nil, err
@@ -180,24 +190,53 @@ func (b *bench) scenarioBulk(ctx context.Context) ([]Result, error) {
 	res.setRatio("teatree s / DuckDB s")
 	res.Met = boolp(res.Ratio <= 1.3)
 	res.Extra = map[string]any{"peak_rss_mib": newStat(rss).Median, "memory_limit": b.cfg.MemoryLimit, "file_mib": fileMiB(file)}
-	out := []Result{res}
-	if b.cfg.LowMemory == "" {
-		return out, nil
-	}
+	return []Result{res}, nil
+}
+
+// scenarioLowMemory is 2b: the bulk ingest with memory_limit -low-memory.
+func (b *bench) scenarioLowMemory(ctx context.Context) Result {
 	low := Result{ID: "2b", Name: "bulk ingest with memory_limit " + b.cfg.LowMemory + " (succeeds?)", Unit: "s", Target: "succeeds"}
 	var lt, lrss []float64
 	for r := range b.cfg.Runs {
 		d, peak, err := b.ingest(ctx, fmt.Sprintf("%sbulk-%d", lowMemPrefix, r))
 		if err != nil {
 			low.Err, low.Met = err.Error(), boolp(false)
-			return append(out, low), nil
+			return low
 		}
 		b.progress("2b run %d: teatree %.2f s with memory_limit %s, db-manager peak RSS %d MiB", r+1, sec(d), b.cfg.LowMemory, peak>>20)
 		lt, lrss = append(lt, sec(d)), append(lrss, float64(peak>>20))
 	}
 	low.Teatree, low.Met = newStat(lt), boolp(true)
 	low.Extra = map[string]any{"peak_rss_mib": newStat(lrss).Median}
-	return append(out, low), nil
+	return low
+}
+
+// scenarioProfiles is 2p: the bulk ingest of 2a with column profiles on
+// (the default) and off (TEATREE_PROFILES=off, models named noprof-*),
+// alternately: what profiling the three data files of the flights costs.
+func (b *bench) scenarioProfiles(ctx context.Context) ([]Result, error) {
+	res := Result{ID: "2p", Name: "bulk ingest: " + filepath.Base(b.cfg.Flights) + rowsNote(b.cfg.FlightsRows) + " via teactl append --wait, column profiles on",
+		Unit: "s", BaseName: "the same with column profiles off (TEATREE_PROFILES=off)", Target: "overhead <= 15 %"}
+	var on, off []float64
+	for r := 0; r <= b.cfg.Runs; r++ { // run 0 is the warm-up
+		d, _, err := b.ingest(ctx, fmt.Sprintf("bulk-prof-%d", r))
+		if err != nil {
+			return nil, err
+		}
+		od, _, err := b.ingest(ctx, fmt.Sprintf("%sbulk-%d", noProfilesPrefix, r))
+		if err != nil {
+			return nil, err
+		}
+		b.progress("2p run %d: profiles on %.2f s, off %.2f s", r, sec(d), sec(od))
+		if r > 0 {
+			on, off = append(on, sec(d)), append(off, sec(od))
+		}
+	}
+	res.Teatree, res.Baseline = newStat(on), ptr(newStat(off))
+	res.setRatio("profiles on s / profiles off s")
+	res.Met = boolp(res.Ratio <= 1.15)
+	res.Extra = map[string]any{"overhead_pct": 100 * (res.Ratio - 1)}
+	return []Result{res}, nil
 }
 
 func rowsNote(n int) string {

@@ -18,7 +18,7 @@ import (
 type Config struct {
 	Quick       bool          // small sizes: the whole run in under 2 minutes
 	Runs        int           // measured runs per scenario after the warm-up; default 3 (at least 3)
-	Scenarios   []string      // scenarios to run, of 1, 2, 3, 3L, 4, 5; default 1,2,3,4,5 (3L: make bench-large)
+	Scenarios   []string      // scenarios to run, of 1, 2 (2a, 2b), 2a, 2p, 2g, 3, 3L, 4, 5; default 1,2,3,4,5 (3L: make bench-large)
 	Small       int           // scenario 1: requests per run; default 2000 (quick 500; the issue names 20000)
 	Clients     int           // scenario 1: submitting clients; default 4
 	Models      int           // scenario 1: models of the multi-model case; default 20
@@ -26,6 +26,7 @@ type Config struct {
 	Flights     string        // scenario 2: the flights file; default data/flights-3m.parquet
 	FlightsRows int           // scenario 2: use only the first N rows (0: all); default 0 (quick 300000)
 	LowMemory   string        // scenario 2: memory_limit of the low-memory run; default 256MB ("" skips it)
+	SourceRows  int           // scenario 2g: rows of the Postgres source (the first of the flights); default 1000000 (quick 100000)
 	Changes     int           // scenario 3: single-row appends measured; default 5 (at least Runs)
 	LargeRows   int           // scenario 3L: rows of the synthetic table (about 70 B each); default 32000000, ≈2.2 GB (quick 2000000)
 	LargeUpdate int           // scenario 3L: 1 % updates measured; default 1
@@ -47,7 +48,7 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("teabench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenarios", "1,2,3,4,5", "comma-separated scenarios to run (1 small requests, 2 bulk ingest, 3 small change, 3L small change to a 2 GB model, 4 queries, 5 many models)")
+	scen := fs.String("scenarios", "1,2,3,4,5", "comma-separated scenarios to run (1 small requests, 2 bulk ingest (2a and the low-memory 2b), 2a bulk ingest alone, 2p bulk ingest with profiles on and off, 2g append from a Postgres source, 3 small change, 3L small change to a 2 GB model, 4 queries, 5 many models)")
 	fs.BoolVar(&c.Quick, "quick", false, "small sizes: the whole run in under 2 minutes")
 	fs.IntVar(&c.Runs, "runs", 3, "measured runs per scenario after a warm-up (at least 3)")
 	fs.IntVar(&c.Small, "requests", 0, "scenario 1: requests per run (default 2000, quick 500; the issue names 20000)")
@@ -57,6 +58,7 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.Flights, "flights", "data/flights-3m.parquet", "scenario 2: the flights Parquet file (make data)")
 	fs.IntVar(&c.FlightsRows, "flights-rows", -1, "scenario 2: use the first N rows only (0: all; default all, quick 300000)")
 	fs.StringVar(&c.LowMemory, "low-memory", "256MB", `scenario 2: memory_limit of the low-memory ingest run ("" skips it)`)
+	fs.IntVar(&c.SourceRows, "source-rows", 0, "scenario 2g: rows of the Postgres source (default 1000000, quick 100000)")
 	fs.IntVar(&c.Changes, "changes", 0, "scenario 3: single-row appends measured (default 5, at least -runs)")
 	fs.IntVar(&c.LargeRows, "large-rows", 0, "scenario 3L: rows of the synthetic table, about 70 B each in the file (default 32000000: ≈2.2 GB; quick 2000000)")
 	fs.IntVar(&c.LargeUpdate, "large-updates", 1, "scenario 3L: 1 % updates of the synthetic table measured")
@@ -94,6 +96,7 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 	}
 	pick(&c.Small, 2000, 500)
 	pick(&c.Changes, 5, 3)
+	pick(&c.SourceRows, 1000000, 100000)
 	pick(&c.ManyReqs, 20, 10)
 	pick(&c.LargeRows, 32000000, 2000000)
 	if c.FlightsRows < 0 {
@@ -141,7 +144,7 @@ func (c *Config) validate() error {
 		}
 	}
 	teactl := filepath.Join(c.Bin, "teactl")
-	if _, err := os.Stat(teactl); err != nil && (c.has("2") || c.has("3L") || c.has("4")) {
+	if _, err := os.Stat(teactl); err != nil && (c.has("2") || c.has("2A") || c.has("2P") || c.has("3L") || c.has("4")) {
 		errs = append(errs, fmt.Errorf("-bin: %w (make build builds it)", err))
 	}
 	return errors.Join(errs...)
@@ -149,11 +152,13 @@ func (c *Config) validate() error {
 
 // scenarios are the scenario names -scenarios takes, in the order they
 // run.
-var scenarios = []string{"1", "2", "3", "3L", "4", "5"}
+var scenarios = []string{"1", "2", "2A", "2P", "2G", "3", "3L", "4", "5"}
 
 func (c *Config) has(s string) bool { return slices.Contains(c.Scenarios, s) }
 
-func (c *Config) needsFlights() bool { return c.has("2") || c.has("3") || c.has("4") }
+func (c *Config) needsFlights() bool {
+	return c.has("2") || c.has("2A") || c.has("2P") || c.has("2G") || c.has("3") || c.has("4")
+}
 
 // Main runs teabench with args (without the program name) and returns the
 // process exit code: 0 done, 1 error, 2 bad usage. `teabench dbmanager

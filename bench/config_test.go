@@ -31,6 +31,7 @@ func TestParseScenarios(t *testing.T) {
 		{[]string{"-scenarios", "3L"}, []string{"3L"}, 32000000},
 		{[]string{"-scenarios", "3l, 3", "-large-rows", "2000000"}, []string{"3L", "3"}, 2000000},
 		{[]string{"-scenarios", "3L", "-quick"}, []string{"3L"}, 2000000},
+		{[]string{"-scenarios", "2a,2p,2g"}, []string{"2A", "2P", "2G"}, 32000000},
 	} {
 		c, err := parse(append([]string{"-bin", bin, "-flights", bin + "/teactl"}, tc.args...), io.Discard)
 		if err != nil {

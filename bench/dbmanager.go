@@ -21,13 +21,17 @@ const (
 	envLowMemory = "TEABENCH_LOW_MEMORY_LIMIT"
 	// lowMemPrefix marks the models of the low-memory ingest run.
 	lowMemPrefix = "lowmem-"
+	// noProfilesPrefix marks the models whose db-managers write no column
+	// profiles (TEATREE_PROFILES=off; scenario 2p).
+	noProfilesPrefix = "noprof-"
 )
 
 // DBManager runs a db-manager exactly as the dbmanager binary does
-// (app.DBManager), with two benchmark hooks: models named lowmem-* get the
-// memory_limit in $TEABENCH_LOW_MEMORY_LIMIT, and with
-// $TEABENCH_PROFILE_DIR set the process writes a CPU profile and, at exit,
-// a heap profile there (dbmanager-<model>-<pid>.{cpu,heap}.pprof).
+// (app.DBManager), with three benchmark hooks: models named lowmem-* get
+// the memory_limit in $TEABENCH_LOW_MEMORY_LIMIT, models named noprof-*
+// TEATREE_PROFILES=off, and with $TEABENCH_PROFILE_DIR set the process
+// writes a CPU profile and, at exit, a heap profile there
+// (dbmanager-<model>-<pid>.{cpu,heap}.pprof).
 func DBManager(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	m := modelArg(args)
 	env := getenv
@@ -37,6 +41,15 @@ func DBManager(ctx context.Context, args []string, getenv func(string) string, s
 				return lim
 			}
 			return getenv(k)
+		}
+	}
+	if strings.HasPrefix(m, noProfilesPrefix) {
+		inner := env
+		env = func(k string) string {
+			if k == "TEATREE_PROFILES" {
+				return "off"
+			}
+			return inner(k)
 		}
 	}
 	dir := getenv(envProfile)

@@ -17,12 +17,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/internal/natsembed"
 	"github.com/teatree/teatree/model"
-	"github.com/teatree/teatree/notify"
 	"github.com/teatree/teatree/pgcluster"
 	"github.com/teatree/teatree/queue"
 )
@@ -42,6 +42,7 @@ type bench struct {
 	// connection each.
 	clients []jetstream.JetStream
 	ctl     *controldb.DB
+	client  *client.Client // submit-and-wait, on nc
 
 	stopDispatcher context.CancelFunc
 	dispatcherDone chan error
@@ -84,7 +85,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		n   string
 		run func(context.Context) ([]Result, error)
 	}
-	all := []scenario{{"1", b.scenarioSmall}, {"2", b.scenarioBulk}, {"3", b.scenarioChange}, {"3L", b.scenarioLarge}, {"4", b.scenarioQueries}, {"5", b.scenarioMany}}
+	all := []scenario{{"1", b.scenarioSmall}, {"2", b.scenarioBulk}, {"2A", b.scenarioBulkIngest}, {"2P", b.scenarioProfiles}, {"2G", b.scenarioSource}, {"3", b.scenarioChange}, {"3L", b.scenarioLarge}, {"4", b.scenarioQueries}, {"5", b.scenarioMany}}
 	for _, s := range all {
 		if !cfg.has(s.n) {
 			continue
@@ -153,6 +154,9 @@ func start(ctx context.Context, cfg Config, stderr io.Writer) (*bench, error) {
 		return b, err
 	}
 	b.common.PostgresURL = b.pg.URL()
+	// The db-managers (child processes of the dispatcher, started later)
+	// know the bench's Postgres as source teabench (scenario 2g).
+	os.Setenv("TEATREE_SOURCE_"+strings.ToUpper(sourceName), b.pg.URL())
 	b.common.StoreURL = filepath.Join(b.dir, "objects")
 	if err := os.MkdirAll(b.common.StoreURL, 0o755); err != nil {
 		return b, err
@@ -188,6 +192,9 @@ func start(ctx context.Context, cfg Config, stderr io.Writer) (*bench, error) {
 		b.clients = append(b.clients, js)
 	}
 	if b.ctl, err = controldb.Open(ctx, b.common.PostgresURL); err != nil {
+		return b, err
+	}
+	if b.client, err = client.New(client.Options{JetStream: b.js, Control: b.ctl, CacheDir: filepath.Join(b.dir, "cache")}); err != nil {
 		return b, err
 	}
 	return b, nil
@@ -317,22 +324,18 @@ func (b *bench) versionCost(ctx context.Context, m string, v int64) (cost, error
 	return c, nil
 }
 
-// submitWait publishes r and waits for its final notification; it returns
-// the time from submit to the notification and fails unless r was
-// applied.
+// submitWait submits r and waits for its final notification
+// (client.Submit, client.Wait); it returns the time from submit to the
+// notification and fails unless r was applied.
 func (b *bench) submitWait(ctx context.Context, r model.Request, timeout time.Duration) (time.Duration, model.Notification, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	sub, err := notify.Subscribe(ctx, b.js, r.Model, notify.Start{})
+	t0 := time.Now()
+	rc, err := b.client.Submit(ctx, r)
 	if err != nil {
 		return 0, model.Notification{}, err
 	}
-	defer sub.Stop()
-	t0 := time.Now()
-	if _, err := queue.Publish(ctx, b.js, r, nil); err != nil {
-		return 0, model.Notification{}, err
-	}
-	n, err := sub.Wait(ctx, r.ID)
+	n, err := b.client.Wait(ctx, rc)
 	d := time.Since(t0)
 	if err != nil {
 		return d, n, fmt.Errorf("bench: wait for %s on %s: %w", r.Function, r.Model, err)

@@ -30,9 +30,9 @@ type item struct {
 	seq     uint64
 	queued  time.Time
 	req     model.Request
-	fn      functions.Function
-	payload string // staged payload URI, if any
-	digest  string // req.Digest() of a decodable request
+	call    functions.Call // the request, decoded and checked once
+	payload string         // staged payload URI, if any
+	digest  string         // req.Digest() of a decodable request
 	status  model.Status
 	err     error
 	skip    bool // redelivered or duplicate: acknowledge only
@@ -253,7 +253,7 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 			err = fmt.Errorf("%w: request names model %q but was published for model %q", model.ErrInvalid, req.Model, m.cfg.Model)
 		}
 		if err == nil {
-			err = functions.ValidateRequest(req, m.model.AllowSQL)
+			it.call, err = functions.Prepare(req, m.model.AllowSQL)
 		}
 		it.req = req
 		if req.ID == "" {
@@ -271,7 +271,6 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 			it.status, it.err = model.StatusRejected, err
 			continue
 		}
-		it.fn, _ = functions.Lookup(req.Function)
 		it.payload = functions.PayloadURI(req.Args)
 		sctx := telemetry.Extract(ctx, msg.Headers())
 		_, it.span = m.tracer.Start(sctx, "apply "+req.Function, trace.WithAttributes(
@@ -363,7 +362,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 			continue
 		}
 		env.Payload = func(ctx context.Context, uri string) (string, error) { return m.fetchPayload(ctx, it.req.ID, uri) }
-		res, err := it.fn.Apply(ctx, env, it.req.Args)
+		res, err := it.call.Apply(ctx, env)
 		if err != nil {
 			rollback()
 			// Only the request's own fault fails it; on retry or fatal

@@ -24,9 +24,10 @@ import (
 // rowid is in [FirstRowID_i, FirstRowID_i+1) (the first from 0, the last up
 // to the table's NextRowID) as of the cut that wrote or verified it, and
 // records their count and the sum of hash(row) (DuckDB's hash over every
-// column), computed as the file is written (a scan of its rows: about
-// 0.45 s per 3 M rows of the flights table, the price of letting a later
-// update keep the files it did not touch). Rows with a rowid at or above
+// column), computed as the file is written (in the same scan as the
+// file's column profile when profiles are on; hashing costs about 0.45 s
+// per 3 M rows of the flights table, the price of letting a later update
+// keep the files it did not touch). Rows with a rowid at or above
 // NextRowID are new. DuckDB gives
 // appended rows rowids above every existing one, keeps a row's rowid on an
 // in-place update, and at a checkpoint may vacuum deleted rows away, which
@@ -68,9 +69,6 @@ var (
 	// smallTableBytes: a changed table whose data files are smaller than
 	// this in all is written whole, as one file.
 	smallTableBytes int64 = 1 << 20
-	// profiling: every data file written gets its column profile
-	// (profile.Build); off only to measure its cost.
-	profiling = true
 ) // variables only so tests can make them small
 
 // dataFile is a data file of a cut with its range of rowids and its rows'
@@ -94,8 +92,11 @@ type archiver struct {
 	// rowidsMoved: the live file was replaced by a compact copy since the
 	// previous cut, so rowids are renumbered.
 	rowidsMoved bool
-	written     int
-	log         *slog.Logger
+	// profiles: every data file written gets its column profile
+	// (Config.Profiles).
+	profiles bool
+	written  int
+	log      *slog.Logger
 }
 
 // table fills in t.Data and t.NextRowID from b, the table in the previous
@@ -331,41 +332,52 @@ func (a *archiver) write(ctx context.Context, t *cutTable, lo, hi int64, hash st
 		return err
 	}
 	d := dataFile{DataFile: snapshot.DataFile{Key: snapshot.ParquetKey(a.model, t.Name, f.SHA256), Bytes: f.Bytes, SHA256: f.SHA256}, FirstRowID: lo, RowHash: hash, Local: path}
-	// Counted apart from the file, so that publish's check of the file's
-	// footer against it means something.
-	cond := where
-	if cond == "" {
-		cond = "true"
-	}
-	sum := "''"
+	// Counted (and hashed) apart from the file, so that publish's check of
+	// the file's footer against it means something: with profiles in the
+	// profile's aggregate query, the same scan of the rows.
+	var aggs []string
 	if hash == "" {
-		sum = "coalesce(sum(" + rowHash(t.Columns) + "), 0)::VARCHAR"
+		aggs = []string{"coalesce(sum(" + rowHash(t.Columns) + "), 0)"}
 	}
-	var got string
-	if err := a.conn.QueryRowContext(ctx, "SELECT count(*), "+sum+" FROM main."+duck.Ident(t.Name)+" WHERE "+cond).Scan(&d.Rows, &got); err != nil {
-		return fmt.Errorf("count the rows of %s: %w", t.Name, err)
-	}
-	if hash == "" {
-		d.RowHash = got
-	}
-	if profiling {
-		if err := writeProfile(ctx, a.conn, t, where, path+".profile"); err != nil {
+	counted := false
+	if a.profiles {
+		p, got, err := profile.BuildWith(ctx, a.conn, t.Name, t.Columns, where, aggs)
+		if err == nil {
+			d.Rows, counted = p.Rows, true
+			if hash == "" {
+				d.RowHash = got[0].String
+			}
+			err = writeProfile(p, path+".profile")
+		}
+		if err != nil {
 			a.log.Warn("data file archived without its column profile", "table", t.Name, "file", filepath.Base(path), "err", err)
 		} else {
 			d.Profile = path + ".profile"
+		}
+	}
+	if !counted {
+		cond := where
+		if cond == "" {
+			cond = "true"
+		}
+		sum := "''"
+		if hash == "" {
+			sum = aggs[0] + "::VARCHAR"
+		}
+		var got string
+		if err := a.conn.QueryRowContext(ctx, "SELECT count(*), "+sum+" FROM main."+duck.Ident(t.Name)+" WHERE "+cond).Scan(&d.Rows, &got); err != nil {
+			return fmt.Errorf("count the rows of %s: %w", t.Name, err)
+		}
+		if hash == "" {
+			d.RowHash = got
 		}
 	}
 	t.Data = append(t.Data, d)
 	return nil
 }
 
-// writeProfile writes the column profile of the rows of t matching where
-// to path, fsynced.
-func writeProfile(ctx context.Context, conn *sql.Conn, t *cutTable, where, path string) error {
-	p, err := profile.Build(ctx, conn, t.Name, t.Columns, where)
-	if err != nil {
-		return err
-	}
+// writeProfile writes p to path, fsynced.
+func writeProfile(p *profile.Profile, path string) error {
 	data, err := p.MarshalBinary()
 	if err != nil {
 		return err

@@ -91,8 +91,7 @@ func table(t *testing.T, mf snapshot.Manifest, name string) snapshot.Table {
 // version it is part of.
 func submitVersion(t *testing.T, s *stacktest.Stack, r model.Request) int64 {
 	t.Helper()
-	s.Submit(t, r)
-	n := s.Outcomes(t, r.Model, wait, r.ID)[r.ID]
+	n := s.SubmitWait(t, r, wait)
 	if n.Status != model.StatusApplied || n.Version == 0 {
 		t.Fatalf("%s (%s): %s %q version %d", r.ID, r.Function, n.Status, n.Error, n.Version)
 	}

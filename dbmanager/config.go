@@ -43,6 +43,11 @@ type Config struct {
 	// entry already in Sources wins, then the environment, then the file.
 	Sources     map[string]string
 	SourcesFile string
+	// Profiles is "on" (every data file written gets its column profile,
+	// snapshot.ProfileKey; teactl profile reads them) or "off" (none: for
+	// measuring their cost, or a model whose profiles nobody reads);
+	// default on ($TEATREE_PROFILES).
+	Profiles string
 }
 
 // Defaults of Config.CompactFree, CompactMinBytes and BlockSize.
@@ -64,6 +69,7 @@ func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.Int(&c.BlockSize, "block-size", "TEATREE_BLOCK_SIZE", DefaultBlockSize, "DuckDB block size in bytes of a new live file and of a compaction (16384 to 262144, a power of two)")
 	s.Int64(&c.CompactMinBytes, "compact-min-bytes", "TEATREE_COMPACT_MIN_BYTES", DefaultCompactMinBytes, "compact only when the free blocks are at least this many bytes")
 	s.String(&c.SourcesFile, "sources", "TEATREE_SOURCES", "", "file of Postgres sources for append (name=postgres://… per line, or model/name=… for this model only; or a JSON object); TEATREE_SOURCE_<NAME>=postgres://… adds one")
+	s.String(&c.Profiles, "profiles", "TEATREE_PROFILES", "on", "column profiles of the data files written: on or off")
 	s.Duration(&c.BlockGrace, "block-grace", "TEATREE_BLOCK_GRACE", retention.DefaultGrace, "keep snapshot blocks no retained version uses this long after upload and expiry (readers may be pulling)")
 }
 
@@ -111,6 +117,13 @@ func (c *Config) Validate() error {
 	}
 	if c.CompactMinBytes <= 0 {
 		c.CompactMinBytes = DefaultCompactMinBytes
+	}
+	switch c.Profiles {
+	case "":
+		c.Profiles = "on"
+	case "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("--profiles %q: want on or off", c.Profiles))
 	}
 	if c.GCInterval <= 0 {
 		c.GCInterval = 1

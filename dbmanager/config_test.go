@@ -48,3 +48,42 @@ func TestBlockGraceConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestProfilesConfig: column profiles are on by default, off by
+// TEATREE_PROFILES=off or --profiles off, and anything else is refused.
+func TestProfilesConfig(t *testing.T) {
+	for _, c := range []struct {
+		args    []string
+		env     string
+		want    string
+		invalid bool
+	}{
+		{nil, "", "on", false},
+		{nil, "off", "off", false},
+		{[]string{"--profiles", "off"}, "", "off", false},
+		{[]string{"--profiles", "on"}, "off", "on", false},
+		{[]string{"--profiles", "no"}, "", "", true},
+	} {
+		fs := pflag.NewFlagSet("dbmanager", pflag.ContinueOnError)
+		s := &envflag.Set{FS: fs, Getenv: func(k string) string {
+			if k == "TEATREE_PROFILES" {
+				return c.env
+			}
+			return ""
+		}}
+		var cfg Config
+		cfg.RegisterFlags(s)
+		if err := fs.Parse(append([]string{"--model", "m"}, c.args...)); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.Validate()
+		switch {
+		case c.invalid && err == nil:
+			t.Errorf("args %v env %q: valid, want an error", c.args, c.env)
+		case !c.invalid && err != nil:
+			t.Errorf("args %v env %q: %v", c.args, c.env, err)
+		case !c.invalid && cfg.Profiles != c.want:
+			t.Errorf("args %v env %q: profiles %q, want %q", c.args, c.env, cfg.Profiles, c.want)
+		}
+	}
+}

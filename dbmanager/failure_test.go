@@ -85,7 +85,11 @@ func TestJudgeDuckDBErrors(t *testing.T) {
 			}
 			c := conn(t, db)
 			args, _ := json.Marshal(map[string]string{"sql": "CREATE TABLE big AS " + bigList})
-			_, err = fn.Apply(ctx, functions.Env{Conn: c, AllowSQL: true, Tables: functions.NewTableCache()}, args)
+			call, err := fn.Decode(args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = call.Apply(ctx, functions.Env{Conn: c, AllowSQL: true, Tables: functions.NewTableCache()})
 			return err
 		}, duckdb.ErrorTypeOutOfMemory, retry},
 	}

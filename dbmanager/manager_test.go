@@ -59,7 +59,17 @@ func (h *handle) stop(t *testing.T) error {
 // run starts a db-manager for m; it is stopped by t.Cleanup.
 func run(t *testing.T, s *stacktest.Stack, m string, tweak func(*dbmanager.Manager)) *handle {
 	t.Helper()
-	cfg := dbmanager.Config{Model: m, DataDir: s.DataDir, Threads: 1, MemoryLimit: "256MB", LeasePoll: 50 * time.Millisecond}
+	return runConfig(t, s, testConfig(s, m), tweak)
+}
+
+// testConfig is the Config of run's db-managers.
+func testConfig(s *stacktest.Stack, m string) dbmanager.Config {
+	return dbmanager.Config{Model: m, DataDir: s.DataDir, Threads: 1, MemoryLimit: "256MB", LeasePoll: 50 * time.Millisecond}
+}
+
+// runConfig is run with cfg.
+func runConfig(t *testing.T, s *stacktest.Stack, cfg dbmanager.Config, tweak func(*dbmanager.Manager)) *handle {
+	t.Helper()
 	mgr, err := dbmanager.New(cfg, stacktest.Logger(t), s.JS, s.Ctl, s.Store)
 	if err != nil {
 		t.Fatal(err)

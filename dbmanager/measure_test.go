@@ -46,14 +46,12 @@ func TestMeasureProfileOverhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func(p bool) { profiling = p }(profiling)
 	for i, on := range []bool{false, true, false, true} {
-		profiling = on
 		out := filepath.Join(dir, "v", string(rune('a'+i)))
 		if err := os.MkdirAll(out, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		a := archiver{conn: conn, dir: out, model: "flights", log: slog.Default()}
+		a := archiver{conn: conn, dir: out, model: "flights", profiles: on, log: slog.Default()}
 		ct := cutTable{Table: tables[0]}
 		start := time.Now()
 		if err := a.whole(ctx, &ct); err != nil {

@@ -2,6 +2,7 @@ package dbmanager_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -156,4 +157,29 @@ func sameEstimates(t *testing.T, got, whole *profile.Profile) bool {
 		}
 	}
 	return ok
+}
+
+// TestProfilesOff: with Config.Profiles "off" the data files a version
+// writes (whole, then appended) have no profiles, and their row counts,
+// counted without the profile's query, still match the snapshot.
+func TestProfilesOff(t *testing.T) {
+	defer dbmanager.SetArchiveLimits(1000, 1024, 8)()
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "noprof", AllowSQL: true}).ID
+	cfg := testConfig(s, m)
+	cfg.Profiles = "off"
+	runConfig(t, s, cfg, nil)
+	ctx := context.Background()
+	v := submitVersion(t, s, stacktest.Request(m, "fill", "sql", map[string]any{"sql": "CREATE TABLE big AS SELECT range AS id, 'k' || (range % 13) AS k FROM range(2500)"}))
+	whole := table(t, checkArchive(t, s, m, v), "big")
+	v = submitVersion(t, s, stacktest.Request(m, "app", "append", map[string]any{"table": "big", "rows": []map[string]any{{"id": 5000, "k": "zz"}}}))
+	after := table(t, checkArchive(t, s, m, v), "big")
+	if len(whole.Files) < 2 || len(after.Files) != len(whole.Files)+1 {
+		t.Fatalf("%d files written whole, %d after the append; want at least 2 and one more", len(whole.Files), len(after.Files))
+	}
+	for _, f := range after.Files {
+		if _, err := profile.LoadFile(ctx, s.Store, m, "big", f.SHA256); !errors.Is(err, profile.ErrNoProfile) {
+			t.Errorf("file %s of %d rows: profile error %v, want ErrNoProfile", f.SHA256, f.Rows, err)
+		}
+	}
 }

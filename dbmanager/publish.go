@@ -209,7 +209,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
-	arch := archiver{conn: conn, dir: dir, model: m.cfg.Model, rowidsMoved: c.Compaction, log: m.log}
+	arch := archiver{conn: conn, dir: dir, model: m.cfg.Model, rowidsMoved: c.Compaction, profiles: m.cfg.Profiles != "off", log: m.log}
 	for i := range c.Tables {
 		t := &c.Tables[i]
 		b, ok := base[t.Name]

@@ -191,8 +191,7 @@ func TestStartsPerModelAndStopsIdle(t *testing.T) {
 		t.Fatalf("db-managers still running after the idle timeout: %v (events %s)", running, r.events())
 	}
 	// New work starts the model's db-manager again.
-	s.Submit(t, stacktest.Request("m1", "m1-more", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": 1}}}))
-	if n := s.Outcomes(t, "m1", time.Minute, "m1-more")["m1-more"]; n.Status != model.StatusApplied {
+	if n := s.SubmitWait(t, stacktest.Request("m1", "m1-more", "append", map[string]any{"table": "t", "rows": []map[string]any{{"n": 1}}}), time.Minute); n.Status != model.StatusApplied {
 		t.Fatalf("m1-more: %+v", n)
 	}
 	if ev := r.events(); strings.Count(ev, "start m1") != 2 || strings.Count(ev, "start m0") != 1 {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,12 +19,6 @@ import (
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
 )
-
-// appendFn is append: inline rows, or a staged Parquet, CSV, JSON or Arrow
-// IPC file.
-type appendFn struct{}
-
-var _ Function = appendFn{}
 
 type appendArgs struct {
 	Table   string           `json:"table"`
@@ -91,15 +84,13 @@ func PayloadKind(name string) (format, compression, ext string) {
 // maxURILen is the longest payload uri.
 const maxURILen = 1024
 
-func (appendFn) Name() string { return "append" }
-
-func (appendFn) Summary() string {
-	return "append inline rows, a staged Parquet, CSV, JSON or Arrow IPC file, or the rows of a Postgres source, to a table (a file or source creates a missing table)"
-}
-
-var appendSchema = makeSchema("append",
-	"Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<model>/<request_id>/ of this very request ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A CSV or JSON file may be compressed, told by a last extension .gz or .zst (events.csv.gz, events.ndjson.zst); a .ndjson or .jsonl file holds one object per line. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types. Or source: rows streamed from a Postgres source configured on the db-manager (a query or a table; see README, Postgres sources for the type map), with the same rules as a file.",
-	`"required": ["table"],
+// appendSpec is append: inline rows, a staged Parquet, CSV, JSON or Arrow
+// IPC file, or the rows of a Postgres source.
+var appendSpec = spec[appendArgs]{
+	Name:        "append",
+	Summary:     "append inline rows, a staged Parquet, CSV, JSON or Arrow IPC file, or the rows of a Postgres source, to a table (a file or source creates a missing table)",
+	Description: "Appends rows to main.<table>. Either rows: inline row objects, matched to the table's columns by name (the table must exist), each value of the JSON kind of its column's type (no casts: see README). Or payload: a file staged in the object store under staging/<model>/<request_id>/ of this very request ('teactl append' stages it), in format parquet, csv (with a header row), json (an array of objects or newline-delimited objects) or arrow (Arrow IPC file or stream); format defaults to the file extension's. A CSV or JSON file may be compressed, told by a last extension .gz or .zst (events.csv.gz, events.ndjson.zst); a .ndjson or .jsonl file holds one object per line. A file whose table does not exist creates it from the file's schema unless create is false (a CSV or JSON file needs rows for that: its types come from them); into an existing table the file's columns must be the table's columns (by name, any order) with castable types. Or source: rows streamed from a Postgres source configured on the db-manager (a query or a table; see README, Postgres sources for the type map), with the same rules as a file.",
+	Schema: `"required": ["table"],
   "oneOf": [{"required": ["rows"]}, {"required": ["payload"]}, {"required": ["source"]}],
   "dependentSchemas": {"create": {"anyOf": [{"required": ["payload"]}, {"required": ["source"]}]}},
   "properties": {
@@ -124,29 +115,21 @@ var appendSchema = makeSchema("append",
     },
     "create": {"type": "boolean", "description": "payload or source only: create a missing table from the file's (the source's) schema (default true)"}
   }`,
-	`{"table":"t","rows":[{"id":1,"v":"a"},{"id":2,"v":null}]}`,
-	`{"table":"t","payload":{"uri":"staging/shop/0190d0c8-7f4e-7cc0-9a3c-2b8c1f0e6a11/f.parquet","format":"parquet"}}`,
-	`{"table":"events","payload":{"uri":"staging/shop/01J2ZK8M3V4W5X6Y7Z8A9B0C1D/events.csv","delimiter":";"},"create":false}`,
-	`{"table":"customers","source":{"name":"crm","query":"SELECT id, name, created FROM customers WHERE created >= '2026-01-01'"}}`,
-)
-
-func (appendFn) Schema() json.RawMessage { return appendSchema }
-
-func (f appendFn) Validate(args json.RawMessage) error {
-	_, err := f.parse(args)
-	return err
+	Examples: []string{
+		`{"table":"t","rows":[{"id":1,"v":"a"},{"id":2,"v":null}]}`,
+		`{"table":"t","payload":{"uri":"staging/shop/0190d0c8-7f4e-7cc0-9a3c-2b8c1f0e6a11/f.parquet","format":"parquet"}}`,
+		`{"table":"events","payload":{"uri":"staging/shop/01J2ZK8M3V4W5X6Y7Z8A9B0C1D/events.csv","delimiter":";"},"create":false}`,
+		`{"table":"customers","source":{"name":"crm","query":"SELECT id, name, created FROM customers WHERE created >= '2026-01-01'"}}`,
+	},
+	Check: checkAppend,
+	Apply: applyAppend,
 }
 
-func (f appendFn) parseAny(args json.RawMessage) (any, error) { return f.parse(args) }
-
-func (f appendFn) parse(args json.RawMessage) (*appendArgs, error) {
-	fn := f.Name()
-	var a appendArgs
-	if err := decodeArgs(fn, args, &a); err != nil {
-		return nil, err
-	}
-	if err := checkTable(fn, a.Table); err != nil {
-		return nil, err
+// checkAppend checks the table and that exactly one of rows, payload and
+// source is given, and checks that one.
+func checkAppend(a *appendArgs) error {
+	if err := checkTable(a.Table); err != nil {
+		return err
 	}
 	given := 0
 	for _, g := range []bool{a.Rows != nil, a.Payload != nil, a.Source != nil} {
@@ -156,59 +139,59 @@ func (f appendFn) parse(args json.RawMessage) (*appendArgs, error) {
 	}
 	switch {
 	case given > 1:
-		return nil, invalid(fn, "give one of rows, payload and source, not several")
+		return invalid("give one of rows, payload and source, not several")
 	case given == 0:
-		return nil, invalid(fn, "give rows (inline row objects), payload (a staged file) or source (a Postgres source of the db-manager)")
+		return invalid("give rows (inline row objects), payload (a staged file) or source (a Postgres source of the db-manager)")
 	case a.Source != nil:
-		if err := a.Source.check(fn); err != nil {
-			return nil, err
+		if err := a.Source.check(); err != nil {
+			return err
 		}
 	case a.Rows != nil:
 		if a.Create != nil {
-			return nil, invalid(fn, "create applies to a payload only: inline rows go into an existing table")
+			return invalid("create applies to a payload only: inline rows go into an existing table")
 		}
-		if err := checkRows(fn, a.Rows); err != nil {
-			return nil, err
+		if err := checkRows(a.Rows); err != nil {
+			return err
 		}
 	default:
-		if err := a.Payload.check(fn); err != nil {
-			return nil, err
+		if err := a.Payload.check(); err != nil {
+			return err
 		}
 	}
-	return &a, nil
+	return nil
 }
 
 // check validates the payload reference without fetching it.
-func (p *payloadRef) check(fn string) error {
+func (p *payloadRef) check() error {
 	u := p.URI
 	switch {
 	case !strings.HasPrefix(u, "staging/"):
-		return invalid(fn, "payload uri %s must be a staged object, staging/<model>/<request_id>/<file> ('teactl append' stages files)", model.Quote(u))
+		return invalid("payload uri %s must be a staged object, staging/<model>/<request_id>/<file> ('teactl append' stages files)", model.Quote(u))
 	case len(u) > maxURILen:
-		return invalid(fn, "payload uri is %d bytes long: at most %d are allowed", len(u), maxURILen)
+		return invalid("payload uri is %d bytes long: at most %d are allowed", len(u), maxURILen)
 	case strings.ContainsFunc(u, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }):
-		return invalid(fn, "payload uri %s holds a control character or a backslash", model.Quote(u))
+		return invalid("payload uri %s holds a control character or a backslash", model.Quote(u))
 	case path.Clean(u) != u || strings.HasSuffix(u, "/") || len(u) == len("staging/"):
-		return invalid(fn, "payload uri %s is not a clean object key (no '..', '.', '//' or trailing '/')", model.Quote(u))
+		return invalid("payload uri %s is not a clean object key (no '..', '.', '//' or trailing '/')", model.Quote(u))
 	}
 	format := p.format()
 	switch {
 	case format == formatParquet, format == formatCSV, format == formatJSON, format == formatArrow:
 	case p.Format != "":
-		return invalid(fn, "payload format %s is not one of parquet, csv, json, arrow", model.Quote(p.Format))
+		return invalid("payload format %s is not one of parquet, csv, json, arrow", model.Quote(p.Format))
 	default:
-		return invalid(fn, "payload uri %s has no known file extension: give payload.format (parquet, csv, json or arrow)", model.Quote(u))
+		return invalid("payload uri %s has no known file extension: give payload.format (parquet, csv, json or arrow)", model.Quote(u))
 	}
 	if c := p.compression(); c != "" && format != formatCSV && format != formatJSON {
-		return invalid(fn, "payload uri %s is %s-compressed %s: only CSV and JSON files may be compressed (Parquet and Arrow compress inside the file)", model.Quote(u), c, format)
+		return invalid("payload uri %s is %s-compressed %s: only CSV and JSON files may be compressed (Parquet and Arrow compress inside the file)", model.Quote(u), c, format)
 	}
 	if p.Delimiter != "" {
 		if format != formatCSV {
-			return invalid(fn, "payload delimiter applies to csv only, not %s", format)
+			return invalid("payload delimiter applies to csv only, not %s", format)
 		}
 		d := p.Delimiter
 		if len(d) != 1 || d[0] < 0x20 && d[0] != '\t' || d[0] >= 0x7f || d == `"` || d == "'" {
-			return invalid(fn, "payload delimiter %s must be one printable ASCII character (or a tab), not a quote", model.Quote(d))
+			return invalid("payload delimiter %s must be one printable ASCII character (or a tab), not a quote", model.Quote(d))
 		}
 	}
 	return nil
@@ -252,28 +235,23 @@ func (p *payloadRef) delimiter() string {
 	return ","
 }
 
-// Apply appends the rows or the payload.
-func (f appendFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
-	fn := f.Name()
-	a, err := f.parse(args)
-	if err != nil {
-		return Result{}, err
-	}
+// applyAppend appends the rows, the payload or the source's rows.
+func applyAppend(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 	if a.Payload != nil {
-		return f.applyPayload(ctx, env, a)
+		return applyPayload(ctx, env, a)
 	}
 	if a.Source != nil {
-		return f.applySource(ctx, env, a)
+		return applySource(ctx, env, a)
 	}
-	t, err := mustTable(ctx, env, fn, a.Table)
+	t, err := mustTable(ctx, env, a.Table)
 	if err != nil {
 		return Result{}, err
 	}
-	rows, err := bindRows(fn, t, a.Rows)
+	rows, err := bindRows(t, a.Rows)
 	if err != nil {
 		return Result{}, err
 	}
-	n, err := insertRows(ctx, env.Conn, fn, t, rows, nil, nil)
+	n, err := insertRows(ctx, env.Conn, t, rows, nil, nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -282,18 +260,17 @@ func (f appendFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Res
 
 // applyPayload fetches the payload and inserts it with DuckDB's own file
 // readers (an Arrow IPC file is converted to Parquet first).
-func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Result, error) {
+func applyPayload(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 	env.Tables.forget() // the file may create the table
-	fn := f.Name()
 	if env.Payload == nil {
-		return Result{}, fmt.Errorf("%s: no payload fetcher in Env", fn)
+		return Result{}, errors.New("no payload fetcher in Env")
 	}
 	t, exists, err := lookupTable(ctx, env.Conn, a.Table)
 	if err != nil {
-		return Result{}, dbError(fn, "look up table "+a.Table, err)
+		return Result{}, dbError("look up table "+a.Table, err)
 	}
 	if !exists && a.Create != nil && !*a.Create {
-		return Result{}, invalid(fn, "table %q does not exist and create is false: create it first (create_table), or leave create out to create it from the file's columns", a.Table)
+		return Result{}, invalid("table %q does not exist and create is false: create it first (create_table), or leave create out to create it from the file's columns", a.Table)
 	}
 	local, err := env.Payload(ctx, a.Payload.URI)
 	if err != nil {
@@ -306,9 +283,9 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 		pq, err := arrowToParquet(local)
 		if err != nil {
 			if errors.Is(err, errNotArrow) {
-				return Result{}, a.Payload.notValid(fn, strings.TrimPrefix(strings.TrimPrefix(err.Error(), errNotArrow.Error()), ": "), nil)
+				return Result{}, a.Payload.notValid(strings.TrimPrefix(strings.TrimPrefix(err.Error(), errNotArrow.Error()), ": "), nil)
 			}
-			return Result{}, fmt.Errorf("%s: %s: %w", fn, what, err)
+			return Result{}, fmt.Errorf("%s: %w", what, err)
 		}
 		defer os.Remove(pq)
 		local, format = pq, formatParquet
@@ -316,33 +293,33 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 	if typeless && blankFile(local, a.Payload.compression()) {
 		// Not even a CSV header: DuckDB would make up a column0 VARCHAR.
 		if !exists {
-			return Result{}, errNoSchema(fn, what, a.Table)
+			return Result{}, errNoSchema(what, a.Table)
 		}
 		return Result{Tables: []string{t.Name}, Appended: true}, nil
 	}
 	src := a.Payload.reader(format, !exists)
 	cols, err := fileColumns(ctx, env, src, local)
 	if err != nil {
-		return Result{}, a.Payload.readError(fn, "", local, err)
+		return Result{}, a.Payload.readError("", local, err)
 	}
-	if err := checkFileColumns(fn, what, cols); err != nil {
+	if err := checkFileColumns(what, cols); err != nil {
 		return Result{}, err
 	}
 	if !exists {
 		if _, err := env.Conn.ExecContext(ctx, "CREATE TABLE "+qualified(a.Table)+" AS SELECT * FROM "+src, local); err != nil {
-			return Result{}, a.Payload.readError(fn, "create table "+a.Table+" from "+what, local, err)
+			return Result{}, a.Payload.readError("create table "+a.Table+" from "+what, local, err)
 		}
 		n, err := countRows(ctx, env.Conn, a.Table)
 		if err != nil {
-			return Result{}, dbError(fn, "count rows of "+a.Table, err)
+			return Result{}, dbError("count rows of "+a.Table, err)
 		}
 		if n == 0 && typeless {
 			// The caller rolls the transaction back: the table goes.
-			return Result{}, errNoSchema(fn, what, a.Table)
+			return Result{}, errNoSchema(what, a.Table)
 		}
 		return Result{Tables: []string{a.Table}, Rows: n, Appended: true}, nil
 	}
-	if err := matchColumns(fn, what, t, cols); err != nil {
+	if err := matchColumns(what, t, cols); err != nil {
 		// A JSON file without rows names no columns (DuckDB makes up
 		// json JSON): it appends nothing.
 		if format == formatJSON && noRows(ctx, env, src, local) {
@@ -352,7 +329,7 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 	}
 	res, err := env.Conn.ExecContext(ctx, "INSERT INTO "+qualified(t.Name)+" BY NAME SELECT * FROM "+src, local)
 	if err != nil {
-		return Result{}, a.Payload.readError(fn, fmt.Sprintf("insert %s into table %s %s (file columns %s)", what, t.Name, t.columnList(), columnList(cols)), local, err)
+		return Result{}, a.Payload.readError(fmt.Sprintf("insert %s into table %s %s (file columns %s)", what, t.Name, t.columnList(), columnList(cols)), local, err)
 	}
 	n, _ := res.RowsAffected()
 	return Result{Tables: []string{t.Name}, Rows: n, Appended: true}, nil
@@ -360,8 +337,8 @@ func (f appendFn) applyPayload(ctx context.Context, env Env, a *appendArgs) (Res
 
 // errNoSchema refuses a CSV or JSON file without rows for a missing table:
 // its types come from its rows.
-func errNoSchema(fn, what, table string) error {
-	return invalid(fn, "%s has no rows, so the column types of table %s cannot be known: create the table first (create_table), then append the file", what, table)
+func errNoSchema(what, table string) error {
+	return invalid("%s has no rows, so the column types of table %s cannot be known: create the table first (create_table), then append the file", what, table)
 }
 
 // noRows reports whether DuckDB reads no rows from the payload.
@@ -421,12 +398,12 @@ var formatNoun = map[string]string{
 
 // notValid is the error for a payload that is not a readable file of its
 // format, with a hint of what the reader found; cause may be nil.
-func (p *payloadRef) notValid(fn, hint string, cause error) error {
+func (p *payloadRef) notValid(hint string, cause error) error {
 	from := "format from its extension"
 	if p.Format != "" {
 		from = "format given by the request"
 	}
-	msg := fmt.Sprintf("%s: %s: staged file %s is not a valid %s (%s)", model.ErrInvalid, fn, model.Quote(path.Base(p.URI)), formatNoun[p.format()], from)
+	msg := fmt.Sprintf("%s: staged file %s is not a valid %s (%s)", model.ErrInvalid, model.Quote(path.Base(p.URI)), formatNoun[p.format()], from)
 	if hint != "" {
 		msg += ": " + hint
 	}
@@ -449,26 +426,26 @@ func (p *payloadRef) notValid(fn, hint string, cause error) error {
 // corrupt gzip or zstd stream ("Input is not a GZIP stream", "Data
 // corruption detected"): the file was just staged on local disk, and
 // retrying a bad file would block the model.
-func (p *payloadRef) readError(fn, what, local string, err error) error {
+func (p *payloadRef) readError(what, local string, err error) error {
 	var de *duckdb.Error
 	if !errors.As(err, &de) {
 		if what == "" {
 			what = "read " + p.format() + " payload " + p.URI
 		}
-		return fmt.Errorf("%s: %s: %w", fn, what, model.Shorten(err))
+		return fmt.Errorf("%s: %w", what, model.Shorten(err))
 	}
 	gist := duckGist(de.Msg, local, path.Base(p.URI))
 	bad := de.Type == duckdb.ErrorTypeInvalid || de.Type == duckdb.ErrorTypeIO || requestFault(de.Type)
 	switch {
 	case bad && what == "":
-		return p.notValid(fn, gist, err)
+		return p.notValid(gist, err)
 	case what == "":
 		what = "read " + p.format() + " payload " + p.URI
 	}
 	if bad {
-		return &payloadError{msg: fmt.Sprintf("%s: %s: %s: %s", model.ErrInvalid, fn, what, gist), errs: []error{model.ErrInvalid, err}}
+		return &payloadError{msg: fmt.Sprintf("%s: %s: %s", model.ErrInvalid, what, gist), errs: []error{model.ErrInvalid, err}}
 	}
-	return &payloadError{msg: fmt.Sprintf("%s: %s: %s", fn, what, gist), errs: []error{err}}
+	return &payloadError{msg: fmt.Sprintf("%s: %s", what, gist), errs: []error{err}}
 }
 
 // maxGist is the longest gist of a DuckDB error, in bytes.
@@ -573,18 +550,18 @@ func fileColumns(ctx context.Context, env Env, src, local string) ([]column, err
 }
 
 // checkFileColumns checks the column names of a file.
-func checkFileColumns(fn, what string, cols []column) error {
+func checkFileColumns(what string, cols []column) error {
 	if len(cols) == 0 {
-		return invalid(fn, "%s has no columns", what)
+		return invalid("%s has no columns", what)
 	}
 	seen := map[string]string{}
 	for _, c := range cols {
-		if err := checkColumn(fn, what+": column name", c.Name); err != nil {
+		if err := checkColumn(what+": column name", c.Name); err != nil {
 			return err
 		}
 		folded := strings.ToLower(c.Name)
 		if prev, dup := seen[folded]; dup {
-			return invalid(fn, "%s has columns %q and %q, one name to DuckDB (names are case-insensitive)", what, prev, c.Name)
+			return invalid("%s has columns %q and %q, one name to DuckDB (names are case-insensitive)", what, prev, c.Name)
 		}
 		seen[folded] = c.Name
 	}
@@ -594,7 +571,7 @@ func checkFileColumns(fn, what string, cols []column) error {
 // matchColumns checks that the file has exactly the table's columns, by
 // name (case-insensitively, as DuckDB's BY NAME matches). The error lists
 // both sets and what is missing or extra.
-func matchColumns(fn, what string, t table, cols []column) error {
+func matchColumns(what string, t table, cols []column) error {
 	inFile := map[string]bool{}
 	for _, c := range cols {
 		inFile[strings.ToLower(c.Name)] = true
@@ -622,5 +599,5 @@ func matchColumns(fn, what string, t table, cols []column) error {
 	if len(extra) > 0 {
 		diff = append(diff, "extra "+strings.Join(extra, ", "))
 	}
-	return invalid(fn, "%s does not have the columns of table %s (%s): file columns %s, table columns %s", what, t.Name, model.Excerpt(strings.Join(diff, "; "), model.MaxErrorText), columnList(cols), t.columnList())
+	return invalid("%s does not have the columns of table %s (%s): file columns %s, table columns %s", what, t.Name, model.Excerpt(strings.Join(diff, "; "), model.MaxErrorText), columnList(cols), t.columnList())
 }

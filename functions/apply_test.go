@@ -1,8 +1,6 @@
 package functions
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -286,13 +284,13 @@ func TestCheckPrepared(t *testing.T) {
 	for _, typ := range []duckdb.StmtType{duckdb.STATEMENT_TYPE_COPY, duckdb.STATEMENT_TYPE_ATTACH, duckdb.STATEMENT_TYPE_DETACH,
 		duckdb.STATEMENT_TYPE_LOAD, duckdb.STATEMENT_TYPE_SET, duckdb.STATEMENT_TYPE_PRAGMA, duckdb.STATEMENT_TYPE_TRANSACTION,
 		duckdb.STATEMENT_TYPE_EXPORT, duckdb.STATEMENT_TYPE_CALL, duckdb.STATEMENT_TYPE_INVALID, duckdb.STATEMENT_TYPE_MULTI} {
-		if err := checkPrepared("sql", prepared{Type: typ}); !errors.Is(err, model.ErrInvalid) {
+		if err := checkPrepared(prepared{Type: typ}); !errors.Is(err, model.ErrInvalid) {
 			t.Errorf("statement type %d: %v, want ErrInvalid", typ, err)
 		}
 	}
 	for _, typ := range []duckdb.StmtType{duckdb.STATEMENT_TYPE_INSERT, duckdb.STATEMENT_TYPE_UPDATE, duckdb.STATEMENT_TYPE_DELETE,
 		duckdb.STATEMENT_TYPE_CREATE, duckdb.STATEMENT_TYPE_ALTER, duckdb.STATEMENT_TYPE_DROP, duckdb.STATEMENT_TYPE_SELECT} {
-		if err := checkPrepared("sql", prepared{Type: typ}); err != nil {
+		if err := checkPrepared(prepared{Type: typ}); err != nil {
 			t.Errorf("statement type %d: %v", typ, err)
 		}
 	}
@@ -372,30 +370,6 @@ func TestRollbackLeavesTableUnchanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantRows(t, m, `SELECT id, v FROM t ORDER BY id`, "1|A", "2|b")
-}
-
-// TestApplyValidatesAgain: Apply does not trust its caller to have called
-// Validate.
-func TestApplyValidatesAgain(t *testing.T) {
-	m := newModel(t)
-	createT(m)
-	for _, tc := range badArgs {
-		if tc.fn == "sql" {
-			continue // needs AllowSQL; covered in TestSQL
-		}
-		f, _ := Lookup(tc.fn)
-		ctx := context.Background()
-		m.exec("BEGIN TRANSACTION")
-		_, err := f.Apply(ctx, m.env(), json.RawMessage(tc.args))
-		m.exec("ROLLBACK")
-		if !errors.Is(err, model.ErrInvalid) {
-			t.Errorf("%s %.60s: Apply = %v, want ErrInvalid", tc.fn, tc.args, err)
-		}
-	}
-	if len(m.fetched) > 0 {
-		t.Errorf("Apply fetched payloads for invalid args: %v", m.fetched)
-	}
-	wantRows(t, m, `SELECT count(*) FROM duckdb_tables()`, "1")
 }
 
 // TestSchemaChangesInOneBatch applies, in one transaction with one

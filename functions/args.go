@@ -42,29 +42,29 @@ const internalPrefix = "_teatree"
 // checkTable reports whether name may name a table a function touches:
 // `^[A-Za-z_][A-Za-z0-9_]{0,62}$` and not starting with _teatree (in any
 // case).
-func checkTable(fn, name string) error {
+func checkTable(name string) error {
 	if name == "" {
-		return invalid(fn, "table is empty: name a table in schema main")
+		return invalid("table is empty: name a table in schema main")
 	}
 	if !tablePattern.MatchString(name) {
-		return invalid(fn, "table %s is not a valid table name: use 1 to %d letters, digits and '_', not starting with a digit", model.Quote(name), MaxTableLen)
+		return invalid("table %s is not a valid table name: use 1 to %d letters, digits and '_', not starting with a digit", model.Quote(name), MaxTableLen)
 	}
 	if strings.HasPrefix(strings.ToLower(name), internalPrefix) {
-		return invalid(fn, "table %q is reserved: names starting with %q are teatree's own", name, internalPrefix)
+		return invalid("table %q is reserved: names starting with %q are teatree's own", name, internalPrefix)
 	}
 	return nil
 }
 
 // checkColumn reports whether name may name a column: 1 to 255 bytes, no
 // NUL. Column names are always quoted with duck.Ident.
-func checkColumn(fn, what, name string) error {
+func checkColumn(what, name string) error {
 	switch {
 	case name == "":
-		return invalid(fn, "%s is empty: columns have names of 1 to %d bytes", what, MaxColumnLen)
+		return invalid("%s is empty: columns have names of 1 to %d bytes", what, MaxColumnLen)
 	case len(name) > MaxColumnLen:
-		return invalid(fn, "%s %s is %d bytes long: at most %d are allowed", what, model.Quote(name), len(name), MaxColumnLen)
+		return invalid("%s %s is %d bytes long: at most %d are allowed", what, model.Quote(name), len(name), MaxColumnLen)
 	case strings.IndexByte(name, 0) >= 0:
-		return invalid(fn, "%s %s contains a NUL byte", what, model.Quote(name))
+		return invalid("%s %s contains a NUL byte", what, model.Quote(name))
 	}
 	return nil
 }
@@ -74,13 +74,14 @@ func checkColumn(fn, what, name string) error {
 // encoding/json also matches other cases), appear once, and be known; null
 // is allowed only where v holds `any` or json.RawMessage; JSON numbers
 // decode as json.Number so that BIGINTs keep their precision; nothing may
-// follow the object. Errors wrap model.ErrInvalid.
+// follow the object. Errors wrap model.ErrInvalid and point to 'teactl
+// functions fn'.
 func decodeArgs(fn string, args json.RawMessage, v any) error {
 	if len(bytes.TrimSpace(args)) == 0 {
-		return invalid(fn, "args are empty: pass a JSON object (see 'teactl functions %s')", fn)
+		return invalid("args are empty: pass a JSON object (see 'teactl functions %s')", fn)
 	}
 	if err := checkJSON(args, reflect.TypeOf(v).Elem()); err != nil {
-		return invalid(fn, "%v (see 'teactl functions %s')", model.Shorten(err), fn)
+		return invalid("%v (see 'teactl functions %s')", model.Shorten(err), fn)
 	}
 	dec := json.NewDecoder(bytes.NewReader(args))
 	dec.UseNumber()
@@ -90,9 +91,9 @@ func decodeArgs(fn string, args json.RawMessage, v any) error {
 		if errors.As(err, &te) && te.Field != "" {
 			// te.Value is the JSON kind, for a number followed by the literal.
 			kind, _, _ := strings.Cut(te.Value, " ")
-			return invalid(fn, "%s must be %s, not a JSON %s (see 'teactl functions %s')", te.Field, goTypeName(te.Type), kind, fn)
+			return invalid("%s must be %s, not a JSON %s (see 'teactl functions %s')", te.Field, goTypeName(te.Type), kind, fn)
 		}
-		return invalid(fn, "args: %v (see 'teactl functions %s')", model.Shorten(err), fn)
+		return invalid("args: %v (see 'teactl functions %s')", model.Shorten(err), fn)
 	}
 	return nil
 }

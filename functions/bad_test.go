@@ -228,7 +228,7 @@ func TestValidateRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = f.Validate(json.RawMessage(tc.args))
+		err = validate(f, json.RawMessage(tc.args))
 		name := fmt.Sprintf("%d %s %.80s", i, tc.fn, tc.args)
 		if err == nil {
 			t.Errorf("%s: accepted, want an error containing %q", name, tc.want)

@@ -68,17 +68,17 @@ ORDER BY c.column_index`, name)
 
 // mustTable is lookupTable for a table that must exist, answered from
 // env.Tables when it holds the table.
-func mustTable(ctx context.Context, env Env, fn, name string) (table, error) {
+func mustTable(ctx context.Context, env Env, name string) (table, error) {
 	key := strings.ToLower(name)
 	if t, ok := env.Tables.get(key); ok {
 		return t, nil
 	}
 	t, ok, err := lookupTable(ctx, env.Conn, name)
 	if err != nil {
-		return table{}, fmt.Errorf("%s: look up table %s: %w", fn, name, err)
+		return table{}, fmt.Errorf("look up table %s: %w", name, err)
 	}
 	if !ok {
-		return table{}, invalid(fn, "table %q does not exist in schema main: create it first (create_table)", name)
+		return table{}, invalid("table %q does not exist in schema main: create it first (create_table)", name)
 	}
 	env.Tables.put(key, t)
 	return t, nil
@@ -139,8 +139,8 @@ WHERE database_name = current_database() AND schema_name = 'main' AND table_name
 // match first, then a case-insensitive one (DuckDB's own rule). An unknown
 // name, or two names for one column, is an error naming it and listing the
 // table's columns.
-func (t table) resolve(fn, what string, names []string) ([]string, error) {
-	idx, err := t.resolveIdx(fn, what, names)
+func (t table) resolve(what string, names []string) ([]string, error) {
+	idx, err := t.resolveIdx(what, names)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,7 @@ func (t table) resolve(fn, what string, names []string) ([]string, error) {
 }
 
 // resolveIdx is resolve returning column indexes.
-func (t table) resolveIdx(fn, what string, names []string) ([]int, error) {
+func (t table) resolveIdx(what string, names []string) ([]int, error) {
 	out := make([]int, len(names))
 	used := make(map[int]string, len(names))
 	for i, n := range names {
@@ -161,10 +161,10 @@ func (t table) resolveIdx(fn, what string, names []string) ([]int, error) {
 			j, ok = t.folded[strings.ToLower(n)]
 		}
 		if !ok {
-			return nil, invalid(fn, "%s %s is not a column of table %s: its columns are %s", what, model.Quote(n), t.Name, t.columnList())
+			return nil, invalid("%s %s is not a column of table %s: its columns are %s", what, model.Quote(n), t.Name, t.columnList())
 		}
 		if prev, dup := used[j]; dup {
-			return nil, invalid(fn, "%s %s and %s both name column %q of table %s", what, model.Quote(prev), model.Quote(n), t.Columns[j].Name, t.Name)
+			return nil, invalid("%s %s and %s both name column %q of table %s", what, model.Quote(prev), model.Quote(n), t.Columns[j].Name, t.Name)
 		}
 		used[j] = n
 		out[i] = j

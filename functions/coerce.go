@@ -457,11 +457,11 @@ func fieldName(f string) (name, typ string) {
 // column it was: it casts each string of a cast-typed column (DATE, UUID,
 // …) on the private parser DuckDB (the model's transaction is aborted by
 // then). It returns nil when no single value fails there.
-func badCast(ctx context.Context, fn string, t table, rows []boundRow) error {
+func badCast(ctx context.Context, t table, rows []boundRow) error {
 	for i, r := range rows {
 		for j, c := range t.Columns {
 			if err := castCheck(ctx, c.Type, r.vals[j]); r.has[j] && err != nil {
-				return invalid(fn, "row %d: column %s (%s): %v", i, model.Quote(c.Name), c.Type, err)
+				return invalid("row %d: column %s (%s): %v", i, model.Quote(c.Name), c.Type, err)
 			}
 		}
 	}

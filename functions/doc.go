@@ -1,10 +1,56 @@
 // Package functions is the closed, typed set of functions a request can
 // call on a model. Each Function names itself, documents its args as a JSON
 // Schema (draft 2020-12, with examples; `teactl functions NAME` prints it),
-// validates args without a model (Validate, used by the dispatcher and the
-// db-manager alike through ValidateRequest), and applies them on the
-// model's DuckDB connection inside the db-manager's open transaction
-// (Apply), never committing or rolling back itself.
+// decodes and checks args once without a model (Decode, used by the
+// dispatcher and the db-manager alike through Prepare and ValidateRequest)
+// into a Call, and the Call applies the decoded args on the model's DuckDB
+// connection inside the db-manager's open transaction (Call.Apply), never
+// committing or rolling back itself.
+//
+// # Adding a function
+//
+// A function is one declaration, a spec[A] over its args struct A (in the
+// spirit of River's Worker[T JobArgs]), registered in init:
+//
+//	type renameArgs struct {
+//		Table string `json:"table"`
+//		To    string `json:"to"`
+//	}
+//
+//	var renameSpec = spec[renameArgs]{
+//		Name:        "rename_table",
+//		Summary:     "rename a table of schema main",
+//		Description: "Renames main.<table> to main.<to>.",
+//		Schema: `"required": ["table", "to"],
+//		  "properties": {"table": {"$ref": "#/$defs/table"}, "to": {"$ref": "#/$defs/table"}}`,
+//		Examples: []string{`{"table":"t","to":"u"}`},
+//		Check: func(a *renameArgs) error {
+//			if err := checkTable(a.Table); err != nil {
+//				return err
+//			}
+//			return checkTable(a.To)
+//		},
+//		Apply: func(ctx context.Context, env Env, a *renameArgs) (Result, error) {
+//			env.Tables.forget()
+//			if _, err := env.Conn.ExecContext(ctx, "ALTER TABLE "+qualified(a.Table)+" RENAME TO "+duck.Ident(a.To)); err != nil {
+//				return Result{}, dbError("rename table "+a.Table, err)
+//			}
+//			return Result{Tables: []string{a.Table, a.To}, Replaced: true}, nil
+//		},
+//	}
+//
+//	func init() { register(renameSpec) } // or add it to the list in functions.go
+//
+// Decode then does the rest, the same for every function: a strict
+// decoding of the args into a new A, Check, and validation against the
+// schema built from Description, Schema and Examples (the one `teactl
+// functions` shows, compiled once with santhosh-tekuri/jsonschema/v6 and
+// enforced; its error is one line such as `append: invalid: args.rows[3]:
+// got string, want object`). Check and Apply return errors without the
+// function's name (invalid, dbError): the adapter adds it, once. Apply gets
+// the args Check saw (and normalised), never the JSON again, and must not
+// change them: the db-manager may apply a call twice. A test applies every
+// schema example and fuzzes Decode against the schema (FuzzValidate).
 //
 // The functions, with one example of args each:
 //
@@ -22,7 +68,7 @@
 // Rules every function keeps:
 //
 //   - Args are strict JSON: unknown fields, keys in another case, duplicate
-//     keys and null for a typed field are errors. Every Validate error
+//     keys and null for a typed field are errors. Every Decode error
 //     wraps model.ErrInvalid and says what to do.
 //   - Functions touch only tables of schema main. Table names match
 //     `^[A-Za-z_][A-Za-z0-9_]{0,62}$` and may not start with _teatree (the
@@ -41,8 +87,8 @@
 //     functions, file reads, other schemas and _teatree), the statement of
 //     sql (prepared, never executed, to learn its type).
 //   - update and delete need a non-empty where, or an explicit "all": true.
-//   - sql is privileged: ValidateRequest refuses it unless the model allows
-//     it, and Apply refuses it unless Env.AllowSQL.
+//   - sql is privileged (spec.Privileged): Prepare refuses it unless the
+//     model allows it, and Call.Apply refuses it unless Env.AllowSQL.
 //
 // # Payloads
 //
@@ -53,7 +99,7 @@
 // error), read_json. An Arrow IPC file or stream is first converted to a
 // Parquet file next to it with arrow-go (DuckDB 1.4 has no Arrow IPC
 // reader here, and duckdb-go's Arrow API needs the duckdb_arrow build
-// tag); the temporary file is removed before Apply returns. A missing table
+// tag); the temporary file is removed before Call.Apply returns. A missing table
 // is created from the file's schema (CREATE TABLE AS), unless "create":
 // false; into an existing table the file's columns must be exactly the
 // table's (by name, in any order) and the rows are inserted BY NAME, with
@@ -72,7 +118,7 @@
 // the caller's transaction, in bounded memory. mapType documents the type
 // map.
 //
-// # Errors from Apply
+// # Errors from Call.Apply
 //
 // Errors that are the request's fault wrap model.ErrInvalid: bad args, a
 // missing table, unknown columns, a file that does not fit, a constraint

@@ -62,50 +62,57 @@ type Result struct {
 }
 
 // Function is one function a request can call. Implementations are
-// stateless and safe for concurrent use.
+// stateless and safe for concurrent use. Every function is a spec (see
+// spec) registered in init.
 type Function interface {
 	// Name is the function's name as requests spell it, e.g. "append".
 	Name() string
 	// Summary is one line for `teactl functions`.
 	Summary() string
-	// Schema is the JSON Schema (draft 2020-12) of the args object. Its
-	// "examples" are valid args.
+	// Schema is the JSON Schema (draft 2020-12) of the args object, the one
+	// Decode enforces. Its "examples" are valid args.
 	Schema() json.RawMessage
-	// Validate checks args without touching any model: shape, types,
-	// identifiers, ops. Errors wrap model.ErrInvalid and say what to do.
-	// It may use a private in-memory DuckDB to parse column types and SQL;
-	// an error from that DuckDB itself (not from the args) does not wrap
-	// model.ErrInvalid.
-	Validate(args json.RawMessage) error
-	// Apply validates args again and applies them on env.Conn inside the
-	// caller's transaction. Errors that are the request's fault (bad args,
-	// a missing table, a schema mismatch, a bad file, a constraint
+	// Privileged is true for a function a model must enable (sql).
+	Privileged() bool
+	// Decode checks args without touching any model and returns the call,
+	// ready to apply: the args decode strictly into the function's args
+	// type (shape, types), pass its checks (identifiers, ops, column types
+	// and SQL parsed by a private in-memory DuckDB) and its JSON schema.
+	// Errors wrap model.ErrInvalid, start with the function's name and say
+	// what to do; an error from the private DuckDB itself (not from the
+	// args) does not wrap model.ErrInvalid.
+	Decode(args json.RawMessage) (Call, error)
+}
+
+// Call is a function call whose args are decoded and checked
+// (Function.Decode), ready to apply. Apply may run more than once (the
+// db-manager applies a batch again without a request that failed).
+type Call interface {
+	// Function is the function called.
+	Function() Function
+	// Apply applies the call on env.Conn inside the caller's transaction.
+	// Errors start with the function's name. Those that are the request's
+	// fault (a missing table, a schema mismatch, a bad file, a constraint
 	// violation) wrap model.ErrInvalid; DuckDB errors keep their
 	// *duckdb.Error in the chain (so callers can spot fatal and I/O
 	// errors), and errors from env.Payload and ctx are returned as they
-	// are, wrapped with context only.
-	Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error)
+	// are, wrapped with context only. A privileged function fails unless
+	// env.AllowSQL.
+	Apply(ctx context.Context, env Env) (Result, error)
 }
 
 // registry holds every function by name.
 var registry = map[string]Function{}
 
-func register(f Function) {
-	if _, dup := registry[f.Name()]; dup {
-		panic("functions: duplicate function " + f.Name())
-	}
-	registry[f.Name()] = f
-}
-
 func init() {
-	register(createTable{})
-	register(appendFn{})
-	register(upsert{})
-	register(update{})
-	register(deleteFn{})
-	register(refresh{})
-	register(dropTable{})
-	register(sqlFn{})
+	register(createTableSpec)
+	register(appendSpec)
+	register(upsertSpec)
+	register(updateSpec)
+	register(deleteSpec)
+	register(refreshSpec)
+	register(dropTableSpec)
+	register(sqlSpec)
 }
 
 // All returns every function, sorted by name.
@@ -137,29 +144,44 @@ func Lookup(name string) (Function, error) {
 	return nil, fmt.Errorf("%w: unknown function %s: use one of %s", model.ErrInvalid, model.Quote(name), strings.Join(names(), ", "))
 }
 
-// ValidateRequest checks a decoded request end to end without a model: the
-// function is known, its args are valid, `sql` is called only when
-// allowSQL, and a payload is one staged for this request, under
-// staging/<r.Model>/<r.ID>/ (model.CheckStagedKey). The dispatcher and the
+// Prepare checks a decoded request end to end without a model and returns
+// its call, ready to apply: the function is known, it is privileged (sql)
+// only when allowSQL, its args decode (Function.Decode), and a payload is
+// one staged for this request, under staging/<r.Model>/<r.ID>/
+// (model.CheckStagedKey). The dispatcher (through ValidateRequest) and the
 // db-manager both call it, so they reach the same verdict. Errors wrap
 // model.ErrInvalid and name the request.
-func ValidateRequest(r model.Request, allowSQL bool) error {
+func Prepare(r model.Request, allowSQL bool) (Call, error) {
 	f, err := Lookup(r.Function)
 	if err != nil {
-		return fmt.Errorf("request %s: %w", r.ID, err)
+		return nil, fmt.Errorf("request %s: %w", r.ID, err)
 	}
-	if f.Name() == sqlName && !allowSQL {
-		return fmt.Errorf("request %s: %w", r.ID, errSQLDisabled)
+	if f.Privileged() && !allowSQL {
+		return nil, fmt.Errorf("request %s: %s: %w", r.ID, f.Name(), errPrivileged(f.Name()))
 	}
-	if err := f.Validate(r.Args); err != nil {
-		return fmt.Errorf("request %s: %w", r.ID, err)
+	c, err := f.Decode(r.Args)
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", r.ID, err)
 	}
 	if uri := PayloadURI(r.Args); uri != "" {
 		if err := model.CheckStagedKey(r.Model, r.ID, uri); err != nil {
-			return fmt.Errorf("request %s: %s: %w", r.ID, f.Name(), err)
+			return nil, fmt.Errorf("request %s: %s: %w", r.ID, f.Name(), err)
 		}
 	}
-	return nil
+	return c, nil
+}
+
+// ValidateRequest is Prepare for a caller that does not apply the request
+// (the dispatcher, teactl).
+func ValidateRequest(r model.Request, allowSQL bool) error {
+	_, err := Prepare(r, allowSQL)
+	return err
+}
+
+// errPrivileged is the error for a privileged function on a model that
+// does not enable it.
+func errPrivileged(name string) error {
+	return fmt.Errorf("%w: the privileged %s function is not enabled for this model: use the typed functions (teactl functions), or have an operator enable %s for the model", model.ErrInvalid, name, name)
 }
 
 // PayloadURI returns args.payload.uri, the staged payload a request's
@@ -176,22 +198,23 @@ func PayloadURI(args json.RawMessage) string {
 	return a.Payload.URI
 }
 
-// invalid returns an error wrapping model.ErrInvalid for function fn.
-func invalid(fn, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", model.ErrInvalid, fn, fmt.Sprintf(format, args...))
+// invalid returns an error wrapping model.ErrInvalid. The function's
+// name is added in one place, by the spec adapter (spec.go).
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", model.ErrInvalid, fmt.Sprintf(format, args...))
 }
 
-// dbError wraps err, an error DuckDB returned while fn applied, with
+// dbError wraps err, an error DuckDB returned while a function applied, with
 // context. DuckDB errors that are the request's fault also wrap
 // model.ErrInvalid; I/O, memory, interrupt, transaction, fatal and internal
 // errors do not. The *duckdb.Error stays in the chain either way; its
 // message, which can echo values and SQL, is cut by model.Shorten.
-func dbError(fn, what string, err error) error {
+func dbError(what string, err error) error {
 	var de *duckdb.Error
 	if errors.As(err, &de) && requestFault(de.Type) {
-		return fmt.Errorf("%w: %s: %s: %w", model.ErrInvalid, fn, what, model.Shorten(err))
+		return fmt.Errorf("%w: %s: %w", model.ErrInvalid, what, model.Shorten(err))
 	}
-	return fmt.Errorf("%s: %s: %w", fn, what, model.Shorten(err))
+	return fmt.Errorf("%s: %w", what, model.Shorten(err))
 }
 
 // requestFault reports whether a DuckDB error of type t is caused by what

@@ -16,11 +16,15 @@ import (
 	"github.com/teatree/teatree/model"
 )
 
-// parser is what every function implements besides Function: decoding and
-// validating args into its typed args struct.
-type argsParser interface {
-	parseAny(args json.RawMessage) (any, error)
+// validate is Decode for a test that needs only the verdict.
+func validate(f Function, args json.RawMessage) error {
+	_, err := f.Decode(args)
+	return err
 }
+
+// decoded returns the typed args of a call (a pointer to the spec's args
+// struct).
+func decoded(c Call) any { return c.(interface{ decoded() any }).decoded() }
 
 func TestAllAndLookup(t *testing.T) {
 	var got []string
@@ -28,9 +32,6 @@ func TestAllAndLookup(t *testing.T) {
 		got = append(got, f.Name())
 		if f.Summary() == "" || strings.Contains(f.Summary(), "\n") {
 			t.Errorf("%s: summary %q is not one line", f.Name(), f.Summary())
-		}
-		if _, ok := f.(argsParser); !ok {
-			t.Errorf("%s does not implement parseAny", f.Name())
 		}
 		g, err := Lookup(f.Name())
 		if err != nil || g.Name() != f.Name() {
@@ -93,21 +94,10 @@ func TestValidateRequest(t *testing.T) {
 	}
 }
 
-// compileSchema compiles a function's schema as draft 2020-12.
-func compileSchema(t testing.TB, f Function) *jsonschema.Schema {
+// shownSchema compiles the schema `teactl functions` shows for f.
+func shownSchema(t testing.TB, f Function) *jsonschema.Schema {
 	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(f.Schema()))
-	if err != nil {
-		t.Fatalf("%s: schema is not JSON: %v", f.Name(), err)
-	}
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	c.AssertFormat()
-	url := "mem:///" + f.Name() + ".json"
-	if err := c.AddResource(url, doc); err != nil {
-		t.Fatalf("%s: %v", f.Name(), err)
-	}
-	s, err := c.Compile(url)
+	s, err := compileSchema(f.Name(), f.Schema())
 	if err != nil {
 		t.Fatalf("%s: schema does not compile: %v", f.Name(), err)
 	}
@@ -141,12 +131,13 @@ func TestSchemas(t *testing.T) {
 			if top.Schema != "https://json-schema.org/draft/2020-12/schema" || top.Type != "object" || top.Additional == nil || *top.Additional {
 				t.Errorf("schema header: $schema %q, type %q, additionalProperties %v", top.Schema, top.Type, top.Additional)
 			}
-			s := compileSchema(t, f)
+			s := shownSchema(t, f)
 			// The schema's properties are exactly the args struct's fields.
-			v, err := f.(argsParser).parseAny(schemaExamples(f.Schema())[0])
+			c, err := f.Decode(schemaExamples(f.Schema())[0])
 			if err != nil {
 				t.Fatalf("first example: %v", err)
 			}
+			v := decoded(c)
 			var props []string
 			for p := range top.Properties {
 				props = append(props, p)
@@ -162,8 +153,8 @@ func TestSchemas(t *testing.T) {
 				t.Fatal("schema has no examples")
 			}
 			for _, ex := range examples {
-				if err := f.Validate(ex); err != nil {
-					t.Errorf("example %s: Validate: %v", ex, err)
+				if err := validate(f, ex); err != nil {
+					t.Errorf("example %s: Decode: %v", ex, err)
 				}
 				if err := schemaValidate(s, ex); err != nil {
 					t.Errorf("example %s: schema: %v", ex, err)
@@ -179,7 +170,7 @@ func TestSchemas(t *testing.T) {
 func TestSchemaAgreesWithValidate(t *testing.T) {
 	schemas := map[string]*jsonschema.Schema{}
 	for _, f := range All() {
-		schemas[f.Name()] = compileSchema(t, f)
+		schemas[f.Name()] = shownSchema(t, f)
 	}
 	for i, tc := range badArgs {
 		err := schemaValidate(schemas[tc.fn], []byte(tc.args))

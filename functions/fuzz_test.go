@@ -19,11 +19,12 @@ import (
 // quote outside input through model.Quote and model.Shorten.
 const maxErrorLen = 2000
 
-// FuzzValidate feeds every function's Validate (through Lookup) arbitrary
-// args. It must never panic; refusals wrap model.ErrInvalid with a bounded
-// message; accepted args
-// satisfy the function's JSON schema, decode into the typed args, re-marshal,
-// and the re-marshaled args are accepted again.
+// FuzzValidate feeds every function's Decode (through Lookup) arbitrary
+// args. It must never panic; refusals wrap model.ErrInvalid with a
+// bounded message. The schema `teactl functions` shows is the contract
+// both ways: args it refuses are refused, and accepted args satisfy it,
+// re-marshal from the typed args, and the re-marshaled args are accepted
+// again (by Decode and by the schema).
 func FuzzValidate(f *testing.F) {
 	for _, fn := range All() {
 		for _, ex := range schemaExamples(fn.Schema()) {
@@ -44,7 +45,7 @@ func FuzzValidate(f *testing.F) {
 
 	schemas := map[string]*jsonschema.Schema{}
 	for _, fn := range All() {
-		schemas[fn.Name()] = compileSchema(f, fn)
+		schemas[fn.Name()] = shownSchema(f, fn)
 	}
 	all := All()
 	f.Fuzz(func(t *testing.T, name string, args []byte) {
@@ -57,7 +58,8 @@ func FuzzValidate(f *testing.F) {
 			h.Write([]byte(name))
 			fn = all[int(h.Sum32()%uint32(len(all)))]
 		}
-		err = fn.Validate(args)
+		c, err := fn.Decode(args)
+		schemaErr := schemaValidate(schemas[fn.Name()], args)
 		if err != nil {
 			if !errors.Is(err, model.ErrInvalid) {
 				t.Fatalf("%s %q: error %v does not wrap ErrInvalid", fn.Name(), args, err)
@@ -65,20 +67,22 @@ func FuzzValidate(f *testing.F) {
 			if len(err.Error()) > maxErrorLen {
 				t.Fatalf("%s %q: error is %d bytes long", fn.Name(), args, len(err.Error()))
 			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("%s %q: error %q is not one line", fn.Name(), args, err)
+			}
+			if !strings.HasPrefix(err.Error(), fn.Name()+": ") {
+				t.Fatalf("%s %q: error %q does not start with the function's name", fn.Name(), args, err)
+			}
 			return
 		}
-		if err := schemaValidate(schemas[fn.Name()], args); err != nil {
-			t.Fatalf("%s %q: Validate accepts args the schema refuses: %v", fn.Name(), args, err)
+		if schemaErr != nil {
+			t.Fatalf("%s %q: Decode accepts args the shown schema refuses: %v", fn.Name(), args, schemaErr)
 		}
-		v, err := fn.(argsParser).parseAny(args)
-		if err != nil {
-			t.Fatalf("%s %q: Validate accepts but parse refuses: %v", fn.Name(), args, err)
-		}
-		again, err := json.Marshal(v)
+		again, err := json.Marshal(decoded(c))
 		if err != nil {
 			t.Fatalf("%s %q: accepted args do not re-marshal: %v", fn.Name(), args, err)
 		}
-		if err := fn.Validate(again); err != nil {
+		if _, err := fn.Decode(again); err != nil {
 			t.Fatalf("%s %q: re-marshaled %s refused: %v", fn.Name(), args, again, err)
 		}
 		if err := schemaValidate(schemas[fn.Name()], again); err != nil {

@@ -111,7 +111,11 @@ func (m *testModel) applyBatch(reqs ...request) (Result, error) {
 		if err != nil {
 			m.t.Fatal(err)
 		}
-		res, err := f.Apply(ctx, env, json.RawMessage(r.args))
+		c, err := f.Decode(json.RawMessage(r.args))
+		var res Result
+		if err == nil {
+			res, err = c.Apply(ctx, env)
+		}
 		if err != nil {
 			if _, rerr := m.conn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
 				m.t.Fatalf("rollback: %v", rerr)

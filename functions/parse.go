@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/duckdb/duckdb-go/v2"
 
@@ -16,7 +17,7 @@ import (
 	"github.com/teatree/teatree/model"
 )
 
-// The parser is a private in-memory DuckDB that Validate uses to parse
+// The parser is a private in-memory DuckDB that Decode (Check) uses to parse
 // column types and SQL exactly as the model's DuckDB will, without a model.
 // It has no tables, external access is off and no directory is allowed, so
 // nothing parsed there can read or write a file.
@@ -26,7 +27,13 @@ var parser struct {
 	err  error
 }
 
+// parserRuns counts the statements run on the private parser (each parses
+// SQL once); tests read it to show that a request is checked once.
+var parserRuns atomic.Int64
+
+// parserDB returns the private parser; every caller runs one statement.
 func parserDB() (*sql.DB, error) {
+	parserRuns.Add(1)
 	parser.once.Do(func() {
 		parser.db, parser.err = duck.Open(context.Background(), "", duck.Options{Threads: 1, MemoryLimit: "64MB"})
 		if parser.err != nil {
@@ -55,18 +62,18 @@ func typeChar(r rune) bool {
 // into DDL: only typeChar characters, balanced brackets (so it cannot end
 // the surrounding CAST or column list), and DuckDB parses and binds
 // CAST(NULL AS typ) on the private parser.
-func checkType(fn, col, typ string) error {
+func checkType(col, typ string) error {
 	what := "column " + model.Quote(col) + ": type"
 	if strings.TrimSpace(typ) == "" {
-		return invalid(fn, "%s is empty: give a DuckDB type such as BIGINT, VARCHAR, DOUBLE, TIMESTAMP, DECIMAL(18,2), INTEGER[]", what)
+		return invalid("%s is empty: give a DuckDB type such as BIGINT, VARCHAR, DOUBLE, TIMESTAMP, DECIMAL(18,2), INTEGER[]", what)
 	}
 	if len(typ) > MaxTypeLen {
-		return invalid(fn, "%s is %d bytes long: at most %d are allowed", what, len(typ), MaxTypeLen)
+		return invalid("%s is %d bytes long: at most %d are allowed", what, len(typ), MaxTypeLen)
 	}
 	var stack []rune
 	for _, r := range typ {
 		if !typeChar(r) {
-			return invalid(fn, "%s %s has the character %q: a type may hold only letters, digits, '_', spaces, ',', '(', ')', '[' and ']'", what, model.Quote(typ), r)
+			return invalid("%s %s has the character %q: a type may hold only letters, digits, '_', spaces, ',', '(', ')', '[' and ']'", what, model.Quote(typ), r)
 		}
 		switch r {
 		case '(', '[':
@@ -77,13 +84,13 @@ func checkType(fn, col, typ string) error {
 				open = '['
 			}
 			if len(stack) == 0 || stack[len(stack)-1] != open {
-				return invalid(fn, "%s %s has unbalanced brackets", what, model.Quote(typ))
+				return invalid("%s %s has unbalanced brackets", what, model.Quote(typ))
 			}
 			stack = stack[:len(stack)-1]
 		}
 	}
 	if len(stack) > 0 {
-		return invalid(fn, "%s %s has unbalanced brackets", what, model.Quote(typ))
+		return invalid("%s %s has unbalanced brackets", what, model.Quote(typ))
 	}
 	db, err := parserDB()
 	if err != nil {
@@ -93,9 +100,9 @@ func checkType(fn, col, typ string) error {
 	if err := db.QueryRowContext(context.Background(), "SELECT typeof(CAST(NULL AS "+typ+"))").Scan(&name); err != nil {
 		var de *duckdb.Error
 		if errors.As(err, &de) {
-			return invalid(fn, "%s %s is not a DuckDB type: %s", what, model.Quote(typ), firstLine(err))
+			return invalid("%s %s is not a DuckDB type: %s", what, model.Quote(typ), firstLine(err))
 		}
-		return fmt.Errorf("%s: check %s: %w", fn, what, err)
+		return fmt.Errorf("check %s: %w", what, err)
 	}
 	return nil
 }
@@ -113,7 +120,7 @@ type serialized struct {
 // parseSelect parses query with DuckDB's own parser (json_serialize_sql on
 // the private parser) and returns the AST of its one statement. Errors:
 // not exactly one statement, not a SELECT, a syntax error.
-func parseSelect(fn, query string) (map[string]any, error) {
+func parseSelect(query string) (map[string]any, error) {
 	db, err := parserDB()
 	if err != nil {
 		return nil, err
@@ -122,24 +129,24 @@ func parseSelect(fn, query string) (map[string]any, error) {
 	if err := db.QueryRowContext(context.Background(), "SELECT CAST(json_serialize_sql(CAST(? AS VARCHAR)) AS VARCHAR)", query).Scan(&out); err != nil {
 		var de *duckdb.Error
 		if errors.As(err, &de) {
-			return nil, invalid(fn, "query cannot be parsed: %s", firstLine(err))
+			return nil, invalid("query cannot be parsed: %s", firstLine(err))
 		}
-		return nil, fmt.Errorf("%s: parse query: %w", fn, err)
+		return nil, fmt.Errorf("parse query: %w", err)
 	}
 	var s serialized
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		// Nesting beyond encoding/json's limit, for one.
-		return nil, invalid(fn, "query is too complex to check: %v", model.Shorten(err))
+		return nil, invalid("query is too complex to check: %v", model.Shorten(err))
 	}
 	switch {
 	case s.Error && s.ErrorType == "not implemented":
-		return nil, invalid(fn, "query must be one SELECT statement (SELECT, FROM, WITH, VALUES or a set operation of them); other statements are not allowed")
+		return nil, invalid("query must be one SELECT statement (SELECT, FROM, WITH, VALUES or a set operation of them); other statements are not allowed")
 	case s.Error:
-		return nil, invalid(fn, "query is not valid SQL: %s", model.Excerpt(s.ErrorMessage, model.MaxErrorText))
+		return nil, invalid("query is not valid SQL: %s", model.Excerpt(s.ErrorMessage, model.MaxErrorText))
 	case len(s.Statements) == 0:
-		return nil, invalid(fn, "query is empty: give one SELECT statement")
+		return nil, invalid("query is empty: give one SELECT statement")
 	case len(s.Statements) > 1:
-		return nil, invalid(fn, "query has %d statements: give exactly one SELECT statement", len(s.Statements))
+		return nil, invalid("query has %d statements: give exactly one SELECT statement", len(s.Statements))
 	}
 	return s.Statements[0].Node, nil
 }

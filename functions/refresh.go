@@ -3,7 +3,6 @@ package functions
 import (
 	"context"
 	"database/sql/driver"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,69 +12,50 @@ import (
 	"github.com/teatree/teatree/model"
 )
 
-// refresh is refresh: materialise a derived table from one SELECT over the
-// model.
-type refresh struct{}
-
-var _ Function = refresh{}
-
 type refreshArgs struct {
 	Table string `json:"table"`
 	Query string `json:"query"`
 }
 
-func (refresh) Name() string { return "refresh" }
-
-func (refresh) Summary() string {
-	return "materialise a derived table from one SELECT over the model's tables (CREATE OR REPLACE TABLE … AS SELECT)"
-}
-
-var refreshSchema = makeSchema("refresh",
-	"Replaces main.<table> with the result of query: CREATE OR REPLACE TABLE main.<table> AS <query>. The query is one SELECT statement (SELECT, FROM-first, WITH, VALUES, UNION/EXCEPT/INTERSECT) over tables of schema main, checked with DuckDB's own parser: it may not call table functions (read_csv, read_parquet, glob, range, query, duckdb_tables, …), read files by name ('f.csv'), use DESCRIBE/SHOW/SUMMARIZE, other schemas or databases, teatree's _teatree tables, or parameters.",
-	`"required": ["table", "query"],
+// refreshSpec is refresh: materialise a derived table from one SELECT
+// over the model.
+var refreshSpec = spec[refreshArgs]{
+	Name:        "refresh",
+	Summary:     "materialise a derived table from one SELECT over the model's tables (CREATE OR REPLACE TABLE … AS SELECT)",
+	Description: "Replaces main.<table> with the result of query: CREATE OR REPLACE TABLE main.<table> AS <query>. The query is one SELECT statement (SELECT, FROM-first, WITH, VALUES, UNION/EXCEPT/INTERSECT) over tables of schema main, checked with DuckDB's own parser: it may not call table functions (read_csv, read_parquet, glob, range, query, duckdb_tables, …), read files by name ('f.csv'), use DESCRIBE/SHOW/SUMMARIZE, other schemas or databases, teatree's _teatree tables, or parameters.",
+	Schema: `"required": ["table", "query"],
   "properties": {
     "table": {"$ref": "#/$defs/table"},
     "query": {"type": "string", "minLength": 1, "maxLength": 1048576, "pattern": "^[^\\x00]*$"}
   }`,
-	`{"table":"monthly_sales","query":"SELECT date_trunc('month', day) AS month, store, sum(amount) AS amount FROM sales GROUP BY ALL"}`,
-	`{"table":"top_customers","query":"WITH c AS (SELECT customer, count(*) AS n FROM orders GROUP BY customer) FROM c ORDER BY n DESC LIMIT 100"}`,
-)
-
-func (refresh) Schema() json.RawMessage { return refreshSchema }
-
-func (f refresh) Validate(args json.RawMessage) error {
-	_, err := f.parse(args)
-	return err
+	Examples: []string{
+		`{"table":"monthly_sales","query":"SELECT date_trunc('month', day) AS month, store, sum(amount) AS amount FROM sales GROUP BY ALL"}`,
+		`{"table":"top_customers","query":"WITH c AS (SELECT customer, count(*) AS n FROM orders GROUP BY customer) FROM c ORDER BY n DESC LIMIT 100"}`,
+	},
+	Check: checkRefresh,
+	Apply: applyRefresh,
 }
 
-func (f refresh) parseAny(args json.RawMessage) (any, error) { return f.parse(args) }
-
-func (f refresh) parse(args json.RawMessage) (*refreshArgs, error) {
-	fn := f.Name()
-	var a refreshArgs
-	if err := decodeArgs(fn, args, &a); err != nil {
-		return nil, err
+// checkRefresh checks the table and parses the query once with DuckDB's
+// own parser, walking its AST (checkSelectTree).
+func checkRefresh(a *refreshArgs) error {
+	if err := checkTable(a.Table); err != nil {
+		return err
 	}
-	if err := checkTable(fn, a.Table); err != nil {
-		return nil, err
-	}
-	node, err := selectNode(fn, a.Query)
+	node, err := selectNode(a.Query)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := checkSelectTree(fn, node); err != nil {
-		return nil, err
-	}
-	return &a, nil
+	return checkSelectTree(node)
 }
 
 // selectNode checks that query is exactly one SELECT statement (SELECT,
 // FROM, WITH, VALUES or a set operation of them) and returns its AST.
-func selectNode(fn, query string) (map[string]any, error) {
-	if err := checkQueryText(fn, "query", query); err != nil {
+func selectNode(query string) (map[string]any, error) {
+	if err := checkQueryText("query", query); err != nil {
 		return nil, err
 	}
-	node, err := parseSelect(fn, query)
+	node, err := parseSelect(query)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +63,7 @@ func selectNode(fn, query string) (map[string]any, error) {
 	case "SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE":
 		return node, nil
 	default:
-		return nil, invalid(fn, "query is a %s, not a SELECT", t)
+		return nil, invalid("query is a %s, not a SELECT", t)
 	}
 }
 
@@ -92,19 +72,21 @@ func selectNode(fn, query string) (map[string]any, error) {
 // refresh, a read query may use table functions: it runs on a read-only
 // snapshot with external access disabled.
 func ValidateSelect(query string) error {
-	_, err := selectNode("query", query)
-	return err
+	if _, err := selectNode(query); err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	return nil
 }
 
 // checkQueryText checks SQL text before DuckDB parses it.
-func checkQueryText(fn, what, q string) error {
+func checkQueryText(what, q string) error {
 	switch {
 	case strings.TrimSpace(q) == "":
-		return invalid(fn, "%s is empty", what)
+		return invalid("%s is empty", what)
 	case len(q) > MaxSQLLen:
-		return invalid(fn, "%s is %d bytes long: at most %d are allowed", what, len(q), MaxSQLLen)
+		return invalid("%s is %d bytes long: at most %d are allowed", what, len(q), MaxSQLLen)
 	case strings.IndexByte(q, 0) >= 0:
-		return invalid(fn, "%s contains a NUL byte", what)
+		return invalid("%s contains a NUL byte", what)
 	}
 	return nil
 }
@@ -145,20 +127,20 @@ var deniedTablePrefixes = []string{"duckdb_", "pg_", "sqlite_", "information_sch
 // ('f.csv' parses as a table name), DESCRIBE/SHOW/SUMMARIZE, qualified
 // names outside main, teatree's _teatree tables, denied functions,
 // parameters.
-func checkSelectTree(fn string, v any) error {
+func checkSelectTree(v any) error {
 	switch v := v.(type) {
 	case []any:
 		for _, e := range v {
-			if err := checkSelectTree(fn, e); err != nil {
+			if err := checkSelectTree(e); err != nil {
 				return err
 			}
 		}
 	case map[string]any:
-		if err := checkSelectNode(fn, v); err != nil {
+		if err := checkSelectNode(v); err != nil {
 			return err
 		}
 		for _, e := range v {
-			if err := checkSelectTree(fn, e); err != nil {
+			if err := checkSelectTree(e); err != nil {
 				return err
 			}
 		}
@@ -167,10 +149,10 @@ func checkSelectTree(fn string, v any) error {
 }
 
 // checkSelectNode checks one object of the AST.
-func checkSelectNode(fn string, n map[string]any) error {
+func checkSelectNode(n map[string]any) error {
 	str := func(k string) string { s, _ := n[k].(string); return s }
 	if name := str("function_name"); name != "" && deniedFunction(name) {
-		return invalid(fn, "query calls %s(): a refresh reads only tables of schema main, so functions that read files, the catalog, settings or sequences are not allowed", name)
+		return invalid("query calls %s(): a refresh reads only tables of schema main, so functions that read files, the catalog, settings or sequences are not allowed", name)
 	}
 	switch str("type") {
 	case "TABLE_FUNCTION":
@@ -180,63 +162,60 @@ func checkSelectNode(fn string, n map[string]any) error {
 				name = model.Excerpt(s, model.MaxExcerpt) + "()"
 			}
 		}
-		return invalid(fn, "query reads from %s: a refresh may read only tables of schema main (no table functions such as read_csv, range or unnest in FROM)", name)
+		return invalid("query reads from %s: a refresh may read only tables of schema main (no table functions such as read_csv, range or unnest in FROM)", name)
 	case "SHOW_REF":
-		return invalid(fn, "query uses DESCRIBE, SHOW or SUMMARIZE: a refresh may read only tables of schema main")
+		return invalid("query uses DESCRIBE, SHOW or SUMMARIZE: a refresh may read only tables of schema main")
 	case "VALUE_PARAMETER":
-		return invalid(fn, "query has a parameter ($1 or ?): write the values into the query")
+		return invalid("query has a parameter ($1 or ?): write the values into the query")
 	case "BASE_TABLE":
 		table, schema, catalog := str("table_name"), str("schema_name"), str("catalog_name")
 		if catalog != "" || (schema != "" && !strings.EqualFold(schema, "main")) {
-			return invalid(fn, "query reads %s: a refresh may read only tables of schema main (write main.t or t)", model.Quote(strings.Trim(catalog+"."+schema+"."+table, ".")))
+			return invalid("query reads %s: a refresh may read only tables of schema main (write main.t or t)", model.Quote(strings.Trim(catalog+"."+schema+"."+table, ".")))
 		}
 		if !tablePattern.MatchString(table) {
-			return invalid(fn, "query reads %s, which is not a table name (a file name? files cannot be read in a refresh)", model.Quote(table))
+			return invalid("query reads %s, which is not a table name (a file name? files cannot be read in a refresh)", model.Quote(table))
 		}
 		lower := strings.ToLower(table)
 		if strings.HasPrefix(lower, internalPrefix) {
-			return invalid(fn, "query reads %q: teatree's own tables are not readable", table)
+			return invalid("query reads %q: teatree's own tables are not readable", table)
 		}
 		for _, p := range deniedTablePrefixes {
 			if strings.HasPrefix(lower, p) {
-				return invalid(fn, "query reads %q: DuckDB's system views are not readable in a refresh", table)
+				return invalid("query reads %q: DuckDB's system views are not readable in a refresh", table)
 			}
 		}
 	}
 	return nil
 }
 
-// Apply replaces the table with the query's result.
-func (f refresh) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
+// applyRefresh replaces the table with the query's result. The query was
+// checked by checkRefresh; DuckDB parses it once more here, as part of
+// the statement it runs.
+func applyRefresh(ctx context.Context, env Env, a *refreshArgs) (Result, error) {
 	env.Tables.forget()
-	fn := f.Name()
-	a, err := f.parse(args)
-	if err != nil {
-		return Result{}, err
-	}
 	// A newline ends a trailing "-- comment" of the query.
 	stmt := "CREATE OR REPLACE TABLE " + qualified(a.Table) + " AS\n" + a.Query + "\n"
-	err = env.Conn.Raw(func(dc any) error {
+	err := env.Conn.Raw(func(dc any) error {
 		return prepareOne(dc, stmt, func(st driver.Stmt, p prepared) error {
 			if p.Type != duckdb.STATEMENT_TYPE_CREATE {
-				return invalid(fn, "query does not make one CREATE TABLE AS statement")
+				return invalid("query does not make one CREATE TABLE AS statement")
 			}
 			_, err := st.(driver.StmtExecContext).ExecContext(ctx, nil)
 			return err
 		})
 	})
 	if errors.Is(err, errMultiStatement) {
-		return Result{}, invalid(fn, "query does not make one CREATE TABLE AS statement")
+		return Result{}, invalid("query does not make one CREATE TABLE AS statement")
 	}
 	if err != nil {
 		if errors.Is(err, model.ErrInvalid) {
 			return Result{}, err
 		}
-		return Result{}, dbError(fn, fmt.Sprintf("refresh table %s", a.Table), err)
+		return Result{}, dbError(fmt.Sprintf("refresh table %s", a.Table), err)
 	}
 	n, err := countRows(ctx, env.Conn, a.Table)
 	if err != nil {
-		return Result{}, dbError(fn, "count rows of "+a.Table, err)
+		return Result{}, dbError("count rows of "+a.Table, err)
 	}
 	return Result{Tables: []string{a.Table}, Rows: n, Replaced: true}, nil
 }

@@ -20,16 +20,16 @@ const (
 
 // checkRows checks inline rows without a model: at least one row, every
 // row a non-empty object whose keys are valid column names.
-func checkRows(fn string, rows []map[string]any) error {
+func checkRows(rows []map[string]any) error {
 	if len(rows) == 0 {
-		return invalid(fn, "rows is empty: give at least one row object, e.g. [{\"id\":1}]")
+		return invalid("rows is empty: give at least one row object, e.g. [{\"id\":1}]")
 	}
 	for i, r := range rows {
 		if len(r) == 0 {
-			return invalid(fn, "row %d is an empty object: give at least one column", i)
+			return invalid("row %d is an empty object: give at least one column", i)
 		}
 		for k := range r {
-			if err := checkColumn(fn, fmt.Sprintf("row %d: column name", i), k); err != nil {
+			if err := checkColumn(fmt.Sprintf("row %d: column name", i), k); err != nil {
 				return err
 			}
 		}
@@ -46,7 +46,7 @@ type boundRow struct {
 
 // bindRows matches rows to t's columns by name (see table.resolve) and
 // converts their values with table.bindValue.
-func bindRows(fn string, t table, rows []map[string]any) ([]boundRow, error) {
+func bindRows(t table, rows []map[string]any) ([]boundRow, error) {
 	out := make([]boundRow, len(rows))
 	for i, r := range rows {
 		keys := make([]string, 0, len(r))
@@ -54,7 +54,7 @@ func bindRows(fn string, t table, rows []map[string]any) ([]boundRow, error) {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys) // a stable order for error messages
-		pos, err := t.resolveIdx(fn, fmt.Sprintf("row %d: key", i), keys)
+		pos, err := t.resolveIdx(fmt.Sprintf("row %d: key", i), keys)
 		if err != nil {
 			return nil, err
 		}
@@ -62,7 +62,7 @@ func bindRows(fn string, t table, rows []map[string]any) ([]boundRow, error) {
 		for j, p := range pos {
 			v, err := t.bindValue(p, r[keys[j]])
 			if err != nil {
-				return nil, invalid(fn, "row %d: column %s (%s): %v", i, model.Quote(t.Columns[p].Name), t.Columns[p].Type, err)
+				return nil, invalid("row %d: column %s (%s): %v", i, model.Quote(t.Columns[p].Name), t.Columns[p].Type, err)
 			}
 			b.has[p], b.vals[p] = true, v
 		}
@@ -83,7 +83,7 @@ func bindRows(fn string, t table, rows []map[string]any) ([]boundRow, error) {
 // only the columns a row gives; a row whose key repeats one of the current
 // statement starts a new one, so that the later row wins (DuckDB applies
 // only the first of two conflicting rows in one statement).
-func insertRows(ctx context.Context, conn *sql.Conn, fn string, t table, rows []boundRow, key []int, suffix func(cols []string) string) (int64, error) {
+func insertRows(ctx context.Context, conn *sql.Conn, t table, rows []boundRow, key []int, suffix func(cols []string) string) (int64, error) {
 	var total int64
 	flush := func(chunk []boundRow, shape []bool) error {
 		if len(chunk) == 0 {
@@ -125,11 +125,11 @@ func insertRows(ctx context.Context, conn *sql.Conn, fn string, t table, rows []
 		res, err := conn.ExecContext(ctx, b.String(), args...)
 		if err != nil {
 			if conversionError(err) {
-				if bad := badCast(ctx, fn, t, rows); bad != nil {
+				if bad := badCast(ctx, t, rows); bad != nil {
 					return bad
 				}
 			}
-			return dbError(fn, fmt.Sprintf("insert %d rows into %s", len(chunk), t.Name), err)
+			return dbError(fmt.Sprintf("insert %d rows into %s", len(chunk), t.Name), err)
 		}
 		if n, err := res.RowsAffected(); err == nil {
 			total += n

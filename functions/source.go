@@ -42,20 +42,20 @@ var sourceTablePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-
 func ValidSourceName(name string) bool { return sourceNamePattern.MatchString(name) }
 
 // check validates the source reference without connecting.
-func (s *sourceRef) check(fn string) error {
+func (s *sourceRef) check() error {
 	switch {
 	case !sourceNamePattern.MatchString(s.Name):
-		return invalid(fn, "source name %s is not valid: use 1 to 63 lower-case letters, digits and '_', starting with a letter (the db-manager's TEATREE_SOURCE_<NAME>)", model.Quote(s.Name))
+		return invalid("source name %s is not valid: use 1 to 63 lower-case letters, digits and '_', starting with a letter (the db-manager's TEATREE_SOURCE_<NAME>)", model.Quote(s.Name))
 	case s.Query != "" && s.Table != "":
-		return invalid(fn, "source: give query or table, not both")
+		return invalid("source: give query or table, not both")
 	case s.Query == "" && s.Table == "":
-		return invalid(fn, "source: give query (one SELECT) or table (a Postgres table, schema.table)")
+		return invalid("source: give query (one SELECT) or table (a Postgres table, schema.table)")
 	case s.Table != "" && !sourceTablePattern.MatchString(s.Table):
-		return invalid(fn, "source table %s is not a table name: use name or schema.name, as the Postgres catalog spells them", model.Quote(s.Table))
+		return invalid("source table %s is not a table name: use name or schema.name, as the Postgres catalog spells them", model.Quote(s.Table))
 	case len(s.Query) > MaxSQLLen:
-		return invalid(fn, "source query is %d bytes long: at most %d are allowed", len(s.Query), MaxSQLLen)
+		return invalid("source query is %d bytes long: at most %d are allowed", len(s.Query), MaxSQLLen)
 	case strings.IndexByte(s.Query, 0) >= 0:
-		return invalid(fn, "source query contains a NUL byte")
+		return invalid("source query contains a NUL byte")
 	}
 	return nil
 }
@@ -83,9 +83,8 @@ const sourceTemp = "_teatree_source"
 // TO STDOUT (FORMAT binary). Each CopyData message is decoded (pgtype's
 // binary codecs) and appended as it arrives: memory holds one row and the
 // appender's chunk, whatever the number of rows.
-func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Result, error) {
+func applySource(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 	env.Tables.forget() // the source may create the table
-	fn := f.Name()
 	s := a.Source
 	dsn, ok := env.Sources[s.Name]
 	if !ok {
@@ -95,40 +94,40 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 		}
 		slices.Sort(known)
 		if len(known) == 0 {
-			return Result{}, invalid(fn, "unknown source %s: this db-manager has no sources configured (TEATREE_SOURCE_%s=postgres://… or --sources FILE)", model.Quote(s.Name), strings.ToUpper(s.Name))
+			return Result{}, invalid("unknown source %s: this db-manager has no sources configured (TEATREE_SOURCE_%s=postgres://… or --sources FILE)", model.Quote(s.Name), strings.ToUpper(s.Name))
 		}
-		return Result{}, invalid(fn, "unknown source %s: this db-manager knows %s", model.Quote(s.Name), strings.Join(known, ", "))
+		return Result{}, invalid("unknown source %s: this db-manager knows %s", model.Quote(s.Name), strings.Join(known, ", "))
 	}
 	t, exists, err := lookupTable(ctx, env.Conn, a.Table)
 	if err != nil {
-		return Result{}, dbError(fn, "look up table "+a.Table, err)
+		return Result{}, dbError("look up table "+a.Table, err)
 	}
 	if !exists && a.Create != nil && !*a.Create {
-		return Result{}, invalid(fn, "table %q does not exist and create is false: create it first (create_table), or leave create out to create it from the source's columns", a.Table)
+		return Result{}, invalid("table %q does not exist and create is false: create it first (create_table), or leave create out to create it from the source's columns", a.Table)
 	}
 	what := "source " + s.Name
 	pg, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return Result{}, fmt.Errorf("%s: %s: connect: %w", fn, what, err)
+		return Result{}, fmt.Errorf("%s: connect: %w", what, err)
 	}
 	defer pg.Close(context.WithoutCancel(ctx))
 	tx, err := pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return Result{}, fmt.Errorf("%s: %s: begin: %w", fn, what, err)
+		return Result{}, fmt.Errorf("%s: begin: %w", what, err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	q := s.query()
 	sd, err := pg.PgConn().Prepare(ctx, "", q, nil)
 	if err != nil {
-		return Result{}, sourceError(fn, what, "prepare the query", err)
+		return Result{}, sourceError(what, "prepare the query", err)
 	}
 	if len(sd.ParamOIDs) > 0 {
-		return Result{}, invalid(fn, "%s: the query has %d parameters ($1…): write the values into it", what, len(sd.ParamOIDs))
+		return Result{}, invalid("%s: the query has %d parameters ($1…): write the values into it", what, len(sd.ParamOIDs))
 	}
 	if len(sd.Fields) == 0 {
-		return Result{}, invalid(fn, "%s: the query returns no columns: give a SELECT", what)
+		return Result{}, invalid("%s: the query returns no columns: give a SELECT", what)
 	}
-	cols, err := sourceColumns(ctx, pg, fn, what, sd.Fields)
+	cols, err := sourceColumns(ctx, pg, what, sd.Fields)
 	if err != nil {
 		return Result{}, err
 	}
@@ -136,11 +135,11 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 	for i, c := range cols {
 		fileCols[i] = column{Name: c.name, Type: c.duck}
 	}
-	if err := checkFileColumns(fn, what, fileCols); err != nil {
+	if err := checkFileColumns(what, fileCols); err != nil {
 		return Result{}, err
 	}
 	if exists {
-		if err := matchColumns(fn, what, t, fileCols); err != nil {
+		if err := matchColumns(what, t, fileCols); err != nil {
 			return Result{}, err
 		}
 	} else {
@@ -149,7 +148,7 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 			defs[i] = duck.Ident(c.name) + " " + c.duck
 		}
 		if _, err := env.Conn.ExecContext(ctx, "CREATE TABLE "+qualified(a.Table)+" ("+strings.Join(defs, ", ")+")"); err != nil {
-			return Result{}, dbError(fn, "create table "+a.Table+" from "+what, err)
+			return Result{}, dbError("create table "+a.Table+" from "+what, err)
 		}
 	}
 	infos := make([]duckdb.TypeInfo, len(cols))
@@ -166,11 +165,11 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 	err = env.Conn.Raw(func(dc any) error {
 		dconn, ok := dc.(driver.Conn)
 		if !ok {
-			return fmt.Errorf("%s: connection %T is not a DuckDB driver connection", fn, dc)
+			return fmt.Errorf("connection %T is not a DuckDB driver connection", dc)
 		}
 		app, err := duckdb.NewQueryAppender(dconn, insert, sourceTemp, infos, names)
 		if err != nil {
-			return dbError(fn, "open an appender on "+target, err)
+			return dbError("open an appender on "+target, err)
 		}
 		vals := make([]driver.Value, len(cols)) // AppendRow copies the values
 		w := &copyReader{cols: len(cols), row: func(fields [][]byte) error {
@@ -180,12 +179,12 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 				}
 				v, err := cols[i].dec(src)
 				if err != nil {
-					return invalid(fn, "%s: column %s row %d: %v", what, duck.Ident(cols[i].name), n+1, err)
+					return invalid("%s: column %s row %d: %v", what, duck.Ident(cols[i].name), n+1, err)
 				}
 				vals[i] = v
 			}
 			if err := app.AppendRow(vals...); err != nil {
-				return dbError(fn, fmt.Sprintf("append row %d of %s", n+1, what), err)
+				return dbError(fmt.Sprintf("append row %d of %s", n+1, what), err)
 			}
 			n++
 			return nil
@@ -202,12 +201,12 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 				return w.err
 			}
 			if errors.As(err, &pe) {
-				return sourceError(fn, what, fmt.Sprintf("copy after %d rows", n), err)
+				return sourceError(what, fmt.Sprintf("copy after %d rows", n), err)
 			}
-			return fmt.Errorf("%s: %s: copy after %d rows: %w", fn, what, n, err)
+			return fmt.Errorf("%s: copy after %d rows: %w", what, n, err)
 		}
 		if err := app.Close(); err != nil {
-			return dbError(fn, "insert the rows of "+what+" into "+target, err)
+			return dbError("insert the rows of "+what+" into "+target, err)
 		}
 		return nil
 	})
@@ -221,15 +220,15 @@ func (f appendFn) applySource(ctx context.Context, env Env, a *appendArgs) (Resu
 // syntax, unknown relations and columns, permissions and read-only
 // violations are the request's fault (model.ErrInvalid); a connection
 // lost or a server shutting down is not.
-func sourceError(fn, what, doing string, err error) error {
+func sourceError(what, doing string, err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code[:2] {
 		case "42", "22", "25", "0A", "2B", "21", "23", "P0":
-			return fmt.Errorf("%w: %s: %s: %s: %s (SQLSTATE %s)", model.ErrInvalid, fn, what, doing, pe.Message, pe.Code)
+			return fmt.Errorf("%w: %s: %s: %s (SQLSTATE %s)", model.ErrInvalid, what, doing, pe.Message, pe.Code)
 		}
 	}
-	return fmt.Errorf("%s: %s: %s: %w", fn, what, doing, err)
+	return fmt.Errorf("%s: %s: %w", what, doing, err)
 }
 
 // sourceColumn is one column of a source: its name, its DuckDB type, the
@@ -248,7 +247,7 @@ type decoder func(src []byte) (any, error)
 // sourceColumns maps the columns of a Postgres result to DuckDB. See
 // pgTypes for the map; a column of another type is an error naming it
 // and its type, with what to do.
-func sourceColumns(ctx context.Context, pg *pgx.Conn, fn, what string, fields []pgconn.FieldDescription) ([]sourceColumn, error) {
+func sourceColumns(ctx context.Context, pg *pgx.Conn, what string, fields []pgconn.FieldDescription) ([]sourceColumn, error) {
 	m := pg.TypeMap()
 	cols := make([]sourceColumn, len(fields))
 	for i, fd := range fields {
@@ -261,7 +260,7 @@ func sourceColumns(ctx context.Context, pg *pgx.Conn, fn, what string, fields []
 			if err := pg.QueryRow(ctx, "SELECT format_type($1, $2)", fd.DataTypeOID, fd.TypeModifier).Scan(&typ); err != nil {
 				typ = fmt.Sprintf("oid %d", fd.DataTypeOID)
 			}
-			return nil, invalid(fn, "%s: column %s has Postgres type %s, which teatree does not map to DuckDB: cast it in the query (%s::text, say)", what, model.Quote(fd.Name), typ, pgx.Identifier{fd.Name}.Sanitize())
+			return nil, invalid("%s: column %s has Postgres type %s, which teatree does not map to DuckDB: cast it in the query (%s::text, say)", what, model.Quote(fd.Name), typ, pgx.Identifier{fd.Name}.Sanitize())
 		}
 		c.name = fd.Name
 		cols[i] = c

@@ -117,7 +117,7 @@ func TestAppendFromPostgresRefusals(t *testing.T) {
 		{`{"table":"t","source":{"name":"crm","table":"k; DROP TABLE k"}}`, "not a table name"},
 		{`{"table":"t","source":{"name":"crm","table":"k"},"rows":[{"a":1}]}`, "not several"},
 	} {
-		err := appendFn{}.Validate([]byte(tc.args))
+		err := validate(registry["append"], []byte(tc.args))
 		if !errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an ErrInvalid containing %q", tc.args, err, tc.want)
 		}

@@ -3,7 +3,6 @@ package functions
 import (
 	"context"
 	"database/sql/driver"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,45 +12,27 @@ import (
 	"github.com/teatree/teatree/model"
 )
 
-// sqlName is the name of the privileged function.
-const sqlName = "sql"
-
-// errSQLDisabled is the error for sql on a model that does not enable it.
-var errSQLDisabled = fmt.Errorf("%w: sql: the privileged sql function is not enabled for this model: use the typed functions (teactl functions), or have an operator enable sql for the model", model.ErrInvalid)
-
-// sqlFn is sql: one raw SQL statement, privileged.
-type sqlFn struct{}
-
-var _ Function = sqlFn{}
-
 type sqlArgs struct {
 	SQL string `json:"sql"`
 }
 
-func (sqlFn) Name() string { return sqlName }
-
-func (sqlFn) Summary() string {
-	return "run one raw SQL statement (privileged: only on models that enable it)"
-}
-
-var sqlSchema = makeSchema(sqlName,
-	"Runs one SQL statement on the model: SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER or DROP (MERGE INTO is not one of them: use upsert). Refused unless the model enables sql. Not allowed: ATTACH, DETACH, INSTALL, LOAD, COPY, EXPORT, IMPORT, SET, RESET, PRAGMA, CALL, USE, CHECKPOINT, VACUUM, transaction control, parameters, more than one statement, and any mention of teatree's _teatree schema. DuckDB's external access is off, so files cannot be read or written. The db-manager treats every table as changed.",
-	`"required": ["sql"],
+// sqlSpec is sql: one raw SQL statement, privileged.
+var sqlSpec = spec[sqlArgs]{
+	Name:        "sql",
+	Summary:     "run one raw SQL statement (privileged: only on models that enable it)",
+	Privileged:  true,
+	Description: "Runs one SQL statement on the model: SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER or DROP (MERGE INTO is not one of them: use upsert). Refused unless the model enables sql. Not allowed: ATTACH, DETACH, INSTALL, LOAD, COPY, EXPORT, IMPORT, SET, RESET, PRAGMA, CALL, USE, CHECKPOINT, VACUUM, transaction control, parameters, more than one statement, and any mention of teatree's _teatree schema. DuckDB's external access is off, so files cannot be read or written. The db-manager treats every table as changed.",
+	Schema: `"required": ["sql"],
   "properties": {
     "sql": {"type": "string", "minLength": 1, "maxLength": 1048576, "pattern": "^[^\\x00]*$"}
   }`,
-	`{"sql":"ALTER TABLE t ADD COLUMN note VARCHAR"}`,
-	`{"sql":"UPDATE t SET v = upper(v) WHERE id > 10"}`,
-)
-
-func (sqlFn) Schema() json.RawMessage { return sqlSchema }
-
-func (f sqlFn) Validate(args json.RawMessage) error {
-	_, err := f.parse(args)
-	return err
+	Examples: []string{
+		`{"sql":"ALTER TABLE t ADD COLUMN note VARCHAR"}`,
+		`{"sql":"UPDATE t SET v = upper(v) WHERE id > 10"}`,
+	},
+	Check: checkSQL,
+	Apply: applySQL,
 }
-
-func (f sqlFn) parseAny(args json.RawMessage) (any, error) { return f.parse(args) }
 
 // allowedStatements are the statement types sql runs.
 var allowedStatements = map[duckdb.StmtType]bool{
@@ -87,7 +68,7 @@ var statementNames = map[duckdb.StmtType]string{
 
 // deniedKeywords are first keywords of statements sql refuses, checked when
 // the private parser cannot prepare the statement (it has no tables), so
-// that Validate refuses e.g. COPY t TO … without the model.
+// that Decode refuses e.g. COPY t TO … without the model.
 var deniedKeywords = map[string]bool{
 	"ATTACH": true, "DETACH": true, "INSTALL": true, "LOAD": true, "FORCE": true, "COPY": true,
 	"EXPORT": true, "IMPORT": true, "SET": true, "RESET": true, "PRAGMA": true, "CALL": true,
@@ -97,77 +78,74 @@ var deniedKeywords = map[string]bool{
 	"SUMMARIZE": true, "DESCRIBE": true, "SHOW": true, "UPDATE EXTENSIONS": true,
 }
 
-func (f sqlFn) parse(args json.RawMessage) (*sqlArgs, error) {
-	fn := f.Name()
-	var a sqlArgs
-	if err := decodeArgs(fn, args, &a); err != nil {
-		return nil, err
-	}
-	if err := checkQueryText(fn, "sql", a.SQL); err != nil {
-		return nil, err
+// checkSQL checks the statement's text and prepares it, without running
+// it, on the private parser: one statement of an allowed type.
+func checkSQL(a *sqlArgs) error {
+	if err := checkQueryText("sql", a.SQL); err != nil {
+		return err
 	}
 	if strings.Contains(strings.ToLower(a.SQL), internalPrefix) {
-		return nil, invalid(fn, "sql mentions %q: teatree's own schema is off limits", internalPrefix)
+		return invalid("sql mentions %q: teatree's own schema is off limits", internalPrefix)
 	}
 	if kw := firstKeyword(a.SQL); deniedKeywords[kw] {
-		return nil, invalid(fn, "%s statements are not allowed: use SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER or DROP", kw)
+		return invalid("%s statements are not allowed: use SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER or DROP", kw)
 	}
 	db, err := parserDB()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	conn, err := db.Conn(context.Background())
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", fn, err)
+		return err
 	}
 	defer conn.Close()
 	err = conn.Raw(func(dc any) error {
 		return prepareOne(dc, a.SQL, func(_ driver.Stmt, p prepared) error {
-			return checkPrepared(fn, p)
+			return checkPrepared(p)
 		})
 	})
 	var de *duckdb.Error
 	switch {
 	case err == nil:
 	case errors.Is(err, model.ErrInvalid):
-		return nil, err
+		return err
 	case errors.Is(err, errMultiStatement):
-		return nil, invalid(fn, "sql holds more than one statement: give exactly one (submit several requests for several statements)")
+		return invalid("sql holds more than one statement: give exactly one (submit several requests for several statements)")
 	case errors.As(err, &de):
 		switch de.Type {
 		case duckdb.ErrorTypeParser, duckdb.ErrorTypeSyntax:
-			return nil, invalid(fn, "sql is not valid SQL: %s", firstLine(err))
+			return invalid("sql is not valid SQL: %s", firstLine(err))
 		case duckdb.ErrorTypePermission:
-			return nil, invalid(fn, "sql reads or writes files, which is not allowed: %s", firstLine(err))
+			return invalid("sql reads or writes files, which is not allowed: %s", firstLine(err))
 		}
 		// Binding needs the model's tables: Apply checks the statement
 		// type on the model itself.
 	case strings.Contains(err.Error(), "empty query"):
-		return nil, invalid(fn, "sql holds no statement")
+		return invalid("sql holds no statement")
 	default:
-		return nil, fmt.Errorf("%s: parse sql: %w", fn, err)
+		return fmt.Errorf("parse sql: %w", err)
 	}
-	return &a, nil
+	return nil
 }
 
 // checkPrepared refuses statement types sql does not run, and parameters.
-func checkPrepared(fn string, p prepared) error {
+func checkPrepared(p prepared) error {
 	if !allowedStatements[p.Type] {
 		name := statementNames[p.Type]
 		if name == "" {
 			name = "this kind of"
 		}
-		return invalid(fn, "%s statements are not allowed: use SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER or DROP", name)
+		return invalid("%s statements are not allowed: use SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER or DROP", name)
 	}
 	if p.Params > 0 {
-		return invalid(fn, "sql has parameters ($1 or ?): write the values into the statement")
+		return invalid("sql has parameters ($1 or ?): write the values into the statement")
 	}
 	return nil
 }
 
 // firstKeyword returns the first word of a statement in upper case, after
 // white space, comments and opening parentheses ("UPDATE EXTENSIONS" for
-// that statement). It is a guard for Validate only; Apply checks the
+// that statement). It is a guard for checkSQL only; applySQL checks the
 // statement type DuckDB prepared.
 func firstKeyword(s string) string {
 	for {
@@ -204,22 +182,15 @@ func firstKeyword(s string) string {
 	return kw
 }
 
-// Apply runs the statement after checking, on the model, that DuckDB
-// prepares it as exactly one statement of an allowed type.
-func (f sqlFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
+// applySQL runs the statement after checking, on the model, that DuckDB
+// prepares it as exactly one statement of an allowed type. The spec
+// adapter refuses it unless env.AllowSQL.
+func applySQL(ctx context.Context, env Env, a *sqlArgs) (Result, error) {
 	env.Tables.forget()
-	fn := f.Name()
-	if !env.AllowSQL {
-		return Result{}, errSQLDisabled
-	}
-	a, err := f.parse(args)
-	if err != nil {
-		return Result{}, err
-	}
 	var n int64
-	err = env.Conn.Raw(func(dc any) error {
+	err := env.Conn.Raw(func(dc any) error {
 		return prepareOne(dc, a.SQL, func(st driver.Stmt, p prepared) error {
-			if err := checkPrepared(fn, p); err != nil {
+			if err := checkPrepared(p); err != nil {
 				return err
 			}
 			res, err := st.(driver.StmtExecContext).ExecContext(ctx, nil)
@@ -236,7 +207,7 @@ func (f sqlFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Result
 	case errors.Is(err, model.ErrInvalid):
 		return Result{}, err
 	case errors.Is(err, errMultiStatement):
-		return Result{}, invalid(fn, "sql holds more than one statement: give exactly one")
+		return Result{}, invalid("sql holds more than one statement: give exactly one")
 	}
-	return Result{}, dbError(fn, "run sql", err)
+	return Result{}, dbError("run sql", err)
 }

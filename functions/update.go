@@ -2,7 +2,6 @@ package functions
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,10 +10,9 @@ import (
 	"github.com/teatree/teatree/model"
 )
 
-// update is update: set columns of the rows that match where.
-type update struct{}
-
-var _ Function = update{}
+// update and delete share how they pick rows: a table, and where (all
+// predicates must match) or an explicit "all": true. The rule is
+// checkFilter, the schema filterSchema, the lookup filterTable.
 
 type updateArgs struct {
 	Table string         `json:"table"`
@@ -23,70 +21,103 @@ type updateArgs struct {
 	All   bool           `json:"all,omitempty"`
 }
 
-func (update) Name() string { return "update" }
-
-func (update) Summary() string {
-	return "set columns of the rows of a table that match structured predicates"
+type deleteArgs struct {
+	Table string      `json:"table"`
+	Where []predicate `json:"where,omitempty"`
+	All   bool        `json:"all,omitempty"`
 }
 
-var updateSchema = makeSchema("update",
-	"Sets the columns in set (column name to value; null sets NULL) of every row of main.<table> that matches all predicates in where. Values are bound as parameters. An empty where must be explicit: pass \"all\": true (and no where) to update every row.",
-	`"required": ["table", "set"],
-  "oneOf": [
+// filterSchema holds the schema keywords of table, where and all; a
+// schema using it ends its properties with them.
+const filterSchema = `"oneOf": [
     {"required": ["where"], "properties": {"where": {"minItems": 1}, "all": {"const": false}}},
     {"required": ["all"], "properties": {"all": {"const": true}, "where": {"maxItems": 0}}}
   ],
   "properties": {
     "table": {"$ref": "#/$defs/table"},
-    "set": {"type": "object", "minProperties": 1, "propertyNames": {"$ref": "#/$defs/column"}},
     "where": {"$ref": "#/$defs/where"},
-    "all": {"type": "boolean", "description": "true: update every row (where must be empty)"}
+    "all": {"type": "boolean", "description": "true: touch every row (where must be empty)"}`
+
+// updateSpec is update: set columns of the rows that match where.
+var updateSpec = spec[updateArgs]{
+	Name:        "update",
+	Summary:     "set columns of the rows of a table that match structured predicates",
+	Description: "Sets the columns in set (column name to value; null sets NULL) of every row of main.<table> that matches all predicates in where. Values are bound as parameters. An empty where must be explicit: pass \"all\": true (and no where) to update every row.",
+	Schema: `"required": ["table", "set"], ` + filterSchema + `,
+    "set": {"type": "object", "minProperties": 1, "propertyNames": {"$ref": "#/$defs/column"}}
   }`,
-	`{"table":"t","set":{"v":"b"},"where":[{"column":"id","op":"=","value":1}]}`,
-	`{"table":"t","set":{"v":null,"n":0},"where":[{"column":"v","op":"like","value":"tmp%"},{"column":"id","op":">=","value":100}]}`,
-	`{"table":"t","set":{"checked":true},"all":true}`,
-)
-
-func (update) Schema() json.RawMessage { return updateSchema }
-
-func (f update) Validate(args json.RawMessage) error {
-	_, err := f.parse(args)
-	return err
-}
-
-func (f update) parseAny(args json.RawMessage) (any, error) { return f.parse(args) }
-
-func (f update) parse(args json.RawMessage) (*updateArgs, error) {
-	fn := f.Name()
-	var a updateArgs
-	if err := decodeArgs(fn, args, &a); err != nil {
-		return nil, err
-	}
-	if err := checkTable(fn, a.Table); err != nil {
-		return nil, err
-	}
-	if len(a.Set) == 0 {
-		return nil, invalid(fn, "set is empty: give the columns to set, e.g. {\"v\":\"b\"}")
-	}
-	for c := range a.Set {
-		if err := checkColumn(fn, "set column", c); err != nil {
-			return nil, err
+	Examples: []string{
+		`{"table":"t","set":{"v":"b"},"where":[{"column":"id","op":"=","value":1}]}`,
+		`{"table":"t","set":{"v":null,"n":0},"where":[{"column":"v","op":"like","value":"tmp%"},{"column":"id","op":">=","value":100}]}`,
+		`{"table":"t","set":{"checked":true},"all":true}`,
+	},
+	Check: func(a *updateArgs) error {
+		if err := checkFilter(a.Table, a.Where, a.All); err != nil {
+			return err
 		}
-	}
-	if err := checkWhere(fn, a.Where, a.All); err != nil {
-		return nil, err
-	}
-	return &a, nil
+		if len(a.Set) == 0 {
+			return invalid("set is empty: give the columns to set, e.g. {\"v\":\"b\"}")
+		}
+		for c := range a.Set {
+			if err := checkColumn("set column", c); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	Apply: applyUpdate,
 }
 
-// Apply runs UPDATE main.<table> SET … WHERE … with bound values.
-func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
-	fn := f.Name()
-	a, err := f.parse(args)
+// deleteSpec is delete: delete the rows that match where.
+var deleteSpec = spec[deleteArgs]{
+	Name:        "delete",
+	Summary:     "delete the rows of a table that match structured predicates",
+	Description: "Deletes every row of main.<table> that matches all predicates in where. Values are bound as parameters. An empty where must be explicit: pass \"all\": true (and no where) to delete every row.",
+	Schema:      `"required": ["table"], ` + filterSchema + `}`,
+	Examples: []string{
+		`{"table":"t","where":[{"column":"id","op":"in","value":[1,2]}]}`,
+		`{"table":"t","where":[{"column":"v","op":"is_null"}]}`,
+		`{"table":"staging_rows","all":true}`,
+	},
+	Check: func(a *deleteArgs) error { return checkFilter(a.Table, a.Where, a.All) },
+	Apply: applyDelete,
+}
+
+// checkFilter checks the table, where and all of an update or delete.
+func checkFilter(name string, where []predicate, all bool) error {
+	if err := checkTable(name); err != nil {
+		return err
+	}
+	return checkWhere(where, all)
+}
+
+// filterTable looks up table name for an update or delete and renders
+// where against its columns (whereSQL).
+func filterTable(ctx context.Context, env Env, name string, where []predicate) (t table, cond string, params []any, err error) {
+	if t, err = mustTable(ctx, env, name); err != nil {
+		return table{}, "", nil, err
+	}
+	cond, params, err = whereSQL(t, where)
+	return t, cond, params, err
+}
+
+// applyDelete runs DELETE FROM main.<table> WHERE … with bound values.
+func applyDelete(ctx context.Context, env Env, a *deleteArgs) (Result, error) {
+	t, cond, params, err := filterTable(ctx, env, a.Table, a.Where)
 	if err != nil {
 		return Result{}, err
 	}
-	t, err := mustTable(ctx, env, fn, a.Table)
+	res, err := env.Conn.ExecContext(ctx, "DELETE FROM "+qualified(t.Name)+cond, params...)
+	if err != nil {
+		return Result{}, dbError(fmt.Sprintf("delete from %s", t.Name), err)
+	}
+	n, _ := res.RowsAffected()
+	return Result{Tables: []string{t.Name}, Rows: n}, nil
+}
+
+// applyUpdate runs UPDATE main.<table> SET … WHERE … with bound values.
+func applyUpdate(ctx context.Context, env Env, a *updateArgs) (Result, error) {
+	t, cond, wparams, err := filterTable(ctx, env, a.Table, a.Where)
 	if err != nil {
 		return Result{}, err
 	}
@@ -95,7 +126,7 @@ func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	cols, err := t.resolveIdx(fn, "set column", keys)
+	cols, err := t.resolveIdx("set column", keys)
 	if err != nil {
 		return Result{}, err
 	}
@@ -105,104 +136,19 @@ func (f update) Apply(ctx context.Context, env Env, args json.RawMessage) (Resul
 		name := t.Columns[c].Name
 		v, err := t.bindValue(c, a.Set[keys[i]])
 		if err != nil {
-			return Result{}, invalid(fn, "set column %s (%s): %v", model.Quote(name), t.Columns[c].Type, err)
+			return Result{}, invalid("set column %s (%s): %v", model.Quote(name), t.Columns[c].Type, err)
 		}
 		set = append(set, duck.Ident(name)+" = "+placeholder(t.Columns[c].Type))
 		params = append(params, v)
 	}
-	where, wargs, err := whereSQL(fn, t, a.Where)
-	if err != nil {
-		return Result{}, err
-	}
-	res, err := env.Conn.ExecContext(ctx, "UPDATE "+qualified(t.Name)+" SET "+strings.Join(set, ", ")+where, append(params, wargs...)...)
+	res, err := env.Conn.ExecContext(ctx, "UPDATE "+qualified(t.Name)+" SET "+strings.Join(set, ", ")+cond, append(params, wparams...)...)
 	if err != nil {
 		for i, c := range cols {
 			if cerr := castCheck(ctx, t.Columns[c].Type, params[i]); conversionError(err) && cerr != nil {
-				return Result{}, invalid(fn, "set column %s (%s): %v", model.Quote(t.Columns[c].Name), t.Columns[c].Type, cerr)
+				return Result{}, invalid("set column %s (%s): %v", model.Quote(t.Columns[c].Name), t.Columns[c].Type, cerr)
 			}
 		}
-		return Result{}, dbError(fn, "update "+t.Name, err)
-	}
-	n, _ := res.RowsAffected()
-	return Result{Tables: []string{t.Name}, Rows: n}, nil
-}
-
-// deleteFn is delete: delete the rows that match where.
-type deleteFn struct{}
-
-var _ Function = deleteFn{}
-
-type deleteArgs struct {
-	Table string      `json:"table"`
-	Where []predicate `json:"where,omitempty"`
-	All   bool        `json:"all,omitempty"`
-}
-
-func (deleteFn) Name() string { return "delete" }
-
-func (deleteFn) Summary() string {
-	return "delete the rows of a table that match structured predicates"
-}
-
-var deleteSchema = makeSchema("delete",
-	"Deletes every row of main.<table> that matches all predicates in where. Values are bound as parameters. An empty where must be explicit: pass \"all\": true (and no where) to delete every row.",
-	`"required": ["table"],
-  "oneOf": [
-    {"required": ["where"], "properties": {"where": {"minItems": 1}, "all": {"const": false}}},
-    {"required": ["all"], "properties": {"all": {"const": true}, "where": {"maxItems": 0}}}
-  ],
-  "properties": {
-    "table": {"$ref": "#/$defs/table"},
-    "where": {"$ref": "#/$defs/where"},
-    "all": {"type": "boolean", "description": "true: delete every row (where must be empty)"}
-  }`,
-	`{"table":"t","where":[{"column":"id","op":"in","value":[1,2]}]}`,
-	`{"table":"t","where":[{"column":"v","op":"is_null"}]}`,
-	`{"table":"staging_rows","all":true}`,
-)
-
-func (deleteFn) Schema() json.RawMessage { return deleteSchema }
-
-func (f deleteFn) Validate(args json.RawMessage) error {
-	_, err := f.parse(args)
-	return err
-}
-
-func (f deleteFn) parseAny(args json.RawMessage) (any, error) { return f.parse(args) }
-
-func (f deleteFn) parse(args json.RawMessage) (*deleteArgs, error) {
-	fn := f.Name()
-	var a deleteArgs
-	if err := decodeArgs(fn, args, &a); err != nil {
-		return nil, err
-	}
-	if err := checkTable(fn, a.Table); err != nil {
-		return nil, err
-	}
-	if err := checkWhere(fn, a.Where, a.All); err != nil {
-		return nil, err
-	}
-	return &a, nil
-}
-
-// Apply runs DELETE FROM main.<table> WHERE … with bound values.
-func (f deleteFn) Apply(ctx context.Context, env Env, args json.RawMessage) (Result, error) {
-	fn := f.Name()
-	a, err := f.parse(args)
-	if err != nil {
-		return Result{}, err
-	}
-	t, err := mustTable(ctx, env, fn, a.Table)
-	if err != nil {
-		return Result{}, err
-	}
-	where, wargs, err := whereSQL(fn, t, a.Where)
-	if err != nil {
-		return Result{}, err
-	}
-	res, err := env.Conn.ExecContext(ctx, "DELETE FROM "+qualified(t.Name)+where, wargs...)
-	if err != nil {
-		return Result{}, dbError(fn, fmt.Sprintf("delete from %s", t.Name), err)
+		return Result{}, dbError("update "+t.Name, err)
 	}
 	n, _ := res.RowsAffected()
 	return Result{Tables: []string{t.Name}, Rows: n}, nil

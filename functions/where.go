@@ -30,15 +30,15 @@ const opList = "= != < <= > >= in not_in is_null is_not_null like"
 
 // checkWhere checks where and all: a non-empty where, or all true with no
 // where (an explicit request to touch every row).
-func checkWhere(fn string, where []predicate, all bool) error {
+func checkWhere(where []predicate, all bool) error {
 	if len(where) == 0 && !all {
-		return invalid(fn, "where is empty: give predicates, or pass \"all\": true to touch every row of the table")
+		return invalid("where is empty: give predicates, or pass \"all\": true to touch every row of the table")
 	}
 	if len(where) > 0 && all {
-		return invalid(fn, "give where or \"all\": true, not both")
+		return invalid("give where or \"all\": true, not both")
 	}
 	for i := range where {
-		if err := where[i].check(fn, i); err != nil {
+		if err := where[i].check(i); err != nil {
 			return err
 		}
 	}
@@ -46,48 +46,48 @@ func checkWhere(fn string, where []predicate, all bool) error {
 }
 
 // check validates the predicate and decodes its value.
-func (p *predicate) check(fn string, i int) error {
+func (p *predicate) check(i int) error {
 	at := fmt.Sprintf("where[%d]", i)
-	if err := checkColumn(fn, at+".column", p.Column); err != nil {
+	if err := checkColumn(at+".column", p.Column); err != nil {
 		return err
 	}
 	if _, ok := ops[p.Op]; !ok {
-		return invalid(fn, "%s.op %s is not an op: use one of %s", at, model.Quote(p.Op), opList)
+		return invalid("%s.op %s is not an op: use one of %s", at, model.Quote(p.Op), opList)
 	}
 	if p.Op == "is_null" || p.Op == "is_not_null" {
 		if p.Value != nil {
-			return invalid(fn, "%s: op %s takes no value: leave value out", at, p.Op)
+			return invalid("%s: op %s takes no value: leave value out", at, p.Op)
 		}
 		return nil
 	}
 	if p.Value == nil {
-		return invalid(fn, "%s: op %s needs a value", at, p.Op)
+		return invalid("%s: op %s needs a value", at, p.Op)
 	}
 	v, err := decodeValue(p.Value)
 	if err != nil {
-		return invalid(fn, "%s.value: %v", at, model.Shorten(err))
+		return invalid("%s.value: %v", at, model.Shorten(err))
 	}
 	switch p.Op {
 	case "in", "not_in":
 		list, ok := v.([]any)
 		if !ok || len(list) == 0 {
-			return invalid(fn, "%s: op %s needs a non-empty array of values, not %s", at, p.Op, jsonKind(v))
+			return invalid("%s: op %s needs a non-empty array of values, not %s", at, p.Op, jsonKind(v))
 		}
 		for j, e := range list {
 			if !scalar(e) {
-				return invalid(fn, "%s.value[%d] is %s: in and not_in take strings, numbers and booleans", at, j, jsonKind(e))
+				return invalid("%s.value[%d] is %s: in and not_in take strings, numbers and booleans", at, j, jsonKind(e))
 			}
 		}
 	case "like":
 		if _, ok := v.(string); !ok {
-			return invalid(fn, "%s: op like needs a string pattern (%% and _ are wildcards), not %s", at, jsonKind(v))
+			return invalid("%s: op like needs a string pattern (%% and _ are wildcards), not %s", at, jsonKind(v))
 		}
 	default:
 		if v == nil {
-			return invalid(fn, "%s: op %s with null never matches: use op is_null or is_not_null", at, p.Op)
+			return invalid("%s: op %s with null never matches: use op is_null or is_not_null", at, p.Op)
 		}
 		if !scalar(v) {
-			return invalid(fn, "%s: op %s needs a string, number or boolean, not %s", at, p.Op, jsonKind(v))
+			return invalid("%s: op %s needs a string, number or boolean, not %s", at, p.Op, jsonKind(v))
 		}
 	}
 	p.value = v
@@ -106,7 +106,7 @@ func scalar(v any) bool {
 // whereSQL renders where, resolved against t's columns, as a SQL condition
 // with bound parameters, and returns the parameters. An empty where
 // renders as "".
-func whereSQL(fn string, t table, where []predicate) (string, []any, error) {
+func whereSQL(t table, where []predicate) (string, []any, error) {
 	if len(where) == 0 {
 		return "", nil, nil
 	}
@@ -118,7 +118,7 @@ func whereSQL(fn string, t table, where []predicate) (string, []any, error) {
 	var args []any
 	for i, p := range where {
 		// Two predicates may name one column (a range), so resolve one by one.
-		cols, err := t.resolve(fn, fmt.Sprintf("where[%d].column", i), names[i:i+1])
+		cols, err := t.resolve(fmt.Sprintf("where[%d].column", i), names[i:i+1])
 		if err != nil {
 			return "", nil, err
 		}

@@ -23,6 +23,8 @@ type Dir struct {
 	root string
 }
 
+var _ Store = (*Dir)(nil)
+
 // NewDir returns the store rooted at dir, creating the directory.
 func NewDir(dir string) (*Dir, error) {
 	abs, err := filepath.Abs(dir)

@@ -38,6 +38,8 @@ type S3 struct {
 	cfg      S3Config // without the credentials
 }
 
+var _ Store = (*S3)(nil)
+
 // PartSize is the multipart part size (16 MiB: 64 parts for 1 GiB).
 const PartSize = 16 << 20
 

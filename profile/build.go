@@ -23,6 +23,17 @@ import (
 // cannot handle fails there and leaves the caller's transaction usable.
 // An error while a statement runs (out of memory, cancelled) does end it.
 func Build(ctx context.Context, conn *sql.Conn, table string, cols []snapshot.Column, where string) (*Profile, error) {
+	p, _, err := BuildWith(ctx, conn, table, cols, where, nil)
+	return p, err
+}
+
+// BuildWith is Build computing, in the same scan as its aggregate query,
+// the aggregate SQL expressions aggregates over the same rows (e.g.
+// "sum(hash(a, b))"), so that a caller needing more of those rows than
+// their profile does not scan them again. It returns their values cast to
+// VARCHAR, in order (NULL: not Valid). An aggregate DuckDB cannot bind
+// fails Build at prepare time, as a column it cannot handle does.
+func BuildWith(ctx context.Context, conn *sql.Conn, table string, cols []snapshot.Column, where string, aggregates []string) (*Profile, []sql.NullString, error) {
 	from := " FROM main." + duck.Ident(table)
 	cond := "true"
 	if where != "" {
@@ -52,8 +63,14 @@ func Build(ctx context.Context, conn *sql.Conn, table string, cols []snapshot.Co
 			sel = append(sel, "try(epoch_us("+mn+ts+"))", "try(epoch_us("+mx+ts+"))")
 		}
 	}
+	extra := make([]sql.NullString, len(aggregates))
+	for i, e := range aggregates {
+		inner = append(inner, fmt.Sprintf("%s AS x%d", e, i))
+		sel = append(sel, fmt.Sprintf("x%d::VARCHAR", i))
+	}
 	// One row: count(*), then per column count, and unless nested min and
-	// max (and for temporal types their microseconds).
+	// max (and for temporal types their microseconds), then the extra
+	// aggregates.
 	dest := []any{&p.Rows}
 	type agg struct {
 		count            int64
@@ -75,13 +92,16 @@ func Build(ctx context.Context, conn *sql.Conn, table string, cols []snapshot.Co
 			dest = append(dest, &a.min, &a.max)
 		}
 	}
+	for i := range extra {
+		dest = append(dest, &extra[i])
+	}
 	st, err := conn.PrepareContext(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM (SELECT "+strings.Join(inner, ", ")+from+" WHERE "+cond+")")
 	if err != nil {
-		return nil, fmt.Errorf("profile: count the columns of %s: %w", table, err)
+		return nil, nil, fmt.Errorf("profile: count the columns of %s: %w", table, err)
 	}
 	defer st.Close()
 	if err := st.QueryRowContext(ctx).Scan(dest...); err != nil {
-		return nil, fmt.Errorf("profile: count the columns of %s: %w", table, err)
+		return nil, nil, fmt.Errorf("profile: count the columns of %s: %w", table, err)
 	}
 	for i, c := range p.Columns {
 		a := aggs[i]
@@ -94,10 +114,10 @@ func Build(ctx context.Context, conn *sql.Conn, table string, cols []snapshot.Co
 			continue
 		}
 		if err := sketch(ctx, conn, from, cond, c); err != nil {
-			return nil, fmt.Errorf("profile: sketch column %s of %s: %w", c.Name, table, err)
+			return nil, nil, fmt.Errorf("profile: sketch column %s of %s: %w", c.Name, table, err)
 		}
 	}
-	return p, nil
+	return p, extra, nil
 }
 
 // sketch fills c's candidates and sketches from one query over the column's

@@ -2,7 +2,9 @@ package profile
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/teatree/teatree/duck"
@@ -148,5 +150,117 @@ func TestColumnNamesLikeAliases(t *testing.T) {
 		if c.Distinct() != want || c.Max.Text != fmt.Sprint(want-1) || len(c.Top) != int(want) || c.Top[0].High != int64((50+want-1)/want) {
 			t.Errorf("%s: distinct %d max %s top %+v; want %d distinct values, max %d", c.Name, c.Distinct(), c.Max.Text, c.Top, want, want-1)
 		}
+	}
+}
+
+// TestMergeIsSketchOfUnion: the merge of the profiles of two overlapping
+// halves of a table (values in both, values in one) has exactly the
+// sketches of the profile of the whole table: the same HyperLogLog
+// registers and count-min counters, rows and nulls summed, min and max of
+// both, and the frequent values' bounds holding the true counts.
+func TestMergeIsSketchOfUnion(t *testing.T) {
+	ctx := context.Background()
+	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// k: 0..999 in the first half, 500..1499 in the second, skewed so
+	// that the top values differ between the halves.
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE t AS SELECT range AS id,
+		CASE WHEN range % 7 = 0 THEN NULL WHEN range < 30000 THEN (range * range) % 1000 ELSE 500 + (range * range) % 1000 END AS k,
+		'v' || (range % 97) AS s FROM range(60000)`); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := snapshot.DescribeCurrent(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := tables[0].Columns
+	whole, err := Build(ctx, conn, "t", cols, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Build(ctx, conn, "t", cols, "id < 30000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Build(ctx, conn, "t", cols, "id >= 30000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Merge(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Rows != whole.Rows {
+		t.Fatalf("merged %d rows, whole %d", m.Rows, whole.Rows)
+	}
+	for i, c := range m.Columns {
+		w := whole.Columns[i]
+		hm, _ := c.distinct.MarshalBinary()
+		hw, _ := w.distinct.MarshalBinary()
+		if string(hm) != string(hw) || !slices.Equal(c.cms.cells, w.cms.cells) {
+			t.Errorf("%s: the merged sketches are not the whole table's (distinct %d vs %d)", c.Name, c.Distinct(), w.Distinct())
+		}
+		if c.Nulls != w.Nulls || c.Min.Text != w.Min.Text || c.Max.Text != w.Max.Text {
+			t.Errorf("%s: merged nulls %d min %s max %s; whole %d %s %s", c.Name, c.Nulls, c.Min.Text, c.Max.Text, w.Nulls, w.Min.Text, w.Max.Text)
+		}
+		for _, v := range c.Top {
+			var exact int64
+			if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM t WHERE "+duck.Ident(c.Name)+"::VARCHAR = ?", v.Text).Scan(&exact); err != nil {
+				t.Fatal(err)
+			}
+			if exact < v.Low || exact > v.High {
+				t.Errorf("%s: value %s counted %d..%d, exactly %d", c.Name, v.Text, v.Low, v.High, exact)
+			}
+		}
+	}
+}
+
+// TestBuildWithAggregates: the extra aggregates of BuildWith are computed
+// over the rows profiled (equal to a query of their own), next to columns
+// named like their aliases (x0, x1).
+func TestBuildWithAggregates(t *testing.T) {
+	ctx := context.Background()
+	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE t AS SELECT range AS x0, 'r' || range AS x1 FROM range(1000)"); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := snapshot.DescribeCurrent(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aggs := []string{"coalesce(sum(hash(x0, x1)), 0)", "max(x1)", "min(x0) FILTER (WHERE x0 > 5000)"}
+	p, got, err := BuildWith(ctx, conn, "t", tables[0].Columns, "rowid >= 100 AND rowid < 300", aggs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want [3]sql.NullString
+	if err := conn.QueryRowContext(ctx, "SELECT "+aggs[0]+"::VARCHAR, "+aggs[1]+"::VARCHAR, ("+aggs[2]+")::VARCHAR FROM t WHERE rowid >= 100 AND rowid < 300").Scan(&want[0], &want[1], &want[2]); err != nil {
+		t.Fatal(err)
+	}
+	if p.Rows != 200 || len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2].Valid {
+		t.Errorf("BuildWith: %d rows, aggregates %+v; want 200 and %+v", p.Rows, got, want)
+	}
+	if c := p.Columns[0]; c.Min.Text != "100" || c.Max.Text != "299" || c.Distinct() < 197 || c.Distinct() > 203 {
+		t.Errorf("column x0: min %s max %s distinct %d; want 100, 299, 200 within 3 standard errors", c.Min.Text, c.Max.Text, c.Distinct())
+	}
+	if _, _, err := BuildWith(ctx, conn, "t", tables[0].Columns, "", []string{"sum(nope)"}); err == nil {
+		t.Error("BuildWith of an aggregate over a missing column: no error")
 	}
 }

@@ -10,11 +10,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
-	"github.com/teatree/teatree/snapshot"
 )
 
 func init() {
@@ -87,27 +87,24 @@ and, for an S3 store, s3 (bucket, endpoint, region, path_style).`,
   teactl archive flights --json | jq -r '.tables[].files[].uri'`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(true, true)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			v, err := getVersion(cmd.Context(), d.Ctl, args[0], version)
-			if err != nil {
-				return err
-			}
-			table := ""
-			if len(args) == 2 {
-				table = args[1]
-			}
-			a, err := archiveOf(d.Store, v, table)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return e.printJSON(a)
-			}
-			return writeArchive(e.stdout, a, table != "")
+			return e.with(true, true, func(d *session) error {
+				v, err := d.client.Version(cmd.Context(), args[0], version)
+				if err != nil {
+					return err
+				}
+				table := ""
+				if len(args) == 2 {
+					table = args[1]
+				}
+				a, err := archiveOf(d.Store, v, table)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(a)
+				}
+				return writeArchive(e.stdout, a, table != "")
+			})
 		},
 	}
 	c.Flags().Int64Var(&version, "version", 0, "version to describe (default: the latest)")
@@ -129,7 +126,7 @@ func archiveOf(store objstore.Store, v controldb.Version, table string) (archive
 		if table != "" && t.Name != table {
 			continue
 		}
-		files, err := tableFiles(v, t)
+		files, err := client.DataFiles(v, t)
 		if err != nil {
 			return a, err
 		}
@@ -142,10 +139,7 @@ func archiveOf(store objstore.Store, v controldb.Version, table string) (archive
 			uris[i] = store.URI(f.Key)
 			at.Files = append(at.Files, archiveFile{URI: uris[i], Key: f.Key, Rows: f.Rows, Bytes: f.Bytes, SHA256: f.SHA256})
 		}
-		// Columns held encoded (HUGEINT as text, …) are cast back.
-		var cols []snapshot.Column
-		json.Unmarshal(t.Schema, &cols)
-		at.SQL = "SELECT " + snapshot.RestoreList(cols) + " FROM " + readParquet(uris)
+		at.SQL = client.ParquetSelect(t, uris) // columns held encoded (HUGEINT as text, …) are cast back
 		a.Tables = append(a.Tables, at)
 		views = append(views, "CREATE OR REPLACE VIEW "+duck.Ident(t.Name)+" AS "+at.SQL+";")
 	}
@@ -158,24 +152,6 @@ func archiveOf(store objstore.Store, v controldb.Version, table string) (archive
 	}
 	a.Views = strings.Join(views, "\n")
 	return a, nil
-}
-
-// tableFiles returns the data files of table t of v (every version has
-// some: migration 00005 lists the one Parquet object of older versions).
-func tableFiles(v controldb.Version, t controldb.Table) ([]controldb.DataFile, error) {
-	if len(t.Files) > 0 {
-		return t.Files, nil
-	}
-	return nil, fmt.Errorf("table %s of %s version %d lists no Parquet data file in Postgres: its archive cannot be read (read the snapshot instead: teactl query without --source parquet)", t.Name, v.Model, v.Version)
-}
-
-// readParquet is DuckDB's read_parquet over the files at uris, in order.
-func readParquet(uris []string) string {
-	quoted := make([]string, len(uris))
-	for i, u := range uris {
-		quoted[i] = duck.Literal(u)
-	}
-	return "read_parquet([" + strings.Join(quoted, ", ") + "])"
 }
 
 // writeArchive prints a as a SQL script: the files of each table as

@@ -13,11 +13,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
+	"github.com/teatree/teatree/client"
+	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/internal/envflag"
 	"github.com/teatree/teatree/model"
@@ -91,6 +97,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.Is(err, client.ErrUnreachable):
+		return ExitUnreachable
 	case errors.Is(err, model.ErrInvalid):
 		return ExitUsage
 	case errors.Is(err, context.DeadlineExceeded):
@@ -115,8 +123,27 @@ func isUsage(err error) bool {
 	return false
 }
 
-// connect opens what a command needs and maps failures to ExitUnreachable.
-func (e *env) connect(needPostgres, needStore bool) (*app.Deps, error) {
+// session is what a command connected to, and the client over it.
+type session struct {
+	*app.Deps
+	client *client.Client
+}
+
+// with connects what a command needs (NATS always, Postgres and the object
+// store when asked), runs fn and closes the session: every command that
+// talks to the stack goes through it.
+func (e *env) with(needPostgres, needStore bool, fn func(d *session) error) error {
+	d, err := e.connect(needPostgres, needStore)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return fn(d)
+}
+
+// connect opens what a command needs and maps failures to ExitUnreachable;
+// the caller closes the session.
+func (e *env) connect(needPostgres, needStore bool) (*session, error) {
 	if err := e.common.Validate(needPostgres, needStore); err != nil {
 		return nil, withCode(ExitUsage, err)
 	}
@@ -133,7 +160,41 @@ func (e *env) connect(needPostgres, needStore bool) (*app.Deps, error) {
 	if err != nil {
 		return nil, withCode(ExitUnreachable, err)
 	}
-	return d, nil
+	cache, err := e.cacheDir()
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	cl, err := client.New(client.Options{JetStream: d.JS, Control: d.Ctl, Store: d.Store, CacheDir: cache, CacheBytes: e.cache.bytes, Progress: e.progressBar})
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return &session{Deps: d, client: cl}, nil
+}
+
+// progressBar returns a bar in bytes for a download of v on stderr when it
+// is a terminal (client.Options.Progress), else nothing.
+func (e *env) progressBar(v controldb.Version) (add func(int64), done func()) {
+	f, ok := e.stderr.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, nil
+	}
+	bar := progressbar.DefaultBytes(v.Bytes, fmt.Sprintf("%s v%d", v.Model, v.Version))
+	return func(n int64) { bar.Add64(n) }, func() { bar.Finish() }
+}
+
+// cacheDir is teactl's local cache ($TEATREE_CACHE, else the user cache
+// directory/teatree).
+func (e *env) cacheDir() (string, error) {
+	if base := e.getenv("TEATREE_CACHE"); base != "" {
+		return base, nil
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "teatree"), nil
 }
 
 func (e *env) printJSON(v any) error {

@@ -16,13 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/teatree/teatree/controldb"
-	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/natsembed"
 	"github.com/teatree/teatree/internal/stacktest"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
 	"github.com/teatree/teatree/queue"
-	"github.com/teatree/teatree/snapshot"
 )
 
 // teactl runs Main with env as its whole environment and returns stdout,
@@ -44,43 +42,10 @@ func stackEnv(t *testing.T, s *stacktest.Stack) map[string]string {
 	}
 }
 
-// publish makes version n of model m from a real DuckDB file with one
-// table t of rows rows, stored in the object store and recorded in
-// Postgres as a db-manager would (epoch 1).
+// publish makes version n of model m (stacktest.Stack.PublishVersion).
 func publish(t *testing.T, s *stacktest.Stack, m string, n int64, rows int) controldb.Version {
 	t.Helper()
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "snap.duckdb")
-	db, err := duck.Open(ctx, path, duck.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, fmt.Sprintf("CREATE TABLE t AS SELECT range AS id, 'v%d' AS v FROM range(%d)", n, rows)); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	sum, size, err := snapshot.FileSHA256(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := fmt.Sprintf("models/%s/versions/%d/snapshot.duckdb", m, n)
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := s.Store.Put(ctx, key, f, size); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Ctl.ClaimEpoch(ctx, m, 1); err != nil {
-		t.Fatal(err)
-	}
-	v := controldb.Version{Model: m, Version: n, SnapshotURI: key, SHA256: sum, Bytes: size, Epoch: 1, Created: time.Now(),
-		Tables: []controldb.Table{{Name: "t", ParquetURI: fmt.Sprintf("models/%s/tables/t/%d.parquet", m, n), SHA256: sum, Rows: int64(rows), Schema: json.RawMessage(`{}`)}}}
-	if err := s.Ctl.PublishVersion(ctx, v, nil); err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return s.PublishVersion(t, m, n, rows)
 }
 
 // cacheFiles lists the files under the snapshot cache of env.

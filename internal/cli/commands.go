@@ -12,19 +12,15 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
-	"go.opentelemetry.io/otel"
 
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/functions"
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
-	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/queue"
-	"github.com/teatree/teatree/telemetry"
 )
 
 func dbmanagerCmd(e *env) *cobra.Command {
@@ -64,26 +60,23 @@ func modelCmd(e *env) *cobra.Command {
 			if err := model.ValidateID(args[0]); err != nil {
 				return err
 			}
-			d, err := e.connect(true, false)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			ctx := cmd.Context()
-			// The model owns the requests published after this point.
-			last, err := queue.StreamLastSeq(ctx, d.JS)
-			if err != nil {
-				return withCode(ExitUnreachable, fmt.Errorf("%w (is the dispatcher or teactl dev running? it creates the streams)", err))
-			}
-			m, err := d.Ctl.CreateModel(ctx, controldb.Model{ID: args[0], SizeClass: sizeClass, Retention: retention, AllowSQL: allowSQL, StartSeq: last + 1})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return e.printJSON(m)
-			}
-			fmt.Fprintf(e.stdout, "model %s created (size class %s, keeps %d versions)\n", m.ID, m.SizeClass, m.Retention)
-			return nil
+			return e.with(true, false, func(d *session) error {
+				ctx := cmd.Context()
+				// The model owns the requests published after this point.
+				last, err := queue.StreamLastSeq(ctx, d.JS)
+				if err != nil {
+					return withCode(ExitUnreachable, fmt.Errorf("%w (is the dispatcher or teactl dev running? it creates the streams)", err))
+				}
+				m, err := d.Ctl.CreateModel(ctx, controldb.Model{ID: args[0], SizeClass: sizeClass, Retention: retention, AllowSQL: allowSQL, StartSeq: last + 1})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(m)
+				}
+				fmt.Fprintf(e.stdout, "model %s created (size class %s, keeps %d versions)\n", m.ID, m.SizeClass, m.Retention)
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&sizeClass, "size-class", "small", "size class: small, medium, large or xlarge")
@@ -94,24 +87,21 @@ func modelCmd(e *env) *cobra.Command {
 		Short: "list models",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(true, false)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			ms, err := d.Ctl.ListModels(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return e.printJSON(ms)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "MODEL\tSIZE\tVERSION\tEPOCH\tRETENTION\tSQL\tCREATED")
-			for _, m := range ms {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%t\t%s\n", m.ID, m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.Created.Format(time.RFC3339))
-			}
-			return tw.Flush()
+			return e.with(true, false, func(d *session) error {
+				ms, err := d.Ctl.ListModels(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(ms)
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "MODEL\tSIZE\tVERSION\tEPOCH\tRETENTION\tSQL\tCREATED")
+				for _, m := range ms {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%t\t%s\n", m.ID, m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.Created.Format(time.RFC3339))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	show := &cobra.Command{
@@ -119,22 +109,19 @@ func modelCmd(e *env) *cobra.Command {
 		Short: "show one model",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(true, false)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			m, err := d.Ctl.GetModel(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return e.printJSON(m)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "model\t%s\nsize class\t%s\ncurrent version\t%d\nwriter epoch\t%d\nretention\t%d versions\nsql enabled\t%t\nfirst stream seq\t%d\ncreated\t%s\n",
-				m.ID, m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.StartSeq, m.Created.Format(time.RFC3339))
-			return tw.Flush()
+			return e.with(true, false, func(d *session) error {
+				m, err := d.Ctl.GetModel(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(m)
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "model\t%s\nsize class\t%s\ncurrent version\t%d\nwriter epoch\t%d\nretention\t%d versions\nsql enabled\t%t\nfirst stream seq\t%d\ncreated\t%s\n",
+					m.ID, m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.StartSeq, m.Created.Format(time.RFC3339))
+				return tw.Flush()
+			})
 		},
 	}
 	for _, sub := range []*cobra.Command{create, list, show} {
@@ -167,7 +154,7 @@ JSON array or newline-delimited JSON file to args.rows. See 'teactl functions'.`
 			if err != nil {
 				return err
 			}
-			return e.submit(cmd.Context(), args[0], args[1], a, o)
+			return e.submit(cmd.Context(), model.Request{Model: args[0], Function: args[1], Args: a}, o)
 		},
 	}
 	c.Flags().StringVar(&argsJSON, "args", "{}", "the function's args, a JSON object")
@@ -234,85 +221,44 @@ func parseRows(data []byte) (json.RawMessage, error) {
 }
 
 // submit validates, publishes and optionally waits for one request.
-func (e *env) submit(ctx context.Context, m, function string, args json.RawMessage, o submitOpts) error {
-	if o.id == "" {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return err
-		}
-		o.id = id.String()
-	}
-	req := model.Request{ID: o.id, Model: m, Function: function, Args: args, Submitted: time.Now().UTC()}
-	// Refuse at submit what can be known here; the dispatcher checks again
-	// (with the model's settings) and announces what only it can know.
-	data, err := json.Marshal(req)
+func (e *env) submit(ctx context.Context, r model.Request, o submitOpts) error {
+	r.ID = o.id
+	r, err := client.Prepare(r)
 	if err != nil {
 		return err
 	}
-	if _, err := model.DecodeRequest(data); err != nil {
-		return err
-	}
-	if err := functions.ValidateRequest(req, true); err != nil {
-		return err
-	}
-	d, err := e.connect(false, false)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	ctx, span := otel.Tracer("github.com/teatree/teatree/teactl").Start(ctx, "submit "+function)
-	defer span.End()
-	var sub *notify.Subscription
-	if o.wait {
-		// Subscribe before publishing so the notification cannot be missed.
-		if sub, err = notify.Subscribe(ctx, d.JS, m, notify.Start{}); err != nil {
-			return withCode(ExitUnreachable, err)
-		}
-		defer sub.Stop()
-	}
-	h := nats.Header{}
-	telemetry.Inject(ctx, h)
+	return e.with(false, false, func(d *session) error {
+		return e.queued(ctx, d, o, func(ctx context.Context) (client.Receipt, error) { return d.client.Submit(ctx, r) })
+	})
+}
+
+// queued runs send (a submit) within --timeout, prints its receipt or,
+// with --wait, waits for the request's notification and reports it.
+func (e *env) queued(ctx context.Context, d *session, o submitOpts, send func(context.Context) (client.Receipt, error)) error {
 	pctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
-	ack, err := queue.Publish(pctx, d.JS, req, h)
+	rc, err := send(pctx)
 	if err != nil {
-		if errors.Is(err, model.ErrInvalid) {
-			return err
-		}
 		if errors.Is(err, model.ErrConflict) { // the id is another request's
 			return withCode(ExitUsage, err)
 		}
-		return withCode(ExitUnreachable, err)
+		return err
 	}
 	if !o.wait {
 		if o.asJSON {
-			return e.printJSON(map[string]any{"request_id": o.id, "model": m, "function": function, "status": model.StatusQueued, "stream_seq": ack.Sequence, "duplicate": ack.Duplicate})
+			return e.printJSON(map[string]any{"request_id": rc.RequestID, "model": rc.Model, "function": rc.Function, "status": model.StatusQueued, "stream_seq": rc.Seq, "duplicate": rc.Duplicate})
 		}
-		fmt.Fprintf(e.stdout, "%s queued (stream sequence %d%s)\n", o.id, ack.Sequence, map[bool]string{true: ", duplicate of an earlier submit"}[ack.Duplicate])
+		fmt.Fprintf(e.stdout, "%s queued (stream sequence %d%s)\n", rc.RequestID, rc.Seq, map[bool]string{true: ", duplicate of an earlier submit"}[rc.Duplicate])
 		return nil
-	}
-	if ack.Duplicate {
-		// The outcome may predate our subscription: read from the start
-		// of the dedupe window instead.
-		sub.Stop()
-		if sub, err = notify.Subscribe(ctx, d.JS, m, notify.Start{Time: time.Now().Add(-15 * time.Minute)}); err != nil {
-			return withCode(ExitUnreachable, err)
-		}
-		defer sub.Stop()
 	}
 	wctx, wcancel := context.WithTimeout(ctx, e.timeout)
 	defer wcancel()
-	n, err := sub.Wait(wctx, o.id)
-	// Ours is the notification of our stream sequence, not that of another
-	// request under the same id.
-	for err == nil && n.Seq != 0 && n.Seq != ack.Sequence {
-		n, err = sub.Wait(wctx, o.id)
-	}
+	n, err := d.client.Wait(wctx, rc)
 	if err != nil {
 		if wctx.Err() != nil {
-			return withCode(ExitTimeout, fmt.Errorf("request %s is queued but no notification came within %s (see 'teactl status %s')", o.id, e.timeout, o.id))
+			return withCode(ExitTimeout, fmt.Errorf("request %s is queued but no notification came within %s (see 'teactl status %s')", rc.RequestID, e.timeout, rc.RequestID))
 		}
-		return withCode(ExitUnreachable, err)
+		return err
 	}
 	return e.report(n, o.asJSON)
 }
@@ -387,55 +333,18 @@ source NAME (configured on the db-manager: TEATREE_SOURCE_<NAME> or
 					a["create"] = false
 				}
 				args2, _ := json.Marshal(a)
-				return e.submit(cmd.Context(), m, "append", args2, o)
+				return e.submit(cmd.Context(), model.Request{Model: m, Function: "append", Args: args2}, o)
 			}
-			file := args[2]
-			// The server infers the format from the extension too; a
-			// format is sent only when given, so that its errors can say
-			// where the format came from.
-			payload := map[string]string{}
-			if format != "" {
-				payload["format"] = format
-			}
-			st, err := os.Stat(file)
-			if err != nil {
-				return fmt.Errorf("%w: %v", model.ErrInvalid, err)
-			}
-			if st.IsDir() {
-				return fmt.Errorf("%w: %s is a directory", model.ErrInvalid, file)
-			}
-			name, err := stagedName(file, format)
+			f, err := client.PrepareFile(m, table, args[2], client.FileOptions{ID: o.id, Format: format, NoCreate: noCreate})
 			if err != nil {
 				return err
 			}
-			if o.id == "" {
-				id, err := uuid.NewV7()
-				if err != nil {
+			return e.with(false, true, func(d *session) error {
+				if err := d.client.Stage(cmd.Context(), f); err != nil {
 					return err
 				}
-				o.id = id.String()
-			}
-			key := model.StagingPrefix(m, o.id) + name
-			payload["uri"] = key
-			a := map[string]any{"table": table, "payload": payload}
-			if noCreate {
-				a["create"] = false
-			}
-			args2, _ := json.Marshal(a)
-			if err := functions.ValidateRequest(model.Request{ID: o.id, Model: m, Function: "append", Args: args2}, false); err != nil {
-				return err
-			}
-			if err := e.common.Validate(false, true); err != nil {
-				return withCode(ExitUsage, err)
-			}
-			store, err := objstore.Open(cmd.Context(), e.common.StoreURL)
-			if err != nil {
-				return withCode(ExitUnreachable, err)
-			}
-			if err := objstore.PutFile(cmd.Context(), store, key, file); err != nil {
-				return withCode(ExitUnreachable, err)
-			}
-			return e.submit(cmd.Context(), m, "append", args2, o)
+				return e.queued(cmd.Context(), d, o, func(ctx context.Context) (client.Receipt, error) { return d.client.Submit(ctx, f.Request) })
+			})
 		},
 	}
 	c.Flags().StringVar(&format, "format", "", "parquet, csv, json or arrow (default: from the extension, else the content)")
@@ -465,39 +374,35 @@ func watchCmd(e *env) *cobra.Command {
 			if since < 0 {
 				return fmt.Errorf("%w: --since %d: give a version number, or 0 for every retained notification", model.ErrInvalid, since)
 			}
-			d, err := e.connect(false, false)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			start := notify.Start{All: replay}
-			sub, err := notify.Subscribe(cmd.Context(), d.JS, m, start)
-			if err != nil {
-				return withCode(ExitUnreachable, err)
-			}
-			defer sub.Stop()
-			for {
-				n, err := sub.Next(cmd.Context())
+			return e.with(false, false, func(d *session) error {
+				sub, err := d.client.Watch(cmd.Context(), m, notify.Start{All: replay})
 				if err != nil {
-					if cmd.Context().Err() != nil {
-						return nil
-					}
 					return err
 				}
-				if since > 0 && n.Version <= since && n.Status != model.StatusRejected { // rejected requests have no version
-					continue
+				defer sub.Stop()
+				for {
+					n, err := sub.Next(cmd.Context())
+					if err != nil {
+						if cmd.Context().Err() != nil {
+							return nil
+						}
+						return err
+					}
+					if since > 0 && n.Version <= since && n.Status != model.StatusRejected { // rejected requests have no version
+						continue
+					}
+					if asJSON {
+						b, _ := json.Marshal(n)
+						fmt.Fprintln(e.stdout, string(b))
+						continue
+					}
+					line := fmt.Sprintf("%s  %-8s  v%-5d  %-12s  %s", n.Published.Format(time.RFC3339), n.Status, n.Version, n.Function, n.RequestID)
+					if n.Error != "" {
+						line += "  " + n.Error
+					}
+					fmt.Fprintln(e.stdout, line)
 				}
-				if asJSON {
-					b, _ := json.Marshal(n)
-					fmt.Fprintln(e.stdout, string(b))
-					continue
-				}
-				line := fmt.Sprintf("%s  %-8s  v%-5d  %-12s  %s", n.Published.Format(time.RFC3339), n.Status, n.Version, n.Function, n.RequestID)
-				if n.Error != "" {
-					line += "  " + n.Error
-				}
-				fmt.Fprintln(e.stdout, line)
-			}
+			})
 		},
 	}
 	c.Flags().Int64Var(&since, "since", 0, "first show the retained notifications of versions after this one (0: all retained, rejected requests included), then new ones")
@@ -512,27 +417,24 @@ func statusCmd(e *env) *cobra.Command {
 		Short: "show a request's status from the request log in Postgres",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(true, false)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			r, err := d.Ctl.GetRequest(cmd.Context(), args[0])
-			if err != nil {
-				if errors.Is(err, model.ErrNotFound) {
-					return fmt.Errorf("request %s is not in the request log (not yet seen by the dispatcher, or never submitted): %w", args[0], err)
+			return e.with(true, false, func(d *session) error {
+				r, err := d.Ctl.GetRequest(cmd.Context(), args[0])
+				if err != nil {
+					if errors.Is(err, model.ErrNotFound) {
+						return fmt.Errorf("request %s is not in the request log (not yet seen by the dispatcher, or never submitted): %w", args[0], err)
+					}
+					return err
 				}
-				return err
-			}
-			if asJSON {
-				return e.printJSON(r)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "request\t%s\nmodel\t%s\nfunction\t%s\nstatus\t%s\nversion\t%d\nstream seq\t%d\n", r.RequestID, r.Model, r.Function, r.Status, r.Version, r.StreamSeq)
-			if r.Error != "" {
-				fmt.Fprintf(tw, "error\t%s\n", r.Error)
-			}
-			return tw.Flush()
+				if asJSON {
+					return e.printJSON(r)
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "request\t%s\nmodel\t%s\nfunction\t%s\nstatus\t%s\nversion\t%d\nstream seq\t%d\n", r.RequestID, r.Model, r.Function, r.Status, r.Version, r.StreamSeq)
+				if r.Error != "" {
+					fmt.Fprintf(tw, "error\t%s\n", r.Error)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")

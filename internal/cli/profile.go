@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
@@ -65,12 +66,25 @@ type versionProfile struct {
 	Tables  []tableProfile `json:"tables"`
 }
 
+// modelVersion is one model's version in a merged profile.
+type modelVersion struct {
+	Model   string `json:"model"`
+	Version int64  `json:"version"`
+}
+
+// mergedProfile is what `teactl profile M1,M2 TABLE --json` prints: the
+// profile of table over the rows of every listed version.
+type mergedProfile struct {
+	Models []modelVersion `json:"models"`
+	Table  tableProfile   `json:"table"`
+}
+
 func profileCmd(e *env) *cobra.Command {
 	var version int64
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "profile MODEL [TABLE]",
-		Short: "print the column profiles of a version's tables: nulls, distinct values, min, max, most frequent values",
+		Use:   "profile MODEL[,MODEL…] [TABLE]",
+		Short: "print the column profiles of a version's tables (or of one table merged across models): nulls, distinct values, min, max, most frequent values",
 		Long: `profile prints, for each table of a version (default: the latest) and each
 column: rows, nulls (and their share), the approximate number of distinct
 values (HyperLogLog, relative standard error 0.81 %), min, max and the 10 most
@@ -82,19 +96,23 @@ the file is written; a table's profile is the merge of its files' profiles. A
 file written before profiles (or whose profiling failed) has none: the table
 then says "no profile for file X".
 
+Several models, comma-separated (MODEL@N for version N of that model, else its
+latest), merge the profiles of TABLE (required then) in all their versions:
+the profile of the union of their rows, as if one table held them all (rows
+and nulls summed, min and max over all, distinct values and frequent values
+from the merged sketches, with the same error bounds). The table must have
+the same columns (names, types, order) in every model.
+
 --json prints model, version, tables[{name, rows, files, error, columns[{name,
 type, rows, nulls, null_share, distinct, distinct_error, min, max,
-top[{value, count, low, exact}]}]}].`,
+top[{value, count, low, exact}]}]}]; for several models models[{model,
+version}], table{…} (one table as above).`,
 		Example: `  teactl profile flights
-  teactl profile flights flights --version 12 --json`,
+  teactl profile flights flights --version 12 --json
+  teactl profile flights-east,flights-west@7 flights`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(true, true)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			v, err := getVersion(cmd.Context(), d.Ctl, args[0], version)
+			specs, err := parseModelVersions(args[0], version)
 			if err != nil {
 				return err
 			}
@@ -102,22 +120,131 @@ top[{value, count, low, exact}]}]}].`,
 			if len(args) == 2 {
 				table = args[1]
 			}
-			vp, err := profileOf(cmd.Context(), d.Store, v, table)
-			if err != nil {
-				return err
+			if len(specs) > 1 && table == "" {
+				return fmt.Errorf("%w: profile of several models (%s) merges one table: name it (teactl profile %s TABLE)", model.ErrInvalid, args[0], args[0])
 			}
-			if table != "" && vp.Tables[0].Error != "" {
-				return fmt.Errorf("%s version %d table %s: %s", v.Model, v.Version, table, vp.Tables[0].Error)
-			}
-			if asJSON {
-				return e.printJSON(vp)
-			}
-			return writeProfile(e.stdout, vp)
+			return e.with(true, true, func(d *session) error {
+				if len(specs) > 1 {
+					mp, err := mergeProfiles(cmd.Context(), d.client, d.Store, specs, table)
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return e.printJSON(mp)
+					}
+					return writeMerged(e.stdout, mp)
+				}
+				v, err := d.client.Version(cmd.Context(), specs[0].Model, specs[0].Version)
+				if err != nil {
+					return err
+				}
+				vp, err := profileOf(cmd.Context(), d.Store, v, table)
+				if err != nil {
+					return err
+				}
+				if table != "" && vp.Tables[0].Error != "" {
+					return fmt.Errorf("%s version %d table %s: %s", v.Model, v.Version, table, vp.Tables[0].Error)
+				}
+				if asJSON {
+					return e.printJSON(vp)
+				}
+				return writeProfile(e.stdout, vp)
+			})
 		},
 	}
-	c.Flags().Int64Var(&version, "version", 0, "version to profile (default: the latest)")
+	c.Flags().Int64Var(&version, "version", 0, "version to profile (default: the latest); one model only (several: MODEL@N)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+// parseModelVersions reads "m1,m2@7,…": model ids, each optionally with
+// @N, a version (0: the latest). version is --version: allowed with one
+// model only.
+func parseModelVersions(arg string, version int64) ([]modelVersion, error) {
+	parts := strings.Split(arg, ",")
+	seen := map[modelVersion]bool{}
+	var out []modelVersion
+	for _, p := range parts {
+		name, n, hasN := strings.Cut(strings.TrimSpace(p), "@")
+		mv := modelVersion{Model: name, Version: version}
+		if err := model.ValidateID(name); err != nil {
+			return nil, fmt.Errorf("%w: profile: %q in %q: %v", model.ErrInvalid, name, arg, err)
+		}
+		if hasN {
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err != nil || v < 1 {
+				return nil, fmt.Errorf("%w: profile: %q: after @ give a version number (MODEL@12)", model.ErrInvalid, p)
+			}
+			if version != 0 {
+				return nil, fmt.Errorf("%w: profile: give the version either as %q or with --version, not both", model.ErrInvalid, p)
+			}
+			mv.Version = v
+		}
+		if seen[mv] {
+			return nil, fmt.Errorf("%w: profile: %q is listed twice in %q: its rows would count twice", model.ErrInvalid, p, arg)
+		}
+		seen[mv] = true
+		out = append(out, mv)
+	}
+	if len(out) > 1 && version != 0 {
+		return nil, fmt.Errorf("%w: profile: --version takes one model; give each model's version as MODEL@N", model.ErrInvalid)
+	}
+	return out, nil
+}
+
+// mergeProfiles loads table's profile in each of the versions specs (0:
+// the model's latest) and merges them. A model without the table, a
+// table without a profile or with other columns than the first model's is
+// an error naming the model.
+func mergeProfiles(ctx context.Context, c *client.Client, store objstore.Store, specs []modelVersion, table string) (mergedProfile, error) {
+	mp := mergedProfile{}
+	var ps []*profile.Profile
+	var files int
+	for _, s := range specs {
+		v, err := c.Version(ctx, s.Model, s.Version)
+		if err != nil {
+			return mp, err
+		}
+		vp, err := profileOf(ctx, store, v, table)
+		if err != nil {
+			return mp, err
+		}
+		tp := vp.Tables[0]
+		if tp.Error != "" {
+			return mp, fmt.Errorf("%s version %d table %s: %s", v.Model, v.Version, table, tp.Error)
+		}
+		if len(ps) > 0 {
+			if err := sameColumns(ps[0], tp.merged); err != nil {
+				return mp, fmt.Errorf("%w: profile: table %s of %s version %d and of %s version %d: %v; only a table of the same columns merges",
+					model.ErrInvalid, table, mp.Models[0].Model, mp.Models[0].Version, v.Model, v.Version, err)
+			}
+		}
+		mp.Models = append(mp.Models, modelVersion{Model: v.Model, Version: v.Version})
+		ps = append(ps, tp.merged)
+		files += tp.Files
+	}
+	p, err := profile.MergeAll(ps)
+	if err != nil {
+		return mp, err
+	}
+	mp.Table = tableProfile{Name: table, Rows: p.Rows, Files: files, Columns: columnsOf(p), merged: p}
+	return mp, nil
+}
+
+// sameColumns reports how b's columns differ from a's (nil: the same
+// names and types in the same order).
+func sameColumns(a, b *profile.Profile) error {
+	desc := func(p *profile.Profile) string {
+		cols := make([]string, len(p.Columns))
+		for i, c := range p.Columns {
+			cols[i] = c.Name + " " + c.Type
+		}
+		return strings.Join(cols, ", ")
+	}
+	if da, db := desc(a), desc(b); da != db {
+		return fmt.Errorf("columns (%s) and (%s)", da, db)
+	}
+	return nil
 }
 
 // profileOf loads and merges the profiles of the data files of v's
@@ -130,7 +257,7 @@ func profileOf(ctx context.Context, store objstore.Store, v controldb.Version, t
 			continue
 		}
 		tp := tableProfile{Name: t.Name, Rows: t.Rows, Files: len(t.Files), Columns: []columnProfile{}}
-		files, err := tableFiles(v, t)
+		files, err := client.DataFiles(v, t)
 		if err != nil {
 			tp.Error = err.Error()
 			vp.Tables = append(vp.Tables, tp)
@@ -146,24 +273,7 @@ func profileOf(ctx context.Context, store objstore.Store, v controldb.Version, t
 			vp.Tables = append(vp.Tables, tp)
 			continue
 		}
-		tp.merged = p
-		for _, c := range p.Columns {
-			cp := columnProfile{Name: c.Name, Type: c.Type, Rows: p.Rows, Nulls: c.Nulls}
-			if p.Rows > 0 {
-				cp.NullShare = float64(c.Nulls) / float64(p.Rows)
-			}
-			if c.Sketched() {
-				n := c.Distinct()
-				cp.Distinct, cp.DistinctError = &n, profile.StdError
-			}
-			if c.Min != nil {
-				cp.Min, cp.Max = &c.Min.Text, &c.Max.Text
-			}
-			for _, tv := range c.TopValues() {
-				cp.Top = append(cp.Top, topValue{Value: tv.Text, Count: tv.High, Low: tv.Low, Exact: tv.Low == tv.High})
-			}
-			tp.Columns = append(tp.Columns, cp)
-		}
+		tp.merged, tp.Columns = p, columnsOf(p)
 		vp.Tables = append(vp.Tables, tp)
 	}
 	if table != "" && len(vp.Tables) == 0 {
@@ -174,6 +284,40 @@ func profileOf(ctx context.Context, store objstore.Store, v controldb.Version, t
 		return vp, fmt.Errorf("%w: %s version %d has no table %q (its tables: %s)", model.ErrNotFound, v.Model, v.Version, table, strings.Join(names, ", "))
 	}
 	return vp, nil
+}
+
+// columnsOf is what profile prints of p's columns.
+func columnsOf(p *profile.Profile) []columnProfile {
+	out := []columnProfile{}
+	for _, c := range p.Columns {
+		cp := columnProfile{Name: c.Name, Type: c.Type, Rows: p.Rows, Nulls: c.Nulls}
+		if p.Rows > 0 {
+			cp.NullShare = float64(c.Nulls) / float64(p.Rows)
+		}
+		if c.Sketched() {
+			n := c.Distinct()
+			cp.Distinct, cp.DistinctError = &n, profile.StdError
+		}
+		if c.Min != nil {
+			cp.Min, cp.Max = &c.Min.Text, &c.Max.Text
+		}
+		for _, tv := range c.TopValues() {
+			cp.Top = append(cp.Top, topValue{Value: tv.Text, Count: tv.High, Low: tv.Low, Exact: tv.Low == tv.High})
+		}
+		out = append(out, cp)
+	}
+	return out
+}
+
+// writeMerged prints mp: a line naming the versions merged, then a row per
+// column.
+func writeMerged(w io.Writer, mp mergedProfile) error {
+	names := make([]string, len(mp.Models))
+	for i, m := range mp.Models {
+		names[i] = fmt.Sprintf("%s version %d", m.Model, m.Version)
+	}
+	fmt.Fprintf(w, "table %s merged over %s: %s in %s\n", mp.Table.Name, strings.Join(names, ", "), plural(mp.Table.Rows, "row"), plural(mp.Table.Files, "file"))
+	return writeColumns(w, mp.Table.Columns)
 }
 
 // writeProfile prints vp: per table a line, then a row per column.
@@ -187,31 +331,36 @@ func writeProfile(w io.Writer, vp versionProfile) error {
 			fmt.Fprintf(w, "  %s\n", t.Error)
 			continue
 		}
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "COLUMN\tTYPE\tNULLS\tNULL%\tDISTINCT\tMIN\tMAX\tTOP VALUES")
-		for _, c := range t.Columns {
-			distinct, lo, hi := "-", "-", "-"
-			if c.Distinct != nil {
-				distinct = "~" + strconv.FormatUint(*c.Distinct, 10)
-			}
-			if c.Min != nil {
-				lo, hi = short(*c.Min), short(*c.Max)
-			}
-			top := make([]string, len(c.Top))
-			for j, v := range c.Top {
-				n := strconv.FormatInt(v.Count, 10)
-				if !v.Exact {
-					n = "~" + n
-				}
-				top[j] = short(v.Value) + " (" + n + ")"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f%%\t%s\t%s\t%s\t%s\n", c.Name, c.Type, c.Nulls, 100*c.NullShare, distinct, lo, hi, strings.Join(top, ", "))
-		}
-		if err := tw.Flush(); err != nil {
+		if err := writeColumns(w, t.Columns); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeColumns prints a row per column.
+func writeColumns(w io.Writer, cols []columnProfile) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COLUMN\tTYPE\tNULLS\tNULL%\tDISTINCT\tMIN\tMAX\tTOP VALUES")
+	for _, c := range cols {
+		distinct, lo, hi := "-", "-", "-"
+		if c.Distinct != nil {
+			distinct = "~" + strconv.FormatUint(*c.Distinct, 10)
+		}
+		if c.Min != nil {
+			lo, hi = short(*c.Min), short(*c.Max)
+		}
+		top := make([]string, len(c.Top))
+		for j, v := range c.Top {
+			n := strconv.FormatInt(v.Count, 10)
+			if !v.Exact {
+				n = "~" + n
+			}
+			top[j] = short(v.Value) + " (" + n + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f%%\t%s\t%s\t%s\t%s\n", c.Name, c.Type, c.Nulls, 100*c.NullShare, distinct, lo, hi, strings.Join(top, ", "))
+	}
+	return tw.Flush()
 }
 
 // short is s cut to 32 characters (with …), tabs and newlines as spaces.

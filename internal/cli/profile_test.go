@@ -4,14 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/stacktest"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
+	"github.com/teatree/teatree/profile"
 	"github.com/teatree/teatree/queue"
 	"github.com/teatree/teatree/snapshot"
 )
@@ -115,5 +119,112 @@ func TestProfileCommand(t *testing.T) {
 	_, errOut, code = teactl(t, ctx, env, "profile", "shop", "nope")
 	if code != 1 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 		t.Errorf("profile of a missing table: exit %d, %q", code, errOut)
+	}
+}
+
+// TestProfileMergeModels: teactl profile M1,M2@N TABLE prints the profile
+// of the union of the models' rows: rows, nulls, min and max exactly as
+// DuckDB counts them over the models' data files together, distinct values
+// within 3 standard errors, exact top counts equal to DuckDB's; a model
+// whose table has other columns, a model listed twice and several models
+// without a table are one line each and a failure.
+func TestProfileMergeModels(t *testing.T) {
+	ctx := context.Background()
+	s := stacktest.New(t, queue.Config{})
+	fill := map[string]string{
+		// k overlaps between east and west; x has nulls in both.
+		"east": "CREATE TABLE trips AS SELECT range AS id, 'k' || (range % 40) AS k, CASE WHEN range % 9 = 0 THEN NULL ELSE range * 0.5 END::DOUBLE AS x FROM range(3000)",
+		"west": "CREATE TABLE trips AS SELECT range AS id, 'k' || (20 + range % 70) AS k, CASE WHEN range % 4 = 0 THEN NULL ELSE -range * 0.25 END::DOUBLE AS x FROM range(2000, 7000)",
+		"odd":  "CREATE TABLE trips AS SELECT range AS id, 'k' AS k FROM range(10)",
+	}
+	for _, m := range []string{"east", "west", "odd"} {
+		s.CreateModel(t, controldb.Model{ID: m, AllowSQL: true})
+		runManager(t, s, m)
+		s.Submit(t, stacktest.Request(m, m+"-fill", "sql", map[string]any{"sql": fill[m]}))
+		if n := s.Outcomes(t, m, time.Minute, m+"-fill")[m+"-fill"]; n.Status != model.StatusApplied {
+			t.Fatalf("%s: %s %s", m, n.Status, n.Error)
+		}
+	}
+	// A second version of west adds rows: west@1 merges without them.
+	s.Submit(t, stacktest.Request("west", "west-more", "append", map[string]any{"table": "trips", "rows": []map[string]any{{"id": 99999, "k": "new", "x": 1e6}}}))
+	if n := s.Outcomes(t, "west", time.Minute, "west-more")["west-more"]; n.Status != model.StatusApplied {
+		t.Fatalf("west-more: %s %s", n.Status, n.Error)
+	}
+	env := stackEnv(t, s)
+	out, errOut, code := teactl(t, ctx, env, "profile", "east,west@1", "trips", "--json")
+	if code != 0 {
+		t.Fatalf("profile east,west@1 trips: exit %d, %s", code, errOut)
+	}
+	var mp mergedProfile
+	if err := json.Unmarshal([]byte(out), &mp); err != nil {
+		t.Fatal(err)
+	}
+	if len(mp.Models) != 2 || mp.Models[0] != (modelVersion{"east", 1}) || mp.Models[1] != (modelVersion{"west", 1}) {
+		t.Fatalf("merged models %+v, want east version 1 and west version 1", mp.Models)
+	}
+	// The exact answers: DuckDB over the data files of both versions.
+	var uris []string
+	for _, mv := range mp.Models {
+		v, err := s.Ctl.GetVersion(ctx, mv.Model, mv.Version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range v.Tables[0].Files {
+			uris = append(uris, filepath.Join(s.StoreDir, f.Key))
+		}
+	}
+	db, err := duck.Open(ctx, "", duck.Options{ExternalAccess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	quoted := make([]string, len(uris))
+	for i, u := range uris {
+		quoted[i] = duck.Literal(u)
+	}
+	if _, err := db.ExecContext(ctx, "CREATE TABLE u AS SELECT * FROM read_parquet(["+strings.Join(quoted, ", ")+"])"); err != nil {
+		t.Fatal(err)
+	}
+	var rows int64
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM u").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if mp.Table.Rows != rows || rows != 8000 || len(mp.Table.Columns) != 3 {
+		t.Fatalf("merged %d rows, %d columns; DuckDB counts %d rows (want 8000) and 3 columns", mp.Table.Rows, len(mp.Table.Columns), rows)
+	}
+	for _, c := range mp.Table.Columns {
+		id := duck.Ident(c.Name)
+		var nulls, distinct int64
+		var lo, hi string
+		if err := db.QueryRowContext(ctx, "SELECT count(*) - count("+id+"), count(DISTINCT "+id+"), min("+id+")::VARCHAR, max("+id+")::VARCHAR FROM u").Scan(&nulls, &distinct, &lo, &hi); err != nil {
+			t.Fatal(err)
+		}
+		if c.Nulls != nulls || *c.Min != lo || *c.Max != hi {
+			t.Errorf("%s: merged nulls %d min %s max %s; DuckDB %d %s %s", c.Name, c.Nulls, *c.Min, *c.Max, nulls, lo, hi)
+		}
+		if d := float64(*c.Distinct); math.Abs(d-float64(distinct)) > 3*profile.StdError*float64(distinct)+1 {
+			t.Errorf("%s: merged distinct ~%d, DuckDB %d: off by more than 3 standard errors", c.Name, *c.Distinct, distinct)
+		}
+		for _, v := range c.Top {
+			var n int64
+			if err := db.QueryRowContext(ctx, "SELECT count(*) FROM u WHERE "+id+"::VARCHAR = ?", v.Value).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n < v.Low || n > v.Count || (v.Exact && n != v.Count) {
+				t.Errorf("%s: value %s counted %d..%d (exact %v), DuckDB %d", c.Name, v.Value, v.Low, v.Count, v.Exact, n)
+			}
+		}
+	}
+	// Without @1 west's latest version counts its appended row.
+	out, errOut, code = teactl(t, ctx, env, "profile", "east,west", "trips")
+	if code != 0 || !strings.Contains(out, "table trips merged over east version 1, west version 2: 8001 rows in") {
+		t.Errorf("profile east,west trips: exit %d, %s\n%s", code, errOut, out)
+	}
+	t.Logf("teactl profile east,west trips:\n%s", out)
+	for _, bad := range [][]string{{"east,odd", "trips"}, {"east,east", "trips"}, {"east,west"}, {"east,west", "trips", "--version", "1"}, {"east,nope", "trips"}} {
+		_, errOut, code := teactl(t, ctx, env, append([]string{"profile"}, bad...)...)
+		if code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("profile %q: exit %d, %q; want a failure in one line", bad, code, errOut)
+		}
 	}
 }

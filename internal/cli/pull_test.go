@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/teatree/teatree/blocks"
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/stacktest"
@@ -137,13 +138,13 @@ func (b *blockModel) missing(n, have int64) int64 {
 }
 
 // pullJSON runs teactl pull args --json and decodes its one line.
-func pullJSON(t *testing.T, env map[string]string, args ...string) pulled {
+func pullJSON(t *testing.T, env map[string]string, args ...string) client.Pulled {
 	t.Helper()
 	out, errOut, code := teactl(t, context.Background(), env, append([]string{"pull", "--json"}, args...)...)
 	if code != 0 || strings.Count(out, "\n") != 1 {
 		t.Fatalf("pull %v: exit %d, %q, %q", args, code, out, errOut)
 	}
-	var p pulled
+	var p client.Pulled
 	if err := json.Unmarshal([]byte(out), &p); err != nil {
 		t.Fatalf("pull %v printed %q: %v", args, out, err)
 	}
@@ -210,13 +211,13 @@ func TestPullReusesPreviousVersion(t *testing.T) {
 	out := filepath.Join(dir, "shop.duckdb")
 
 	p := pullJSON(t, env, "shop", "--version", "1", "-o", out)
-	if want := (pulled{Model: "shop", Version: 1, Path: out, Digest: v1.SHA256, Bytes: v1.Bytes, Fetched: b.missing(1, 0)}); p != want {
+	if want := (client.Pulled{Model: "shop", Version: 1, Path: out, Digest: v1.SHA256, Bytes: v1.Bytes, Fetched: b.missing(1, 0)}); p != want {
 		t.Errorf("first pull: %+v, want %+v", p, want)
 	}
 	sameBytes(t, b.files[1], out)
 
 	p = pullJSON(t, env, "shop", "-o", out)
-	want := pulled{Model: "shop", Version: 2, Path: out, Digest: v2.SHA256, Bytes: v2.Bytes, Fetched: b.missing(2, 1), Reused: p.Reused}
+	want := client.Pulled{Model: "shop", Version: 2, Path: out, Digest: v2.SHA256, Bytes: v2.Bytes, Fetched: b.missing(2, 1), Reused: p.Reused}
 	if p != want || p.Reused < p.Bytes/2 || p.Fetched >= p.Bytes/4 {
 		t.Errorf("pull of version 2 over version 1: %+v, want %+v, most of it reused", p, want)
 	}
@@ -249,7 +250,7 @@ func TestPullReusesPreviousVersion(t *testing.T) {
 	s.CreateModel(t, controldb.Model{ID: "legacy", SizeClass: "small", Retention: 10})
 	lv := publish(t, s, "legacy", 1, 5)
 	lout := filepath.Join(dir, "legacy.duckdb")
-	if p, want := pullJSON(t, env, "legacy", "-o", lout), (pulled{Model: "legacy", Version: 1, Path: lout, Digest: lv.SHA256, Bytes: lv.Bytes, Fetched: lv.Bytes}); p != want {
+	if p, want := pullJSON(t, env, "legacy", "-o", lout), (client.Pulled{Model: "legacy", Version: 1, Path: lout, Digest: lv.SHA256, Bytes: lv.Bytes, Fetched: lv.Bytes}); p != want {
 		t.Errorf("pull of a whole-file version: %+v, want %+v", p, want)
 	}
 }
@@ -357,12 +358,12 @@ func TestPullFollow(t *testing.T) {
 		done <- Main(ctx, []string{"pull", "shop", "-o", out, "--follow", "--json"}, func(k string) string { return env[k] }, strings.NewReader(""), &stdout, &stderr)
 	}()
 	// lines waits for the follower to have printed a version >= n.
-	lines := func(n int64) []pulled {
+	lines := func(n int64) []client.Pulled {
 		t.Helper()
 		for deadline := time.Now().Add(30 * time.Second); ; {
-			var ps []pulled
+			var ps []client.Pulled
 			for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-				var p pulled
+				var p client.Pulled
 				if l != "" && json.Unmarshal([]byte(l), &p) == nil {
 					ps = append(ps, p)
 				}

@@ -4,17 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -23,13 +17,10 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
-	"github.com/teatree/teatree/blocks"
-	"github.com/teatree/teatree/controldb"
-	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/functions"
 	"github.com/teatree/teatree/internal/envflag"
 	"github.com/teatree/teatree/model"
-	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/reader"
 	"github.com/teatree/teatree/retention"
 	"github.com/teatree/teatree/snapshot"
@@ -46,50 +37,44 @@ func versionsCmd(e *env) *cobra.Command {
 		Short: "list the published versions of a model",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(true, false)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			if _, err := d.Ctl.GetModel(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			vs, err := d.Ctl.ListVersions(cmd.Context(), args[0], expired)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return e.printJSON(vs)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			head := "VERSION\tCREATED\tREQUESTS\tTABLES\tROWS\tBYTES\tUPLOADED\tKIND\tSHA256\t"
-			if expired {
-				head += "EXPIRED\t"
-			}
-			fmt.Fprintln(tw, head)
-			for _, v := range vs {
-				var rows int64
-				for _, t := range v.Tables {
-					rows += t.Rows
+			return e.with(true, false, func(d *session) error {
+				vs, err := d.client.Versions(cmd.Context(), args[0], expired)
+				if err != nil {
+					return err
 				}
-				// KIND: a compaction uploads the whole file; "-" is a version
-				// that uploads what changed (or a whole file, before blocks).
-				kind := "-"
-				if v.Compaction {
-					kind = "compaction"
+				if asJSON {
+					return e.printJSON(vs)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%.12s\t", v.Version, v.Created.Local().Format(time.DateTime), v.RequestCount, len(v.Tables), rows, v.Bytes, v.Uploaded, kind, v.SHA256)
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+				head := "VERSION\tCREATED\tREQUESTS\tTABLES\tROWS\tBYTES\tUPLOADED\tKIND\tSHA256\t"
 				if expired {
-					// Retained versions show "-", expired ones when retention removed them.
-					mark := "-"
-					if v.Expired != nil {
-						mark = v.Expired.Local().Format(time.DateTime)
-					}
-					fmt.Fprintf(tw, "%s\t", mark)
+					head += "EXPIRED\t"
 				}
-				fmt.Fprintln(tw)
-			}
-			return tw.Flush()
+				fmt.Fprintln(tw, head)
+				for _, v := range vs {
+					var rows int64
+					for _, t := range v.Tables {
+						rows += t.Rows
+					}
+					// KIND: a compaction uploads the whole file; "-" is a version
+					// that uploads what changed (or a whole file, before blocks).
+					kind := "-"
+					if v.Compaction {
+						kind = "compaction"
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%.12s\t", v.Version, v.Created.Local().Format(time.DateTime), v.RequestCount, len(v.Tables), rows, v.Bytes, v.Uploaded, kind, v.SHA256)
+					if expired {
+						// Retained versions show "-", expired ones when retention removed them.
+						mark := "-"
+						if v.Expired != nil {
+							mark = v.Expired.Local().Format(time.DateTime)
+						}
+						fmt.Fprintf(tw, "%s\t", mark)
+					}
+					fmt.Fprintln(tw)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -136,27 +121,24 @@ the next version (or within 30 s).`,
 			if follow && (out == "" || version != 0) {
 				return fmt.Errorf("%w: --follow needs -o FILE and no --version: it keeps FILE at the latest version", model.ErrInvalid)
 			}
-			d, err := e.connect(true, true)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			if follow {
-				return e.follow(cmd.Context(), d, args[0], out, asJSON)
-			}
-			v, err := getVersion(cmd.Context(), d.Ctl, args[0], version)
-			if err != nil {
-				return err
-			}
-			if out == "" {
-				out = fmt.Sprintf("%s-v%d.duckdb", v.Model, v.Version)
-			}
-			p, err := e.pull(cmd.Context(), d.Store, v, out)
-			if err != nil {
-				return err
-			}
-			e.printPulled(p, asJSON, false)
-			return nil
+			return e.with(true, true, func(d *session) error {
+				if follow {
+					return e.follow(cmd.Context(), d, args[0], out, asJSON)
+				}
+				v, err := d.client.Version(cmd.Context(), args[0], version)
+				if err != nil {
+					return err
+				}
+				if out == "" {
+					out = fmt.Sprintf("%s-v%d.duckdb", v.Model, v.Version)
+				}
+				p, err := d.client.Pull(cmd.Context(), v, out)
+				if err != nil {
+					return err
+				}
+				e.printPulled(p, asJSON, false)
+				return nil
+			})
 		},
 	}
 	c.Flags().Int64Var(&version, "version", 0, "version to pull (default: the latest)")
@@ -164,154 +146,6 @@ the next version (or within 30 s).`,
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per version pulled")
 	c.Flags().BoolVar(&follow, "follow", false, "keep the output file at the latest version until interrupted")
 	return c
-}
-
-// getVersion looks up version n of model m (0: the latest), its error
-// already what the user is told (versionErr).
-func getVersion(ctx context.Context, ctl *controldb.DB, m string, n int64) (controldb.Version, error) {
-	v, err := ctl.GetVersion(ctx, m, n)
-	if err != nil {
-		return v, versionErr(ctx, ctl, m, n, err)
-	}
-	return v, nil
-}
-
-// versionErr maps a failed version lookup to what the user is told.
-// controldb's not-found errors already say what is missing and where to
-// look; this only tells a model that does not exist from one without a
-// published version.
-func versionErr(ctx context.Context, ctl *controldb.DB, m string, version int64, err error) error {
-	if !errors.Is(err, model.ErrNotFound) {
-		return withCode(ExitUnreachable, err)
-	}
-	if version == 0 {
-		if _, merr := ctl.GetModel(ctx, m); errors.Is(merr, model.ErrNotFound) {
-			return merr
-		}
-	}
-	return err
-}
-
-// download writes v's snapshot to path, reusing the blocks of the files in
-// reuse for a block snapshot (see fetchBlocks), else downloading the file
-// with a progress bar on a terminal; either way into a temporary file next
-// to path, verified (sha256 or root, then the row counts) before it is
-// renamed into place. On any error nothing changes at path.
-func (e *env) download(ctx context.Context, store objstore.Store, v controldb.Version, path string, reuse []string) (pulled, error) {
-	p := pulled{Model: v.Model, Version: v.Version, Digest: v.SHA256, Bytes: v.Bytes}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return p, err
-	}
-	tmp, err := os.CreateTemp(dir, ".teactl-pull-*")
-	if err != nil {
-		return p, err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	var bm *blocks.Map
-	switch v.SnapshotFormat {
-	case controldb.FormatBlocks:
-		tmp.Close()
-		var st blocks.ReconstructStats
-		if bm, st, err = e.fetchBlocks(ctx, store, v, tmp.Name(), reuse); err != nil {
-			return p, err
-		}
-		p.Fetched, p.Reused = st.Fetched, st.Reused
-	case controldb.FormatFile, "":
-		if err := e.downloadFile(ctx, store, v, tmp); err != nil {
-			return p, err
-		}
-		p.Fetched = v.Bytes
-	default:
-		return p, fmt.Errorf("snapshot of %s version %d has format %q, which this teactl does not read: upgrade teactl", v.Model, v.Version, v.SnapshotFormat)
-	}
-	if err := snapshot.Verify(ctx, tmp.Name(), v); err != nil {
-		return p, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return p, err
-	}
-	if bm != nil {
-		e.saveMap(path, bm)
-	}
-	p.Path, _ = filepath.Abs(path)
-	return p, nil
-}
-
-// downloadFile copies the whole-file snapshot of v into tmp and checks its
-// sha256 and size.
-func (e *env) downloadFile(ctx context.Context, store objstore.Store, v controldb.Version, tmp *os.File) error {
-	rc, err := store.Get(ctx, v.SnapshotURI)
-	if err != nil {
-		if errors.Is(err, model.ErrNotFound) {
-			return fmt.Errorf("snapshot of %s version %d is missing from the object store (%s): %w", v.Model, v.Version, v.SnapshotURI, err)
-		}
-		return withCode(ExitUnreachable, err)
-	}
-	defer rc.Close()
-	var w io.Writer = tmp
-	if bar := e.progressBar(v); bar != nil {
-		w = io.MultiWriter(tmp, bar)
-	}
-	if _, err := io.Copy(w, rc); err != nil {
-		return withCode(ExitUnreachable, fmt.Errorf("download %s: %w", v.SnapshotURI, err))
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	sum, n, err := snapshot.FileSHA256(tmp.Name())
-	if err != nil {
-		return err
-	}
-	if sum != v.SHA256 || n != v.Bytes {
-		return fmt.Errorf("snapshot of %s version %d is corrupt: downloaded %d bytes with sha256 %s, Postgres records %d bytes with %s", v.Model, v.Version, n, sum, v.Bytes, v.SHA256)
-	}
-	return nil
-}
-
-// cached returns the path of v's snapshot in the local cache, pulling it
-// when missing. Cache entries are named by stack (a digest of the object
-// store URL: two stacks can both have a model "shop" with a version 3), by
-// version and by sha256 (the root of a block snapshot), so a changed
-// object is never mistaken for a cached one; a block snapshot is built
-// reusing the model's other cached versions. A hit marks the entry used; a download evicts the least
-// recently used entries beyond the cache bound (cacheLimit), never the
-// ones this command uses.
-func (e *env) cached(ctx context.Context, store objstore.Store, v controldb.Version) (string, error) {
-	base, err := e.cacheDir()
-	if err != nil {
-		return "", err
-	}
-	dir, err := e.snapshotDir(v.Model)
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, fmt.Sprintf("%d-%s.duckdb", v.Version, v.SHA256))
-	e.inUse = append(e.inUse, path)
-	if st, err := os.Stat(path); err == nil && st.Size() == v.Bytes {
-		now := time.Now()
-		os.Chtimes(path, now, now) // the mtime is the LRU clock: atime is often not kept
-		return path, nil
-	}
-	reuse, _ := e.cachedSnapshots(v.Model) // a block snapshot reuses the other cached versions
-	if _, err := e.download(ctx, store, v, path, reuse); err != nil {
-		return "", err
-	}
-	return path, evictLRU(base, e.cache, e.inUse)
-}
-
-// snapshotDir is the cache directory of model m's snapshots in this stack.
-func (e *env) snapshotDir(m string) (string, error) {
-	base, err := e.cacheDir()
-	if err != nil {
-		return "", err
-	}
-	stack := sha256.Sum256([]byte(e.common.StoreURL))
-	return filepath.Join(base, "snapshots", hex.EncodeToString(stack[:8]), m), nil
 }
 
 // cacheLimit bounds teactl's local cache (snapshots and Parquet files
@@ -338,59 +172,6 @@ func (l *cacheLimit) register(e *env, c *cobra.Command) {
 	}
 }
 
-// evictLRU removes the least recently used (oldest mtime) files of the
-// cache under base until the rest fit in l, except keep. Files whose name
-// starts with '.' are downloads in progress and are left alone.
-func evictLRU(base string, l cacheLimit, keep []string) error {
-	type entry struct {
-		path string
-		size int64
-		used time.Time
-	}
-	var all []entry
-	var total uint64
-	for _, sub := range []string{"snapshots", "parquet"} {
-		err := filepath.WalkDir(filepath.Join(base, sub), func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
-					return nil
-				}
-				return err
-			}
-			if d.IsDir() || strings.HasPrefix(d.Name(), ".") {
-				return nil
-			}
-			info, err := d.Info()
-			if err != nil {
-				return nil // removed meanwhile
-			}
-			all = append(all, entry{path, info.Size(), info.ModTime()})
-			total += uint64(info.Size())
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("cache %s: %w", base, err)
-		}
-	}
-	slices.SortFunc(all, func(a, b entry) int { return a.used.Compare(b.used) })
-	for _, f := range all {
-		if total <= l.bytes {
-			break
-		}
-		if slices.Contains(keep, f.path) {
-			continue
-		}
-		if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("cache: evict: %w", err)
-		}
-		if key, err := mapEntryUnder(base, f.path); err == nil {
-			os.Remove(key) // its block map, if pull recorded one
-		}
-		total -= uint64(f.size)
-	}
-	return nil
-}
-
 func queryCmd(e *env) *cobra.Command {
 	var version int64
 	var format, source string
@@ -409,34 +190,27 @@ func queryCmd(e *env) *cobra.Command {
 			if err := functions.ValidateSelect(args[1]); err != nil {
 				return err
 			}
-			d, err := e.connect(true, true)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			if !local && source == "snapshot" {
-				if done, err := e.remoteQuery(cmd.Context(), d.NC, args[0], args[1], version, format); done {
+			return e.with(true, true, func(d *session) error {
+				if !local && source == "snapshot" {
+					if done, err := e.remoteQuery(cmd.Context(), d.NC, args[0], args[1], version, format); done {
+						return err
+					}
+				}
+				v, err := d.client.Version(cmd.Context(), args[0], version)
+				if err != nil {
 					return err
 				}
-			}
-			v, err := getVersion(cmd.Context(), d.Ctl, args[0], version)
-			if err != nil {
-				return err
-			}
-			var db *sql.DB
-			if source == "parquet" {
-				db, err = e.archiveDB(cmd.Context(), d.Store, v)
-			} else {
-				var path string
-				if path, err = e.cached(cmd.Context(), d.Store, v); err == nil {
-					db, err = duck.Open(cmd.Context(), path, duck.Options{ReadOnly: true})
+				src := client.FromSnapshot
+				if source == "parquet" {
+					src = client.FromParquet
 				}
-			}
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			return writeQuery(cmd.Context(), e.stdout, db, args[1], format)
+				db, err := d.client.Open(cmd.Context(), v, src)
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				return writeQuery(cmd.Context(), e.stdout, db, args[1], format)
+			})
 		},
 	}
 	c.Flags().Int64Var(&version, "version", 0, "version to query (default: the latest)")
@@ -445,103 +219,6 @@ func queryCmd(e *env) *cobra.Command {
 	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table over its data files, as teactl archive lists them)")
 	e.cache.register(e, c)
 	return c
-}
-
-// cacheDir is teactl's local cache ($TEATREE_CACHE, else the user cache
-// directory/teatree).
-func (e *env) cacheDir() (string, error) {
-	if base := e.getenv("TEATREE_CACHE"); base != "" {
-		return base, nil
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(d, "teatree"), nil
-}
-
-// archiveDB returns an in-memory DuckDB with one view per table of v over
-// all its Parquet data files from the archive (read_parquet of the list,
-// in order), each downloaded into the cache once (parquet/<sha256>.parquet:
-// files are content-addressed, shared by versions and stacks) and verified
-// by its sha256, so a query reads exactly what any other engine would.
-func (e *env) archiveDB(ctx context.Context, store objstore.Store, v controldb.Version) (*sql.DB, error) {
-	base, err := e.cacheDir()
-	if err != nil {
-		return nil, err
-	}
-	dir := filepath.Join(base, "parquet")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	db, err := duck.Open(ctx, "", duck.Options{AllowedDirs: []string{dir}})
-	if err != nil {
-		return nil, err
-	}
-	downloaded := false
-	for _, t := range v.Tables {
-		files, err := tableFiles(v, t)
-		if err != nil {
-			db.Close()
-			return nil, err
-		}
-		paths := make([]string, len(files))
-		for i, f := range files {
-			got, err := e.cachedParquet(ctx, store, dir, f)
-			if err != nil {
-				db.Close()
-				return nil, fmt.Errorf("table %s of %s version %d: %w", t.Name, v.Model, v.Version, err)
-			}
-			paths[i], downloaded = got.path, downloaded || got.downloaded
-		}
-		// Columns the archive holds encoded (HUGEINT as text, …) are
-		// restored to their types; the manifest's schema says how.
-		var cols []snapshot.Column
-		json.Unmarshal(t.Schema, &cols) // an unreadable schema: the columns as stored
-		if _, err := db.ExecContext(ctx, "CREATE VIEW "+duck.Ident(t.Name)+" AS SELECT "+snapshot.RestoreList(cols)+" FROM "+readParquet(paths)); err != nil {
-			db.Close()
-			return nil, err
-		}
-	}
-	if downloaded {
-		if err := evictLRU(base, e.cache, e.inUse); err != nil {
-			db.Close()
-			return nil, err
-		}
-	}
-	return db, nil
-}
-
-// cachedFile is a file of the local cache and whether this command
-// downloaded it.
-type cachedFile struct {
-	path       string
-	downloaded bool
-}
-
-// cachedParquet returns the cache file of data file f under dir,
-// downloading it when missing or not matching f's sha256 (a corrupt
-// object is removed and an error).
-func (e *env) cachedParquet(ctx context.Context, store objstore.Store, dir string, f controldb.DataFile) (cachedFile, error) {
-	path := filepath.Join(dir, f.SHA256+".parquet")
-	e.inUse = append(e.inUse, path)
-	if sum, _, err := snapshot.FileSHA256(path); err == nil && sum == f.SHA256 {
-		now := time.Now()
-		os.Chtimes(path, now, now) // the mtime is the LRU clock
-		return cachedFile{path, false}, nil
-	}
-	got, err := objstore.GetFile(ctx, store, f.Key, path)
-	if err != nil {
-		if errors.Is(err, model.ErrNotFound) {
-			return cachedFile{}, fmt.Errorf("Parquet data file %s is missing from the object store: %w", f.Key, err)
-		}
-		return cachedFile{}, withCode(ExitUnreachable, fmt.Errorf("download %s: %w", f.Key, err))
-	}
-	if got != f.SHA256 {
-		os.Remove(path)
-		return cachedFile{}, fmt.Errorf("Parquet data file %s is corrupt: sha256 %s, Postgres records %s", f.Key, got, f.SHA256)
-	}
-	return cachedFile{path, true}, nil
 }
 
 // writeQuery runs the SELECT q on db and prints its result as an aligned
@@ -740,68 +417,65 @@ func diffCmd(e *env) *cobra.Command {
 			if errA != nil || errB != nil || a < 1 || b < 1 {
 				return fmt.Errorf("%w: versions must be positive numbers, got %q and %q", model.ErrInvalid, args[1], args[2])
 			}
-			d, err := e.connect(true, true)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			var paths [2]string
-			var profiles [2]map[string]tableProfile
-			for i, n := range []int64{a, b} {
-				v, err := getVersion(cmd.Context(), d.Ctl, args[0], n)
+			return e.with(true, true, func(d *session) error {
+				var paths [2]string
+				var profiles [2]map[string]tableProfile
+				for i, n := range []int64{a, b} {
+					v, err := d.client.Version(cmd.Context(), args[0], n)
+					if err != nil {
+						return err
+					}
+					if paths[i], err = d.client.Snapshot(cmd.Context(), v); err != nil {
+						return err
+					}
+					vp, err := profileOf(cmd.Context(), d.Store, v, "")
+					if err != nil {
+						return err
+					}
+					profiles[i] = map[string]tableProfile{}
+					for _, t := range vp.Tables {
+						profiles[i][t.Name] = t
+					}
+				}
+				diffs, err := snapshot.Diff(cmd.Context(), paths[0], paths[1])
 				if err != nil {
 					return err
 				}
-				if paths[i], err = e.cached(cmd.Context(), d.Store, v); err != nil {
+				type row struct {
+					snapshot.TableDiff
+					profileDiff
+				}
+				rows := make([]row, len(diffs))
+				for i, t := range diffs {
+					rows[i].TableDiff = t
+					pa, okA := profiles[0][t.Table]
+					pb, okB := profiles[1][t.Table]
+					if okA && okB {
+						rows[i].profileDiff = diffProfiles(pa, pb)
+					}
+				}
+				if asJSON {
+					return e.printJSON(rows)
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TABLE\tCHANGE\tROWS ADDED\tROWS REMOVED\tSCHEMA")
+				for _, t := range diffs {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Table, t.Change, t.RowsAdded, t.RowsRemoved, t.SchemaChanges())
+				}
+				if err := tw.Flush(); err != nil {
 					return err
 				}
-				vp, err := profileOf(cmd.Context(), d.Store, v, "")
-				if err != nil {
-					return err
+				// Then what changed in the columns' profiles, a line a column.
+				for _, r := range rows {
+					if r.Error != "" {
+						fmt.Fprintf(e.stdout, "%s: profiles not compared: %s\n", r.Table, r.Error)
+					}
+					for _, c := range r.Columns {
+						fmt.Fprintf(e.stdout, "%s.%s: %s\n", r.Table, c.Column, c)
+					}
 				}
-				profiles[i] = map[string]tableProfile{}
-				for _, t := range vp.Tables {
-					profiles[i][t.Name] = t
-				}
-			}
-			diffs, err := snapshot.Diff(cmd.Context(), paths[0], paths[1])
-			if err != nil {
-				return err
-			}
-			type row struct {
-				snapshot.TableDiff
-				profileDiff
-			}
-			rows := make([]row, len(diffs))
-			for i, t := range diffs {
-				rows[i].TableDiff = t
-				pa, okA := profiles[0][t.Table]
-				pb, okB := profiles[1][t.Table]
-				if okA && okB {
-					rows[i].profileDiff = diffProfiles(pa, pb)
-				}
-			}
-			if asJSON {
-				return e.printJSON(rows)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TABLE\tCHANGE\tROWS ADDED\tROWS REMOVED\tSCHEMA")
-			for _, t := range diffs {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Table, t.Change, t.RowsAdded, t.RowsRemoved, t.SchemaChanges())
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			// Then what changed in the columns' profiles, a line a column.
-			for _, r := range rows {
-				if r.Error != "" {
-					fmt.Fprintf(e.stdout, "%s: profiles not compared: %s\n", r.Table, r.Error)
-				}
-				for _, c := range r.Columns {
-					fmt.Fprintf(e.stdout, "%s.%s: %s\n", r.Table, c.Column, c)
-				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -816,27 +490,24 @@ func gcCmd(e *env) *cobra.Command {
 		Short: "apply retention now: expire old versions and delete objects no retained version needs",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(true, true)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			for _, id := range args {
-				m, err := d.Ctl.GetModel(cmd.Context(), id)
-				if err != nil {
-					return err
+			return e.with(true, true, func(d *session) error {
+				for _, id := range args {
+					m, err := d.Ctl.GetModel(cmd.Context(), id)
+					if err != nil {
+						return err
+					}
+					res, err := retention.Run(cmd.Context(), d.Ctl, d.Store, id, m.Retention, m.WriterEpoch, grace)
+					if err != nil {
+						return err
+					}
+					kept, err := d.Ctl.ListVersions(cmd.Context(), id, false)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "%s: %d versions kept (retention %d), %d expired, %d objects deleted, %d blocks deleted (%d bytes)\n", id, len(kept), m.Retention, res.Versions, res.Objects, res.Blocks, res.BlockBytes)
 				}
-				res, err := retention.Run(cmd.Context(), d.Ctl, d.Store, id, m.Retention, m.WriterEpoch, grace)
-				if err != nil {
-					return err
-				}
-				kept, err := d.Ctl.ListVersions(cmd.Context(), id, false)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdout, "%s: %d versions kept (retention %d), %d expired, %d objects deleted, %d blocks deleted (%d bytes)\n", id, len(kept), m.Retention, res.Versions, res.Objects, res.Blocks, res.BlockBytes)
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	c.Flags().DurationVar(&grace, "grace", retention.DefaultGrace, "leave snapshot blocks and Parquet data files no retained version uses until this long after their upload and after the expiry of the last version using them (a version may be being published, readers may be pulling)")

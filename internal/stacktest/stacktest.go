@@ -20,13 +20,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/natsembed"
 	"github.com/teatree/teatree/internal/pgtest"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
 	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/queue"
+	"github.com/teatree/teatree/snapshot"
 )
 
 // Stack is one test's set of services.
@@ -39,6 +42,9 @@ type Stack struct {
 	JS          jetstream.JetStream
 	Ctl         *controldb.DB
 	Store       objstore.Store
+	// Client is a client.Client over NC, Ctl and Store, its cache in a
+	// temporary directory.
+	Client *client.Client
 }
 
 // New starts a stack for t; everything is torn down by t.Cleanup. cfg sets
@@ -68,6 +74,9 @@ func New(t testing.TB, cfg queue.Config) *Stack {
 		t.Fatal(err)
 	}
 	if s.Store, err = objstore.NewDir(s.StoreDir); err != nil {
+		t.Fatal(err)
+	}
+	if s.Client, err = client.New(client.Options{JetStream: s.JS, Control: s.Ctl, Store: s.Store, CacheDir: filepath.Join(dir, "cache")}); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -111,7 +120,9 @@ func Request(m, id, function string, args any) model.Request {
 	return model.Request{ID: id, Model: m, Function: function, Args: data}
 }
 
-// Submit publishes requests in order and fails the test on error.
+// Submit publishes requests in order as they are, and fails the test on
+// error. It does not check them (client.Submit does): tests submit what a
+// client would refuse, to see the server refuse it.
 func (s *Stack) Submit(t testing.TB, reqs ...model.Request) {
 	t.Helper()
 	for _, r := range reqs {
@@ -127,7 +138,7 @@ func (s *Stack) Outcomes(t testing.TB, m string, timeout time.Duration, ids ...s
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	sub, err := notify.Subscribe(ctx, s.JS, m, notify.Start{All: true})
+	sub, err := s.Client.Watch(ctx, m, notify.Start{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +169,23 @@ func (s *Stack) Outcomes(t testing.TB, m string, timeout time.Duration, ids ...s
 	return got
 }
 
+// SubmitWait submits r with client.Submit and returns its final
+// notification (client.Wait, within timeout); it fails the test on error.
+func (s *Stack) SubmitWait(t testing.TB, r model.Request, timeout time.Duration) model.Notification {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	rc, err := s.Client.Submit(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Client.Wait(ctx, rc)
+	if err != nil {
+		t.Fatalf("waiting for request %s: %v", r.ID, err)
+	}
+	return n
+}
+
 // IDs returns n request ids prefix-0 … prefix-(n-1).
 func IDs(prefix string, n int) []string {
 	ids := make([]string, n)
@@ -182,7 +210,7 @@ func (s *Stack) AllNotifications(t testing.TB, m string) []model.Notification {
 		t.Fatal(err)
 	}
 	n := info.State.Subjects[queue.NotifySubject(m)]
-	sub, err := notify.Subscribe(ctx, s.JS, m, notify.Start{All: true})
+	sub, err := s.Client.Watch(ctx, m, notify.Start{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +224,45 @@ func (s *Stack) AllNotifications(t testing.TB, m string) []model.Notification {
 		out = append(out, note)
 	}
 	return out
+}
+
+// PublishVersion makes version n of model m from a real DuckDB file with
+// one table t (id BIGINT 0…rows-1, v VARCHAR 'v<n>'), stored in the object store and recorded in
+// Postgres as a db-manager would (epoch 1).
+func (s *Stack) PublishVersion(t testing.TB, m string, n int64, rows int) controldb.Version {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "snap.duckdb")
+	db, err := duck.Open(ctx, path, duck.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, fmt.Sprintf("CREATE TABLE t AS SELECT range AS id, 'v%d' AS v FROM range(%d)", n, rows)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	sum, size, err := snapshot.FileSHA256(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("models/%s/versions/%d/snapshot.duckdb", m, n)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := s.Store.Put(ctx, key, f, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ctl.ClaimEpoch(ctx, m, 1); err != nil {
+		t.Fatal(err)
+	}
+	v := controldb.Version{Model: m, Version: n, SnapshotURI: key, SHA256: sum, Bytes: size, Epoch: 1, Created: time.Now(),
+		Tables: []controldb.Table{{Name: "t", ParquetURI: fmt.Sprintf("models/%s/tables/t/%d.parquet", m, n), SHA256: sum, Rows: int64(rows), Schema: json.RawMessage(`{}`)}}}
+	if err := s.Ctl.PublishVersion(ctx, v, nil); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // SyncBuffer is a bytes.Buffer safe for a writer and a reader goroutine:

@@ -1,4 +1,4 @@
-package cli
+package client
 
 import (
 	"bufio"
@@ -18,7 +18,7 @@ import (
 	"github.com/teatree/teatree/model"
 )
 
-// fileKind is what teactl append sends: the payload's format, its
+// fileKind is what SubmitFile (teactl append) sends: the payload's format, its
 // compression ("" for none) and, for JSON, whether it is newline-delimited.
 type fileKind struct {
 	format, compression string
@@ -41,7 +41,7 @@ func (k fileKind) ext() string {
 	return e
 }
 
-// Magic numbers of the formats teactl append recognises by content.
+// Magic numbers of the formats SubmitFile (teactl append) recognises by content.
 var (
 	magicGzip        = []byte{0x1f, 0x8b}
 	magicZstd        = []byte{0x28, 0xb5, 0x2f, 0xfd}
@@ -53,7 +53,7 @@ var (
 // sniffLen is how many (decompressed) bytes sniffing looks at.
 const sniffLen = 64 << 10
 
-// stagedName returns the object name under which teactl append stages
+// stagedName returns the object name under which SubmitFile (teactl append) stages
 // file, and the format to send (non-empty only when given by the user).
 // A name whose extension tells the format (and compression) is kept. Any
 // other name (none, or an unknown extension: data, export.dat, data.gz) is

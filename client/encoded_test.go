@@ -1,4 +1,4 @@
-package cli
+package client_test
 
 import (
 	"context"
@@ -6,14 +6,15 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/snapshot"
 )
 
-// TestArchiveViewsRestoreEncodedColumns: the views of teactl query
-// --source parquet give back the types and values of columns the archive
+// TestArchiveViewsRestoreEncodedColumns: the views of Open(FromParquet) (teactl query
+// --source parquet) give back the types and values of columns the archive
 // holds encoded (manifest schema's encoding), not the encoded text.
 func TestArchiveViewsRestoreEncodedColumns(t *testing.T) {
 	ctx := context.Background()
@@ -52,13 +53,11 @@ func TestArchiveViewsRestoreEncodedColumns(t *testing.T) {
 	schema, _ := json.Marshal(tables[0].Columns)
 	v := controldb.Version{Model: "m", Version: 1, Tables: []controldb.Table{{Name: "t", SHA256: f.SHA256, Rows: 2, Bytes: f.Bytes, Schema: schema, Files: []controldb.DataFile{{Key: key, SHA256: f.SHA256, Rows: 2, Bytes: f.Bytes}}}}}
 	cache := filepath.Join(dir, "cache")
-	e := &env{getenv: func(k string) string {
-		if k == "TEATREE_CACHE" {
-			return cache
-		}
-		return ""
-	}, cache: cacheLimit{bytes: 1 << 30}}
-	arch, err := e.archiveDB(ctx, store, v)
+	c, err := client.New(client.Options{Store: store, CacheDir: cache, CacheBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arch, err := c.Open(ctx, v, client.FromParquet)
 	if err != nil {
 		t.Fatal(err)
 	}
