@@ -18,8 +18,8 @@ import (
 
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/internal/natsembed"
+	"github.com/teatree/teatree/internal/pgcluster"
 	"github.com/teatree/teatree/model"
-	"github.com/teatree/teatree/pgcluster"
 )
 
 // devOpts are the options of teactl dev.

@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	for _, args := range [][]string{
-		{"build", "-o", dir + "/", "../cmd/teactl", "../cmd/dispatcher", "../cmd/dbmanager"},
+		{"build", "-o", dir + "/", "../../cmd/teactl", "../../cmd/dispatcher", "../../cmd/dbmanager"},
 		// The NATS server of go.mod as its own process.
 		{"build", "-o", dir + "/nats-server", "github.com/nats-io/nats-server/v2"},
 	} {

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	for _, args := range [][]string{
-		{"build", "-o", dir + "/", "../cmd/dispatcher", "../cmd/dbmanager"},
+		{"build", "-o", dir + "/", "../../cmd/dispatcher", "../../cmd/dbmanager"},
 		{"build", "-o", dir + "/nats-server", "github.com/nats-io/nats-server/v2"},
 	} {
 		build := exec.Command("go", args...)
