@@ -15,8 +15,9 @@ package chaos
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
+
+	"github.com/teatree/teatree/internal/stacktest"
 )
 
 // bin holds the binaries built by TestMain: dispatcher, dbmanager and
@@ -24,21 +25,10 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "teatree-chaos-bin-")
+	dir, err := stacktest.BuildBinaries("chaos", "dispatcher", "dbmanager")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
-	}
-	for _, args := range [][]string{
-		{"build", "-o", dir + "/", "../../cmd/dispatcher", "../../cmd/dbmanager"},
-		{"build", "-o", dir + "/nats-server", "github.com/nats-io/nats-server/v2"},
-	} {
-		build := exec.Command("go", args...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "chaos: build binaries:", err)
-			os.Exit(1)
-		}
 	}
 	bin = dir
 	code := m.Run()
