@@ -13,8 +13,6 @@
 package chaos
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/teatree/teatree/internal/stacktest"
@@ -24,14 +22,4 @@ import (
 // nats-server.
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := stacktest.BuildBinaries("chaos", "dispatcher", "dbmanager")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { stacktest.MainWithBinaries(m, &bin, "chaos", "dispatcher", "dbmanager") }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,15 +19,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := stacktest.BuildBinaries("e2e", "teactl", "dispatcher", "dbmanager")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	stacktest.MainWithBinaries(m, &bin, "e2e", "teactl", "dispatcher", "dbmanager")
 }
 
 // cleanEnv is the environment without TEATREE_* variables.

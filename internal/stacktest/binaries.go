@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"testing"
 )
 
 // BuildBinaries builds the teatree commands named in cmds (e.g.
@@ -32,4 +33,20 @@ func BuildBinaries(harness string, cmds ...string) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// MainWithBinaries is a harness's TestMain: it builds the commands cmds
+// and nats-server (BuildBinaries), sets *bin to their directory, runs the
+// tests, removes the directory and exits with the tests' code; a failed
+// build exits 1 with one line on stderr.
+func MainWithBinaries(m *testing.M, bin *string, harness string, cmds ...string) {
+	dir, err := BuildBinaries(harness, cmds...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
