@@ -29,7 +29,7 @@ test: fmt vet data ## vet and run every test with the race detector (real NATS, 
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
 chaos: data fuzz ## bounded fuzzing (22 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
-	$(GO) test -count=1 -tags chaos,duckdb_arrow -run '^TestChaosFull$$' -v -timeout 80m ./chaos $(CHAOSFLAGS)
+	$(GO) test -count=1 -tags chaos,duckdb_arrow -run '^TestChaosFull$$' -v -timeout 80m ./internal/chaos $(CHAOSFLAGS)
 
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME (30s) each
@@ -66,8 +66,8 @@ data: ## fetch and verify the demo data (data/flights-3m.parquet)
 clean: ## remove build output
 	rm -rf $(BIN)
 
-bench: build data ## benchmarks side by side with JetStream and DuckDB alone (about 5 minutes; BENCHFLAGS=-quick: 2 minutes); writes bench/results.json
-	$(BIN)/teabench -bin $(BIN) -json bench/results.json $(BENCHFLAGS)
+bench: build data ## benchmarks side by side with JetStream and DuckDB alone (about 5 minutes; BENCHFLAGS=-quick: 2 minutes); writes internal/bench/results.json
+	$(BIN)/teabench -bin $(BIN) -json internal/bench/results.json $(BENCHFLAGS)
 
-bench-large: build ## scenario 3L alone: a synthetic 2 GB model (one-row appends, incremental pulls, a 1 % update; about 6 minutes, 20 GB of disk); writes bench/results-large.json
-	$(BIN)/teabench -bin $(BIN) -scenarios 3L -idle-timeout 1m -json bench/results-large.json $(BENCHFLAGS)
+bench-large: build ## scenario 3L alone: a synthetic 2 GB model (one-row appends, incremental pulls, a 1 % update; about 6 minutes, 20 GB of disk); writes internal/bench/results-large.json
+	$(BIN)/teabench -bin $(BIN) -scenarios 3L -idle-timeout 1m -json internal/bench/results-large.json $(BENCHFLAGS)

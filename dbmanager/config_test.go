@@ -1,89 +1,60 @@
 package dbmanager
 
 import (
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/spf13/pflag"
+	"github.com/google/go-cmp/cmp"
 
-	"github.com/teatree/teatree/internal/envflag"
 	"github.com/teatree/teatree/retention"
 )
 
-// TestBlockGraceConfig: the block grace retention gets defaults to
-// retention.DefaultGrace (never 0, which would let GC delete the
-// blocks of a version a reader is pulling) and is set by flag or
-// TEATREE_BLOCK_GRACE.
-func TestBlockGraceConfig(t *testing.T) {
-	for _, c := range []struct {
-		args []string
-		env  string
-		want time.Duration
-	}{
-		{nil, "", retention.DefaultGrace},
-		{nil, "90m", 90 * time.Minute},
-		{[]string{"--block-grace", "2h"}, "", 2 * time.Hour},
-		{[]string{"--block-grace", "0s"}, "", retention.DefaultGrace},
-	} {
-		fs := pflag.NewFlagSet("dbmanager", pflag.ContinueOnError)
-		s := &envflag.Set{FS: fs, Getenv: func(k string) string {
-			if k == "TEATREE_BLOCK_GRACE" {
-				return c.env
-			}
-			return ""
-		}}
-		var cfg Config
-		cfg.RegisterFlags(s)
-		if err := fs.Parse(append([]string{"--model", "m"}, c.args...)); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		if cfg.BlockGrace != c.want {
-			t.Errorf("args %v env %q: block grace %s, want %s", c.args, c.env, cfg.BlockGrace, c.want)
-		}
+// TestConfigWithDefaults: WithDefaults fills every unset field with its
+// exported default and keeps what is set (a negative CompactFree, which
+// means never, included); Validate fills in nothing, so a Config that
+// skipped WithDefaults is refused.
+func TestConfigWithDefaults(t *testing.T) {
+	got := Config{Model: "m", Holder: "h"}.WithDefaults()
+	want := Config{
+		Model: "m", Holder: "h",
+		DataDir:         DefaultDataDir,
+		Threads:         DefaultThreads,
+		MemoryLimit:     DefaultMemoryLimit,
+		BatchSize:       DefaultBatchSize,
+		AckWait:         DefaultAckWait,
+		LeasePoll:       DefaultLeasePoll,
+		GCInterval:      DefaultGCInterval,
+		BlockGrace:      retention.DefaultGrace,
+		CompactFree:     DefaultCompactFree,
+		CompactMinBytes: DefaultCompactMinBytes,
+		BlockSize:       DefaultBlockSize,
+		Profiles:        DefaultProfiles,
 	}
-}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("WithDefaults (-want +got):\n%s", diff)
+	}
+	if err := got.Validate(); err != nil {
+		t.Errorf("Validate after WithDefaults: %v", err)
+	}
+	if h := (Config{}).WithDefaults().Holder; !strings.Contains(h, ":") {
+		t.Errorf("default holder %q, want host:pid", h)
+	}
 
-// TestProfilesConfig: column profiles are on by default, off by
-// TEATREE_PROFILES=off or --profiles off, and anything else is refused.
-func TestProfilesConfig(t *testing.T) {
-	for _, c := range []struct {
-		args    []string
-		env     string
-		want    string
-		invalid bool
-	}{
-		{nil, "", "on", false},
-		{nil, "off", "off", false},
-		{[]string{"--profiles", "off"}, "", "off", false},
-		{[]string{"--profiles", "on"}, "off", "on", false},
-		{[]string{"--profiles", "no"}, "", "", true},
-	} {
-		fs := pflag.NewFlagSet("dbmanager", pflag.ContinueOnError)
-		s := &envflag.Set{FS: fs, Getenv: func(k string) string {
-			if k == "TEATREE_PROFILES" {
-				return c.env
-			}
-			return ""
-		}}
-		var cfg Config
-		cfg.RegisterFlags(s)
-		if err := fs.Parse(append([]string{"--model", "m"}, c.args...)); err != nil {
-			t.Fatal(err)
-		}
-		err := cfg.Validate()
-		switch {
-		case c.invalid && err == nil:
-			t.Errorf("args %v env %q: valid, want an error", c.args, c.env)
-		case !c.invalid && err != nil:
-			t.Errorf("args %v env %q: %v", c.args, c.env, err)
-		case !c.invalid && cfg.Profiles != c.want:
-			t.Errorf("args %v env %q: profiles %q, want %q", c.args, c.env, cfg.Profiles, c.want)
+	set := Config{Model: "m", Holder: "h", DataDir: "d", Threads: 3, MemoryLimit: "3GB", BatchSize: 7,
+		AckWait: time.Minute, LeasePoll: time.Millisecond, GCInterval: 4, BlockGrace: time.Hour, CompactFree: -1,
+		CompactMinBytes: 5, BlockSize: 16 << 10, Profiles: "off"}
+	if diff := cmp.Diff(set, set.WithDefaults()); diff != "" {
+		t.Errorf("WithDefaults changed set fields (-want +got):\n%s", diff)
+	}
+
+	err := Config{Model: "m"}.Validate()
+	if err == nil {
+		t.Fatal("Validate of a Config without defaults: no error")
+	}
+	for _, flag := range []string{"--data-dir", "--duckdb-threads", "--batch-size", "--block-size", "--profiles"} {
+		if !strings.Contains(err.Error(), flag) {
+			t.Errorf("Validate without defaults: %v; want it to name %s", err, flag)
 		}
 	}
 }

@@ -3,6 +3,30 @@
 // once to the model's read-write DuckDB file, and publishes every new state
 // as an immutable version.
 //
+// # Structure
+//
+// The db-manager owns the model's live DuckDB file (DataDir/<model>/), its
+// bookkeeping schema _teatree, the cut and publication of versions and
+// the model's durable consumer. It reaches each outside system through one
+// package at the repository root (adapters of different systems do not
+// import each other):
+//
+//	NATS JetStream   queue (request stream, consumer, writer lease), notify (notifications)
+//	Postgres         controldb (model records, versions, request log, fenced by the lease epoch)
+//	object store     objstore (directory or S3), through blocks (block maps, block store) and snapshot (manifests, keys, compact copies)
+//	DuckDB           duck (opening with threads, memory_limit, external access off)
+//	OpenTelemetry    telemetry (trace context through NATS headers)
+//
+// The core it applies comes from model (ids, requests, sentinel errors),
+// functions (the closed set of functions), profile (column profiles of
+// the data files) and retention (which versions to keep). It reads no
+// flags: Config documents every field with its Default* constant, New
+// calls Config.WithDefaults then Config.Validate, and the dbmanager
+// binary (cmd/dbmanager, wired in internal/app) registers the flags and
+// their TEATREE_* environment variables. Tools and wiring (the binaries'
+// flags, the test stack, the e2e, chaos and bench harnesses) are under
+// internal/; see the README's Layout table.
+//
 // # Exactly once
 //
 // The DuckDB file is the source of truth for progress. Schema _teatree in

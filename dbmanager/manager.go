@@ -77,9 +77,21 @@ type metrics struct {
 	batchSize metric.Int64Histogram
 }
 
-// New returns a Manager for cfg. cfg is validated.
+// New returns a Manager for cfg: its unset fields get their defaults
+// (Config.WithDefaults), then it is validated, DataDir made absolute and
+// the sources of SourcesFile and the environment added. The error of an
+// invalid cfg wraps each problem.
 func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB, store objstore.Store) (*Manager, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dbmanager: %w", err)
+	}
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("dbmanager: --data-dir: %w", err)
+	}
+	cfg.DataDir = abs
+	if err := cfg.loadSources(os.Environ()); err != nil {
 		return nil, fmt.Errorf("dbmanager: %w", err)
 	}
 	bs, err := blocks.NewStore(store, cfg.Model)

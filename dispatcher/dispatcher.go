@@ -50,43 +50,59 @@ type Runner interface {
 	Running(ctx context.Context) ([]string, error)
 }
 
-// Config configures a Dispatcher.
+// Config configures a Dispatcher. Each field's default is an exported
+// constant named after it, written next to it; New fills the unset
+// (zero or negative) fields with them (Config.WithDefaults).
 type Config struct {
 	// IdleTimeout stops a db-manager that had nothing to do for this long;
-	// default 5m.
+	// default DefaultIdleTimeout, 5m.
 	IdleTimeout time.Duration
 	// UnknownModelGrace is how long a request for a model that does not
 	// exist (yet) is held before it is rejected, covering a request
-	// published while its model is being created; default 5s.
+	// published while its model is being created; default
+	// DefaultUnknownModelGrace, 5s.
 	UnknownModelGrace time.Duration
 	// BatchSize is the most requests handled per Postgres round trip;
-	// default 500.
+	// default DefaultBatchSize, 500.
 	BatchSize int
 	// StagingGrace is how old a staged payload must be before the sweep
 	// deletes it when no pending request uses it (teactl stages a file
 	// and submits its request right away; a payload whose request was
-	// never submitted is abandoned); default 24h.
+	// never submitted is abandoned); default DefaultStagingGrace, 24h.
 	StagingGrace time.Duration
-	// StagingSweep is how often the staging area is swept; default 10m.
+	// StagingSweep is how often the staging area is swept; default
+	// DefaultStagingSweep, 10m.
 	StagingSweep time.Duration
 }
 
-func (c *Config) defaults() {
+// The defaults of Config, one per field; see each field.
+const (
+	DefaultIdleTimeout       = 5 * time.Minute
+	DefaultUnknownModelGrace = 5 * time.Second
+	DefaultBatchSize         = 500
+	DefaultStagingGrace      = 24 * time.Hour
+	DefaultStagingSweep      = 10 * time.Minute
+)
+
+// WithDefaults returns a copy of c whose zero or negative fields hold
+// their defaults.
+func (c Config) WithDefaults() Config {
 	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 5 * time.Minute
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.UnknownModelGrace <= 0 {
-		c.UnknownModelGrace = 5 * time.Second
+		c.UnknownModelGrace = DefaultUnknownModelGrace
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 500
+		c.BatchSize = DefaultBatchSize
 	}
 	if c.StagingGrace <= 0 {
-		c.StagingGrace = 24 * time.Hour
+		c.StagingGrace = DefaultStagingGrace
 	}
 	if c.StagingSweep <= 0 {
-		c.StagingSweep = 10 * time.Minute
+		c.StagingSweep = DefaultStagingSweep
 	}
+	return c
 }
 
 // Dispatcher supervises db-managers.
@@ -104,9 +120,10 @@ type Dispatcher struct {
 	idleSince map[string]time.Time
 }
 
-// New returns a Dispatcher. store is the object store of staged payloads.
+// New returns a Dispatcher; cfg's unset fields get their defaults
+// (Config.WithDefaults). store is the object store of staged payloads.
 func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB, store objstore.Store, runner Runner) *Dispatcher {
-	cfg.defaults()
+	cfg = cfg.WithDefaults()
 	return &Dispatcher{cfg: cfg, log: log, js: js, ctl: ctl, store: store, runner: runner, notify: notify.NewPublisher(js),
 		tracer: otel.Tracer("github.com/teatree/teatree/dispatcher"), idleSince: map[string]time.Time{}}
 }

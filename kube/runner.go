@@ -91,86 +91,114 @@ const (
 // model ids, or a StatefulSet not made by teatree).
 var ErrNameConflict = errors.New("kube: statefulset belongs to another model")
 
-// Config configures a Runner. Defaults are written next to each
-// field.
+// Config configures a Runner. Each default is an exported constant
+// (or, for the lists and the quantity, a function) named after its field
+// and written next to it; NewRunner fills the unset fields with them
+// (Config.WithDefaults).
 type Config struct {
 	// Namespace of the StatefulSets; required ($TEATREE_NAMESPACE, from
 	// the downward API in deploy/k8s).
 	Namespace string
 	// Image of the db-manager; required.
 	Image string
-	// ImagePullPolicy of the db-manager; default IfNotPresent.
+	// ImagePullPolicy of the db-manager; default DefaultImagePullPolicy,
+	// IfNotPresent.
 	ImagePullPolicy corev1.PullPolicy
-	// StorageClass of the model volumes; default "teatree-model"
-	// (deploy/longhorn).
+	// StorageClass of the model volumes; default DefaultStorageClass,
+	// "teatree-model" (deploy/longhorn).
 	StorageClass string
-	// VolumeSize is the initial size of a model volume; default 20Gi.
+	// VolumeSize is the initial size of a model volume; default
+	// DefaultVolumeSize(), 20Gi.
 	// Volume claim templates cannot change, so a volume is grown by
 	// editing its PVC (the StorageClass allows expansion).
 	VolumeSize resource.Quantity
-	// ServiceAccount of the db-manager pods; default "teatree-dbmanager".
+	// ServiceAccount of the db-manager pods; default
+	// DefaultServiceAccount, "teatree-dbmanager".
 	// Its token is not mounted: a db-manager never talks to the API.
 	ServiceAccount string
 	// ServiceName is the headless Service that governs the StatefulSets;
-	// default "teatree-dbmanager" (deploy/k8s/base).
+	// default DefaultServiceName, "teatree-dbmanager" (deploy/k8s/base).
 	ServiceName string
 	// ConfigMaps are added to the db-manager's environment (envFrom);
-	// default ["teatree-config"].
+	// default DefaultConfigMaps(), ["teatree-config"].
 	ConfigMaps []string
 	// Secrets are added to the db-manager's environment (envFrom); default
-	// ["teatree-postgres", "teatree-s3"].
+	// DefaultSecrets(), ["teatree-postgres", "teatree-s3"].
 	Secrets []string
 	// NATSCredsSecret is mounted, optional, at /etc/teatree/nats, and
 	// TEATREE_NATS_CREDS names its key "nats.creds" in it; default
-	// "teatree-nats-creds"; "-" for none.
+	// DefaultNATSCredsSecret, "teatree-nats-creds"; "-" for none.
 	NATSCredsSecret string
 	// Env is added to the db-manager's environment after the variables
 	// the runner sets.
 	Env []corev1.EnvVar
 	// StopTimeout is how long Stop waits beyond the pod's termination
-	// grace period for the pod to be gone; default 1m.
+	// grace period for the pod to be gone; default DefaultStopTimeout, 1m.
 	StopTimeout time.Duration
 	// PollInterval is how often Stop looks at the StatefulSet's status;
-	// default 1s.
+	// default DefaultPollInterval, 1s.
 	PollInterval time.Duration
 }
 
-func (c *Config) defaults() {
+// The defaults of Config; see each field.
+const (
+	DefaultImagePullPolicy = corev1.PullIfNotPresent
+	DefaultStorageClass    = "teatree-model"
+	DefaultServiceAccount  = "teatree-dbmanager"
+	DefaultServiceName     = "teatree-dbmanager"
+	DefaultNATSCredsSecret = "teatree-nats-creds"
+	DefaultStopTimeout     = time.Minute
+	DefaultPollInterval    = time.Second
+)
+
+// DefaultVolumeSize returns the default of Config.VolumeSize, 20Gi.
+func DefaultVolumeSize() resource.Quantity { return resource.MustParse("20Gi") }
+
+// DefaultConfigMaps returns the default of Config.ConfigMaps.
+func DefaultConfigMaps() []string { return []string{"teatree-config"} }
+
+// DefaultSecrets returns the default of Config.Secrets.
+func DefaultSecrets() []string { return []string{"teatree-postgres", "teatree-s3"} }
+
+// WithDefaults returns a copy of c whose unset fields hold their
+// defaults (zero or negative durations included; a nil list, not an
+// empty one).
+func (c Config) WithDefaults() Config {
 	if c.ImagePullPolicy == "" {
-		c.ImagePullPolicy = corev1.PullIfNotPresent
+		c.ImagePullPolicy = DefaultImagePullPolicy
 	}
 	if c.StorageClass == "" {
-		c.StorageClass = "teatree-model"
+		c.StorageClass = DefaultStorageClass
 	}
 	if c.VolumeSize.IsZero() {
-		c.VolumeSize = resource.MustParse("20Gi")
+		c.VolumeSize = DefaultVolumeSize()
 	}
 	if c.ServiceAccount == "" {
-		c.ServiceAccount = "teatree-dbmanager"
+		c.ServiceAccount = DefaultServiceAccount
 	}
 	if c.ServiceName == "" {
-		c.ServiceName = "teatree-dbmanager"
+		c.ServiceName = DefaultServiceName
 	}
 	if c.ConfigMaps == nil {
-		c.ConfigMaps = []string{"teatree-config"}
+		c.ConfigMaps = DefaultConfigMaps()
 	}
 	if c.Secrets == nil {
-		c.Secrets = []string{"teatree-postgres", "teatree-s3"}
+		c.Secrets = DefaultSecrets()
 	}
 	if c.NATSCredsSecret == "" {
-		c.NATSCredsSecret = "teatree-nats-creds"
+		c.NATSCredsSecret = DefaultNATSCredsSecret
 	}
 	if c.StopTimeout <= 0 {
-		c.StopTimeout = time.Minute
+		c.StopTimeout = DefaultStopTimeout
 	}
 	if c.PollInterval <= 0 {
-		c.PollInterval = time.Second
+		c.PollInterval = DefaultPollInterval
 	}
+	return c
 }
 
-// Validate fills defaults and checks c.
-func (c *Config) Validate() error {
-	c.defaults()
+// Validate checks c; it fills in nothing (call WithDefaults first).
+func (c Config) Validate() error {
 	var errs []error
 	if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("namespace %q: %s", c.Namespace, strings.Join(msgs, "; ")))
@@ -204,9 +232,10 @@ type Runner struct {
 var _ dispatcher.Runner = (*Runner)(nil)
 
 // NewRunner returns a Runner that manages StatefulSets through
-// client and looks up size classes in info. It returns an error if cfg is
-// invalid.
+// client and looks up size classes in info. cfg's unset fields get their
+// defaults (Config.WithDefaults); it returns an error if cfg is invalid.
 func NewRunner(client kubernetes.Interface, info ModelInfo, cfg Config, log *slog.Logger) (*Runner, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -45,28 +45,38 @@ func ModelOf(subject string) string {
 
 // Config sets the stream limits. Zero fields take the defaults.
 type Config struct {
-	MaxAge       time.Duration // request log retention; default 7 days
-	Duplicates   time.Duration // dedupe window of both streams; default 10 minutes
-	NotifyMaxAge time.Duration // notification retention; default 7 days
-	LeaseTTL     time.Duration // writer lease TTL (KV bucket max age); default 15 s
-	Replicas     int           // 1 for a single server, 3 for a cluster; default 1
+	MaxAge       time.Duration // request log retention; default DefaultMaxAge, 7 days
+	Duplicates   time.Duration // dedupe window of both streams; default DefaultDuplicates, 10 minutes
+	NotifyMaxAge time.Duration // notification retention; default DefaultNotifyMaxAge, 7 days
+	LeaseTTL     time.Duration // writer lease TTL (KV bucket max age); default DefaultLeaseTTL, 15 s
+	Replicas     int           // 1 for a single server, 3 for a cluster; default DefaultReplicas, 1
 }
 
-func (c Config) withDefaults() Config {
+// The defaults of Config, one per field; see each field.
+const (
+	DefaultMaxAge       = 7 * 24 * time.Hour
+	DefaultDuplicates   = 10 * time.Minute
+	DefaultNotifyMaxAge = 7 * 24 * time.Hour
+	DefaultLeaseTTL     = 15 * time.Second
+	DefaultReplicas     = 1
+)
+
+// WithDefaults returns a copy of c whose zero fields hold their defaults.
+func (c Config) WithDefaults() Config {
 	if c.MaxAge == 0 {
-		c.MaxAge = 7 * 24 * time.Hour
+		c.MaxAge = DefaultMaxAge
 	}
 	if c.Duplicates == 0 {
-		c.Duplicates = 10 * time.Minute
+		c.Duplicates = DefaultDuplicates
 	}
 	if c.NotifyMaxAge == 0 {
-		c.NotifyMaxAge = 7 * 24 * time.Hour
+		c.NotifyMaxAge = DefaultNotifyMaxAge
 	}
 	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 15 * time.Second
+		c.LeaseTTL = DefaultLeaseTTL
 	}
 	if c.Replicas == 0 {
-		c.Replicas = 1
+		c.Replicas = DefaultReplicas
 	}
 	return c
 }
@@ -91,7 +101,7 @@ func Connect(url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetSt
 // the writer lease bucket. It is idempotent and safe to run from every
 // process at start.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	streams := []jetstream.StreamConfig{{
 		Name:        RequestStream,
 		Description: "teatree request log: one message per request, subject teatree.req.<model>",

@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/teatree/teatree/bench"
+	"github.com/teatree/teatree/internal/bench"
 )
 
 func main() {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel"
@@ -22,6 +21,7 @@ import (
 	"github.com/teatree/teatree/internal/envflag"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/queue"
+	"github.com/teatree/teatree/retention"
 	"github.com/teatree/teatree/telemetry"
 )
 
@@ -32,10 +32,11 @@ func DBManager(ctx context.Context, args []string, getenv func(string) string, s
 	var common Common
 	var cfg dbmanager.Config
 	common.RegisterFlags(s)
-	cfg.RegisterFlags(s)
+	registerDBManagerFlags(s, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	cfg = cfg.WithDefaults()
 	if err := errors.Join(s.Err(), common.Validate(true, true), cfg.Validate()); err != nil {
 		return err
 	}
@@ -55,6 +56,23 @@ func DBManager(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	return m.Run(ctx)
+}
+
+// registerDBManagerFlags registers the flags of the db-manager's c on s,
+// with c's defaults (dbmanager.DefaultThreads, …).
+func registerDBManagerFlags(s *envflag.Set, c *dbmanager.Config) {
+	s.String(&c.Model, "model", "TEATREE_MODEL", "", "model id")
+	s.String(&c.DataDir, "data-dir", "TEATREE_DATA_DIR", dbmanager.DefaultDataDir, "directory for model DuckDB files")
+	s.Int(&c.Threads, "duckdb-threads", "TEATREE_DUCKDB_THREADS", dbmanager.DefaultThreads, "DuckDB threads")
+	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", dbmanager.DefaultMemoryLimit, "DuckDB memory_limit")
+	s.String(&c.HealthAddr, "health-addr", "TEATREE_HEALTH_ADDR", "", "serve /livez and /readyz on this address (e.g. :8080)")
+	s.Int(&c.BatchSize, "batch-size", "TEATREE_BATCH_SIZE", dbmanager.DefaultBatchSize, "most requests applied in one DuckDB transaction")
+	s.Float64(&c.CompactFree, "compact-free", "TEATREE_COMPACT_FREE", dbmanager.DefaultCompactFree, "compact the live file at a cut when this fraction of its blocks is free (and at least --compact-min-bytes); negative: never")
+	s.Int(&c.BlockSize, "block-size", "TEATREE_BLOCK_SIZE", dbmanager.DefaultBlockSize, "DuckDB block size in bytes of a new live file and of a compaction (16384 to 262144, a power of two)")
+	s.Int64(&c.CompactMinBytes, "compact-min-bytes", "TEATREE_COMPACT_MIN_BYTES", dbmanager.DefaultCompactMinBytes, "compact only when the free blocks are at least this many bytes")
+	s.String(&c.SourcesFile, "sources", "TEATREE_SOURCES", "", "file of Postgres sources for append (name=postgres://… per line, or model/name=… for this model only; or a JSON object); TEATREE_SOURCE_<NAME>=postgres://… adds one")
+	s.String(&c.Profiles, "profiles", "TEATREE_PROFILES", dbmanager.DefaultProfiles, "column profiles of the data files written: on or off")
+	s.Duration(&c.BlockGrace, "block-grace", "TEATREE_BLOCK_GRACE", retention.DefaultGrace, "keep snapshot blocks no retained version uses this long after upload and expiry (readers may be pulling)")
 }
 
 // DispatcherConfig is the configuration of the dispatcher binary.
@@ -84,17 +102,17 @@ type DispatcherConfig struct {
 // RegisterFlags registers the dispatcher's flags.
 func (c *DispatcherConfig) RegisterFlags(s *envflag.Set) {
 	c.Common.RegisterFlags(s)
-	s.Duration(&c.Dispatcher.IdleTimeout, "idle-timeout", "TEATREE_IDLE_TIMEOUT", 5*time.Minute, "stop a db-manager idle this long")
-	s.Duration(&c.Dispatcher.StagingGrace, "staging-grace", "TEATREE_STAGING_GRACE", 24*time.Hour, "delete a staged payload this old that no pending request uses (staged, never submitted)")
-	s.Duration(&c.Dispatcher.StagingSweep, "staging-sweep", "TEATREE_STAGING_SWEEP", 10*time.Minute, "how often to sweep the staging area for abandoned payloads")
-	s.String(&c.DataDir, "data-dir", "TEATREE_DATA_DIR", "data", "directory for model DuckDB files (local db-managers)")
-	s.Int(&c.Threads, "duckdb-threads", "TEATREE_DUCKDB_THREADS", 2, "DuckDB threads of each db-manager")
-	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit of each db-manager")
+	s.Duration(&c.Dispatcher.IdleTimeout, "idle-timeout", "TEATREE_IDLE_TIMEOUT", dispatcher.DefaultIdleTimeout, "stop a db-manager idle this long")
+	s.Duration(&c.Dispatcher.StagingGrace, "staging-grace", "TEATREE_STAGING_GRACE", dispatcher.DefaultStagingGrace, "delete a staged payload this old that no pending request uses (staged, never submitted)")
+	s.Duration(&c.Dispatcher.StagingSweep, "staging-sweep", "TEATREE_STAGING_SWEEP", dispatcher.DefaultStagingSweep, "how often to sweep the staging area for abandoned payloads")
+	s.String(&c.DataDir, "data-dir", "TEATREE_DATA_DIR", dbmanager.DefaultDataDir, "directory for model DuckDB files (local db-managers)")
+	s.Int(&c.Threads, "duckdb-threads", "TEATREE_DUCKDB_THREADS", dbmanager.DefaultThreads, "DuckDB threads of each db-manager")
+	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", dbmanager.DefaultMemoryLimit, "DuckDB memory_limit of each db-manager")
 	s.String(&c.Command, "dbmanager-command", "TEATREE_DBMANAGER_COMMAND", "", "command that runs a db-manager (default: the dbmanager binary next to this one, else on PATH)")
 	s.Bool(&c.Migrate, "migrate", "TEATREE_MIGRATE", true, "migrate the Postgres control tables at start")
-	s.Duration(&c.Streams.MaxAge, "request-max-age", "TEATREE_REQUEST_MAX_AGE", 7*24*time.Hour, "how long the request log keeps requests")
-	s.Duration(&c.Streams.Duplicates, "dedupe-window", "TEATREE_DEDUPE_WINDOW", 10*time.Minute, "JetStream duplicate window for request ids")
-	s.Int(&c.Streams.Replicas, "replicas", "TEATREE_STREAM_REPLICAS", 1, "stream replicas (3 on a NATS cluster)")
+	s.Duration(&c.Streams.MaxAge, "request-max-age", "TEATREE_REQUEST_MAX_AGE", queue.DefaultMaxAge, "how long the request log keeps requests")
+	s.Duration(&c.Streams.Duplicates, "dedupe-window", "TEATREE_DEDUPE_WINDOW", queue.DefaultDuplicates, "JetStream duplicate window for request ids")
+	s.Int(&c.Streams.Replicas, "replicas", "TEATREE_STREAM_REPLICAS", queue.DefaultReplicas, "stream replicas (3 on a NATS cluster)")
 	host, _ := os.Hostname()
 	s.String(&c.Mode, "mode", "TEATREE_MODE", "local", "where db-managers run: local (child processes) or kubernetes (a StatefulSet per model)")
 	s.String(&c.HealthAddr, "health-addr", "TEATREE_HEALTH_ADDR", "", "serve /livez and /readyz on this address (e.g. :8080)")
@@ -102,7 +120,7 @@ func (c *DispatcherConfig) RegisterFlags(s *envflag.Set) {
 	s.String(&c.Namespace, "namespace", "TEATREE_NAMESPACE", "", "kubernetes mode: namespace of the db-manager StatefulSets")
 	s.String(&c.PodName, "pod-name", "TEATREE_POD_NAME", host, "kubernetes mode: identity in the leader election")
 	s.String(&c.DBManagerImage, "dbmanager-image", "TEATREE_DBMANAGER_IMAGE", "", "kubernetes mode: container image of the db-manager")
-	s.Duration(&c.Streams.LeaseTTL, "lease-ttl", "TEATREE_LEASE_TTL", 15*time.Second, "writer lease TTL: a db-manager that cannot renew within it stops writing")
+	s.Duration(&c.Streams.LeaseTTL, "lease-ttl", "TEATREE_LEASE_TTL", queue.DefaultLeaseTTL, "writer lease TTL: a db-manager that cannot renew within it stops writing")
 }
 
 // DefaultConsoleAddr is the dispatcher's default console address:

@@ -16,10 +16,11 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/teatree/teatree/dbmanager"
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/internal/natsembed"
+	"github.com/teatree/teatree/internal/pgcluster"
 	"github.com/teatree/teatree/model"
-	"github.com/teatree/teatree/pgcluster"
 )
 
 // devOpts are the options of teactl dev.
@@ -62,8 +63,8 @@ data.`,
 	f.IntVar(&o.natsPort, "nats-port", 4322, "NATS port on 127.0.0.1 (0: any free port)")
 	f.StringVar(&o.storeURL, "dev-store-url", "", "object store URL (default: DIR/objects)")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", time.Minute, "stop a db-manager idle this long")
-	f.IntVar(&o.threads, "duckdb-threads", 2, "DuckDB threads of each db-manager")
-	f.StringVar(&o.memoryLimit, "duckdb-memory-limit", "1GB", "DuckDB memory_limit of each db-manager")
+	f.IntVar(&o.threads, "duckdb-threads", dbmanager.DefaultThreads, "DuckDB threads of each db-manager")
+	f.StringVar(&o.memoryLimit, "duckdb-memory-limit", dbmanager.DefaultMemoryLimit, "DuckDB memory_limit of each db-manager")
 	f.StringVar(&o.consoleAddr, "console-addr", app.DefaultConsoleAddr, "address of the read-only web console (a free loopback port when the default is taken; empty: none)")
 	return c
 }

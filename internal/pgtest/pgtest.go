@@ -17,7 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/teatree/teatree/pgcluster"
+	"github.com/teatree/teatree/internal/pgcluster"
 )
 
 var (

@@ -24,7 +24,7 @@ import (
 // flightsPath is the demo's real data, fetched by scripts/fetch-flights.sh
 // (make data; make test fetches it first).
 func flightsPath(t *testing.T) string {
-	p, err := filepath.Abs("../data/flights-3m.parquet")
+	p, err := filepath.Abs("../../data/flights-3m.parquet")
 	if err != nil {
 		t.Fatal(err)
 	}

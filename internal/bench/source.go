@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/internal/pgcluster"
 	"github.com/teatree/teatree/model"
-	"github.com/teatree/teatree/pgcluster"
 )
 
 // The Postgres source of scenario 2g: table sourceTable in the bench's own

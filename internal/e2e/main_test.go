@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,33 +11,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/teatree/teatree/internal/stacktest"
 )
 
 // bin holds the binaries built by TestMain.
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "teatree-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	for _, args := range [][]string{
-		{"build", "-o", dir + "/", "../cmd/teactl", "../cmd/dispatcher", "../cmd/dbmanager"},
-		// The NATS server of go.mod as its own process.
-		{"build", "-o", dir + "/nats-server", "github.com/nats-io/nats-server/v2"},
-	} {
-		build := exec.Command("go", args...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: build binaries:", err)
-			os.Exit(1)
-		}
-	}
-	bin = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	stacktest.MainWithBinaries(m, &bin, "e2e", "teactl", "dispatcher", "dbmanager")
 }
 
 // cleanEnv is the environment without TEATREE_* variables.

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/teatree/teatree/dbmanager"
 )
 
 // Config configures a benchmark run. Defaults (full run / -quick) are
@@ -68,7 +70,7 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.JSON, "json", "", "write the JSON report to this file")
 	fs.StringVar(&c.Dir, "dir", "", "work directory (default: a temporary one, removed at the end)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the work directory")
-	fs.IntVar(&c.Threads, "duckdb-threads", 2, "DuckDB threads of the db-managers and the baselines")
+	fs.IntVar(&c.Threads, "duckdb-threads", dbmanager.DefaultThreads, "DuckDB threads of the db-managers and the baselines")
 	fs.StringVar(&c.MemoryLimit, "duckdb-memory-limit", "2GB", "DuckDB memory_limit of the db-managers and the baselines")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "the dispatcher's idle timeout (default 20s, quick 3s)")
 	fs.StringVar(&c.Profile, "profile", "", "write pprof CPU and heap profiles of every db-manager and of this process (dispatcher, NATS, clients) to this directory")

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/teatree/teatree/internal/miniotest"
+	"github.com/teatree/teatree/internal/pgcluster"
 	"github.com/teatree/teatree/objstore"
-	"github.com/teatree/teatree/pgcluster"
 )
 
 // proc is a child process of the harness; it is killed when the test

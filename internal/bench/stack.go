@@ -22,8 +22,8 @@ import (
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/internal/natsembed"
+	"github.com/teatree/teatree/internal/pgcluster"
 	"github.com/teatree/teatree/model"
-	"github.com/teatree/teatree/pgcluster"
 	"github.com/teatree/teatree/queue"
 )
 

@@ -13,35 +13,13 @@
 package chaos
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
 	"testing"
+
+	"github.com/teatree/teatree/internal/stacktest"
 )
 
 // bin holds the binaries built by TestMain: dispatcher, dbmanager and
 // nats-server.
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "teatree-chaos-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	for _, args := range [][]string{
-		{"build", "-o", dir + "/", "../cmd/dispatcher", "../cmd/dbmanager"},
-		{"build", "-o", dir + "/nats-server", "github.com/nats-io/nats-server/v2"},
-	} {
-		build := exec.Command("go", args...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "chaos: build binaries:", err)
-			os.Exit(1)
-		}
-	}
-	bin = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { stacktest.MainWithBinaries(m, &bin, "chaos", "dispatcher", "dbmanager") }
