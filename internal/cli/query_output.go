@@ -69,9 +69,9 @@ func (e *env) checkTerminal(o queryOutput) error {
 	return nil
 }
 
-// modelAt splits the query's MODEL@N into the model and version N, which
-// --version (version, when set) must not contradict; a plain MODEL keeps
-// version.
+// modelAt splits MODEL@N (teactl query, profile) into the model and
+// version N, which --version (version, when set) must not contradict; a
+// plain MODEL keeps version. The model id is not checked here.
 func modelAt(arg string, version int64, versionSet bool) (string, int64, error) {
 	m, at, ok := strings.Cut(arg, "@")
 	if !ok {
