@@ -213,12 +213,20 @@ holds a page at a time, and a failed query leaves FILE as it was.`,
 			if err := functions.ValidateSelect(args[1]); err != nil {
 				return err
 			}
-			return e.with(true, true, func(d *session) error {
-				if !local && source == "snapshot" {
-					if done, err := e.remoteQuery(cmd.Context(), d.NC, m, args[1], version, o); done {
-						return err
-					}
+			if !local && source == "snapshot" {
+				// Through a reader NATS is all it takes: Postgres and the
+				// object store are opened only when no reader answers.
+				done := false
+				err := e.with(false, false, func(d *session) error {
+					var err error
+					done, err = e.remoteQuery(cmd.Context(), d.NC, m, args[1], version, o)
+					return err
+				})
+				if done || err != nil {
+					return err
 				}
+			}
+			return e.with(true, true, func(d *session) error {
 				v, err := d.client.Version(cmd.Context(), m, version)
 				if err != nil {
 					return err
