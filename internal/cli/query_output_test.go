@@ -211,6 +211,17 @@ func TestQueryOutputRemoteSameAsLocal(t *testing.T) {
 	if _, err := os.Stat(bad); err == nil {
 		t.Errorf("-o out.txt wrote %s", bad)
 	}
+	// --format must agree with the extension; .json is --format json.
+	if _, errOut, code := teactl(t, ctx, env, "query", "types", "SELECT 1", "--format", "csv", "-o", filepath.Join(dir, "x.parquet")); code == 0 || !strings.Contains(errOut, "disagree") {
+		t.Errorf("--format csv -o x.parquet: exit %d: %q", code, errOut)
+	}
+	js := filepath.Join(dir, "out.json")
+	want, _, _ := teactl(t, ctx, env, "query", "types", queries[0].sql, "--format", "json")
+	if _, errOut, code := teactl(t, ctx, env, "query", "types", queries[0].sql, "-o", js); code != 0 {
+		t.Errorf("-o out.json: exit %d: %s", code, errOut)
+	} else if got, _ := os.ReadFile(js); string(got) != want {
+		t.Errorf("-o out.json differs from --format json:\n%.500s\n%.500s", got, want)
+	}
 	// A failed query leaves the output file as it was.
 	keep := filepath.Join(dir, "q0-remote.parquet")
 	before, _ := os.ReadFile(keep)
