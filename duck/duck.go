@@ -7,6 +7,7 @@ package duck
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -107,3 +108,8 @@ func Ident(name string) string {
 func Literal(s string) string {
 	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
 }
+
+// ErrNoArrow is the error of QueryArrow and RegisterArrow in a binary
+// built without the duckdb_arrow build tag, which duckdb-go's Arrow
+// interface needs.
+var ErrNoArrow = errors.New("this binary was built without the duckdb_arrow build tag, which DuckDB's Arrow interface needs: build with 'make build' (or go build -tags duckdb_arrow)")

@@ -37,8 +37,6 @@ type Result struct {
 	Model   string
 	Version int64 // the version the whole result comes from
 
-	nc    *nats.Conn
-	sub   *nats.Subscription
 	pages *pages
 	rd    *ipc.Reader
 }
@@ -49,6 +47,36 @@ type Result struct {
 // reader's refusals (their message is the reader's), and a NATS error
 // otherwise.
 func Query(ctx context.Context, nc *nats.Conn, m, sql string, opts Options) (*Result, error) {
+	st, err := QueryStream(ctx, nc, m, sql, opts)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Model: m, Version: st.Version, pages: st.pages}
+	if res.rd, err = ipc.NewReader(st.pages); err != nil {
+		res.Close()
+		if st.pages.err != nil {
+			return nil, st.pages.err
+		}
+		return nil, fmt.Errorf("reader: query %s: bad Arrow IPC reply: %w", m, err)
+	}
+	return res, nil
+}
+
+// Stream is a query result as the bytes of its Arrow IPC stream, the
+// reader's pages passed through as they are read (each next page asked
+// for when the one before is taken). Close it (always): before the last
+// page it tells the reader to cancel the query.
+type Stream struct {
+	Model   string
+	Version int64 // the version the whole result comes from
+
+	pages *pages
+}
+
+// QueryStream is Query returning the result's Arrow IPC stream unread
+// (for teactl query --format arrow). Errors: as Query's for the first
+// page; Read returns those of the later ones.
+func QueryStream(ctx context.Context, nc *nats.Conn, m, sql string, opts Options) (*Stream, error) {
 	if err := model.ValidateID(m); err != nil {
 		return nil, err
 	}
@@ -77,18 +105,22 @@ func Query(ctx context.Context, nc *nats.Conn, m, sql string, opts Options) (*Re
 		sub.Unsubscribe()
 		return nil, err
 	}
-	res := &Result{Model: m, nc: nc, sub: sub, pages: p}
-	res.Version, _ = strconv.ParseInt(first.Header.Get(HeaderVersion), 10, 64)
+	st := &Stream{Model: m, pages: p}
+	st.Version, _ = strconv.ParseInt(first.Header.Get(HeaderVersion), 10, 64)
 	p.take(first)
-	if res.rd, err = ipc.NewReader(p); err != nil {
-		res.Close()
-		if p.err != nil {
-			return nil, p.err
-		}
-		return nil, fmt.Errorf("reader: query %s: bad Arrow IPC reply: %w", m, err)
-	}
-	return res, nil
+	return st, nil
 }
+
+// Read reads the Arrow IPC stream; io.EOF after the last page.
+func (s *Stream) Read(b []byte) (int, error) { return s.pages.Read(b) }
+
+// Err is the error that ended Read early (a reader's error reply, a
+// timeout), nil while none did.
+func (s *Stream) Err() error { return s.pages.err }
+
+// Close releases the stream; before the last page it asks the reader to
+// cancel the query.
+func (s *Stream) Close() { s.pages.close() }
 
 // Schema is the result's schema.
 func (r *Result) Schema() *arrow.Schema { return r.rd.Schema() }
@@ -117,10 +149,7 @@ func (r *Result) Close() {
 	if r.rd != nil {
 		r.rd.Release()
 	}
-	if !r.pages.last && r.pages.control != "" {
-		r.nc.Publish(r.pages.control, []byte(ControlCancel))
-	}
-	r.sub.Unsubscribe()
+	r.pages.close()
 }
 
 // pages reads the reply pages of one query as one byte stream (their
@@ -172,6 +201,15 @@ func (p *pages) take(msg *nats.Msg) {
 			p.err = fmt.Errorf("reader: query %s: %w", p.model, err)
 		}
 	}
+}
+
+// close asks the reader to cancel the query when the last page was not
+// taken, and unsubscribes from the reply inbox.
+func (p *pages) close() {
+	if !p.last && p.control != "" {
+		p.nc.Publish(p.control, []byte(ControlCancel))
+	}
+	p.sub.Unsubscribe()
 }
 
 // Read implements io.Reader over the pages.

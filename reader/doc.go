@@ -47,7 +47,9 @@
 //
 // Query is the client: it returns a Result that reads the pages as Arrow
 // record batches, asking for each next page as the previous one starts
-// being read, and cancels the query when closed early.
+// being read, and cancels the query when closed early. QueryStream is the
+// same with the result's Arrow IPC stream unread, the pages' bytes as
+// they come (teactl query --format arrow passes them through).
 //
 // duckdb-go's Arrow interface needs the duckdb_arrow build tag; without it
 // Run returns ErrNoArrow (the client works either way).

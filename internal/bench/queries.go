@@ -70,7 +70,10 @@ func (b *bench) scenarioQueries(ctx context.Context) ([]Result, error) {
 		return nil, fmt.Errorf("bench: %d cached snapshots of %s version %d in %s", len(found), m, v.Version, filepath.Join(b.dir, "cache"))
 	}
 	path := found[0]
-	db, err := duck.Open(ctx, path, duck.Options{ReadOnly: true})
+	// The reader part (readerQueries) reads this same instance: DuckDB
+	// shares one instance per file in a process, so its settings are the
+	// reader's (threads, memory_limit) for every baseline.
+	db, err := duck.Open(ctx, path, duck.Options{ReadOnly: true, Threads: b.cfg.Threads, MemoryLimit: b.cfg.MemoryLimit})
 	if err != nil {
 		return nil, fmt.Errorf("bench: open the cached snapshot: %w", err)
 	}
@@ -113,6 +116,6 @@ func (b *bench) scenarioQueries(ctx context.Context) ([]Result, error) {
 		b.progress("%s: teactl %.0f ms (%.0f ms after start-up), DuckDB %.0f ms", q.id, newStat(total).Median, res.Teatree.Median, res.Baseline.Median)
 		out = append(out, res)
 	}
-	rr, err := b.readerQueries(ctx, m, path)
+	rr, err := b.readerQueries(ctx, m, db)
 	return append(out, rr...), err
 }

@@ -2,11 +2,11 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"time"
 
-	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/reader"
 )
@@ -15,9 +15,9 @@ import (
 // process, the db-managers' DuckDB threads and memory_limit) serves model
 // m; 4r is the round trip of SELECT 1 from a warm Go client, 4rs the same
 // as a teactl process, 4ar–4cr the queries through the Go client (every
-// Arrow batch received) against DuckDB in this process on the snapshot
-// at path with the same settings.
-func (b *bench) readerQueries(ctx context.Context, m, path string) ([]Result, error) {
+// Arrow batch received) against db, DuckDB in this process on the same
+// snapshot with the same settings.
+func (b *bench) readerQueries(ctx context.Context, m string, db *sql.DB) ([]Result, error) {
 	cfg := reader.Config{Dir: filepath.Join(b.dir, "reader"), Threads: b.cfg.Threads, MemoryLimit: b.cfg.MemoryLimit}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -36,11 +36,6 @@ func (b *bench) readerQueries(ctx context.Context, m, path string) ([]Result, er
 		done <- err
 		return nil, fmt.Errorf("bench: reader: %w", err)
 	}
-	db, err := duck.Open(ctx, path, duck.Options{ReadOnly: true, Threads: b.cfg.Threads, MemoryLimit: b.cfg.MemoryLimit})
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
 	query := func(q string) (time.Duration, error) {
 		t0 := time.Now()
 		res, err := reader.Query(ctx, b.nc, m, q, reader.Options{})

@@ -165,20 +165,13 @@ func parseModelVersions(arg string, version int64) ([]modelVersion, error) {
 	seen := map[modelVersion]bool{}
 	var out []modelVersion
 	for _, p := range parts {
-		name, n, hasN := strings.Cut(strings.TrimSpace(p), "@")
-		mv := modelVersion{Model: name, Version: version}
+		name, v, err := modelAt(strings.TrimSpace(p), version, version != 0)
+		if err != nil {
+			return nil, fmt.Errorf("profile: %w", err)
+		}
+		mv := modelVersion{Model: name, Version: v}
 		if err := model.ValidateID(name); err != nil {
 			return nil, fmt.Errorf("%w: profile: %q in %q: %v", model.ErrInvalid, name, arg, err)
-		}
-		if hasN {
-			v, err := strconv.ParseInt(n, 10, 64)
-			if err != nil || v < 1 {
-				return nil, fmt.Errorf("%w: profile: %q: after @ give a version number (MODEL@12)", model.ErrInvalid, p)
-			}
-			if version != 0 {
-				return nil, fmt.Errorf("%w: profile: give the version either as %q or with --version, not both", model.ErrInvalid, p)
-			}
-			mv.Version = v
 		}
 		if seen[mv] {
 			return nil, fmt.Errorf("%w: profile: %q is listed twice in %q: its rows would count twice", model.ErrInvalid, p, arg)

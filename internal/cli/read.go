@@ -174,29 +174,60 @@ func (l *cacheLimit) register(e *env, c *cobra.Command) {
 
 func queryCmd(e *env) *cobra.Command {
 	var version int64
-	var format, source string
+	var format, source, out string
 	var local bool
 	c := &cobra.Command{
-		Use:   `query MODEL "SELECT …"`,
+		Use:   `query MODEL[@N] "SELECT …"`,
 		Short: "run one SELECT through a reader, else on a version's snapshot (pulled and cached), never on the live file",
-		Args:  cobra.ExactArgs(2),
+		Long: `query runs one SELECT on a version of a model (default: the latest;
+MODEL@N or --version N for version N) through a reader when one answers,
+else on the version's snapshot pulled into the local cache (--local forces
+that): both give the same result.
+
+--format table, csv and json print text rendered by DuckDB; arrow writes an
+Arrow IPC stream (a reader's pages passed through as they come). -o FILE
+writes the result to FILE in the format its extension names: .parquet
+(DuckDB's Parquet writer, fed the Arrow record batches), .arrow (an Arrow
+IPC file), .csv and .json (as --format csv and json). The result is
+streamed to a file beside FILE and renamed over it when complete: memory
+holds a page at a time, and a failed query leaves FILE as it was.`,
+		Example: `  teactl query flights "SELECT origin, count(*) FROM flights GROUP BY ALL"
+  teactl query flights@3 "SELECT * FROM flights" -o flights-v3.parquet
+  teactl query flights "SELECT * FROM flights" --format arrow | python3 read_arrow.py`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if format != "table" && format != "csv" && format != "json" {
-				return fmt.Errorf("%w: --format %q: use table, csv or json", model.ErrInvalid, format)
+			o, err := newQueryOutput(format, cmd.Flags().Changed("format"), out)
+			if err != nil {
+				return err
+			}
+			if err := e.checkTerminal(o); err != nil {
+				return err
 			}
 			if source != "snapshot" && source != "parquet" {
 				return fmt.Errorf("%w: --source %q: use snapshot or parquet", model.ErrInvalid, source)
 			}
+			m, version, err := modelAt(args[0], version, cmd.Flags().Changed("version"))
+			if err != nil {
+				return err
+			}
 			if err := functions.ValidateSelect(args[1]); err != nil {
 				return err
 			}
-			return e.with(true, true, func(d *session) error {
-				if !local && source == "snapshot" {
-					if done, err := e.remoteQuery(cmd.Context(), d.NC, args[0], args[1], version, format); done {
-						return err
-					}
+			if !local && source == "snapshot" {
+				// Through a reader NATS is all it takes: Postgres and the
+				// object store are opened only when no reader answers.
+				done := false
+				err := e.with(false, false, func(d *session) error {
+					var err error
+					done, err = e.remoteQuery(cmd.Context(), d.NC, m, args[1], version, o)
+					return err
+				})
+				if done || err != nil {
+					return err
 				}
-				v, err := d.client.Version(cmd.Context(), args[0], version)
+			}
+			return e.with(true, true, func(d *session) error {
+				v, err := d.client.Version(cmd.Context(), m, version)
 				if err != nil {
 					return err
 				}
@@ -209,12 +240,13 @@ func queryCmd(e *env) *cobra.Command {
 					return err
 				}
 				defer db.Close()
-				return writeQuery(cmd.Context(), e.stdout, db, args[1], format)
+				return e.localQuery(cmd.Context(), db, args[1], o)
 			})
 		},
 	}
-	c.Flags().Int64Var(&version, "version", 0, "version to query (default: the latest)")
-	c.Flags().StringVar(&format, "format", "table", "output format: table, csv or json")
+	c.Flags().Int64Var(&version, "version", 0, "version to query (default: the latest; MODEL@N says the same)")
+	c.Flags().StringVar(&format, "format", "table", "output format: table, csv, json or arrow (an Arrow IPC stream)")
+	c.Flags().StringVarP(&out, "output", "o", "", "write the result to this file, in the format of its extension: .parquet, .arrow (Arrow IPC file), .csv or .json")
 	c.Flags().BoolVar(&local, "local", false, "query the pulled snapshot here even when a reader answers (same result)")
 	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table over its data files, as teactl archive lists them)")
 	e.cache.register(e, c)

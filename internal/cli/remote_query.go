@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/nats-io/nats.go"
 
 	"github.com/teatree/teatree/model"
@@ -20,33 +22,65 @@ import (
 const readerWait = 10 * time.Second
 
 // remoteQuery runs q on version (0: the latest) of model m through a
-// reader and prints it in format, rendered by DuckDB on the reader with
-// reader.RenderSQL exactly as the local path renders it. done is false
-// when no reader answers, or the reader knows no such model or version
-// (the local path then says what is missing): the caller queries the
-// pulled snapshot instead.
-func (e *env) remoteQuery(ctx context.Context, nc *nats.Conn, m, q string, version int64, format string) (done bool, err error) {
-	res, err := reader.Query(ctx, nc, m, q, reader.Options{Version: version, Render: format, Wait: readerWait})
+// reader and writes its result as o says: rendered by DuckDB on the
+// reader with reader.RenderSQL exactly as the local path renders it, or
+// as the reader's Arrow record batches (an Arrow IPC stream on stdout is
+// the reader's pages passed through). done is false when no reader
+// answers, or the reader knows no such model or version (the local path
+// then says what is missing): the caller queries the pulled snapshot
+// instead.
+func (e *env) remoteQuery(ctx context.Context, nc *nats.Conn, m, q string, version int64, o queryOutput) (done bool, err error) {
+	opts := reader.Options{Version: version, Wait: readerWait}
+	if o.rendered() {
+		opts.Render = o.format
+	}
+	st, err := reader.QueryStream(ctx, nc, m, q, opts)
 	switch {
 	case errors.Is(err, reader.ErrNoReader), errors.Is(err, model.ErrNotFound):
 		return false, nil
 	case err != nil:
 		return true, err
 	}
-	defer res.Close()
-	return true, printRows(e.stdout, &remoteRows{res: res}, format)
+	defer st.Close()
+	return true, e.toOutput(o, func(w io.Writer, tmp string) error {
+		if o.format == "arrow" && o.path == "" {
+			_, err := io.Copy(w, st)
+			if st.Err() != nil {
+				return st.Err()
+			}
+			return err
+		}
+		rd, err := ipc.NewReader(st)
+		if err != nil {
+			if st.Err() != nil {
+				return st.Err()
+			}
+			return fmt.Errorf("reader: query %s: bad Arrow IPC reply: %w", m, err)
+		}
+		defer rd.Release()
+		if o.rendered() {
+			err = printRows(w, &remoteRows{rd: rd, st: st}, o.format)
+		} else {
+			err = writeArrow(ctx, rd, o, w, tmp)
+		}
+		if st.Err() != nil {
+			return st.Err()
+		}
+		return err
+	})
 }
 
 // remoteRows reads a reader's result of VARCHAR columns (reader.RenderSQL)
 // as printRows reads *sql.Rows.
 type remoteRows struct {
-	res *reader.Result
+	rd  *ipc.Reader
+	st  *reader.Stream
 	rec arrow.RecordBatch
 	row int
 }
 
 func (r *remoteRows) Columns() ([]string, error) {
-	fields := r.res.Schema().Fields()
+	fields := r.rd.Schema().Fields()
 	cols := make([]string, len(fields))
 	for i, f := range fields {
 		cols[i] = f.Name
@@ -57,10 +91,10 @@ func (r *remoteRows) Columns() ([]string, error) {
 func (r *remoteRows) Next() bool {
 	r.row++
 	for r.rec == nil || r.row >= int(r.rec.NumRows()) {
-		if !r.res.Next() {
+		if !r.rd.Next() {
 			return false
 		}
-		r.rec, r.row = r.res.RecordBatch(), 0
+		r.rec, r.row = r.rd.RecordBatch(), 0
 	}
 	return true
 }
@@ -91,4 +125,13 @@ func (r *remoteRows) Scan(dest ...any) error {
 	return nil
 }
 
-func (r *remoteRows) Err() error { return r.res.Err() }
+// Err is the reader's error (a refusal, a limit) or a bad reply's.
+func (r *remoteRows) Err() error {
+	if err := r.st.Err(); err != nil {
+		return err
+	}
+	if err := r.rd.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("reader: query %s: bad Arrow IPC reply: %w", r.st.Model, err)
+	}
+	return nil
+}
