@@ -14,7 +14,7 @@ import (
 // "rowid >= 10 AND rowid < 20") as conn sees them, in conn's current
 // transaction if it has one. cols are the table's columns (describe).
 // DuckDB does the counting: one aggregate query for the counts, minima and
-// maxima of every column, then per sketchBatch sketched columns one query
+// maxima of every column, then per few sketched columns one query
 // grouping each column's values, whose results (per column at most
 // Candidates+1 values, 2^Precision registers and Width·Depth counters)
 // fill the sketches. Values tied in count at the end of the candidates
@@ -105,6 +105,8 @@ func BuildWith(ctx context.Context, conn *sql.Conn, table string, cols []snapsho
 	if err := st.QueryRowContext(ctx).Scan(dest...); err != nil {
 		return nil, nil, fmt.Errorf("profile: count the columns of %s: %w", table, err)
 	}
+	// a column's distinct values are at most the rows
+	perQuery := int(max(1, min(sketchColumns, sketchValues/max(p.Rows, 1))))
 	var batch []*Column
 	for i, c := range p.Columns {
 		a := aggs[i]
@@ -116,7 +118,7 @@ func BuildWith(ctx context.Context, conn *sql.Conn, table string, cols []snapsho
 		if c.distinct != nil && a.count > 0 {
 			batch = append(batch, c)
 		}
-		if len(batch) == sketchBatch || (i == len(p.Columns)-1 && len(batch) > 0) {
+		if len(batch) == perQuery || (i == len(p.Columns)-1 && len(batch) > 0) {
 			if err := sketch(ctx, conn, from, cond, batch); err != nil {
 				return nil, nil, fmt.Errorf("profile: sketch %s: %w", columnNames(table, batch), err)
 			}
@@ -126,12 +128,19 @@ func BuildWith(ctx context.Context, conn *sql.Conn, table string, cols []snapsho
 	return p, extra, nil
 }
 
-// sketchBatch is the most columns one sketch query groups: their grouped
-// values are all held until the query ends (up to rows × columns of them),
-// while every statement fewer saves DuckDB's planning and pipeline
-// start-ups (on the 5-column flights, one query for all columns took 15-20 %
-// less CPU than one per column).
-const sketchBatch = 8
+// One sketch query groups up to sketchColumns columns, fewer when their
+// rows could exceed sketchValues grouped values in all (2^22: four columns
+// of a 2^20-row data file), since a query holds every column's grouped
+// values until it ends. Each statement fewer saves DuckDB's planning and
+// pipeline start-ups: per 1 M flights rows, one query for the 5 columns
+// took 10-20 % less CPU than one per column, and as much on a 1,000-row
+// file; on 8 columns of 2^20 unique strings, grouping 4 or 8 at a time
+// cost the same CPU as one at a time at memory_limit 1GB, 25-50 % more at
+// 256MB (spilling).
+const (
+	sketchColumns       = 16
+	sketchValues  int64 = 1 << 22
+)
 
 func columnNames(table string, cols []*Column) string {
 	if len(cols) == 1 {
@@ -144,7 +153,7 @@ func columnNames(table string, cols []*Column) string {
 	return "columns " + strings.Join(names, ", ") + " of " + table
 }
 
-// sketch fills the candidates and sketches of cols (at most sketchBatch)
+// sketch fills the candidates and sketches of cols
 // from one query over each column's non-null values grouped
 // (materialized once per column). Its rows are (i, k, a, b, t, r) for
 // column cols[i]: kind k 0 the Candidates+1 most frequent values (hash,
