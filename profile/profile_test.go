@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -180,4 +181,42 @@ func abs(n int64) int64 {
 		return -n
 	}
 	return n
+}
+
+// TestTopTiesByValue: among values of equal count, the candidates are the
+// least in DuckDB's order of the column's type (0..20 for integers seen
+// once each), not in their text's order ("0", "1", "10", "100", ...).
+func TestTopTiesByValue(t *testing.T) {
+	ctx := context.Background()
+	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE t AS SELECT 999 - range AS k FROM range(1000)"); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := snapshot.DescribeCurrent(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Build(ctx, conn, "t", tables[0].Columns, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.Columns[0]
+	var got []string
+	for _, v := range c.Top {
+		got = append(got, v.Text)
+	}
+	// sorted by text, as every candidate list
+	want := []string{"0", "1", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "2", "3", "4", "5", "6", "7", "8", "9"}
+	if !slices.Equal(got, want) || c.Others != 1 {
+		t.Errorf("candidates %v, others %d; want %v, others 1", got, c.Others, want)
+	}
 }
