@@ -13,6 +13,11 @@
 //
 // Where db-managers run is a Runner: child processes (LocalRunner) or, on
 // Kubernetes, a StatefulSet per model (package kube).
+//
+// While Run runs the dispatcher is the NATS micro service
+// svcinfo.Dispatcher (metadata role=leader; teactl ping and teactl info):
+// its endpoint "info" reports the running db-managers, its consumer's ack
+// floor and lag, and the last failed or retried step.
 package dispatcher
 
 import (
