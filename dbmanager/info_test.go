@@ -5,10 +5,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/dbmanager"
 	"github.com/teatree/teatree/internal/stacktest"
 	"github.com/teatree/teatree/internal/svcinfo"
 	"github.com/teatree/teatree/model"
@@ -75,5 +77,44 @@ func TestInfoShowsFailedPublication(t *testing.T) {
 	}
 	if n := s.Outcomes(t, m, time.Minute, "a-1")["a-1"]; n.Status != model.StatusApplied || n.Version != 2 {
 		t.Errorf("after the store is back: %+v, want applied in version 2", n)
+	}
+}
+
+// TestInfoShowsLag: while the applier is held after a commit, the
+// requests submitted meanwhile show as the consumer's lag (num_pending)
+// and the position stays; once it goes on, the lag is 0 and the position
+// is the last request's.
+func TestInfoShowsLag(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "lagging"}).ID
+	var hold atomic.Bool
+	release := make(chan struct{})
+	cfg := testConfig(s, m)
+	cfg.BatchSize = 1 // the consumer then buffers at most 2 deliveries
+	runConfig(t, s, cfg, func(mgr *dbmanager.Manager) {
+		mgr.SetCrashAfterCommit(func() bool {
+			if hold.Load() {
+				<-release
+			}
+			return false
+		})
+	})
+	if n := s.SubmitWait(t, createTable(m, "create"), time.Minute); n.Status != model.StatusApplied {
+		t.Fatalf("create_table: %+v", n)
+	}
+	hold.Store(true)
+	ids := stacktest.IDs("a", 10)
+	for i, id := range ids {
+		s.Submit(t, appendRow(m, id, i))
+	}
+	held := dbmanagerInfo(t, s, func(in svcinfo.Info) bool { return in.Lag != nil && *in.Lag >= 5 })
+	if *held.Lag > 10 {
+		t.Errorf("lag %d with 10 requests submitted", *held.Lag)
+	}
+	close(release)
+	s.Outcomes(t, m, time.Minute, ids...)
+	done := dbmanagerInfo(t, s, func(in svcinfo.Info) bool { return in.Lag != nil && *in.Lag == 0 && in.Position > held.Position })
+	if done.Position != held.Position+uint64(len(ids))-1 {
+		t.Errorf("position %d after the held one %d and %d more requests", done.Position, held.Position, len(ids)-1)
 	}
 }
