@@ -514,6 +514,7 @@ func (m *Manager) logFailure(it *item) {
 		args = append(args, "duckdb", de.Error())
 	}
 	m.log.Info("request failed", args...)
+	m.errs.Record(fmt.Errorf("request %s: %w", it.req.ID, it.err))
 }
 
 // deleteStaged deletes the staged payloads of request id of this model,

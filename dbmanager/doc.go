@@ -27,6 +27,11 @@
 // flags, the test stack, the e2e, chaos and bench harnesses) are under
 // internal/; see the README's Layout table.
 //
+// While it holds the lease it is the NATS micro service
+// svcinfo.DBManager (metadata model=<model>; teactl ping and teactl info):
+// its endpoint "info" reports the position, the consumer's lag, memory
+// (Go and DuckDB) and the last failed request or retried step.
+//
 // # Exactly once
 //
 // The DuckDB file is the source of truth for progress. Schema _teatree in

@@ -150,6 +150,7 @@ func (m *Manager) retryBackoff(ctx context.Context, msg string, again func(verdi
 		return struct{}{}, err
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, d time.Duration) {
 		m.log.Warn(msg, "err", err, "in", d.Round(time.Millisecond))
+		m.errs.Record(fmt.Errorf("%s: %w", msg, err))
 	}))
 	return err
 }

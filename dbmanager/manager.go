@@ -22,6 +22,7 @@ import (
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/internal/svcinfo"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
 	"github.com/teatree/teatree/objstore"
@@ -59,7 +60,8 @@ type Manager struct {
 	lastMap              *blocks.Map // of the last cut, with stored checksums (nil: map in full)
 	lastPublished        *blocks.Map // of version lastPublishedVersion, all its blocks stored
 	lastPublishedVersion int64
-	ready                atomic.Bool // lease held and consumer bound (readiness)
+	ready                atomic.Bool      // lease held and consumer bound (readiness)
+	errs                 svcinfo.ErrorLog // last failed request or retried step (teactl info)
 
 	// crashAfterCommit, when set and returning true, makes the applier stop
 	// after a commit and before the ack, as a crash there would (tests).
@@ -174,6 +176,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		return err
 	}
 	defer m.close()
+	svc, err := m.addService()
+	if err != nil {
+		return fmt.Errorf("dbmanager: %w", err)
+	}
+	defer svc.Stop() // before close: info reads the live file
 
 	defer m.ready.Store(false)
 

@@ -13,6 +13,11 @@
 //
 // Where db-managers run is a Runner: child processes (LocalRunner) or, on
 // Kubernetes, a StatefulSet per model (package kube).
+//
+// While Run runs the dispatcher is the NATS micro service
+// svcinfo.Dispatcher (metadata role=leader; teactl ping and teactl info):
+// its endpoint "info" reports the running db-managers, its consumer's ack
+// floor and lag, and the last failed or retried step.
 package dispatcher
 
 import (
@@ -31,6 +36,7 @@ import (
 
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/functions"
+	"github.com/teatree/teatree/internal/svcinfo"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
 	"github.com/teatree/teatree/objstore"
@@ -118,6 +124,7 @@ type Dispatcher struct {
 
 	mu        sync.Mutex
 	idleSince map[string]time.Time
+	errs      svcinfo.ErrorLog // last failed or retried step (teactl info)
 }
 
 // New returns a Dispatcher; cfg's unset fields get their defaults
@@ -147,14 +154,25 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatcher: consumer: %w", err)
 	}
+	svc, err := d.addService()
+	if err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	defer svc.Stop()
 	if err := d.ensurePending(ctx); err != nil {
-		d.log.Warn("checking models with pending requests", "err", err)
+		d.warn("checking models with pending requests", err)
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.consume(ctx, cons) })
 	g.Go(func() error { return d.idleLoop(ctx) })
 	g.Go(func() error { return d.sweepLoop(ctx, cons) })
 	return g.Wait()
+}
+
+// warn logs err as msg and keeps it as the last error (teactl info).
+func (d *Dispatcher) warn(msg string, err error, args ...any) {
+	d.log.Warn(msg, append(args, "err", err)...)
+	d.errs.Record(fmt.Errorf("%s: %w", msg, err))
 }
 
 func (d *Dispatcher) consume(ctx context.Context, cons jetstream.Consumer) error {
@@ -187,7 +205,7 @@ func (d *Dispatcher) consume(ctx context.Context, cons jetstream.Consumer) error
 			if ctx.Err() != nil {
 				return nil
 			}
-			d.log.Warn("requests not dispatched, retrying", "err", err)
+			d.warn("requests not dispatched, retrying", err)
 			select {
 			case <-ctx.Done():
 				return nil
@@ -195,7 +213,7 @@ func (d *Dispatcher) consume(ctx context.Context, cons jetstream.Consumer) error
 			}
 		}
 		if err := msgs[len(msgs)-1].Ack(); err != nil {
-			d.log.Warn("ack", "err", err)
+			d.warn("ack", err)
 		}
 	}
 }
@@ -274,7 +292,7 @@ func (d *Dispatcher) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	// knows the payload is gone.
 	for _, r := range unstage {
 		if _, err := objstore.DeleteStaged(ctx, d.store, r.model, r.id); err != nil {
-			d.log.Warn("delete staged payload of a rejected request", "model", r.model, "request_id", r.id, "err", err)
+			d.warn("delete staged payload of a rejected request", err, "model", r.model, "request_id", r.id)
 		}
 	}
 	if err := d.notify.PublishAll(ctx, rejected); err != nil {
@@ -383,7 +401,7 @@ func (d *Dispatcher) idleLoop(ctx context.Context) error {
 				return nil
 			}
 			// Nothing is stopped on a guess; the next tick asks again.
-			d.log.Warn("idle check: listing running db-managers", "err", err)
+			d.warn("idle check: listing running db-managers", err)
 			continue
 		}
 		for _, id := range running {
@@ -393,7 +411,7 @@ func (d *Dispatcher) idleLoop(ctx context.Context) error {
 			}
 			p, err := d.pending(ctx, m)
 			if err != nil {
-				d.log.Warn("idle check", "model", id, "err", err)
+				d.warn("idle check", err, "model", id)
 				continue
 			}
 			d.mu.Lock()
@@ -408,7 +426,7 @@ func (d *Dispatcher) idleLoop(ctx context.Context) error {
 			if !p && seen && time.Since(since) >= d.cfg.IdleTimeout {
 				d.log.Info("stopping idle db-manager", "model", id, "idle", time.Since(since).Round(time.Second))
 				if err := d.runner.Stop(ctx, id); err != nil {
-					d.log.Warn("stop db-manager", "model", id, "err", err)
+					d.warn("stop db-manager", err, "model", id)
 				}
 				d.mu.Lock()
 				delete(d.idleSince, id)
@@ -455,7 +473,7 @@ func (d *Dispatcher) sweepLoop(ctx context.Context, cons jetstream.Consumer) err
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			d.log.Warn("staging sweep", "err", err)
+			d.warn("staging sweep", err)
 		case n > 0:
 			d.log.Info("staging sweep: deleted abandoned payloads", "objects", n, "grace", d.cfg.StagingGrace)
 		}

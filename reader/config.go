@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/teatree/teatree/internal/envflag"
+	"github.com/teatree/teatree/internal/svcinfo"
 )
 
 // Config configures a reader. Defaults are written next to each field and
@@ -46,7 +47,8 @@ type Config struct {
 	// (within their time limit); default 8 ($TEATREE_READER_MAX_QUERIES).
 	MaxQueries int
 	// Name is the micro service name; default ServiceName. Version is the
-	// micro service version (semver), default "0.1.0".
+	// micro service version (semver), default the build's
+	// (svcinfo.Version).
 	Name    string
 	Version string
 }
@@ -116,7 +118,7 @@ func (c *Config) Validate() error {
 		c.Name = ServiceName
 	}
 	if c.Version == "" {
-		c.Version = "0.1.0"
+		c.Version = svcinfo.Version()
 	}
 	var errs []error
 	if c.Threads < 0 {

@@ -17,7 +17,9 @@
 // It serves as NATS micro service ServiceName ("teatree-reader"; $SRV.PING,
 // $SRV.INFO and $SRV.STATS come with it) with endpoint "query" on subject
 // teatree.query.* in queue group QueueGroup: several readers may run and
-// each request is answered by one.
+// each request is answered by one. Its endpoint "info" (package
+// internal/svcinfo, teactl info) reports the open models and versions, the
+// queries in flight, memory and the last failed query.
 //
 // # Protocol
 //

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/teatree/teatree/functions"
+	"github.com/teatree/teatree/internal/svcinfo"
 	"github.com/teatree/teatree/model"
 )
 
@@ -22,7 +23,7 @@ const SubjectPrefix = "teatree.query."
 // is the queue group of its endpoint, so that one reader answers each
 // request.
 const (
-	ServiceName = "teatree-reader"
+	ServiceName = svcinfo.Reader
 	QueueGroup  = "teatree-reader"
 )
 

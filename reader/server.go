@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/internal/svcinfo"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
 	"github.com/teatree/teatree/objstore"
@@ -48,6 +49,7 @@ type Server struct {
 	active atomic.Int64 // queries running
 	// Bytes of snapshots downloaded and copied from a held version.
 	fetched, reused atomic.Int64
+	errs            svcinfo.ErrorLog // last failed query (teactl info)
 
 	slots   chan struct{}
 	wg      sync.WaitGroup // the goroutines of queries and updates
@@ -126,6 +128,9 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	}), micro.WithEndpointSubject(SubjectPrefix+"*"), micro.WithEndpointQueueGroup(QueueGroup))
 	if err != nil {
 		return fmt.Errorf("reader: add endpoint: %w", err)
+	}
+	if err := svcinfo.AddEndpoint(svc, s.info); err != nil {
+		return fmt.Errorf("reader: %w", err)
 	}
 	if err := s.nc.FlushTimeout(10 * time.Second); err != nil {
 		return fmt.Errorf("reader: %w", err)
@@ -287,6 +292,7 @@ func (s *Server) fail(reply, m string, err error) {
 		code = CodeUnavailable
 	}
 	msg, _, _ := strings.Cut(err.Error(), "\n")
+	s.errs.Record(fmt.Errorf("query on %s: %s", m, msg))
 	if code == CodeInternal {
 		s.log.Warn("query failed", "model", m, "err", msg)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/internal/stacktest"
+	"github.com/teatree/teatree/internal/svcinfo"
 	"github.com/teatree/teatree/queue"
 	"github.com/teatree/teatree/reader"
 )
@@ -53,13 +54,20 @@ func readerRequests(t *testing.T, s *stacktest.Stack) int {
 	}
 	var st struct {
 		Endpoints []struct {
-			NumRequests int `json:"num_requests"`
+			Name        string `json:"name"`
+			NumRequests int    `json:"num_requests"`
 		} `json:"endpoints"`
 	}
-	if err := json.Unmarshal(msg.Data, &st); err != nil || len(st.Endpoints) != 1 {
+	if err := json.Unmarshal(msg.Data, &st); err != nil {
 		t.Fatalf("$SRV.STATS %s: %v", msg.Data, err)
 	}
-	return st.Endpoints[0].NumRequests
+	for _, ep := range st.Endpoints {
+		if ep.Name == "query" {
+			return ep.NumRequests
+		}
+	}
+	t.Fatalf("$SRV.STATS %s: no query endpoint", msg.Data)
+	return 0
 }
 
 // TestQueryRemoteSameAsLocal: teactl query through a reader prints, in
@@ -124,20 +132,24 @@ func TestQueryRemoteSameAsLocal(t *testing.T) {
 	if code == 0 || code != localCode || remoteErr != localErr {
 		t.Errorf("bad query: exit %d %q through the reader, %d %q locally", code, remoteErr, localCode, localErr)
 	}
-	// teactl ping finds the reader with the version it serves.
+	// teactl ping finds the reader; teactl info shows the version it serves.
 	out, errOut, code := teactl(t, ctx, env, "ping", "--json")
 	if code != 0 {
 		t.Fatalf("ping: exit %d: %s", code, errOut)
 	}
-	var ps []pinged
-	if err := json.Unmarshal([]byte(out), &ps); err != nil || len(ps) != 1 || ps[0].Name != reader.ServiceName || len(ps[0].Endpoints) != 1 {
+	var ps []svcinfo.Pinged
+	if err := json.Unmarshal([]byte(out), &ps); err != nil || len(ps) != 1 || ps[0].Name != reader.ServiceName {
 		t.Fatalf("ping: %v: %s", err, out)
 	}
-	var st reader.Stats
-	if err := json.Unmarshal(ps[0].Endpoints[0].Data, &st); err != nil || st.Versions["types"] != 1 {
-		t.Errorf("ping: reader stats %s (%v), want version 1 of types served", ps[0].Endpoints[0].Data, err)
+	out, errOut, code = teactl(t, ctx, env, "info", "--json")
+	if code != 0 {
+		t.Fatalf("info: exit %d: %s", code, errOut)
 	}
-	if out, _, _ := teactl(t, ctx, env, "ping"); !strings.Contains(out, reader.ServiceName) || !strings.Contains(out, `"types":1`) {
-		t.Errorf("ping table:\n%s", out)
+	var ins []svcinfo.Info
+	if err := json.Unmarshal([]byte(out), &ins); err != nil || len(ins) != 1 || ins[0].Versions["types"] != 1 || ins[0].LastError == nil {
+		t.Errorf("info: %v: want the reader serving version 1 of types, with the bad query as its last error: %s", err, out)
+	}
+	if out, _, _ := teactl(t, ctx, env, "info"); !strings.Contains(out, reader.ServiceName) || !strings.Contains(out, "types@1") {
+		t.Errorf("info table:\n%s", out)
 	}
 }
