@@ -35,27 +35,24 @@ metadata (a db-manager's model, a dispatcher's role) and the round trip.
 A process that does not answer in time is simply absent.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(false, false)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			all, err := svcinfo.Ping(d.NC, wait)
-			if err != nil {
-				return withCode(ExitUnreachable, err)
-			}
-			slices.SortFunc(all, func(a, b svcinfo.Pinged) int {
-				return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+			return e.with(false, false, func(d *session) error {
+				all, err := svcinfo.Ping(d.NC, wait)
+				if err != nil {
+					return withCode(ExitUnreachable, err)
+				}
+				slices.SortFunc(all, func(a, b svcinfo.Pinged) int {
+					return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+				})
+				if asJSON {
+					return e.printJSON(all)
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KIND\tID\tVERSION\tMETADATA\tRTT")
+				for _, p := range all {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, p.ID, p.Version, metadata(p.Metadata), p.RTT.Round(10*time.Microsecond))
+				}
+				return tw.Flush()
 			})
-			if asJSON {
-				return e.printJSON(all)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KIND\tID\tVERSION\tMETADATA\tRTT")
-			for _, p := range all {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, p.ID, p.Version, metadata(p.Metadata), p.RTT.Round(10*time.Microsecond))
-			}
-			return tw.Flush()
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON: one object per instance (name, id, version, metadata, rtt_ns)")
@@ -84,44 +81,41 @@ the OS plus DuckDB's buffers), LAST-ERROR (the last failed request or
 retried step, with its time). --json prints every field.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := e.connect(false, false)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			all, err := svcinfo.Gather(d.NC, wait)
-			if err != nil {
-				return withCode(ExitUnreachable, err)
-			}
-			slices.SortFunc(all, func(a, b svcinfo.Info) int {
-				return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.ID, b.ID))
+			return e.with(false, false, func(d *session) error {
+				all, err := svcinfo.Gather(d.NC, wait)
+				if err != nil {
+					return withCode(ExitUnreachable, err)
+				}
+				slices.SortFunc(all, func(a, b svcinfo.Info) int {
+					return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.ID, b.ID))
+				})
+				if asJSON {
+					return e.printJSON(all)
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KIND\tID\tVERSION\tUPTIME\tMODELS\tPOSITION\tLAG\tMEMORY\tLAST-ERROR")
+				for _, in := range all {
+					up, mem, pos, lag, last := "-", "-", "-", "-", "-"
+					if !in.Started.IsZero() {
+						up = time.Since(in.Started).Round(time.Second).String()
+					}
+					if t := in.Memory.Total(); t > 0 {
+						mem = humanize.IBytes(uint64(t))
+					}
+					if in.Position > 0 {
+						pos = strconv.FormatUint(in.Position, 10)
+					}
+					if in.Lag != nil {
+						lag = strconv.FormatUint(*in.Lag, 10)
+					}
+					if in.LastError != nil {
+						msg, _, _ := strings.Cut(in.LastError.Error, "\n")
+						last = in.LastError.Time.Local().Format(time.DateTime) + " " + msg
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Kind, in.ID, in.Version, up, models(in), pos, lag, mem, last)
+				}
+				return tw.Flush()
 			})
-			if asJSON {
-				return e.printJSON(all)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KIND\tID\tVERSION\tUPTIME\tMODELS\tPOSITION\tLAG\tMEMORY\tLAST-ERROR")
-			for _, in := range all {
-				up, mem, pos, lag, last := "-", "-", "-", "-", "-"
-				if !in.Started.IsZero() {
-					up = time.Since(in.Started).Round(time.Second).String()
-				}
-				if t := in.Memory.Total(); t > 0 {
-					mem = humanize.IBytes(uint64(t))
-				}
-				if in.Position > 0 {
-					pos = strconv.FormatUint(in.Position, 10)
-				}
-				if in.Lag != nil {
-					lag = strconv.FormatUint(*in.Lag, 10)
-				}
-				if in.LastError != nil {
-					msg, _, _ := strings.Cut(in.LastError.Error, "\n")
-					last = in.LastError.Time.Local().Format(time.DateTime) + " " + msg
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Kind, in.ID, in.Version, up, models(in), pos, lag, mem, last)
-			}
-			return tw.Flush()
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON: one object per process with every field")
