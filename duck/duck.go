@@ -38,6 +38,16 @@ type Options struct {
 	// (DuckDB's default_block_size, a power of two from 16 KiB to 256 KiB);
 	// 0 leaves DuckDB's 256 KiB. An existing file keeps its own.
 	BlockSize int
+	// Attach lists DuckDB files ATTACHed read-only before external access
+	// is switched off (a locked instance reads no other file): a query
+	// over a model group attaches its members' versions.
+	Attach []Attachment
+}
+
+// Attachment is a DuckDB file Open attaches read-only as catalog Alias.
+type Attachment struct {
+	Path  string
+	Alias string
 }
 
 // Open opens the DuckDB database at path ("" for in-memory) with opts. The
@@ -61,6 +71,9 @@ func Open(ctx context.Context, path string, opts Options) (*sql.DB, error) {
 	}
 	db := sql.OpenDB(conn)
 	var stmts []string
+	for _, a := range opts.Attach {
+		stmts = append(stmts, "ATTACH "+Literal(a.Path)+" AS "+Ident(a.Alias)+" (READ_ONLY)")
+	}
 	if opts.Threads > 0 {
 		stmts = append(stmts, fmt.Sprintf("SET GLOBAL threads = %d", opts.Threads))
 	}
