@@ -41,8 +41,47 @@ func (e *env) remoteQuery(ctx context.Context, nc *nats.Conn, m, q string, versi
 	case err != nil:
 		return true, err
 	}
+	return true, e.writeStream(ctx, st, m, o)
+}
+
+// groupQuery runs q over group g through a reader (the union of the
+// members' latest versions; partial leaves out the members that fail)
+// and writes its result as remoteQuery does. The members used, with
+// their versions, and those left out go to stderr, one line each:
+//
+//	group flights: flights-2001-01@3 flights-2001-02@5
+//	group flights: left out flights-2001-03: model "flights-2001-03" has no published version yet
+//
+// A group query needs a reader: without one it is an error saying so.
+func (e *env) groupQuery(ctx context.Context, nc *nats.Conn, g, q string, partial bool, o queryOutput) error {
+	opts := reader.Options{Wait: readerWait, Partial: partial}
+	if o.rendered() {
+		opts.Render = o.format
+	}
+	st, err := reader.QueryGroupStream(ctx, nc, g, q, opts)
+	if errors.Is(err, reader.ErrNoReader) {
+		return withCode(ExitUnreachable, fmt.Errorf("%w: a query over a group runs on a reader (teactl dev starts one; cmd/reader)", err))
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "group %s:", g)
+	for _, m := range st.Members {
+		fmt.Fprintf(e.stderr, " %s@%d", m.Model, m.Version)
+	}
+	fmt.Fprintln(e.stderr)
+	for _, f := range st.Failed {
+		fmt.Fprintf(e.stderr, "group %s: left out %s: %s\n", g, f.Model, f.Error)
+	}
+	return e.writeStream(ctx, st, "group "+g, o)
+}
+
+// writeStream writes the result st of a query on name as o says, and
+// closes st.
+func (e *env) writeStream(ctx context.Context, st *reader.Stream, name string, o queryOutput) error {
 	defer st.Close()
-	return true, e.toOutput(o, func(w io.Writer, tmp string) error {
+	m := name
+	return e.toOutput(o, func(w io.Writer, tmp string) error {
 		if o.format == "arrow" && o.path == "" {
 			_, err := io.Copy(w, st)
 			if st.Err() != nil {

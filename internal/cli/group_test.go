@@ -1,0 +1,95 @@
+//go:build duckdb_arrow
+
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/teatree/teatree/internal/stacktest"
+	"github.com/teatree/teatree/queue"
+)
+
+// TestQueryGroup: teactl model create --group puts models in a group,
+// teactl model list shows it, and teactl query --group answers through a
+// reader over the union of the members' latest versions (the same as one
+// query over the union of their rows), naming the members' versions on
+// stderr; a member without a version fails the query with its name, and
+// --partial leaves it out; without a reader it says one is needed.
+func TestQueryGroup(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	ctx := context.Background()
+	env := stackEnv(t, s)
+	sizes := []int{300, 1700, 2500}
+	var union []string
+	for i, n := range sizes {
+		m := fmt.Sprintf("shard-%d", i)
+		if _, errOut, code := teactl(t, ctx, env, "model", "create", m, "--group", "shards"); code != 0 {
+			t.Fatalf("model create %s: exit %d: %s", m, code, errOut)
+		}
+		newBlockModel(t, s, m, n).publish("")
+		union = append(union, fmt.Sprintf("SELECT range AS id, 'name-' || (range %% 1000) AS v FROM range(%d)", n))
+	}
+	out, _, code := teactl(t, ctx, env, "model", "list")
+	if code != 0 || !strings.Contains(out, "GROUP") || strings.Count(out, "shards") != len(sizes) {
+		t.Errorf("model list (exit %d) does not show the group of each member:\n%s", code, out)
+	}
+	const agg = "count(*) AS n, sum(id) AS s, avg(id) AS a, min(v) AS lo, max(id) AS hi, count(DISTINCT v) AS d, median(id) AS med"
+	q := "SELECT " + agg + " FROM t"
+
+	_, errOut, code := teactl(t, ctx, env, "query", "--group", "shards", q)
+	if code != ExitUnreachable || !strings.Contains(errOut, "reader") {
+		t.Errorf("no reader: exit %d, %q: want exit %d saying a reader is needed", code, errOut, ExitUnreachable)
+	}
+
+	startReader(t, s, 0)
+	// The expected result: the same aggregates over the union of the rows,
+	// rendered by the same path.
+	want, errOut, code := teactl(t, ctx, env, "query", "shard-0", "SELECT "+agg+" FROM ("+strings.Join(union, " UNION ALL ")+")", "--format", "csv")
+	if code != 0 {
+		t.Fatalf("union query: exit %d: %s", code, errOut)
+	}
+	got, errOut, code := teactl(t, ctx, env, "query", "--group", "shards", q, "--format", "csv")
+	if code != 0 {
+		t.Fatalf("group query: exit %d: %s", code, errOut)
+	}
+	if got != want {
+		t.Errorf("group query printed\n%s\nwant (the union)\n%s", got, want)
+	}
+	if !strings.Contains(errOut, "group shards: shard-0@1 shard-1@1 shard-2@1") {
+		t.Errorf("stderr %q does not list the members' versions", errOut)
+	}
+
+	// A member without a published version.
+	if _, errOut, code := teactl(t, ctx, env, "model", "create", "shard-new", "--group", "shards"); code != 0 {
+		t.Fatalf("model create: %s", errOut)
+	}
+	if _, errOut, code = teactl(t, ctx, env, "query", "--group", "shards", q); code == 0 || !strings.Contains(errOut, "member shard-new") {
+		t.Errorf("member without a version: exit %d, %q: want a failure naming shard-new", code, errOut)
+	}
+	got, errOut, code = teactl(t, ctx, env, "query", "--group", "shards", q, "--format", "csv", "--partial")
+	if code != 0 || got != want || !strings.Contains(errOut, "left out shard-new") {
+		t.Errorf("--partial: exit %d, printed\n%s\nstderr %q: want the union of the others, shard-new left out", code, got, errOut)
+	}
+	// Taken out of the group, it no longer fails the query.
+	if _, errOut, code := teactl(t, ctx, env, "model", "group", "shard-new"); code != 0 {
+		t.Fatalf("model group: %s", errOut)
+	}
+	if got, errOut, code = teactl(t, ctx, env, "query", "--group", "shards", q, "--format", "csv"); code != 0 || got != want {
+		t.Errorf("after model group shard-new: exit %d: %s%s", code, got, errOut)
+	}
+
+	// Bad input: one clear error each.
+	for _, args := range [][]string{
+		{"query", "--group", "Bad.Name", q},
+		{"query", "--group", "shards", q, "--version", "1"},
+		{"query", "shard-0", q, "--partial"},
+		{"model", "create", "x", "--group", "no_underscores"},
+	} {
+		if _, errOut, code := teactl(t, ctx, env, args...); code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("%v: exit %d, %q: want one error line", args, code, errOut)
+		}
+	}
+}
