@@ -306,6 +306,15 @@ type Version struct {
 	Tables         []Table    `json:"tables"`
 }
 
+// TableNames are the names of v's tables, in v.Tables' order.
+func (v Version) TableNames() []string {
+	names := make([]string, len(v.Tables))
+	for i, t := range v.Tables {
+		names[i] = t.Name
+	}
+	return names
+}
+
 // Snapshot formats of model_version.snapshot_format.
 const (
 	FormatFile   = "file"   // snapshot_uri is a DuckDB file, sha256 its digest

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -61,8 +59,7 @@ func (s *Server) serveGroup(ctx context.Context, req micro.Request) {
 		}()
 		var members []Member
 		var failed []MemberError
-		var attach []duck.Attachment
-		tables := map[string][]string{} // table → the aliases of the members holding it
+		var union []duck.UnionMember
 		for i, m := range ids {
 			if errs[i] != nil {
 				if !r.Partial {
@@ -72,35 +69,17 @@ func (s *Server) serveGroup(ctx context.Context, req micro.Request) {
 				failed = append(failed, MemberError{Model: m, Error: msg})
 				continue
 			}
-			alias := "db_" + strconv.Itoa(len(attach)+1)
-			attach = append(attach, duck.Attachment{Path: ovs[i].path, Alias: alias})
 			members = append(members, Member{Model: m, Version: ovs[i].v.Version})
-			for _, t := range ovs[i].v.Tables {
-				tables[t.Name] = append(tables[t.Name], alias)
-			}
+			union = append(union, duck.UnionMember{Path: ovs[i].path, Tables: ovs[i].v.TableNames()})
 		}
 		if len(members) == 0 {
 			return fmt.Errorf("group %s: every member failed: %s: %s", g, failed[0].Model, failed[0].Error)
 		}
-		db, err := duck.Open(qctx, "", duck.Options{Threads: s.cfg.Threads, MemoryLimit: s.cfg.MemoryLimit, Attach: attach})
+		db, err := duck.OpenUnion(qctx, union, duck.Options{Threads: s.cfg.Threads, MemoryLimit: s.cfg.MemoryLimit})
 		if err != nil {
 			return fmt.Errorf("reader: group %s: %w", g, err)
 		}
 		defer db.Close()
-		names := make([]string, 0, len(tables))
-		for t := range tables {
-			names = append(names, t)
-		}
-		slices.Sort(names)
-		for _, t := range names {
-			parts := make([]string, len(tables[t]))
-			for i, a := range tables[t] {
-				parts[i] = "SELECT * FROM " + duck.Ident(a) + ".main." + duck.Ident(t)
-			}
-			if _, err := db.ExecContext(qctx, "CREATE VIEW main."+duck.Ident(t)+" AS "+strings.Join(parts, " UNION ALL BY NAME ")); err != nil {
-				return fmt.Errorf("reader: group %s: table %s: %w", g, t, err)
-			}
-		}
 		hdr := nats.Header{}
 		hdr.Set(HeaderGroup, g)
 		js, _ := json.Marshal(members)

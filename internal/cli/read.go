@@ -195,9 +195,10 @@ holds a page at a time, and a failed query leaves FILE as it was.
 --group GROUP runs the SELECT through a reader over the union of the
 latest versions of the group's members (teactl model create --group): each
 table is the UNION ALL BY NAME of the members holding it, so every
-aggregate is exact. The members and their versions are printed on stderr.
-A member that fails fails the query with its name; --partial leaves it
-out instead (named on stderr). A group query needs a reader.`,
+aggregate is exact. Without a reader (or with --local) the members' pulled
+snapshots are attached the same way here. The members and their versions
+are printed on stderr. A member that fails fails the query with its name;
+--partial leaves it out instead (named on stderr).`,
 		Example: `  teactl query flights "SELECT origin, count(*) FROM flights GROUP BY ALL"
   teactl query flights@3 "SELECT * FROM flights" -o flights-v3.parquet
   teactl query flights "SELECT * FROM flights" --format arrow | python3 read_arrow.py
@@ -221,17 +222,15 @@ out instead (named on stderr). A group query needs a reader.`,
 			}
 			if group != "" {
 				switch {
-				case local || source != "snapshot" || cmd.Flags().Changed("version"):
-					return fmt.Errorf("%w: --group runs on the members' latest snapshots through a reader: drop --local, --source and --version", model.ErrInvalid)
+				case source != "snapshot" || cmd.Flags().Changed("version"):
+					return fmt.Errorf("%w: --group runs on the members' latest snapshots: drop --source and --version", model.ErrInvalid)
 				case model.ValidateID(group) != nil:
 					return fmt.Errorf("--group %q: %w", group, model.ValidateID(group))
 				}
 				if err := functions.ValidateSelect(args[0]); err != nil {
 					return err
 				}
-				return e.with(false, false, func(d *session) error {
-					return e.groupQuery(cmd.Context(), d.NC, group, args[0], partial, o)
-				})
+				return e.groupQuery(cmd.Context(), group, args[0], partial, local, o)
 			}
 			if partial {
 				return fmt.Errorf("%w: --partial is for --group", model.ErrInvalid)
@@ -279,7 +278,7 @@ out instead (named on stderr). A group query needs a reader.`,
 	c.Flags().StringVarP(&out, "output", "o", "", "write the result to this file, in the format of its extension: .parquet, .arrow (Arrow IPC file), .csv or .json")
 	c.Flags().BoolVar(&local, "local", false, "query the pulled snapshot here even when a reader answers (same result)")
 	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table over its data files, as teactl archive lists them)")
-	c.Flags().StringVar(&group, "group", "", "query the union of the latest versions of this group's members (through a reader)")
+	c.Flags().StringVar(&group, "group", "", "query the union of the latest versions of this group's members")
 	c.Flags().BoolVar(&partial, "partial", false, "with --group: leave out the members that fail (named on stderr) instead of failing")
 	e.cache.register(e, c)
 	return c
