@@ -92,10 +92,11 @@ type Model struct {
 	SizeClass      string    `json:"size_class"` // small, medium, large, xlarge
 	WriterEpoch    int64     `json:"writer_epoch"`
 	CurrentVersion int64     `json:"current_version"`
-	Retention      int       `json:"retention"`   // versions kept
-	AllowSQL       bool      `json:"allow_sql"`   // the privileged sql function
-	StartSeq       uint64    `json:"start_seq"`   // first owned sequence of TEATREE_REQUESTS
-	SettledSeq     uint64    `json:"settled_seq"` // requests up to here are published (in a version or the request log)
+	Retention      int       `json:"retention"`       // versions kept
+	AllowSQL       bool      `json:"allow_sql"`       // the privileged sql function
+	StartSeq       uint64    `json:"start_seq"`       // first owned sequence of TEATREE_REQUESTS
+	SettledSeq     uint64    `json:"settled_seq"`     // requests up to here are published (in a version or the request log)
+	Group          string    `json:"group,omitempty"` // the model group ("" for none), named like a model id
 	Created        time.Time `json:"created"`
 	Updated        time.Time `json:"updated"`
 }
@@ -126,15 +127,20 @@ func (m *Model) validate() error {
 	if m.StartSeq == 0 {
 		m.StartSeq = 1
 	}
+	if m.Group != "" {
+		if err := model.ValidateID(m.Group); err != nil {
+			return fmt.Errorf("group %q: %w", m.Group, err)
+		}
+	}
 	return nil
 }
 
-const modelColumns = `id, size_class, writer_epoch, current_version, retention, allow_sql, start_seq, created_at, updated_at, settled_seq`
+const modelColumns = `id, size_class, writer_epoch, current_version, retention, allow_sql, start_seq, created_at, updated_at, settled_seq, coalesce(model_group, '')`
 
 func scanModel(row pgx.Row) (Model, error) {
 	var m Model
 	var start, settled int64
-	err := row.Scan(&m.ID, &m.SizeClass, &m.WriterEpoch, &m.CurrentVersion, &m.Retention, &m.AllowSQL, &start, &m.Created, &m.Updated, &settled)
+	err := row.Scan(&m.ID, &m.SizeClass, &m.WriterEpoch, &m.CurrentVersion, &m.Retention, &m.AllowSQL, &start, &m.Created, &m.Updated, &settled, &m.Group)
 	m.StartSeq, m.SettledSeq = uint64(start), uint64(settled)
 	return m, err
 }
@@ -145,8 +151,8 @@ func (db *DB) CreateModel(ctx context.Context, m Model) (Model, error) {
 	if err := m.validate(); err != nil {
 		return Model{}, err
 	}
-	row := db.pool.QueryRow(ctx, `INSERT INTO goal_model (id, size_class, retention, allow_sql, start_seq)
-		VALUES ($1, $2, $3, $4, $5) RETURNING `+modelColumns, m.ID, m.SizeClass, m.Retention, m.AllowSQL, int64(m.StartSeq))
+	row := db.pool.QueryRow(ctx, `INSERT INTO goal_model (id, size_class, retention, allow_sql, start_seq, model_group)
+		VALUES ($1, $2, $3, $4, $5, nullif($6, '')) RETURNING `+modelColumns, m.ID, m.SizeClass, m.Retention, m.AllowSQL, int64(m.StartSeq), m.Group)
 	got, err := scanModel(row)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
@@ -183,15 +189,35 @@ func (db *DB) ListModels(ctx context.Context) ([]Model, error) {
 	return ms, nil
 }
 
-// UpdateModel changes the settings of model m.ID: size class, retention
-// and allow_sql. Epoch, version and start sequence are not settings and
+// GroupMembers returns the ids of the models of group g, ordered by id;
+// a group no model belongs to is model.ErrNotFound.
+func (db *DB) GroupMembers(ctx context.Context, g string) ([]string, error) {
+	if err := model.ValidateID(g); err != nil {
+		return nil, fmt.Errorf("group %q: %w", g, err)
+	}
+	rows, err := db.pool.Query(ctx, `SELECT id FROM goal_model WHERE model_group = $1 ORDER BY id`, g)
+	if err != nil {
+		return nil, fmt.Errorf("controldb: members of group %q: %w", g, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("controldb: members of group %q: %w", g, err)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("%w: no model belongs to group %q: add one with `teactl model create NAME --group %s`", model.ErrNotFound, g, g)
+	}
+	return ids, nil
+}
+
+// UpdateModel changes the settings of model m.ID: size class, retention,
+// allow_sql and group ("" for none). Epoch, version and start sequence are not settings and
 // are left alone.
 func (db *DB) UpdateModel(ctx context.Context, m Model) (Model, error) {
 	if err := m.validate(); err != nil {
 		return Model{}, err
 	}
-	got, err := scanModel(db.pool.QueryRow(ctx, `UPDATE goal_model SET size_class = $2, retention = $3, allow_sql = $4, updated_at = now()
-		WHERE id = $1 RETURNING `+modelColumns, m.ID, m.SizeClass, m.Retention, m.AllowSQL))
+	got, err := scanModel(db.pool.QueryRow(ctx, `UPDATE goal_model SET size_class = $2, retention = $3, allow_sql = $4, model_group = nullif($5, ''), updated_at = now()
+		WHERE id = $1 RETURNING `+modelColumns, m.ID, m.SizeClass, m.Retention, m.AllowSQL, m.Group))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Model{}, fmt.Errorf("%w: model %q does not exist", model.ErrNotFound, m.ID)
 	}
@@ -278,6 +304,15 @@ type Version struct {
 	Created        time.Time  `json:"created"`
 	Expired        *time.Time `json:"expired,omitempty"`
 	Tables         []Table    `json:"tables"`
+}
+
+// TableNames are the names of v's tables, in v.Tables' order.
+func (v Version) TableNames() []string {
+	names := make([]string, len(v.Tables))
+	for i, t := range v.Tables {
+		names[i] = t.Name
+	}
+	return names
 }
 
 // Snapshot formats of model_version.snapshot_format.

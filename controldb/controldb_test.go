@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -280,5 +281,48 @@ func TestRequestLogRowBelongsToTheFirstRequest(t *testing.T) {
 		if recs, err := db.ListRequests(ctx, m); err != nil || len(recs) != want {
 			t.Errorf("requests of %s: %+v, %v; want %d", m, recs, err, want)
 		}
+	}
+}
+
+// TestGroups: a model's group is set at creation, changed and cleared by
+// UpdateModel, validated like a model id, and GroupMembers lists the
+// members by id; a group without members is model.ErrNotFound.
+func TestGroups(t *testing.T) {
+	db := open(t)
+	ctx := context.Background()
+	for _, m := range []controldb.Model{{ID: "b-2", Group: "g"}, {ID: "a-1", Group: "g"}, {ID: "c-3"}} {
+		if _, err := db.CreateModel(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.CreateModel(ctx, controldb.Model{ID: "d", Group: "Bad.Group"}); !errors.Is(err, model.ErrInvalid) {
+		t.Errorf("bad group: %v, want ErrInvalid", err)
+	}
+	got, err := db.GroupMembers(ctx, "g")
+	if err != nil || !slices.Equal(got, []string{"a-1", "b-2"}) {
+		t.Errorf("members %v, %v: want [a-1 b-2]", got, err)
+	}
+	c, err := db.GetModel(ctx, "c-3")
+	if err != nil || c.Group != "" {
+		t.Fatalf("c-3: %+v, %v", c, err)
+	}
+	c.Group = "g"
+	if c, err = db.UpdateModel(ctx, c); err != nil || c.Group != "g" {
+		t.Fatalf("update: %+v, %v", c, err)
+	}
+	a, _ := db.GetModel(ctx, "a-1")
+	a.Group = ""
+	if _, err := db.UpdateModel(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = db.GroupMembers(ctx, "g"); err != nil || !slices.Equal(got, []string{"b-2", "c-3"}) {
+		t.Errorf("members after the updates %v, %v: want [b-2 c-3]", got, err)
+	}
+	if _, err := db.GroupMembers(ctx, "none"); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("empty group: %v, want ErrNotFound", err)
+	}
+	ms, err := db.ListModels(ctx)
+	if err != nil || len(ms) != 3 || ms[1].Group != "g" {
+		t.Errorf("list %+v, %v: want b-2 in group g", ms, err)
 	}
 }

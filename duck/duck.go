@@ -9,7 +9,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -38,6 +40,16 @@ type Options struct {
 	// (DuckDB's default_block_size, a power of two from 16 KiB to 256 KiB);
 	// 0 leaves DuckDB's 256 KiB. An existing file keeps its own.
 	BlockSize int
+	// Attach lists DuckDB files ATTACHed read-only before external access
+	// is switched off (a locked instance reads no other file): a query
+	// over a model group attaches its members' versions.
+	Attach []Attachment
+}
+
+// Attachment is a DuckDB file Open attaches read-only as catalog Alias.
+type Attachment struct {
+	Path  string
+	Alias string
 }
 
 // Open opens the DuckDB database at path ("" for in-memory) with opts. The
@@ -61,6 +73,9 @@ func Open(ctx context.Context, path string, opts Options) (*sql.DB, error) {
 	}
 	db := sql.OpenDB(conn)
 	var stmts []string
+	for _, a := range opts.Attach {
+		stmts = append(stmts, "ATTACH "+Literal(a.Path)+" AS "+Ident(a.Alias)+" (READ_ONLY)")
+	}
 	if opts.Threads > 0 {
 		stmts = append(stmts, fmt.Sprintf("SET GLOBAL threads = %d", opts.Threads))
 	}
@@ -113,3 +128,45 @@ func Literal(s string) string {
 // built without the duckdb_arrow build tag, which duckdb-go's Arrow
 // interface needs.
 var ErrNoArrow = errors.New("this binary was built without the duckdb_arrow build tag, which DuckDB's Arrow interface needs: build with 'make build' (or go build -tags duckdb_arrow)")
+
+// UnionMember is a DuckDB file OpenUnion attaches, and the names of the
+// tables (in schema main) it holds.
+type UnionMember struct {
+	Path   string
+	Tables []string
+}
+
+// OpenUnion opens an in-memory DuckDB with opts (its Attach is replaced)
+// that attaches the members' files read-only as db_1, db_2, … in order,
+// before external access is locked, and has, for every table name any
+// member holds, a view main.<table>: the UNION ALL BY NAME of that table
+// in the members holding it (a member without the table adds no rows; a
+// column a member lacks is NULL in its rows). A query over a model group
+// runs there, on a reader and in teactl's local path.
+func OpenUnion(ctx context.Context, members []UnionMember, opts Options) (*sql.DB, error) {
+	opts.Attach = nil
+	tables := map[string][]string{} // table → the aliases of the members holding it
+	for i, m := range members {
+		alias := "db_" + strconv.Itoa(i+1)
+		opts.Attach = append(opts.Attach, Attachment{Path: m.Path, Alias: alias})
+		for _, t := range m.Tables {
+			tables[t] = append(tables[t], alias)
+		}
+	}
+	db, err := Open(ctx, "", opts)
+	if err != nil {
+		return nil, err
+	}
+	names := slices.Sorted(maps.Keys(tables))
+	for _, t := range names {
+		parts := make([]string, len(tables[t]))
+		for i, a := range tables[t] {
+			parts[i] = "SELECT * FROM " + Ident(a) + ".main." + Ident(t)
+		}
+		if _, err := db.ExecContext(ctx, "CREATE VIEW main."+Ident(t)+" AS "+strings.Join(parts, " UNION ALL BY NAME ")); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("duck: view %s over the union: %w", t, err)
+		}
+	}
+	return db, nil
+}

@@ -96,3 +96,52 @@ func TestIdentAndLiteral(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenUnion: a view per table over the members holding it, by name (a
+// column one member lacks is NULL in its rows, a table one member lacks
+// adds nothing), the members' files attached read-only, and no other file
+// readable once open.
+func TestOpenUnion(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var members []UnionMember
+	for i, stmts := range []string{
+		"CREATE TABLE t (id INTEGER, v VARCHAR); INSERT INTO t VALUES (1, 'a'), (2, 'b'); CREATE TABLE only_first (x INTEGER); INSERT INTO only_first VALUES (7)",
+		"CREATE TABLE t (v VARCHAR, id INTEGER, w INTEGER); INSERT INTO t VALUES ('c', 3, 30)",
+	} {
+		path := filepath.Join(dir, "m"+string(rune('0'+i))+".duckdb")
+		db, err := Open(ctx, path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(stmts); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		tables := []string{"t"}
+		if i == 0 {
+			tables = append(tables, "only_first")
+		}
+		members = append(members, UnionMember{Path: path, Tables: tables})
+	}
+	db, err := OpenUnion(ctx, members, Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var got string
+	if err := db.QueryRow(`SELECT string_agg(id || ':' || v || ':' || coalesce(w::VARCHAR, 'NULL'), ' ' ORDER BY id) || ' ' || (SELECT sum(x) FROM only_first) FROM t`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if want := "1:a:NULL 2:b:NULL 3:c:30 7"; got != want {
+		t.Errorf("union %q, want %q", got, want)
+	}
+	if _, err := db.Exec(`INSERT INTO db_1.t VALUES (9, 'z')`); err == nil {
+		t.Error("a member file is writable")
+	}
+	other := filepath.Join(dir, "other.csv")
+	os.WriteFile(other, []byte("a\n1\n"), 0o644)
+	if err := db.QueryRow(`SELECT count(*)::VARCHAR FROM read_csv(` + Literal(other) + `)`).Scan(&got); err == nil {
+		t.Error("a query on the union read another file")
+	}
+}

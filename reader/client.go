@@ -2,6 +2,7 @@ package reader
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ type Options struct {
 	MaxBytes int64         // lower the reader's byte limit (0: the reader's)
 	Timeout  time.Duration // lower the reader's time limit (0: the reader's)
 	Render   string        // "", or table, csv, json: see Request.Render
+	Partial  bool          // a group query leaves out failing members (Request.Partial)
 	// Wait bounds the wait for the first page, and for each next one;
 	// default 30 s. No first page in time is ErrNoReader.
 	Wait time.Duration
@@ -36,6 +38,10 @@ type Options struct {
 type Result struct {
 	Model   string
 	Version int64 // the version the whole result comes from
+	// A group query's result has these instead of Model and Version.
+	Group   string
+	Members []Member      // the members the result comes from, with their versions
+	Failed  []MemberError // the members a partial query left out
 
 	pages *pages
 	rd    *ipc.Reader
@@ -51,7 +57,26 @@ func Query(ctx context.Context, nc *nats.Conn, m, sql string, opts Options) (*Re
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Model: m, Version: st.Version, pages: st.pages}
+	return result(st)
+}
+
+// QueryGroup is Query over group g (teatree.group.<g>): the union of its
+// members' latest versions. The result's Members lists the members used
+// with their versions, Failed those a partial query left out. Errors: as
+// Query's; a failing member's names it.
+func QueryGroup(ctx context.Context, nc *nats.Conn, g, sql string, opts Options) (*Result, error) {
+	st, err := QueryGroupStream(ctx, nc, g, sql, opts)
+	if err != nil {
+		return nil, err
+	}
+	return result(st)
+}
+
+// result reads st as Arrow record batches.
+func result(st *Stream) (*Result, error) {
+	m := st.pages.subject
+	res := &Result{Model: st.Model, Version: st.Version, Group: st.Group, Members: st.Members, Failed: st.Failed, pages: st.pages}
+	var err error
 	if res.rd, err = ipc.NewReader(st.pages); err != nil {
 		res.Close()
 		if st.pages.err != nil {
@@ -69,6 +94,9 @@ func Query(ctx context.Context, nc *nats.Conn, m, sql string, opts Options) (*Re
 type Stream struct {
 	Model   string
 	Version int64 // the version the whole result comes from
+	Group   string
+	Members []Member      // a group query's members and their versions
+	Failed  []MemberError // the members a partial group query left out
 
 	pages *pages
 }
@@ -80,7 +108,22 @@ func QueryStream(ctx context.Context, nc *nats.Conn, m, sql string, opts Options
 	if err := model.ValidateID(m); err != nil {
 		return nil, err
 	}
-	r := Request{SQL: sql, Version: opts.Version, MaxRows: opts.MaxRows, MaxBytes: opts.MaxBytes, TimeoutMS: opts.Timeout.Milliseconds(), Render: opts.Render}
+	return queryStream(ctx, nc, Subject(m), sql, opts)
+}
+
+// QueryGroupStream is QueryGroup returning the result's Arrow IPC stream
+// unread.
+func QueryGroupStream(ctx context.Context, nc *nats.Conn, g, sql string, opts Options) (*Stream, error) {
+	if err := model.ValidateID(g); err != nil {
+		return nil, fmt.Errorf("group %q: %w", g, err)
+	}
+	return queryStream(ctx, nc, GroupSubject(g), sql, opts)
+}
+
+// queryStream sends the query to subject and returns once the first page
+// arrived.
+func queryStream(ctx context.Context, nc *nats.Conn, subject, sql string, opts Options) (*Stream, error) {
+	r := Request{SQL: sql, Version: opts.Version, MaxRows: opts.MaxRows, MaxBytes: opts.MaxBytes, TimeoutMS: opts.Timeout.Milliseconds(), Render: opts.Render, Partial: opts.Partial}
 	body, err := r.encode()
 	if err != nil {
 		return nil, err
@@ -91,22 +134,34 @@ func QueryStream(ctx context.Context, nc *nats.Conn, m, sql string, opts Options
 	inbox := nc.NewRespInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return nil, fmt.Errorf("reader: query %s: %w", m, err)
+		return nil, fmt.Errorf("reader: query %s: %w", subject, err)
 	}
-	msg := nats.NewMsg(Subject(m))
+	msg := nats.NewMsg(subject)
 	msg.Reply, msg.Data = inbox, body
 	if err := nc.PublishMsg(msg); err != nil {
 		sub.Unsubscribe()
-		return nil, fmt.Errorf("reader: query %s: %w", m, err)
+		return nil, fmt.Errorf("reader: query %s: %w", subject, err)
 	}
-	p := &pages{ctx: ctx, nc: nc, sub: sub, wait: opts.Wait, model: m}
+	p := &pages{ctx: ctx, nc: nc, sub: sub, wait: opts.Wait, subject: subject}
 	first, err := p.next()
 	if err != nil {
 		sub.Unsubscribe()
 		return nil, err
 	}
-	st := &Stream{Model: m, pages: p}
+	st := &Stream{Model: first.Header.Get(HeaderModel), Group: first.Header.Get(HeaderGroup), pages: p}
 	st.Version, _ = strconv.ParseInt(first.Header.Get(HeaderVersion), 10, 64)
+	if h := first.Header.Get(HeaderMembers); h != "" {
+		if err := json.Unmarshal([]byte(h), &st.Members); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("reader: query %s: bad %s header: %w", subject, HeaderMembers, err)
+		}
+	}
+	if h := first.Header.Get(HeaderFailed); h != "" {
+		if err := json.Unmarshal([]byte(h), &st.Failed); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("reader: query %s: bad %s header: %w", subject, HeaderFailed, err)
+		}
+	}
 	p.take(first)
 	return st, nil
 }
@@ -138,7 +193,7 @@ func (r *Result) Err() error {
 		return r.pages.err
 	}
 	if err := r.rd.Err(); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("reader: query %s: bad Arrow IPC reply: %w", r.Model, err)
+		return fmt.Errorf("reader: query %s: bad Arrow IPC reply: %w", r.pages.subject, err)
 	}
 	return nil
 }
@@ -160,7 +215,7 @@ type pages struct {
 	nc      *nats.Conn
 	sub     *nats.Subscription
 	wait    time.Duration
-	model   string
+	subject string // the query's subject
 	cur     []byte
 	control string // subject to ask the next page on
 	last    bool   // the last page was taken
@@ -178,11 +233,11 @@ func (p *pages) next() (*nats.Msg, error) {
 	case p.ctx.Err() != nil:
 		return nil, p.ctx.Err()
 	case errors.Is(err, nats.ErrNoResponders):
-		return nil, fmt.Errorf("%w on %s", ErrNoReader, Subject(p.model))
+		return nil, fmt.Errorf("%w on %s", ErrNoReader, p.subject)
 	case errors.Is(err, context.DeadlineExceeded):
-		return nil, fmt.Errorf("%w on %s within %s", ErrNoReader, Subject(p.model), p.wait)
+		return nil, fmt.Errorf("%w on %s within %s", ErrNoReader, p.subject, p.wait)
 	default:
-		return nil, fmt.Errorf("reader: query %s: %w", p.model, err)
+		return nil, fmt.Errorf("reader: query %s: %w", p.subject, err)
 	}
 	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
 		return nil, replyErr(code, msg.Header.Get(micro.ErrorHeader))
@@ -198,7 +253,7 @@ func (p *pages) take(msg *nats.Msg) {
 	p.control = msg.Header.Get(HeaderNext)
 	if !p.last && p.control != "" {
 		if err := p.nc.Publish(p.control, []byte(ControlNext)); err != nil {
-			p.err = fmt.Errorf("reader: query %s: %w", p.model, err)
+			p.err = fmt.Errorf("reader: query %s: %w", p.subject, err)
 		}
 	}
 }

@@ -17,9 +17,14 @@
 // It serves as NATS micro service ServiceName ("teatree-reader"; $SRV.PING,
 // $SRV.INFO and $SRV.STATS come with it) with endpoint "query" on subject
 // teatree.query.* in queue group QueueGroup: several readers may run and
-// each request is answered by one. Its endpoint "info" (package
-// internal/svcinfo, teactl info) reports the open models and versions, the
-// queries in flight, memory and the last failed query.
+// each request is answered by one. Endpoint "group" on teatree.group.*
+// answers a query over a model group: the union of its members' latest
+// versions, attached read-only in one in-memory DuckDB with a view per
+// table (Server.serveGroup); its pages carry HeaderGroup and
+// HeaderMembers, and HeaderFailed for a partial one. QueryGroup is its
+// client. Endpoint "info" (package internal/svcinfo, teactl info) reports
+// the open models and versions, the queries in flight, memory and the last
+// failed query.
 //
 // # Protocol
 //

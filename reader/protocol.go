@@ -19,6 +19,15 @@ func Subject(m string) string { return SubjectPrefix + m }
 // SubjectPrefix + "*".
 const SubjectPrefix = "teatree.query."
 
+// GroupSubject is the subject of group g's query endpoint: a query over
+// the union of its members' latest versions (Server.serveGroup).
+func GroupSubject(g string) string { return GroupSubjectPrefix + g }
+
+// GroupSubjectPrefix starts every group query subject; the endpoint
+// "group" listens on GroupSubjectPrefix + "*". It is not under
+// SubjectPrefix: teatree.query.* is the model endpoint.
+const GroupSubjectPrefix = "teatree.group."
+
 // ServiceName is the NATS micro service name of every reader; QueueGroup
 // is the queue group of its endpoint, so that one reader answers each
 // request.
@@ -35,7 +44,23 @@ const (
 	HeaderRows    = "Teatree-Rows"    // rows in this page
 	HeaderNext    = "Teatree-Next"    // subject to send "next" or "cancel" to; absent on the last page
 	HeaderLast    = "Teatree-Last"    // "true" on the last page
+	// A group query's pages carry these instead of model and version.
+	HeaderGroup   = "Teatree-Group"   // the group queried
+	HeaderMembers = "Teatree-Members" // JSON [{"model","version"}]: the members the result comes from
+	HeaderFailed  = "Teatree-Failed"  // JSON [{"model","error"}]: members left out (partial only)
 )
+
+// Member is a member of a group and the version a group query used.
+type Member struct {
+	Model   string `json:"model"`
+	Version int64  `json:"version"`
+}
+
+// MemberError is a member a partial group query left out, and why.
+type MemberError struct {
+	Model string `json:"model"`
+	Error string `json:"error"`
+}
 
 // Control messages (client → the subject of HeaderNext).
 const (
@@ -80,6 +105,10 @@ type Request struct {
 	// row (json), rendered by DuckDB exactly as teactl query prints them
 	// from a local snapshot (RenderSQL).
 	Render string `json:"render,omitempty"`
+	// Partial, for a group query, leaves out the members that fail
+	// (listed in HeaderFailed) instead of failing the query; it fails
+	// still when every member does.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // MaxRequestBytes bounds a request message.

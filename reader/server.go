@@ -3,6 +3,7 @@ package reader
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -129,6 +130,12 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("reader: add endpoint: %w", err)
 	}
+	err = svc.AddEndpoint("group", micro.HandlerFunc(func(req micro.Request) {
+		s.goTracked(func() { s.serveGroup(qctx, req) })
+	}), micro.WithEndpointSubject(GroupSubjectPrefix+"*"), micro.WithEndpointQueueGroup(QueueGroup))
+	if err != nil {
+		return fmt.Errorf("reader: add endpoint: %w", err)
+	}
 	if err := svcinfo.AddEndpoint(svc, s.info); err != nil {
 		return fmt.Errorf("reader: %w", err)
 	}
@@ -214,49 +221,58 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// serve answers one query request: error replies carry micro's error
-// headers; the result goes as pages to the request's reply subject.
+// serve answers one query request on a model: error replies carry
+// micro's error headers; the result goes as pages to the request's reply
+// subject.
 func (s *Server) serve(ctx context.Context, req micro.Request) {
+	m := strings.TrimPrefix(req.Subject(), SubjectPrefix)
+	s.admit(ctx, req, m, model.ValidateID(m), func(qctx context.Context, r Request) error {
+		ov, err := s.acquire(qctx, ctx, m, r.Version)
+		if err != nil {
+			return err
+		}
+		defer s.release(ov)
+		hdr := nats.Header{}
+		hdr.Set(HeaderModel, ov.v.Model)
+		hdr.Set(HeaderVersion, strconv.FormatInt(ov.v.Version, 10))
+		return s.stream(qctx, ov.db, hdr, m, r, req.Reply())
+	})
+}
+
+// admit decodes a request on name (a model or a group; bad, when not nil,
+// refuses it), holds a query slot and the time limit, and runs run; its
+// error, or the time limit's, is the error reply. run sends the pages.
+func (s *Server) admit(ctx context.Context, req micro.Request, name string, bad error, run func(qctx context.Context, r Request) error) {
 	reply := req.Reply()
 	if reply == "" {
 		return
 	}
-	m := strings.TrimPrefix(req.Subject(), SubjectPrefix)
-	err := model.ValidateID(m)
 	var r Request
+	err := bad
 	if err == nil {
 		r, err = DecodeRequest(req.Data())
 	}
 	if err != nil {
-		s.fail(reply, m, err)
+		s.fail(reply, name, err)
 		return
 	}
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	limit := r.timeout(s.cfg.MaxTime)
-	qctx, cancel := context.WithTimeoutCause(ctx, limit, timeLimitError{m, limit})
+	qctx, cancel := context.WithTimeoutCause(ctx, limit, timeLimitError{name, limit})
 	defer cancel()
 	select {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
 	case <-qctx.Done():
-		s.fail(reply, m, context.Cause(qctx))
+		s.fail(reply, name, context.Cause(qctx))
 		return
 	}
-	ov, err := s.acquire(qctx, ctx, m, r.Version)
-	if err != nil {
+	if err := run(qctx, r); err != nil && !errors.Is(err, errCancelled) {
 		if qctx.Err() != nil {
 			err = context.Cause(qctx)
 		}
-		s.fail(reply, m, err)
-		return
-	}
-	defer s.release(ov)
-	if err := s.stream(qctx, ov, r, reply); err != nil && !errors.Is(err, errCancelled) {
-		if qctx.Err() != nil {
-			err = context.Cause(qctx)
-		}
-		s.fail(reply, m, err)
+		s.fail(reply, name, err)
 	}
 }
 
@@ -302,12 +318,13 @@ func (s *Server) fail(reply, m string, err error) {
 	s.nc.PublishMsg(out)
 }
 
-// stream runs r on ov and sends the result to reply in pages (see the
-// package doc): page 1 at once, each next one when the client asks for
-// it on the page's HeaderNext subject, the page after it built
-// meanwhile.
-func (s *Server) stream(ctx context.Context, ov *openVersion, r Request, reply string) error {
-	conn, err := ov.db.Conn(ctx)
+// stream runs r on db and sends the result to reply in pages (see the
+// package doc), each with the headers hdr (what the result comes from;
+// name, the model or group, is for the log): page 1 at once, each next
+// one when the client asks for it on the page's HeaderNext subject, the
+// page after it built meanwhile.
+func (s *Server) stream(ctx context.Context, db *sql.DB, hdr nats.Header, name string, r Request, reply string) error {
+	conn, err := db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("reader: %w", err)
 	}
@@ -322,7 +339,7 @@ func (s *Server) stream(ctx context.Context, ov *openVersion, r Request, reply s
 		return fmt.Errorf("reader: %w", err)
 	}
 	defer sub.Unsubscribe()
-	p := &pager{s: s, ctx: ctx, ov: ov, reply: reply, control: control, sub: sub,
+	p := &pager{s: s, ctx: ctx, hdr: hdr, name: name, reply: reply, control: control, sub: sub,
 		maxRows: lower(r.MaxRows, s.cfg.MaxRows), maxBytes: lower(r.MaxBytes, s.cfg.MaxBytes)}
 	return conn.Raw(func(dc any) error {
 		rr, err := arrowQuery(ctx, dc, q)
@@ -359,7 +376,8 @@ func duckErr(err error) error {
 type pager struct {
 	s       *Server
 	ctx     context.Context
-	ov      *openVersion
+	hdr     nats.Header // set on every page
+	name    string      // the model or group queried
 	reply   string
 	control string
 	sub     *nats.Subscription
@@ -422,8 +440,9 @@ func (p *pager) flush(last bool) error {
 		}
 	}
 	msg := nats.NewMsg(p.reply)
-	msg.Header.Set(HeaderModel, p.ov.v.Model)
-	msg.Header.Set(HeaderVersion, strconv.FormatInt(p.ov.v.Version, 10))
+	for k, v := range p.hdr {
+		msg.Header[k] = v
+	}
 	msg.Header.Set(HeaderPage, strconv.Itoa(p.page))
 	msg.Header.Set(HeaderRows, strconv.FormatInt(p.pageRows, 10))
 	if last {
@@ -455,7 +474,7 @@ func (p *pager) await() error {
 	case p.ctx.Err() != nil:
 		return context.Cause(p.ctx)
 	default:
-		p.s.log.Debug("client asked for no page in time", "model", p.ov.v.Model, "timeout", p.s.cfg.ClientTimeout)
+		p.s.log.Debug("client asked for no page in time", "query", p.name, "timeout", p.s.cfg.ClientTimeout)
 		return errCancelled
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,7 +50,7 @@ func dispatcherCmd(e *env) *cobra.Command {
 
 func modelCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "model", Short: "create, list and show models"}
-	var sizeClass string
+	var sizeClass, group string
 	var retention int
 	var allowSQL, asJSON bool
 	create := &cobra.Command{
@@ -60,6 +61,11 @@ func modelCmd(e *env) *cobra.Command {
 			if err := model.ValidateID(args[0]); err != nil {
 				return err
 			}
+			if group != "" {
+				if err := model.ValidateID(group); err != nil {
+					return fmt.Errorf("--group %q: %w", group, err)
+				}
+			}
 			return e.with(true, false, func(d *session) error {
 				ctx := cmd.Context()
 				// The model owns the requests published after this point.
@@ -67,14 +73,18 @@ func modelCmd(e *env) *cobra.Command {
 				if err != nil {
 					return withCode(ExitUnreachable, fmt.Errorf("%w (is the dispatcher or teactl dev running? it creates the streams)", err))
 				}
-				m, err := d.Ctl.CreateModel(ctx, controldb.Model{ID: args[0], SizeClass: sizeClass, Retention: retention, AllowSQL: allowSQL, StartSeq: last + 1})
+				m, err := d.Ctl.CreateModel(ctx, controldb.Model{ID: args[0], SizeClass: sizeClass, Retention: retention, AllowSQL: allowSQL, StartSeq: last + 1, Group: group})
 				if err != nil {
 					return err
 				}
 				if asJSON {
 					return e.printJSON(m)
 				}
-				fmt.Fprintf(e.stdout, "model %s created (size class %s, keeps %d versions)\n", m.ID, m.SizeClass, m.Retention)
+				fmt.Fprintf(e.stdout, "model %s created (size class %s, keeps %d versions", m.ID, m.SizeClass, m.Retention)
+				if m.Group != "" {
+					fmt.Fprintf(e.stdout, ", group %s", m.Group)
+				}
+				fmt.Fprintln(e.stdout, ")")
 				return nil
 			})
 		},
@@ -82,6 +92,40 @@ func modelCmd(e *env) *cobra.Command {
 	create.Flags().StringVar(&sizeClass, "size-class", "small", "size class: small, medium, large or xlarge")
 	create.Flags().IntVar(&retention, "retention", 10, "how many versions to keep")
 	create.Flags().BoolVar(&allowSQL, "allow-sql", false, "enable the privileged sql function for this model")
+	create.Flags().StringVar(&group, "group", "", "the model group it belongs to (named like a model; teactl query --group)")
+	setGroup := &cobra.Command{
+		Use:   "group MODEL [GROUP]",
+		Short: "put a model in a group (teactl query --group), or take it out of its group without GROUP",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			g := ""
+			if len(args) == 2 {
+				g = args[1]
+				if err := model.ValidateID(g); err != nil {
+					return fmt.Errorf("group %q: %w", g, err)
+				}
+			}
+			return e.with(true, false, func(d *session) error {
+				m, err := d.Ctl.GetModel(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				m.Group = g
+				if m, err = d.Ctl.UpdateModel(cmd.Context(), m); err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(m)
+				}
+				if g == "" {
+					fmt.Fprintf(e.stdout, "model %s belongs to no group\n", m.ID)
+				} else {
+					fmt.Fprintf(e.stdout, "model %s belongs to group %s\n", m.ID, m.Group)
+				}
+				return nil
+			})
+		},
+	}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "list models",
@@ -96,9 +140,9 @@ func modelCmd(e *env) *cobra.Command {
 					return e.printJSON(ms)
 				}
 				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "MODEL\tSIZE\tVERSION\tEPOCH\tRETENTION\tSQL\tCREATED")
+				fmt.Fprintln(tw, "MODEL\tGROUP\tSIZE\tVERSION\tEPOCH\tRETENTION\tSQL\tCREATED")
 				for _, m := range ms {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%t\t%s\n", m.ID, m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.Created.Format(time.RFC3339))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%t\t%s\n", m.ID, cmp.Or(m.Group, "-"), m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.Created.Format(time.RFC3339))
 				}
 				return tw.Flush()
 			})
@@ -118,16 +162,16 @@ func modelCmd(e *env) *cobra.Command {
 					return e.printJSON(m)
 				}
 				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintf(tw, "model\t%s\nsize class\t%s\ncurrent version\t%d\nwriter epoch\t%d\nretention\t%d versions\nsql enabled\t%t\nfirst stream seq\t%d\ncreated\t%s\n",
-					m.ID, m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.StartSeq, m.Created.Format(time.RFC3339))
+				fmt.Fprintf(tw, "model\t%s\ngroup\t%s\nsize class\t%s\ncurrent version\t%d\nwriter epoch\t%d\nretention\t%d versions\nsql enabled\t%t\nfirst stream seq\t%d\ncreated\t%s\n",
+					m.ID, cmp.Or(m.Group, "-"), m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.StartSeq, m.Created.Format(time.RFC3339))
 				return tw.Flush()
 			})
 		},
 	}
-	for _, sub := range []*cobra.Command{create, list, show} {
+	for _, sub := range []*cobra.Command{create, list, show, setGroup} {
 		sub.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	}
-	c.AddCommand(create, list, show)
+	c.AddCommand(create, list, show, setGroup)
 	return c
 }
 

@@ -174,10 +174,10 @@ func (l *cacheLimit) register(e *env, c *cobra.Command) {
 
 func queryCmd(e *env) *cobra.Command {
 	var version int64
-	var format, source, out string
-	var local bool
+	var format, source, out, group string
+	var local, partial bool
 	c := &cobra.Command{
-		Use:   `query MODEL[@N] "SELECT …"`,
+		Use:   `query MODEL[@N] "SELECT …" | query --group GROUP "SELECT …"`,
 		Short: "run one SELECT through a reader, else on a version's snapshot (pulled and cached), never on the live file",
 		Long: `query runs one SELECT on a version of a model (default: the latest;
 MODEL@N or --version N for version N) through a reader when one answers,
@@ -190,11 +190,25 @@ writes the result to FILE in the format its extension names: .parquet
 (DuckDB's Parquet writer, fed the Arrow record batches), .arrow (an Arrow
 IPC file), .csv and .json (as --format csv and json). The result is
 streamed to a file beside FILE and renamed over it when complete: memory
-holds a page at a time, and a failed query leaves FILE as it was.`,
+holds a page at a time, and a failed query leaves FILE as it was.
+
+--group GROUP runs the SELECT through a reader over the union of the
+latest versions of the group's members (teactl model create --group): each
+table is the UNION ALL BY NAME of the members holding it, so every
+aggregate is exact. Without a reader (or with --local) the members' pulled
+snapshots are attached the same way here. The members and their versions
+are printed on stderr. A member that fails fails the query with its name;
+--partial leaves it out instead (named on stderr).`,
 		Example: `  teactl query flights "SELECT origin, count(*) FROM flights GROUP BY ALL"
   teactl query flights@3 "SELECT * FROM flights" -o flights-v3.parquet
-  teactl query flights "SELECT * FROM flights" --format arrow | python3 read_arrow.py`,
-		Args: cobra.ExactArgs(2),
+  teactl query flights "SELECT * FROM flights" --format arrow | python3 read_arrow.py
+  teactl query --group flights "SELECT origin, count(*), median(delay) FROM flights GROUP BY origin"`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if group != "" {
+				return cobra.ExactArgs(1)(cmd, args)
+			}
+			return cobra.ExactArgs(2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o, err := newQueryOutput(format, cmd.Flags().Changed("format"), out)
 			if err != nil {
@@ -205,6 +219,21 @@ holds a page at a time, and a failed query leaves FILE as it was.`,
 			}
 			if source != "snapshot" && source != "parquet" {
 				return fmt.Errorf("%w: --source %q: use snapshot or parquet", model.ErrInvalid, source)
+			}
+			if group != "" {
+				switch {
+				case source != "snapshot" || cmd.Flags().Changed("version"):
+					return fmt.Errorf("%w: --group runs on the members' latest snapshots: drop --source and --version", model.ErrInvalid)
+				case model.ValidateID(group) != nil:
+					return fmt.Errorf("--group %q: %w", group, model.ValidateID(group))
+				}
+				if err := functions.ValidateSelect(args[0]); err != nil {
+					return err
+				}
+				return e.groupQuery(cmd.Context(), group, args[0], partial, local, o)
+			}
+			if partial {
+				return fmt.Errorf("%w: --partial is for --group", model.ErrInvalid)
 			}
 			m, version, err := modelAt(args[0], version, cmd.Flags().Changed("version"))
 			if err != nil {
@@ -249,6 +278,8 @@ holds a page at a time, and a failed query leaves FILE as it was.`,
 	c.Flags().StringVarP(&out, "output", "o", "", "write the result to this file, in the format of its extension: .parquet, .arrow (Arrow IPC file), .csv or .json")
 	c.Flags().BoolVar(&local, "local", false, "query the pulled snapshot here even when a reader answers (same result)")
 	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table over its data files, as teactl archive lists them)")
+	c.Flags().StringVar(&group, "group", "", "query the union of the latest versions of this group's members")
+	c.Flags().BoolVar(&partial, "partial", false, "with --group: leave out the members that fail (named on stderr) instead of failing")
 	e.cache.register(e, c)
 	return c
 }

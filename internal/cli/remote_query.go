@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/nats-io/nats.go"
 
+	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/reader"
 )
@@ -41,8 +43,98 @@ func (e *env) remoteQuery(ctx context.Context, nc *nats.Conn, m, q string, versi
 	case err != nil:
 		return true, err
 	}
+	return true, e.writeStream(ctx, st, m, o)
+}
+
+// groupQuery runs q over group g, the union of the members' latest
+// versions, through a reader, else (none answers, or local) on their
+// pulled snapshots attached to one DuckDB (duck.OpenUnion, as a reader
+// does): both give the same result. partial leaves out the members that
+// fail. The members used, with their versions, and those left out go to
+// stderr, one line each:
+//
+//	group flights: flights-2001-01@3 flights-2001-02@5
+//	group flights: left out flights-2001-03: model "flights-2001-03" has no published version yet
+func (e *env) groupQuery(ctx context.Context, g, q string, partial, local bool, o queryOutput) error {
+	if !local {
+		done := false
+		err := e.with(false, false, func(d *session) error {
+			opts := reader.Options{Wait: readerWait, Partial: partial}
+			if o.rendered() {
+				opts.Render = o.format
+			}
+			st, err := reader.QueryGroupStream(ctx, d.NC, g, q, opts)
+			if errors.Is(err, reader.ErrNoReader) {
+				return nil
+			}
+			done = true
+			if err != nil {
+				return err
+			}
+			e.printMembers(g, st.Members, st.Failed)
+			return e.writeStream(ctx, st, "group "+g, o)
+		})
+		if done || err != nil {
+			return err
+		}
+	}
+	return e.with(true, true, func(d *session) error {
+		ids, err := d.Ctl.GroupMembers(ctx, g)
+		if err != nil {
+			return err
+		}
+		var members []reader.Member
+		var failed []reader.MemberError
+		var union []duck.UnionMember
+		for _, m := range ids {
+			v, err := d.client.Version(ctx, m, 0)
+			var path string
+			if err == nil {
+				path, err = d.client.Snapshot(ctx, v)
+			}
+			if err != nil {
+				if !partial {
+					return fmt.Errorf("group %s: member %s: %w", g, m, err)
+				}
+				msg, _, _ := strings.Cut(err.Error(), "\n")
+				failed = append(failed, reader.MemberError{Model: m, Error: msg})
+				continue
+			}
+			members = append(members, reader.Member{Model: m, Version: v.Version})
+			union = append(union, duck.UnionMember{Path: path, Tables: v.TableNames()})
+		}
+		if len(members) == 0 {
+			return fmt.Errorf("group %s: every member failed: %s: %s", g, failed[0].Model, failed[0].Error)
+		}
+		db, err := duck.OpenUnion(ctx, union, duck.Options{})
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		e.printMembers(g, members, failed)
+		return e.localQuery(ctx, db, q, o)
+	})
+}
+
+// printMembers prints on stderr the members a group query used and those
+// it left out (groupQuery).
+func (e *env) printMembers(g string, members []reader.Member, failed []reader.MemberError) {
+	fmt.Fprintf(e.stderr, "group %s:", g)
+	for _, m := range members {
+		fmt.Fprintf(e.stderr, " %s@%d", m.Model, m.Version)
+	}
+	fmt.Fprintln(e.stderr)
+	for _, f := range failed {
+		fmt.Fprintf(e.stderr, "group %s: left out %s: %s\n", g, f.Model, f.Error)
+	}
+}
+
+// writeStream writes the result st of a query on name as o says, and
+// closes st.
+func (e *env) writeStream(ctx context.Context, st *reader.Stream, name string, o queryOutput) error {
 	defer st.Close()
-	return true, e.toOutput(o, func(w io.Writer, tmp string) error {
+	m := name
+	return e.toOutput(o, func(w io.Writer, tmp string) error {
 		if o.format == "arrow" && o.path == "" {
 			_, err := io.Copy(w, st)
 			if st.Err() != nil {
