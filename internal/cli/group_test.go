@@ -67,7 +67,7 @@ func TestQueryGroup(t *testing.T) {
 			t.Errorf("%s: stderr %q does not list the members' versions", step, errOut)
 		}
 	}
-	if n := readerRequests(t, s); n != 1 {
+	if n := readerRequests(t, s, "group"); n != 1 {
 		t.Errorf("the reader answered %d requests, want 1 (the group query)", n)
 	}
 

@@ -165,7 +165,7 @@ func TestQueryOutputRemoteSameAsLocal(t *testing.T) {
 		for _, kind := range []string{"stream", "arrow", "parquet", "csv"} {
 			var got [2]readBack
 			for i, mode := range []string{"remote", "local"} {
-				before := readerRequests(t, s)
+				before := readerRequests(t, s, "query")
 				args := []string{"query", "types", q.sql}
 				path := ""
 				if kind == "stream" {
@@ -184,7 +184,7 @@ func TestQueryOutputRemoteSameAsLocal(t *testing.T) {
 				if kind != "stream" && out != "" {
 					t.Errorf("%s %s: -o printed %q", mode, kind, out)
 				}
-				if n := readerRequests(t, s) - before; (mode == "remote") != (n == 1) {
+				if n := readerRequests(t, s, "query") - before; (mode == "remote") != (n == 1) {
 					t.Fatalf("%s %s: the reader answered %d queries", mode, kind, n)
 				}
 				got[i] = readResult(t, kind, path, []byte(out))

@@ -44,9 +44,9 @@ func startReader(t *testing.T, s *stacktest.Stack, pageBytes int) {
 	})
 }
 
-// readerRequests is the number of requests the readers on s answered
-// (micro's $SRV.STATS).
-func readerRequests(t *testing.T, s *stacktest.Stack) int {
+// readerRequests is the number of requests the readers on s answered on
+// their endpoint name ("query" or "group"; micro's $SRV.STATS).
+func readerRequests(t *testing.T, s *stacktest.Stack, name string) int {
 	t.Helper()
 	msg, err := s.NC.Request("$SRV.STATS."+reader.ServiceName, nil, 5*time.Second)
 	if err != nil {
@@ -62,11 +62,11 @@ func readerRequests(t *testing.T, s *stacktest.Stack) int {
 		t.Fatalf("$SRV.STATS %s: %v", msg.Data, err)
 	}
 	for _, ep := range st.Endpoints {
-		if ep.Name == "query" {
+		if ep.Name == name {
 			return ep.NumRequests
 		}
 	}
-	t.Fatalf("$SRV.STATS %s: no query endpoint", msg.Data)
+	t.Fatalf("$SRV.STATS %s: no %s endpoint", msg.Data, name)
 	return 0
 }
 
@@ -106,7 +106,7 @@ func TestQueryRemoteSameAsLocal(t *testing.T) {
 		}
 	}
 	startReader(t, s, 4<<10)
-	before := readerRequests(t, s)
+	before := readerRequests(t, s, "query")
 	for _, q := range queries {
 		for _, f := range []string{"table", "csv", "json"} {
 			remote, errOut, code := teactl(t, ctx, env, "query", "types", q, "--format", f)
@@ -122,7 +122,7 @@ func TestQueryRemoteSameAsLocal(t *testing.T) {
 			}
 		}
 	}
-	if n := readerRequests(t, s) - before; n != 2*3 {
+	if n := readerRequests(t, s, "query") - before; n != 2*3 {
 		t.Errorf("the reader answered %d queries, want %d (--local ones excepted)", n, 2*3)
 	}
 	// A bad query through the reader is the same one-line error as
