@@ -12,6 +12,10 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 )
 
+// ArrowAvailable says whether this binary has DuckDB's Arrow interface
+// (the duckdb_arrow build tag).
+const ArrowAvailable = true
+
 // QueryArrow runs the query q on conn and calls f with its result as Arrow
 // record batches (duckdb-go's Arrow interface: one batch per DuckDB data
 // chunk, 2048 rows at most), read as f asks for them. The reader is valid

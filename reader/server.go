@@ -16,11 +16,13 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/svcinfo"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
@@ -67,7 +69,7 @@ func New(cfg Config, log *slog.Logger, nc *nats.Conn, ctl *controldb.DB, store o
 // running, closes every version and returns nil. ready, when not nil, is
 // called once the service answers.
 func (s *Server) Run(ctx context.Context, ready func()) error {
-	if !arrowAvailable {
+	if !duck.ArrowAvailable {
 		return ErrNoArrow
 	}
 	if err := os.MkdirAll(s.cfg.Dir, 0o755); err != nil {
@@ -341,12 +343,9 @@ func (s *Server) stream(ctx context.Context, db *sql.DB, hdr nats.Header, name s
 	defer sub.Unsubscribe()
 	p := &pager{s: s, ctx: ctx, hdr: hdr, name: name, reply: reply, control: control, sub: sub,
 		maxRows: lower(r.MaxRows, s.cfg.MaxRows), maxBytes: lower(r.MaxBytes, s.cfg.MaxBytes)}
-	return conn.Raw(func(dc any) error {
-		rr, err := arrowQuery(ctx, dc, q)
-		if err != nil {
-			return duckErr(err)
-		}
-		defer rr.Release()
+	queried := false // f runs only once the query ran: an error before is DuckDB's
+	err = duck.QueryArrow(ctx, conn, q, func(rr array.RecordReader) error {
+		queried = true
 		w := ipc.NewWriter(&p.buf, ipc.WithSchema(rr.Schema()))
 		for rr.Next() {
 			if err := p.add(w, rr.RecordBatch()); err != nil {
@@ -361,6 +360,10 @@ func (s *Server) stream(ctx context.Context, db *sql.DB, hdr nats.Header, name s
 		}
 		return p.flush(true)
 	})
+	if err != nil && !queried {
+		return duckErr(err)
+	}
+	return err
 }
 
 // duckErr is a DuckDB error as the user's: the query's fault.
