@@ -18,29 +18,12 @@ import (
 // MarshalBinary and Decode.
 func TestMergeTypes(t *testing.T) {
 	ctx := context.Background()
-	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `CREATE TABLE t AS SELECT * FROM (VALUES
+	conn, cols := memTable(t, duck.Options{Threads: 1}, `CREATE TABLE t AS SELECT * FROM (VALUES
 		(9, 2.5::DECIMAL(9,2), 'nan'::DOUBLE, DATE '2020-01-01', TIMESTAMP '2020-01-01 10:00:00.5', TIMESTAMPTZ '2020-01-01 00:00:00+00', 'b', true, [1], HUGEINT '170141183460469231731687303715884105727', 1::UBIGINT),
 		(10, 14.00, -1e300, DATE '0044-03-15 (BC)', TIMESTAMP '2020-01-01 10:00:00.25', TIMESTAMPTZ 'infinity', 'a', false, NULL, -5, 18446744073709551615::UBIGINT),
 		(-3, NULL, 'inf'::DOUBLE, 'infinity'::DATE, TIMESTAMP '-infinity', NULL, 'b', NULL, [2, 3], 12, 2),
 		(NULL, -0.01, 0.5, DATE '2020-01-02', TIMESTAMP '1969-12-31 23:59:59', TIMESTAMPTZ '1900-01-01 00:00:00+00', 'ab', true, [], NULL, NULL)
-	) v(i, dec, dbl, d, ts, tz, s, b, l, h, u)`); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := snapshot.DescribeCurrent(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cols := tables[0].Columns
+	) v(i, dec, dbl, d, ts, tz, s, b, l, h, u)`)
 	whole, err := Build(ctx, conn, "t", cols, "")
 	if err != nil {
 		t.Fatal(err)
@@ -93,19 +76,7 @@ func TestMergeTypes(t *testing.T) {
 // usable: the archive then publishes the data file without its profile.
 func TestBuildErrorKeepsTransaction(t *testing.T) {
 	ctx := context.Background()
-	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "CREATE TABLE t AS SELECT range AS i FROM range(10)"); err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := memTable(t, duck.Options{Threads: 1}, "CREATE TABLE t AS SELECT range AS i FROM range(10)")
 	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
 		t.Fatal(err)
 	}
@@ -124,24 +95,8 @@ func TestBuildErrorKeepsTransaction(t *testing.T) {
 // queries use (n, v, h, k, a, b, t, c, mn0) are profiled as themselves.
 func TestColumnNamesLikeAliases(t *testing.T) {
 	ctx := context.Background()
-	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `CREATE TABLE "we""ird" AS SELECT range % 2 AS n, range % 3 AS v, range % 4 AS h, range % 5 AS k, range % 6 AS a, range % 7 AS b, range % 8 AS t, range % 9 AS c, range % 10 AS mn0, range % 11 AS "x y" FROM range(100)`); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := snapshot.DescribeCurrent(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := Build(ctx, conn, `we"ird`, tables[0].Columns, "rowid < 50")
+	conn, cols := memTable(t, duck.Options{Threads: 1}, `CREATE TABLE "we""ird" AS SELECT range % 2 AS n, range % 3 AS v, range % 4 AS h, range % 5 AS k, range % 6 AS a, range % 7 AS b, range % 8 AS t, range % 9 AS c, range % 10 AS mn0, range % 11 AS "x y" FROM range(100)`)
+	p, err := Build(ctx, conn, `we"ird`, cols, "rowid < 50")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,28 +115,11 @@ func TestColumnNamesLikeAliases(t *testing.T) {
 // both, and the frequent values' bounds holding the true counts.
 func TestMergeIsSketchOfUnion(t *testing.T) {
 	ctx := context.Background()
-	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	// k: 0..999 in the first half, 500..1499 in the second, skewed so
 	// that the top values differ between the halves.
-	if _, err := conn.ExecContext(ctx, `CREATE TABLE t AS SELECT range AS id,
+	conn, cols := memTable(t, duck.Options{Threads: 1}, `CREATE TABLE t AS SELECT range AS id,
 		CASE WHEN range % 7 = 0 THEN NULL WHEN range < 30000 THEN (range * range) % 1000 ELSE 500 + (range * range) % 1000 END AS k,
-		'v' || (range % 97) AS s FROM range(60000)`); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := snapshot.DescribeCurrent(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cols := tables[0].Columns
+		'v' || (range % 97) AS s FROM range(60000)`)
 	whole, err := Build(ctx, conn, "t", cols, "")
 	if err != nil {
 		t.Fatal(err)
@@ -228,25 +166,9 @@ func TestMergeIsSketchOfUnion(t *testing.T) {
 // named like their aliases (x0, x1).
 func TestBuildWithAggregates(t *testing.T) {
 	ctx := context.Background()
-	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "CREATE TABLE t AS SELECT range AS x0, 'r' || range AS x1 FROM range(1000)"); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := snapshot.DescribeCurrent(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, cols := memTable(t, duck.Options{Threads: 1}, "CREATE TABLE t AS SELECT range AS x0, 'r' || range AS x1 FROM range(1000)")
 	aggs := []string{"coalesce(sum(hash(x0, x1)), 0)", "max(x1)", "min(x0) FILTER (WHERE x0 > 5000)"}
-	p, got, err := BuildWith(ctx, conn, "t", tables[0].Columns, "rowid >= 100 AND rowid < 300", aggs)
+	p, got, err := BuildWith(ctx, conn, "t", cols, "rowid >= 100 AND rowid < 300", aggs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +182,7 @@ func TestBuildWithAggregates(t *testing.T) {
 	if c := p.Columns[0]; c.Min.Text != "100" || c.Max.Text != "299" || c.Distinct() < 197 || c.Distinct() > 203 {
 		t.Errorf("column x0: min %s max %s distinct %d; want 100, 299, 200 within 3 standard errors", c.Min.Text, c.Max.Text, c.Distinct())
 	}
-	if _, _, err := BuildWith(ctx, conn, "t", tables[0].Columns, "", []string{"sum(nope)"}); err == nil {
+	if _, _, err := BuildWith(ctx, conn, "t", cols, "", []string{"sum(nope)"}); err == nil {
 		t.Error("BuildWith of an aggregate over a missing column: no error")
 	}
 }

@@ -25,8 +25,16 @@ func flights(t *testing.T) (*sql.Conn, []snapshot.Column) {
 	if _, err := os.Stat(path); err != nil {
 		t.Skipf("no flights data (scripts/fetch-flights.sh): %v", err)
 	}
+	return memTable(t, duck.Options{Threads: 2, ExternalAccess: true}, "CREATE TABLE flights AS SELECT * FROM read_parquet("+duck.Literal(path)+")")
+}
+
+// memTable runs create (a CREATE TABLE) in a new in-memory DuckDB opened
+// with opts and returns a connection to it and the table's columns (the
+// first table's, DescribeCurrent); both are closed when t ends.
+func memTable(t *testing.T, opts duck.Options, create string) (*sql.Conn, []snapshot.Column) {
+	t.Helper()
 	ctx := context.Background()
-	db, err := duck.Open(ctx, "", duck.Options{Threads: 2, ExternalAccess: true})
+	db, err := duck.Open(ctx, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +44,7 @@ func flights(t *testing.T) (*sql.Conn, []snapshot.Column) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	if _, err := conn.ExecContext(ctx, "CREATE TABLE flights AS SELECT * FROM read_parquet("+duck.Literal(path)+")"); err != nil {
+	if _, err := conn.ExecContext(ctx, create); err != nil {
 		t.Fatal(err)
 	}
 	tables, err := snapshot.DescribeCurrent(ctx, conn)
@@ -188,24 +196,8 @@ func abs(n int64) int64 {
 // once each), not in their text's order ("0", "1", "10", "100", ...).
 func TestTopTiesByValue(t *testing.T) {
 	ctx := context.Background()
-	db, err := duck.Open(ctx, "", duck.Options{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "CREATE TABLE t AS SELECT 999 - range AS k FROM range(1000)"); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := snapshot.DescribeCurrent(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := Build(ctx, conn, "t", tables[0].Columns, "")
+	conn, cols := memTable(t, duck.Options{Threads: 1}, "CREATE TABLE t AS SELECT 999 - range AS k FROM range(1000)")
+	p, err := Build(ctx, conn, "t", cols, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/functions"
 	"github.com/teatree/teatree/internal/svcinfo"
 	"github.com/teatree/teatree/model"
@@ -84,8 +85,8 @@ const (
 var ErrLimit = errors.New("query limit exceeded")
 
 // ErrNoArrow is Run's error in a binary built without the duckdb_arrow
-// build tag, which duckdb-go's Arrow interface needs.
-var ErrNoArrow = errors.New("reader: this binary was built without the duckdb_arrow build tag, which DuckDB's Arrow interface needs: build with 'make build' (or go build -tags duckdb_arrow)")
+// build tag, which duckdb-go's Arrow interface needs (duck.ErrNoArrow).
+var ErrNoArrow = duck.ErrNoArrow
 
 // ErrNoReader is returned by Query when no reader answers on the model's
 // subject (NATS "no responders") or none answers in time.
