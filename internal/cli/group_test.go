@@ -71,6 +71,24 @@ func TestQueryGroup(t *testing.T) {
 		t.Errorf("the reader answered %d requests, want 1 (the group query)", n)
 	}
 
+	// --fan-out: one partial per member through the reader, merged here:
+	// the same result for the aggregates that merge; median is refused.
+	const mergeable = "count(*) AS n, sum(id) AS s, avg(id) AS a, min(v) AS lo, max(id) AS hi, count(DISTINCT v) AS d"
+	wantMerged, errOut, code := teactl(t, ctx, env, "query", "shard-0", "SELECT "+mergeable+" FROM ("+strings.Join(union, " UNION ALL ")+")", "--format", "csv")
+	if code != 0 {
+		t.Fatalf("union query: exit %d: %s", code, errOut)
+	}
+	got, errOut, code := teactl(t, ctx, env, "query", "--group", "shards", "--fan-out", "SELECT "+mergeable+" FROM t", "--format", "csv")
+	if code != 0 || got != wantMerged || !strings.Contains(errOut, "group shards: shard-0@1 shard-1@1 shard-2@1") {
+		t.Errorf("--fan-out: exit %d, printed\n%s\nstderr %q; want (the union)\n%s", code, got, errOut, wantMerged)
+	}
+	if n := readerRequests(t, s, "query"); n != 1+2*len(sizes) {
+		t.Errorf("the reader answered %d model queries, want %d (the union, then a schema probe and a partial per member)", n, 1+2*len(sizes))
+	}
+	if _, errOut, code := teactl(t, ctx, env, "query", "--group", "shards", "--fan-out", q); code == 0 || !strings.Contains(errOut, "median does not merge") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Errorf("--fan-out with median: exit %d, %q: want one line saying median does not merge", code, errOut)
+	}
+
 	// A member without a published version.
 	if _, errOut, code := teactl(t, ctx, env, "model", "create", "shard-new", "--group", "shards"); code != 0 {
 		t.Fatalf("model create: %s", errOut)
@@ -97,6 +115,8 @@ func TestQueryGroup(t *testing.T) {
 		{"query", "--group", "Bad.Name", q},
 		{"query", "--group", "shards", q, "--version", "1"},
 		{"query", "shard-0", q, "--partial"},
+		{"query", "shard-0", q, "--fan-out"},
+		{"query", "--group", "shards", q, "--fan-out", "--local"},
 		{"model", "create", "x", "--group", "no_underscores"},
 	} {
 		if _, errOut, code := teactl(t, ctx, env, args...); code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {

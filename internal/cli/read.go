@@ -175,7 +175,7 @@ func (l *cacheLimit) register(e *env, c *cobra.Command) {
 func queryCmd(e *env) *cobra.Command {
 	var version int64
 	var format, source, out, group string
-	var local, partial bool
+	var local, partial, fanOut bool
 	c := &cobra.Command{
 		Use:   `query MODEL[@N] "SELECT …" | query --group GROUP "SELECT …"`,
 		Short: "run one SELECT through a reader, else on a version's snapshot (pulled and cached), never on the live file",
@@ -198,11 +198,18 @@ table is the UNION ALL BY NAME of the members holding it, so every
 aggregate is exact. Without a reader (or with --local) the members' pulled
 snapshots are attached the same way here. The members and their versions
 are printed on stderr. A member that fails fails the query with its name;
---partial leaves it out instead (named on stderr).`,
+--partial leaves it out instead (named on stderr). --fan-out spreads the
+query instead: one partial query per member, sent to the readers (each
+answered by any of them), merged here; only queries whose partials merge
+exactly are accepted (one table; count, sum, min, max, avg, and count, sum
+or avg DISTINCT; or rows gathered without aggregates: see the reader
+package's documentation), others are refused saying which part does not
+merge.`,
 		Example: `  teactl query flights "SELECT origin, count(*) FROM flights GROUP BY ALL"
   teactl query flights@3 "SELECT * FROM flights" -o flights-v3.parquet
   teactl query flights "SELECT * FROM flights" --format arrow | python3 read_arrow.py
-  teactl query --group flights "SELECT origin, count(*), median(delay) FROM flights GROUP BY origin"`,
+  teactl query --group flights "SELECT origin, count(*), median(delay) FROM flights GROUP BY origin"
+  teactl query --group flights --fan-out "SELECT origin, count(*), avg(delay), count(DISTINCT dest) FROM flights GROUP BY origin"`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if group != "" {
 				return cobra.ExactArgs(1)(cmd, args)
@@ -226,14 +233,19 @@ are printed on stderr. A member that fails fails the query with its name;
 					return fmt.Errorf("%w: --group runs on the members' latest snapshots: drop --source and --version", model.ErrInvalid)
 				case model.ValidateID(group) != nil:
 					return fmt.Errorf("--group %q: %w", group, model.ValidateID(group))
+				case fanOut && local:
+					return fmt.Errorf("%w: --fan-out sends the query to the readers: drop --local", model.ErrInvalid)
 				}
 				if err := functions.ValidateSelect(args[0]); err != nil {
 					return err
 				}
+				if fanOut {
+					return e.fanOutQuery(cmd.Context(), group, args[0], partial, o)
+				}
 				return e.groupQuery(cmd.Context(), group, args[0], partial, local, o)
 			}
-			if partial {
-				return fmt.Errorf("%w: --partial is for --group", model.ErrInvalid)
+			if partial || fanOut {
+				return fmt.Errorf("%w: --partial and --fan-out are for --group", model.ErrInvalid)
 			}
 			m, version, err := modelAt(args[0], version, cmd.Flags().Changed("version"))
 			if err != nil {
@@ -280,6 +292,7 @@ are printed on stderr. A member that fails fails the query with its name;
 	c.Flags().StringVar(&source, "source", "snapshot", "read the DuckDB snapshot, or the version's Parquet archive (one view per table over its data files, as teactl archive lists them)")
 	c.Flags().StringVar(&group, "group", "", "query the union of the latest versions of this group's members")
 	c.Flags().BoolVar(&partial, "partial", false, "with --group: leave out the members that fail (named on stderr) instead of failing")
+	c.Flags().BoolVar(&fanOut, "fan-out", false, "with --group: one partial query per member through the readers, merged here (mergeable aggregates only)")
 	e.cache.register(e, c)
 	return c
 }

@@ -116,6 +116,29 @@ func (e *env) groupQuery(ctx context.Context, g, q string, partial, local bool, 
 	})
 }
 
+// fanOutQuery runs q over group g by fan-out (reader.QueryFanOut): one
+// partial query per member through the readers, merged in a DuckDB here,
+// then printed as a local query is. Members go to stderr as for
+// groupQuery.
+func (e *env) fanOutQuery(ctx context.Context, g, q string, partial bool, o queryOutput) error {
+	return e.with(true, false, func(d *session) error {
+		ids, err := d.Ctl.GroupMembers(ctx, g)
+		if err != nil {
+			return err
+		}
+		f, err := reader.QueryFanOut(ctx, d.NC, ids, q, reader.Options{Wait: readerWait, Partial: partial})
+		if errors.Is(err, reader.ErrNoReader) {
+			return fmt.Errorf("group %s: %w: --fan-out needs running readers (cmd/reader; teactl dev starts one), or drop it", g, err)
+		}
+		if err != nil {
+			return fmt.Errorf("group %s: %w", g, err)
+		}
+		defer f.Close()
+		e.printMembers(g, f.Members, f.Failed)
+		return e.localQuery(ctx, f.DB, f.SQL, o)
+	})
+}
+
 // printMembers prints on stderr the members a group query used and those
 // it left out (groupQuery).
 func (e *env) printMembers(g string, members []reader.Member, failed []reader.MemberError) {
