@@ -91,5 +91,6 @@ func (b *bench) readerQueries(ctx context.Context, m string, db *sql.DB) ([]Resu
 		b.progress("%s: reader %.0f ms, DuckDB %.0f ms", res.ID, res.Teatree.Median, res.Baseline.Median)
 		out = append(out, res)
 	}
-	return out, nil
+	gr, err := b.groupQueries(ctx)
+	return append(out, gr...), err
 }
