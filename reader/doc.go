@@ -22,7 +22,9 @@
 // versions, attached read-only in one in-memory DuckDB with a view per
 // table (Server.serveGroup); its pages carry HeaderGroup and
 // HeaderMembers, and HeaderFailed for a partial one. QueryGroup is its
-// client. Endpoint "info" (package internal/svcinfo, teactl info) reports
+// client. QueryFanOut spreads a group query over every reader instead:
+// one partial query per member on the model endpoint, merged by the
+// caller (see fanout.go for what merges). Endpoint "info" (package internal/svcinfo, teactl info) reports
 // the open models and versions, the queries in flight, memory and the last
 // failed query.
 //
