@@ -62,13 +62,14 @@ const (
 	DefaultMaxTime       = 5 * time.Minute
 	DefaultClientTimeout = 30 * time.Second
 	DefaultMaxQueries    = 8
+	DefaultMemoryLimit   = "512MB"
 )
 
 // RegisterFlags registers the flags of c on s.
 func (c *Config) RegisterFlags(s *envflag.Set) {
 	s.String(&c.Dir, "dir", "TEATREE_READER_DIR", "reader", "directory of the versions the reader has open (its own: files are removed when closed)")
 	s.Int(&c.Threads, "duckdb-threads", "TEATREE_DUCKDB_THREADS", 2, "DuckDB threads of each open version")
-	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", "512MB", "DuckDB memory_limit of each open version")
+	s.String(&c.MemoryLimit, "duckdb-memory-limit", "TEATREE_DUCKDB_MEMORY_LIMIT", DefaultMemoryLimit, "DuckDB memory_limit of each open version")
 	s.Duration(&c.IdleTimeout, "idle-timeout", "TEATREE_READER_IDLE_TIMEOUT", DefaultIdleTimeout, "close a model no query used for this long")
 	s.Int(&c.PageBytes, "page-bytes", "TEATREE_READER_PAGE_BYTES", DefaultPageBytes, "most Arrow IPC bytes in one reply message")
 	s.Int64(&c.MaxRows, "max-rows", "TEATREE_READER_MAX_ROWS", DefaultMaxRows, "most rows one query returns")
@@ -92,7 +93,7 @@ func (c *Config) Validate() error {
 		c.Threads = 2
 	}
 	if c.MemoryLimit == "" {
-		c.MemoryLimit = "512MB"
+		c.MemoryLimit = DefaultMemoryLimit
 	}
 	def := func(p *time.Duration, d time.Duration) {
 		if *p == 0 {

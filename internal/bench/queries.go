@@ -117,5 +117,11 @@ func (b *bench) scenarioQueries(ctx context.Context) ([]Result, error) {
 		out = append(out, res)
 	}
 	rr, err := b.readerQueries(ctx, m, db)
-	return append(out, rr...), err
+	out = append(out, rr...)
+	if err != nil {
+		return out, err
+	}
+	// After the in-process reader stopped: 4m runs its own reader process.
+	big, err := b.largeResult(ctx, m)
+	return append(out, big), err
 }

@@ -1,12 +1,19 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
+	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/app"
 	"github.com/teatree/teatree/reader"
 )
@@ -93,4 +100,93 @@ func (b *bench) readerQueries(ctx context.Context, m string, db *sql.DB) ([]Resu
 	}
 	gr, err := b.groupQueries(ctx)
 	return append(out, gr...), err
+}
+
+// largeResultRows is the size of scenario 4m's result (the reader's
+// default row limit).
+const largeResultRows = 10_000_000
+
+// largeResult is scenario 4m: a 10 M-row result (three columns, about
+// 290 MB as Arrow) streamed through a reader process into a Parquet file
+// by `teactl query -o FILE.parquet`, with the peak RSS of both processes:
+// the reader holds the query's result as DuckDB materialises it (duckdb-go
+// runs queries non-streaming; DuckDB keeps it in buffer-managed blocks
+// under memory_limit) and a page at a time, teactl a page at a time.
+func (b *bench) largeResult(ctx context.Context, m string) (Result, error) {
+	res := Result{ID: "4m", Name: fmt.Sprintf("a %d-row result streamed through a reader process to a Parquet file (teactl query -o FILE.parquet)", largeResultRows),
+		Unit: "ms", Target: "bounded memory (peak RSS reported)"}
+	rd := exec.CommandContext(ctx, filepath.Join(b.cfg.Bin, "reader"), "--dir", filepath.Join(b.dir, "reader-4m"),
+		"--duckdb-threads", strconv.Itoa(b.cfg.Threads), "--duckdb-memory-limit", reader.DefaultMemoryLimit)
+	rd.Env = append(os.Environ(), b.common.Env()...)
+	rd.Stderr = b.stderr
+	if err := rd.Start(); err != nil {
+		return res, fmt.Errorf("bench: start a reader: %w", err)
+	}
+	defer func() {
+		rd.Process.Signal(syscall.SIGTERM)
+		rd.Wait()
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		r, err := reader.Query(ctx, b.nc, m, "SELECT 1", reader.Options{Wait: 2 * time.Second})
+		if err == nil {
+			r.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return res, fmt.Errorf("bench: the reader process does not answer: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A tenth of the rows first: memory that stays the same for ten times
+	// the rows is bounded.
+	small, err := b.streamResult(ctx, m, largeResultRows/10, rd.Process.Pid)
+	if err != nil {
+		return res, err
+	}
+	big, err := b.streamResult(ctx, m, largeResultRows, rd.Process.Pid)
+	if err != nil {
+		return res, err
+	}
+	res.Teatree = newStat([]float64{big.ms})
+	res.Extra = map[string]any{"reader_peak_rss_mib": big.readerMiB, "teactl_peak_rss_mib": big.teactlMiB, "file_mib": big.fileMiB,
+		"reader_memory_limit": reader.DefaultMemoryLimit, "tenth_reader_peak_rss_mib": small.readerMiB, "tenth_teactl_peak_rss_mib": small.teactlMiB}
+	b.progress("4m: %.1f s, reader peak RSS %.0f MiB (%.0f MiB for a tenth of the rows), teactl %.0f MiB (%.0f MiB)",
+		big.ms/1000, big.readerMiB, small.readerMiB, big.teactlMiB, small.teactlMiB)
+	return res, nil
+}
+
+// streamed is one run of 4m.
+type streamed struct {
+	ms, readerMiB, teactlMiB, fileMiB float64
+}
+
+// streamResult writes a result of n rows through the reader process pid
+// to a Parquet file with teactl and checks the file's rows.
+func (b *bench) streamResult(ctx context.Context, m string, n int, pid int) (streamed, error) {
+	out := filepath.Join(b.dir, fmt.Sprintf("result-%d.parquet", n))
+	q := fmt.Sprintf("SELECT range AS id, range * 2 AS x, 'row-' || range::VARCHAR AS s FROM range(%d)", n)
+	cmd := exec.CommandContext(ctx, filepath.Join(b.cfg.Bin, "teactl"), "query", m, q, "-o", out)
+	cmd.Env = append(append(os.Environ(), b.common.Env()...), "TEATREE_CACHE="+filepath.Join(b.dir, "cache"))
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	t0 := time.Now()
+	if err := cmd.Run(); err != nil {
+		return streamed{}, fmt.Errorf("bench: teactl query -o: %w: %s", err, strings.TrimSpace(errb.String()))
+	}
+	d := time.Since(t0)
+	readerRSS := kBField("/proc/"+strconv.Itoa(pid)+"/status", "VmHWM")
+	teactlRSS := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss * 1024
+	db, err := duck.Open(ctx, "", duck.Options{ExternalAccess: true})
+	if err != nil {
+		return streamed{}, err
+	}
+	defer db.Close()
+	var rows int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM read_parquet("+duck.Literal(out)+")").Scan(&rows); err != nil {
+		return streamed{}, err
+	}
+	if rows != n {
+		return streamed{}, fmt.Errorf("bench: 4m: the file has %d rows, want %d", rows, n)
+	}
+	return streamed{ms: ms(d), readerMiB: float64(readerRSS) / (1 << 20), teactlMiB: float64(teactlRSS) / (1 << 20), fileMiB: fileMiB(out)}, nil
 }
