@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -174,43 +173,44 @@ func (c *Client) progress(v controldb.Version) (func(int64), func()) {
 	return add, done
 }
 
-// fetchBlocks writes block version v to out with blocks.Fetch: the blocks
-// that the files in reuse hold come from them, the others from the store,
-// in parallel, every block verified and the map checked against the root
-// Postgres records.
-func (c *Client) fetchBlocks(ctx context.Context, store objstore.Store, v controldb.Version, out string, reuse []string) (*blocks.Map, blocks.ReconstructStats, error) {
-	root, err := blocks.ParseDigest(v.SHA256)
-	if err != nil {
-		return nil, blocks.ReconstructStats{}, fmt.Errorf("version %d of %s records a bad root digest: %w", v.Version, v.Model, err)
-	}
-	maps := map[string]*blocks.Map{}
-	var local []string
+// reuseOptions are the blocks.FetchOptions of a pull of a block snapshot
+// reusing the files in reuse (their recorded block maps, else hashed now;
+// a file that is not a DuckDB file package blocks maps is skipped).
+func (c *Client) reuseOptions(ctx context.Context, reuse []string) blocks.FetchOptions {
+	opts := blocks.FetchOptions{Maps: map[string]*blocks.Map{}}
 	for _, p := range reuse {
 		if m := c.localMap(ctx, p); m != nil {
-			maps[p] = m
-			local = append(local, p)
+			opts.Maps[p] = m
+			opts.Reuse = append(opts.Reuse, p)
 		}
 	}
-	opts := blocks.FetchOptions{Reuse: local, Maps: maps}
-	add, done := c.progress(v)
-	defer done()
-	opts.Progress = add
-	m, st, err := blocks.Fetch(ctx, store, v.Model, v.SnapshotURI, root, out, opts)
+	return opts
+}
+
+// fetchErr is the user's message for err, snapshot.Fetch's error writing
+// v to out: corrupt or incomplete in the store (ErrCorrupt), a local
+// file's error as it is, else the store is unreachable.
+func fetchErr(ctx context.Context, v controldb.Version, out string, err error) error {
+	blocksFormat := v.SnapshotFormat == controldb.FormatBlocks
 	switch {
-	case err == nil:
-		return m, st, nil
 	case ctx.Err() != nil:
-		return nil, st, ctx.Err()
-	case errors.Is(err, model.ErrInvalid): // blocks.ErrCorrupt, or a block map that does not parse
-		return nil, st, mark(fmt.Errorf("snapshot of %s version %d is corrupt in the object store, nothing written: %s", v.Model, v.Version, unnamed(err, out)), ErrCorrupt)
+		return ctx.Err()
+	case errors.Is(err, snapshot.ErrFormat):
+		return err
+	case errors.Is(err, model.ErrInvalid) && blocksFormat: // blocks.ErrCorrupt, or a block map that does not parse
+		return mark(fmt.Errorf("snapshot of %s version %d is corrupt in the object store, nothing written: %s", v.Model, v.Version, unnamed(err, out)), ErrCorrupt)
+	case errors.Is(err, model.ErrInvalid):
+		return mark(fmt.Errorf("snapshot of %s version %d is corrupt: %s", v.Model, v.Version, strings.TrimPrefix(err.Error(), fmt.Sprintf("snapshot of %s version %d: ", v.Model, v.Version))), ErrCorrupt)
+	case errors.Is(err, model.ErrNotFound) && blocksFormat:
+		return mark(fmt.Errorf("snapshot of %s version %d is incomplete in the object store (%s), nothing written: %s", v.Model, v.Version, v.SnapshotURI, unnamed(err, out)), ErrCorrupt)
 	case errors.Is(err, model.ErrNotFound):
-		return nil, st, mark(fmt.Errorf("snapshot of %s version %d is incomplete in the object store (%s), nothing written: %s", v.Model, v.Version, v.SnapshotURI, unnamed(err, out)), ErrCorrupt)
+		return fmt.Errorf("snapshot of %s version %d is missing from the object store (%s): %w", v.Model, v.Version, v.SnapshotURI, err)
 	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
-		return nil, st, err // a local file
+		return err // a local file
 	}
-	return nil, st, unreachable(fmt.Errorf("download %s: %w", v.SnapshotURI, err))
+	return unreachable(fmt.Errorf("download %s: %w", v.SnapshotURI, err))
 }
 
 // unnamed is the message of err from Reconstruct without the name of the
@@ -316,24 +316,19 @@ func (c *Client) download(ctx context.Context, store objstore.Store, v controldb
 		return p, err
 	}
 	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	var bm *blocks.Map
-	switch v.SnapshotFormat {
-	case controldb.FormatBlocks:
-		tmp.Close()
-		var st blocks.ReconstructStats
-		if bm, st, err = c.fetchBlocks(ctx, store, v, tmp.Name(), reuse); err != nil {
-			return p, err
-		}
-		p.Fetched, p.Reused = st.Fetched, st.Reused
-	case controldb.FormatFile, "":
-		if err := c.downloadFile(ctx, store, v, tmp); err != nil {
-			return p, err
-		}
-		p.Fetched = v.Bytes
-	default:
-		return p, fmt.Errorf("snapshot of %s version %d has format %q, which this teactl does not read: upgrade teactl", v.Model, v.Version, v.SnapshotFormat)
+	tmp.Close() // snapshot.Fetch writes it by name
+	var opts blocks.FetchOptions
+	if v.SnapshotFormat == controldb.FormatBlocks {
+		opts = c.reuseOptions(ctx, reuse)
 	}
+	add, done := c.progress(v)
+	opts.Progress = add
+	bm, st, err := snapshot.Fetch(ctx, store, v, tmp.Name(), opts)
+	done()
+	if err != nil {
+		return p, fetchErr(ctx, v, tmp.Name(), err)
+	}
+	p.Fetched, p.Reused = st.Fetched, st.Reused
 	if err := snapshot.Verify(ctx, tmp.Name(), v); err != nil {
 		return p, err
 	}
@@ -346,44 +341,3 @@ func (c *Client) download(ctx context.Context, store objstore.Store, v controldb
 	p.Path, _ = filepath.Abs(path)
 	return p, nil
 }
-
-// downloadFile copies the whole-file snapshot of v into tmp and checks its
-// sha256 and size.
-func (c *Client) downloadFile(ctx context.Context, store objstore.Store, v controldb.Version, tmp *os.File) error {
-	rc, err := store.Get(ctx, v.SnapshotURI)
-	if err != nil {
-		if errors.Is(err, model.ErrNotFound) {
-			return fmt.Errorf("snapshot of %s version %d is missing from the object store (%s): %w", v.Model, v.Version, v.SnapshotURI, err)
-		}
-		return unreachable(err)
-	}
-	defer rc.Close()
-	var w io.Writer = tmp
-	add, done := c.progress(v)
-	defer done()
-	if add != nil {
-		w = io.MultiWriter(tmp, progressWriter(add))
-	}
-	if _, err := io.Copy(w, rc); err != nil {
-		return unreachable(fmt.Errorf("download %s: %w", v.SnapshotURI, err))
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	sum, n, err := snapshot.FileSHA256(tmp.Name())
-	if err != nil {
-		return err
-	}
-	if sum != v.SHA256 || n != v.Bytes {
-		return mark(fmt.Errorf("snapshot of %s version %d is corrupt: downloaded %d bytes with sha256 %s, Postgres records %d bytes with %s", v.Model, v.Version, n, sum, v.Bytes, v.SHA256), ErrCorrupt)
-	}
-	return nil
-}
-
-// progressWriter counts what is written through add.
-type progressWriter func(int64)
-
-func (f progressWriter) Write(p []byte) (int, error) { f(int64(len(p))); return len(p), nil }
