@@ -616,6 +616,22 @@ func (db *DB) GetVersion(ctx context.Context, m string, n int64) (Version, error
 	return vs[0], nil
 }
 
+// LatestVersion returns the number of model m's latest unexpired version:
+// one index lookup, where GetVersion also reads the version's tables and
+// data files (the reader asks it at every query). No version is
+// model.ErrNotFound, as for GetVersion.
+func (db *DB) LatestVersion(ctx context.Context, m string) (int64, error) {
+	var n int64
+	err := db.pool.QueryRow(ctx, `SELECT version FROM model_version WHERE model = $1 AND expired_at IS NULL ORDER BY version DESC LIMIT 1`, m).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("%w: model %q has no published version yet", model.ErrNotFound, m)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("controldb: latest version of %s: %w", m, err)
+	}
+	return n, nil
+}
+
 // ListVersions returns the versions of model m, oldest first, with their
 // tables; expired ones only when includeExpired.
 func (db *DB) ListVersions(ctx context.Context, m string, includeExpired bool) ([]Version, error) {

@@ -108,6 +108,9 @@ func TestEpochFencesPublish(t *testing.T) {
 	if _, err := db.GetVersion(ctx, "m", 0); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("nothing published: %v", err)
 	}
+	if _, err := db.LatestVersion(ctx, "m"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("latest, nothing published: %v", err)
+	}
 }
 
 func TestPublishIsIdempotentAndKeepsFinalStatus(t *testing.T) {
@@ -189,6 +192,9 @@ func TestExpireVersions(t *testing.T) {
 	}
 	if _, err := db.GetVersion(ctx, "m", 1); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("expired version found: %v", err)
+	}
+	if n, err := db.LatestVersion(ctx, "m"); err != nil || n != 5 {
+		t.Fatalf("latest version %d: %v, want 5", n, err)
 	}
 	v5, err := db.GetVersion(ctx, "m", 5)
 	if err != nil || len(v5.Tables) != 2 || len(v5.Tables[1].Files) != 2 || v5.Tables[1].Files[1].Key != "fact-5b" {

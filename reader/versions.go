@@ -51,7 +51,8 @@ type modelState struct {
 
 // acquire returns version n of model m (0: the latest) open, with a
 // reference the caller gives back with release. The latest is the one
-// Postgres records when the query starts (or a newer one the reader
+// Postgres records when the query starts (controldb.LatestVersion: the
+// version's tables are read only when it must be opened) (or a newer one the reader
 // serves already): a query never sees an older version than a local
 // teactl query would. The reader opens a version it does not hold
 // (fetching its snapshot, reusing the blocks of an open version of the
@@ -61,11 +62,11 @@ func (s *Server) acquire(ctx, serverCtx context.Context, m string, n int64) (*op
 	var known *controldb.Version
 	want := n
 	if n == 0 {
-		v, err := s.ctl.GetVersion(ctx, m, 0)
+		latest, err := s.ctl.LatestVersion(ctx, m)
 		if err != nil {
 			return nil, err
 		}
-		known, want = &v, v.Version
+		want = latest
 	}
 	for {
 		s.mu.Lock()
