@@ -125,28 +125,7 @@ func TestFanOutMerge(t *testing.T) {
 // renderFanOut reads f's result rendered as csv (as teactl prints it).
 func renderFanOut(t *testing.T, f *FanOut) [][]string {
 	t.Helper()
-	rows, err := f.DB.Query(RenderSQL(f.SQL, "csv"))
-	if err != nil {
-		t.Fatalf("%s: %v", f.SQL, err)
-	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	var out [][]string
-	for rows.Next() {
-		vals := make([]*string, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, strs(vals))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return textRows(t, f.DB, RenderSQL(f.SQL, "csv"))
 }
 
 // sameCells: equal text, or numbers within a relative 1e-9 (a sum of

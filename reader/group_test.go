@@ -4,6 +4,7 @@ package reader
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -81,9 +82,15 @@ func unionResult(t *testing.T, n int, q string) [][]string {
 			}
 		}
 	}
-	rows, err := db.Query(RenderSQL(q, "csv"))
+	return textRows(t, db, RenderSQL(q, "csv"))
+}
+
+// textRows runs q, a query of VARCHAR columns, on db.
+func textRows(t *testing.T, db *sql.DB, q string) [][]string {
+	t.Helper()
+	rows, err := db.Query(q)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", q, err)
 	}
 	defer rows.Close()
 	cols, _ := rows.Columns()
