@@ -167,20 +167,20 @@ func tablesRead(node any) []string {
 			if cm, ok := v["cte_map"].(map[string]any); ok {
 				entries, _ := cm["map"].([]any)
 				if len(entries) > 0 {
-					inner = maps(scope)
+					inner = withNames(scope)
 					for _, e := range entries {
 						e, _ := e.(map[string]any)
 						name, _ := e["key"].(string)
 						// A CTE body sees the CTEs before it (and, in a
 						// recursive one, itself): conservative, a name
 						// not yet in scope counts as a table.
-						walk(e["value"], maps(inner, name))
+						walk(e["value"], withNames(inner, name))
 						inner[strings.ToLower(name)] = true
 					}
 				}
 			}
 			if name, ok := v["ctename"].(string); ok && name != "" {
-				inner = maps(inner, name)
+				inner = withNames(inner, name)
 			}
 			if t, _ := v["type"].(string); t == "BASE_TABLE" {
 				name, _ := v["table_name"].(string)
@@ -205,8 +205,8 @@ func tablesRead(node any) []string {
 	return out
 }
 
-// maps copies scope and adds names (lower-cased).
-func maps(scope map[string]bool, names ...string) map[string]bool {
+// withNames copies scope and adds names (lower-cased).
+func withNames(scope map[string]bool, names ...string) map[string]bool {
 	m := make(map[string]bool, len(scope)+len(names))
 	for k := range scope {
 		m[k] = true
