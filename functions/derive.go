@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -575,6 +576,14 @@ func applyDerive(ctx context.Context, env Env, a *deriveArgs) (Result, error) {
 			return Result{}, dbError("describe "+name, err)
 		} else if why != "" {
 			plan, reason = nil, why
+		}
+	}
+	if plan != nil {
+		// The rewritten query must bind here (a column spelled main.t.c,
+		// say, does not once FROM is a subquery): else recompute.
+		var n int64
+		if err := env.Conn.QueryRowContext(ctx, "SELECT count(*) FROM (\n"+plan.DeltaSQL+"\n)", int64(math.MaxInt64)).Scan(&n); err != nil {
+			plan, reason = nil, "its incremental form does not bind: "+firstLine(err)
 		}
 	}
 	if _, err := env.Conn.ExecContext(ctx, "DROP TABLE IF EXISTS "+stateTable(name)); err != nil {

@@ -355,3 +355,15 @@ func TestDeriveDependencyOrder(t *testing.T) {
 	wantRows(t, m, "SELECT * FROM z_base ORDER BY ALL", "x|2|2", "y|2|4", "z|1|5")
 	wantRows(t, m, "SELECT * FROM a_top ORDER BY ALL", "1|1", "2|2")
 }
+
+// TestDeriveIncrementalFormMustBind: a query in the rule whose rewritten
+// form does not bind (a column qualified with the schema) is recomputed,
+// and says why.
+func TestDeriveIncrementalFormMustBind(t *testing.T) {
+	m := newModel(t)
+	createT(m)
+	m.mustMaintained(request{"derive", deriveArgsJSON(t, "d", "SELECT main.t.v, count(*) AS n FROM main.t GROUP BY ALL")})
+	wantRows(t, m, "SELECT rule, reason LIKE 'its incremental form does not bind%' FROM _teatree.derived", "full|true")
+	m.mustMaintained(request{"append", `{"table":"t","rows":[{"id":1,"v":"x"}]}`})
+	wantRows(t, m, "SELECT * FROM d", "x|1")
+}
