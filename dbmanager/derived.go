@@ -29,16 +29,22 @@ import (
 // commits. Any other error is the batch's (retry or fatal).
 type derivedStep struct {
 	d         *functions.Derived
+	none      *bool              // Manager.noDerived
 	refreshed []functions.Result // what the refreshes changed, for record
 }
 
-// beginDerived loads the derived tables in the open transaction.
+// beginDerived loads the derived tables in the open transaction, unless
+// the model is known to have none.
 func (m *Manager) beginDerived(ctx context.Context, conn *sql.Conn) (*derivedStep, error) {
+	if m.noDerived {
+		return &derivedStep{d: &functions.Derived{}, none: &m.noDerived}, nil
+	}
 	d, err := functions.LoadDerived(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("dbmanager: %w", err)
 	}
-	return &derivedStep{d: d}, nil
+	m.noDerived = d.Tables() == 0
+	return &derivedStep{d: d, none: &m.noDerived}, nil
 }
 
 // afterRequest runs after a request applied with res.
@@ -50,6 +56,7 @@ func (s *derivedStep) afterRequest(ctx context.Context, conn *sql.Conn, function
 		if err := s.d.Reload(ctx, conn); err != nil {
 			return err
 		}
+		*s.none = false // loaded again at the next transaction
 	}
 	if !stepwise || s.d.Tables() == 0 {
 		return nil

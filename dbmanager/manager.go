@@ -42,6 +42,10 @@ type Manager struct {
 	tracer trace.Tracer
 	meter  metrics
 
+	// noDerived: the live file has no derived tables (derived.go); the
+	// applier skips loading them until a derive applies.
+	noDerived bool
+
 	// Set in Run.
 	epoch     int64
 	model     controldb.Model

@@ -728,6 +728,7 @@ type derivedDef struct {
 // Derived holds a model's derived tables for one transaction: their
 // definitions in dependency order and, for those maintained
 // incrementally, the last rowid of each input when the transaction began.
+// The zero Derived has none (Reload reads them).
 type Derived struct {
 	defs  map[string]*derivedDef // by lower-case name
 	order []*derivedDef          // inputs first
