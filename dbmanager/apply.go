@@ -197,7 +197,7 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 	// [lo, hi) is the part of the batch the next transaction commits.
 	for lo, hi := 0, len(items); lo < len(items); lo, hi = hi, len(items) {
 		for {
-			failedAt, err := m.applyRange(ctx, conn, items[lo:hi])
+			failedAt, err := m.applyRange(ctx, conn, items[lo:hi], false)
 			if err != nil {
 				return err
 			}
@@ -346,8 +346,10 @@ func (m *Manager) refuse(it *item, mdl, f string, seq uint64) {
 // applyRange applies items in one transaction. When a request fails it
 // rolls back, marks the request failed and returns its index; the caller
 // then applies the range up to and including it again. Otherwise it
-// records the range, advances the position, commits and returns -1.
-func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item) (int, error) {
+// brings the derived tables up to date (derived.go), records the range,
+// advances the position, commits and returns -1. stepwise refreshes the
+// derived tables after each request instead of once (derived.go).
+func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item, stepwise bool) (int, error) {
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		return 0, fmt.Errorf("dbmanager: begin: %w", err)
 	}
@@ -357,12 +359,20 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 		}
 	}
 	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: functions.NewTableCache(), Sources: m.cfg.Sources}
+	der, err := m.beginDerived(ctx, conn)
+	if err != nil {
+		rollback()
+		return 0, err
+	}
 	for i, it := range items {
 		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed {
 			continue
 		}
 		env.Payload = func(ctx context.Context, uri string) (string, error) { return m.fetchPayload(ctx, it.req.ID, uri) }
 		res, err := it.call.Apply(ctx, env)
+		if err == nil {
+			err = der.afterRequest(ctx, conn, it.req.Function, res, stepwise)
+		}
 		if err != nil {
 			rollback()
 			// Only the request's own fault fails it; on retry or fatal
@@ -379,7 +389,19 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 		}
 		it.status, it.result = model.StatusApplied, res
 	}
-	if err := m.record(ctx, conn, items); err != nil {
+	if !stepwise {
+		if err := der.afterBatch(ctx, conn, items); err != nil {
+			rollback()
+			if judge(ctx, err) != failed {
+				return 0, fmt.Errorf("dbmanager: %w", err)
+			}
+			// Which request made it fail: apply again, refreshing after
+			// each request.
+			m.log.Info("derived tables: refresh failed, applying the batch again request by request", "err", err)
+			return m.applyRange(ctx, conn, items, true)
+		}
+	}
+	if err := m.record(ctx, conn, items, der.refreshed); err != nil {
 		rollback()
 		return 0, err
 	}
@@ -409,7 +431,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 }
 
 // record writes the bookkeeping of items inside the open transaction.
-func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) error {
+func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item, derived []functions.Result) error {
 	now := time.Now().UTC()
 	var last uint64
 	changed, modified, replaced := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
@@ -447,6 +469,14 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 		}
 		if it.result.AllTables {
 			changed["*"], modified["*"] = it.seq, it.seq
+		}
+	}
+	for _, r := range derived { // refreshed after the batch (derived.go)
+		for _, t := range r.Tables {
+			changed[t], modified[t] = last, last
+			if r.Replaced {
+				replaced[t] = last
+			}
 		}
 	}
 	// One statement per recordChunk requests: a statement per request

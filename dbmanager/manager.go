@@ -22,6 +22,7 @@ import (
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/functions"
 	"github.com/teatree/teatree/internal/svcinfo"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/notify"
@@ -40,6 +41,10 @@ type Manager struct {
 	notify *notify.Publisher
 	tracer trace.Tracer
 	meter  metrics
+
+	// noDerived: the live file has no derived tables (derived.go); the
+	// applier skips loading them until a derive applies.
+	noDerived bool
 
 	// Set in Run.
 	epoch     int64
@@ -344,6 +349,9 @@ INSERT INTO _teatree.position SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM _teatree.
 func (m *Manager) initSchema(ctx context.Context, restored int64) error {
 	if _, err := m.db.ExecContext(ctx, schemaSQL); err != nil {
 		return fmt.Errorf("dbmanager: create _teatree schema: %w", err)
+	}
+	if _, err := m.db.ExecContext(ctx, functions.DerivedSchema); err != nil {
+		return fmt.Errorf("dbmanager: create _teatree.derived: %w", err)
 	}
 	if restored == 0 {
 		return nil

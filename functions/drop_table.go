@@ -11,7 +11,7 @@ type dropTableArgs struct {
 var dropTableSpec = spec[dropTableArgs]{
 	Name:        "drop_table",
 	Summary:     "drop a table of schema main",
-	Description: "Drops main.<table>. A missing table is an error unless if_exists is true.",
+	Description: "Drops main.<table> (and, for a derived table, its definition: it is no longer kept current). A missing table is an error unless if_exists is true.",
 	Schema: `"required": ["table"],
   "properties": {
     "table": {"$ref": "#/$defs/table"},
@@ -38,6 +38,9 @@ func applyDropTable(ctx context.Context, env Env, a *dropTableArgs) (Result, err
 	}
 	if _, err := env.Conn.ExecContext(ctx, "DROP TABLE "+qualified(t.Name)); err != nil {
 		return Result{}, dbError("drop table "+t.Name, err)
+	}
+	if err := dropDerived(ctx, env.Conn, t.Name); err != nil {
+		return Result{}, dbError("drop the definition of "+t.Name, err)
 	}
 	return Result{Tables: []string{t.Name}, Replaced: true}, nil
 }

@@ -111,6 +111,7 @@ func init() {
 	register(updateSpec)
 	register(deleteSpec)
 	register(refreshSpec)
+	register(deriveSpec)
 	register(dropTableSpec)
 	register(sqlSpec)
 }

@@ -40,6 +40,8 @@ func FuzzValidate(f *testing.F) {
 	f.Add("append", []byte(`{"table":"t","rows":[{"a":1e400,"b":-0.0,"c":"\ud800","d":[{"e":{}}]}]}`))
 	f.Add("update", []byte(`{"table":"t","set":{"v":{"nested":[1,"x",null]}},"where":[{"column":"id","op":"in","value":[1,"2",true]}]}`))
 	f.Add("refresh", []byte(`{"table":"d","query":"SELECT a, sum(b) OVER (PARTITION BY c) FROM t QUALIFY row_number() OVER () < 3"}`))
+	f.Add("derive", []byte(`{"table":"d","query":"SELECT g AS k, date_trunc('month', d)::DATE, count(*), avg(x), min(x) FILTER (WHERE x > 0) FROM t AS f WHERE x IN (1, 2) GROUP BY k, 2"}`))
+	f.Add("derive", []byte(`{"table":"d","query":"WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r, t"}`))
 	f.Add("sql", []byte(`{"sql":"CREATE TABLE x (a INTEGER DEFAULT 1, b VARCHAR)"}`))
 	f.Add("create_table", []byte(`{"table":"t","columns":[{"name":"m","type":"MAP(VARCHAR, STRUCT(a INTEGER[3], b UNION(x INTEGER, y VARCHAR)))"}]}`))
 

@@ -27,7 +27,7 @@ func TestParseScenarios(t *testing.T) {
 		want      []string
 		largeRows int
 	}{
-		{nil, []string{"1", "2", "3", "4", "5"}, 32000000},
+		{nil, []string{"1", "2", "3", "3D", "4", "5"}, 32000000},
 		{[]string{"-scenarios", "3L"}, []string{"3L"}, 32000000},
 		{[]string{"-scenarios", "3l, 3", "-large-rows", "2000000"}, []string{"3L", "3"}, 2000000},
 		{[]string{"-scenarios", "3L", "-quick"}, []string{"3L"}, 2000000},
