@@ -183,4 +183,3 @@ func typed(t *testing.T, ac *appsv1ac.StatefulSetApplyConfiguration) *appsv1.Sta
 	}
 	return &sts
 }
-
