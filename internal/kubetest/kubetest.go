@@ -249,9 +249,7 @@ func (c *Cluster) Stop() {
 		_ = p.Wait()
 	}
 	c.procs = nil
-	if c.Config != nil {
-		_ = c.env.Stop()
-	}
+	_ = c.env.Stop()
 	os.RemoveAll(c.dir)
 }
 
