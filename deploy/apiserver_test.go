@@ -145,11 +145,16 @@ func renderObjects(t *testing.T, dir string) []*unstructured.Unstructured {
 	}
 	var objs []*unstructured.Unstructured
 	for _, r := range rm.Resources() {
-		m, err := r.Map()
+		// Through JSON: the numbers of an unstructured object are int64.
+		b, err := r.MarshalJSON()
 		if err != nil {
 			t.Fatal(err)
 		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
+		var o unstructured.Unstructured
+		if err := o.UnmarshalJSON(b); err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, &o)
 	}
 	if len(objs) == 0 {
 		t.Fatalf("%s renders nothing", dir)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -20,12 +21,19 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/teatree/teatree/deploy"
 	"github.com/teatree/teatree/internal/kubetest"
 )
 
-func TestMain(m *testing.M) { kubetest.Main(m) }
+func TestMain(m *testing.M) {
+	// client-go's leader election logs each failed request of a dead
+	// leader through klog, on stderr.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
+	kubetest.Main(m)
+}
 
 // sizes is a ModelInfo backed by a map.
 type sizes struct {
