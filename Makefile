@@ -29,7 +29,7 @@ minio: ## build and cache the pinned MinIO used by the S3 tests
 k8s-test-bins: ## build and cache etcd, kube-apiserver, kube-controller-manager and kwok for the Kubernetes tests
 	scripts/k8s-test-bins.sh
 
-test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
+test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, a Kubernetes control plane, the flights data)
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
 chaos: data fuzz ## bounded fuzzing (23 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)

@@ -11,7 +11,7 @@
 #
 # The cache lives under ${TEATREE_CACHE:-$HOME/.cache/teatree}, keyed by the
 # build module's go.sum, the kwok version and the Go version. A cold build
-# takes about 20 minutes on 2 cores (about 3 GB peak memory, 5 GB of Go build
+# takes 20 to 45 minutes on 2 cores (about 2.7 GB peak memory, 5 GB of Go build
 # cache); a warm run costs nothing.
 set -euo pipefail
 
@@ -38,7 +38,7 @@ missing=0
 for b in "${bins[@]}"; do [[ -e "$dir/$b" ]] || missing=1; done
 
 if [[ $missing == 1 ]]; then
-  echo "building etcd, kube-apiserver $K8S_VERSION, kube-controller-manager and kwok $KWOK_VERSION into $dir (about 20 minutes cold)" >&2
+  echo "building etcd, kube-apiserver $K8S_VERSION, kube-controller-manager and kwok $KWOK_VERSION into $dir (20 to 45 minutes cold)" >&2
   mkdir -p "$cache"
   tmp=$(mktemp -d "$cache/k8s-test-bins.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
