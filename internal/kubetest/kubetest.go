@@ -155,6 +155,19 @@ func Start(bin string) (c *Cluster, err error) {
 		ControlPlaneStartTimeout: time.Minute,
 		ControlPlaneStopTimeout:  10 * time.Second,
 	}
+	// envtest starts etcd and kube-apiserver without a parent-death
+	// signal: a test process killed (-timeout, ^C) would leave them
+	// running. Through setpriv (util-linux), when present, they die with it.
+	if setpriv, err := exec.LookPath("setpriv"); err == nil {
+		etcd, err1 := deathWrapper(dir, setpriv, filepath.Join(bin, "etcd"))
+		api, err2 := deathWrapper(dir, setpriv, filepath.Join(bin, "kube-apiserver"))
+		if err := errors.Join(err1, err2); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		env.ControlPlane.Etcd = &envtest.Etcd{Path: etcd}
+		env.ControlPlane.GetAPIServer().Path = api
+	}
 	// kube-apiserver 1.37 refuses a loopback advertise address with the
 	// endpoint reconciler on; tests need no kubernetes Service endpoints.
 	api := env.ControlPlane.GetAPIServer().Configure()
@@ -192,6 +205,17 @@ func Start(bin string) (c *Cluster, err error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// deathWrapper writes a script into dir that runs bin with SIGKILL as its
+// parent-death signal, and returns its path.
+func deathWrapper(dir, setpriv, bin string) (string, error) {
+	p := filepath.Join(dir, filepath.Base(bin))
+	script := fmt.Sprintf("#!/bin/sh\nexec %s --pdeathsig KILL -- %s \"$@\"\n", setpriv, bin)
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		return "", fmt.Errorf("kubetest: %w", err)
+	}
+	return p, nil
 }
 
 // exec starts a control plane process that logs into the file log of the
