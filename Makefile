@@ -7,8 +7,9 @@ TESTFLAGS ?=
 # duckdb_arrow build tag; every build and test here sets it.
 export GOFLAGS += -tags=duckdb_arrow
 export TEATREE_MINIO_BIN ?= $(shell scripts/minio.sh --path 2>/dev/null)
+export TEATREE_K8S_BIN_DIR ?= $(shell scripts/k8s-test-bins.sh --path 2>/dev/null)
 
-.PHONY: help build test vet fmt demo data clean minio chaos fuzz bench bench-large
+.PHONY: help build test vet fmt demo data clean minio k8s-test-bins chaos fuzz bench bench-large
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,7 +26,10 @@ fmt: ## gofmt check
 minio: ## build and cache the pinned MinIO used by the S3 tests
 	scripts/minio.sh
 
-test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
+k8s-test-bins: ## build and cache etcd, kube-apiserver, kube-controller-manager and kwok for the Kubernetes tests
+	scripts/k8s-test-bins.sh
+
+test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, a Kubernetes control plane, the flights data)
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
 chaos: data fuzz ## bounded fuzzing (24 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)

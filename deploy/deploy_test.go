@@ -308,6 +308,7 @@ func checkRBAC(t *testing.T, objs []runtime.Object) {
 	}
 	want := map[string][]string{
 		"apps/statefulsets":          {"create", "get", "list", "patch", "watch"},
+		"apps/statefulsets/scale":    {"patch"},
 		"coordination.k8s.io/leases": {"create", "get", "update"},
 	}
 	for k := range got {

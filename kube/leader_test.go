@@ -3,33 +3,78 @@ package kube
 import (
 	"context"
 	"errors"
-	"strings"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/teatree/teatree/dispatcher"
+	"github.com/teatree/teatree/internal/kubetest"
 	"github.com/teatree/teatree/internal/stacktest"
 	"github.com/teatree/teatree/queue"
 )
 
+// testTimings are short leader election durations; the Lease stores its
+// duration in whole seconds.
+var testTimings = leaderTimings{lease: 3 * time.Second, renew: 2 * time.Second, retry: 200 * time.Millisecond}
+
+// mortalClient is a clientset whose requests fail once kill is called: to
+// the API server, its dispatcher has died (no renewal, no release).
+func mortalClient(t *testing.T, c *kubetest.Cluster) (kubernetes.Interface, func()) {
+	t.Helper()
+	var dead atomic.Bool
+	cfg := rest.CopyConfig(c.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if dead.Load() {
+				return nil, errors.New("dispatcher died")
+			}
+			return rt.RoundTrip(req)
+		})
+	})
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, func() { dead.Store(true) }
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+func leaseHolder(t *testing.T, client kubernetes.Interface, ns string) string {
+	lease, err := client.CoordinationV1().Leases(ns).Get(t.Context(), LeaseName, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *lease.Spec.HolderIdentity
+}
+
+// TestRunWithLeaderElection: on a real Lease, of two dispatchers one leads;
+// when the leader dies (its requests fail: it neither renews nor releases)
+// the other leads within the lease duration; a dispatcher that shuts down
+// releases the Lease.
 func TestRunWithLeaderElection(t *testing.T) {
-	client := fake.NewClientset()
-	// The Lease stores its duration in whole seconds.
-	timings := leaderTimings{lease: 2 * time.Second, renew: time.Second, retry: 50 * time.Millisecond}
+	c := kubetest.Shared(t)
+	ns := c.Namespace(t, "leader")
 	var mu sync.Mutex
-	var leaders []string
+	leading := map[string]time.Time{}
 	active := 0
-	elect := func(ctx context.Context, id string) chan error {
+	elect := func(ctx context.Context, client kubernetes.Interface, id string) chan error {
 		errc := make(chan error, 1)
 		go func() {
-			errc <- runWithLeaderElection(ctx, client, testNS, id, timings, func(ctx context.Context) error {
+			errc <- runWithLeaderElection(ctx, client, ns, id, testTimings, func(ctx context.Context) error {
 				mu.Lock()
-				leaders = append(leaders, id)
+				if _, ok := leading[id]; !ok {
+					leading[id] = time.Now()
+				}
 				active++
 				if active > 1 {
 					t.Errorf("%s leads while another one does", id)
@@ -45,78 +90,95 @@ func TestRunWithLeaderElection(t *testing.T) {
 		}()
 		return errc
 	}
+	leads := func(id string) bool { mu.Lock(); defer mu.Unlock(); _, ok := leading[id]; return ok }
+
+	client1, kill1 := mortalClient(t, c)
 	ctx1, cancel1 := context.WithCancel(t.Context())
-	err1 := elect(ctx1, "pod-1")
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(leaders) == 1 })
-	lease, err := client.CoordinationV1().Leases(testNS).Get(t.Context(), LeaseName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "pod-1" {
-		t.Errorf("lease holder = %v, want pod-1", lease.Spec.HolderIdentity)
+	defer cancel1()
+	elect(ctx1, client1, "pod-1")
+	waitFor(t, func() bool { return leads("pod-1") })
+	if h := leaseHolder(t, c.Client, ns); h != "pod-1" {
+		t.Errorf("lease holder = %q, want pod-1", h)
 	}
 	ctx2, cancel2 := context.WithCancel(t.Context())
 	defer cancel2()
-	err2 := elect(ctx2, "pod-2")
-	time.Sleep(500 * time.Millisecond) // pod-2 campaigns, does not lead
+	err2 := elect(ctx2, c.Client, "pod-2")
+	time.Sleep(time.Second) // pod-2 campaigns, does not lead
+	if leads("pod-2") {
+		t.Error("pod-2 leads while pod-1 holds the lease")
+	}
+
+	died := time.Now()
+	kill1()
+	waitFor(t, func() bool { return leads("pod-2") })
 	mu.Lock()
-	if len(leaders) != 1 {
-		t.Errorf("leaders = %v while pod-1 holds the lease", leaders)
-	}
+	handover := leading["pod-2"].Sub(died)
 	mu.Unlock()
-	cancel1() // pod-1 shuts down, releases the lease after run returned
-	if err := <-err1; err != nil {
-		t.Error(err)
+	// The lease expires at most its duration after pod-1's last renewal,
+	// and pod-2 looks every retry period.
+	if limit := testTimings.lease + testTimings.retry + 500*time.Millisecond; handover > limit {
+		t.Errorf("handover took %v after the leader died, want at most %v", handover, limit)
 	}
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(leaders) == 2 })
-	if got := strings.Join(leaders, ","); got != "pod-1,pod-2" {
-		t.Errorf("leaders = %s, want pod-1,pod-2", got)
+	t.Logf("handover %v after the leader's death (lease %v)", handover, testTimings.lease)
+	if h := leaseHolder(t, c.Client, ns); h != "pod-2" {
+		t.Errorf("lease holder = %q, want pod-2", h)
 	}
+
 	cancel2()
 	if err := <-err2; err != nil {
 		t.Error(err)
 	}
+	if h := leaseHolder(t, c.Client, ns); h != "" {
+		t.Errorf("lease holder = %q after pod-2 shut down, want the lease released", h)
+	}
 }
 
 // TestLeaderReleasesLeaseWhenDispatchFails: a leading dispatcher whose
-// consumer is deleted under it (real NATS and Postgres, StatefulSets on
-// the fake clientset) ends: RunWithLeaderElection returns the error, so
-// the process exits, and the Lease is released for another replica.
+// consumer is deleted under it (real NATS, Postgres and API server) ends:
+// RunWithLeaderElection returns the error, so the process exits, the Lease
+// is released, and the other replica takes over and consumes.
 func TestLeaderReleasesLeaseWhenDispatchFails(t *testing.T) {
+	c := kubetest.Shared(t)
+	ns := c.Namespace(t, "release")
 	s := stacktest.New(t, queue.Config{})
-	client := fake.NewClientset()
-	r := newTestRunner(t, client, nil)
-	d := dispatcher.New(dispatcher.Config{}, stacktest.Logger(t), s.JS, s.Ctl, s.Store, r)
-	timings := leaderTimings{lease: 2 * time.Second, renew: time.Second, retry: 50 * time.Millisecond}
+	r := newTestRunner(t, c.Client, ns, nil)
+	newDispatcher := func() *dispatcher.Dispatcher {
+		return dispatcher.New(dispatcher.Config{}, stacktest.Logger(t), s.JS, s.Ctl, s.Store, r)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- runWithLeaderElection(ctx, client, testNS, "pod-1", timings, d.Run) }()
-	holder := func() string {
-		lease, err := client.CoordinationV1().Leases(testNS).Get(t.Context(), LeaseName, metav1.GetOptions{})
-		if err != nil || lease.Spec.HolderIdentity == nil {
-			return ""
-		}
-		return *lease.Spec.HolderIdentity
+	done1 := make(chan error, 1)
+	go func() { done1 <- runWithLeaderElection(ctx, c.Client, ns, "pod-1", testTimings, newDispatcher().Run) }()
+	waitFor(t, func() bool { return leaseHolder(t, c.Client, ns) == "pod-1" })
+	consuming := func() bool {
+		cons, err := s.JS.Consumer(ctx, queue.RequestStream, queue.DispatcherName)
+		return err == nil && cons.CachedInfo().NumWaiting > 0
 	}
-	waitFor(t, func() bool { return holder() == "pod-1" })
 	// Once its pull request waits on the server, the leader consumes.
-	waitFor(t, func() bool {
-		c, err := s.JS.Consumer(ctx, queue.RequestStream, queue.DispatcherName)
-		return err == nil && c.CachedInfo().NumWaiting > 0
-	})
+	waitFor(t, consuming)
+	done2 := make(chan error, 1)
+	go func() { done2 <- runWithLeaderElection(ctx, c.Client, ns, "pod-2", testTimings, newDispatcher().Run) }()
+
 	if err := s.JS.DeleteConsumer(ctx, queue.RequestStream, queue.DispatcherName); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-done:
+	case err := <-done1:
 		if !errors.Is(err, jetstream.ErrConsumerDeleted) {
 			t.Errorf("RunWithLeaderElection = %v, want the consumer deleted error", err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the leader still runs 30 s after its consumer was deleted")
 	}
-	if h := holder(); h != "" {
-		t.Errorf("lease holder = %q after the leader failed, want it released", h)
+	// Released, not expired: pod-2 leads well within the lease duration.
+	released := time.Now()
+	waitFor(t, func() bool { return leaseHolder(t, c.Client, ns) == "pod-2" })
+	if took := time.Since(released); took > testTimings.lease {
+		t.Errorf("pod-2 took over %v after pod-1 failed, want less than the lease duration %v", took, testTimings.lease)
+	}
+	waitFor(t, consuming)
+	cancel()
+	if err := <-done2; err != nil {
+		t.Error(err)
 	}
 }

@@ -360,12 +360,13 @@ func (r *Runner) sizeClass(ctx context.Context, m string) (string, error) {
 	return name, nil
 }
 
-// scale sets spec.replicas of sts with a merge patch, which touches no other
-// field (an apply of replicas alone would remove every field the
-// dispatcher applied before); the next Ensure's apply takes replicas back.
+// scale sets spec.replicas of sts with a merge patch of its scale
+// subresource, which touches no other field (an apply of replicas alone
+// would remove every field the dispatcher applied before) and needs only
+// patch on statefulsets/scale; the next Ensure's apply takes replicas back.
 func (r *Runner) scale(ctx context.Context, sts *appsv1.StatefulSet, replicas int32) error {
 	patch := fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, replicas)
-	_, err := r.client.AppsV1().StatefulSets(sts.Namespace).Patch(ctx, sts.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
+	_, err := r.client.AppsV1().StatefulSets(sts.Namespace).Patch(ctx, sts.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}, "scale")
 	if err == nil {
 		r.log.Info("scaled db-manager statefulset", "model", sts.Annotations[AnnotationModel], "statefulset", sts.Name, "replicas", replicas)
 	}
