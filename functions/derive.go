@@ -1,10 +1,10 @@
 package functions
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/sqlast"
 )
 
 // A derived table is a table of schema main that the db-manager keeps
@@ -130,23 +131,12 @@ func parseExact(query string) (doc, node map[string]any, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var out string
-	if err := db.QueryRowContext(context.Background(), "SELECT CAST(json_serialize_sql(CAST(? AS VARCHAR)) AS VARCHAR)", query).Scan(&out); err != nil {
-		return nil, nil, fmt.Errorf("parse query: %w", err)
-	}
-	dec := json.NewDecoder(strings.NewReader(out))
-	dec.UseNumber()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, nil, invalid("query is too complex to check: %v", model.Shorten(err))
-	}
-	stmts, _ := doc["statements"].([]any)
-	if len(stmts) != 1 {
+	doc, node, err = sqlast.Parse(context.Background(), db, query)
+	switch {
+	case errors.Is(err, sqlast.ErrNotOneStatement):
 		return nil, nil, invalid("query must be exactly one SELECT statement")
-	}
-	st, _ := stmts[0].(map[string]any)
-	node, _ = st["node"].(map[string]any)
-	if node == nil {
-		return nil, nil, invalid("query must be exactly one SELECT statement")
+	case err != nil:
+		return nil, nil, invalid("query: %s", firstLine(err))
 	}
 	return doc, node, nil
 }
@@ -235,8 +225,15 @@ type incPlan struct {
 	DeltaSQL string `json:"delta_sql"`
 }
 
-// decomposable are the aggregates merged per group, by their AST name.
-var decomposable = map[string]string{"count_star": "count", "count": "count", "sum": "sum", "min": "min", "max": "max", "avg": "avg"}
+// deserialize turns node, the statement of doc changed, back into SQL on
+// the private parser.
+func deserialize(doc, node map[string]any) (string, error) {
+	db, err := parserDB()
+	if err != nil {
+		return "", err
+	}
+	return sqlast.Deserialize(context.Background(), db, doc, node)
+}
 
 // aggregateNames are DuckDB's aggregate function names (lower case), from
 // the private parser's catalog.
@@ -245,20 +242,7 @@ var aggregateNames = sync.OnceValues(func() (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := db.QueryContext(context.Background(), "SELECT DISTINCT lower(function_name) FROM duckdb_functions() WHERE function_type = 'aggregate'")
-	if err != nil {
-		return nil, fmt.Errorf("list aggregate functions: %w", err)
-	}
-	defer rows.Close()
-	names := map[string]bool{"count_star": true}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		names[n] = true
-	}
-	return names, rows.Err()
+	return sqlast.Aggregates(context.Background(), db)
 })
 
 // planIncremental decides whether the query (doc, node) is maintained
@@ -289,7 +273,7 @@ func planIncremental(doc, node map[string]any) (*incPlan, string, error) {
 	if cols, _ := from["column_name_alias"].([]any); len(cols) > 0 {
 		return full("renames its input's columns")
 	}
-	if hasType(node["where_clause"], "SUBQUERY") || hasType(node["select_list"], "SUBQUERY") || hasType(node["group_expressions"], "SUBQUERY") {
+	if sqlast.Has(node["where_clause"], "SUBQUERY") || sqlast.Has(node["select_list"], "SUBQUERY") || sqlast.Has(node["group_expressions"], "SUBQUERY") {
 		return full("has a subquery")
 	}
 	aggs, err := aggregateNames()
@@ -303,7 +287,7 @@ func planIncremental(doc, node map[string]any) (*incPlan, string, error) {
 		e, _ := e.(map[string]any)
 		name := strings.ToLower(str(e, "function_name"))
 		if str(e, "class") == "FUNCTION" && aggs[name] {
-			kind, ok := decomposable[name]
+			kind, ok := sqlast.Decomposable[name]
 			if !ok {
 				return full(name + "() is not a decomposable aggregate")
 			}
@@ -319,13 +303,13 @@ func planIncremental(doc, node map[string]any) (*incPlan, string, error) {
 			if (name == "count_star") != (len(children) == 0) || len(children) > 1 {
 				return full(name + "() does not take one argument")
 			}
-			if hasAggregate(children, aggs) || hasType(children, "WINDOW") {
+			if sqlast.FindAggregate(children, aggs) != "" || sqlast.Has(children, "WINDOW") {
 				return full("an aggregate's argument holds an aggregate or window function")
 			}
 			p.Kinds = append(p.Kinds, kind)
 			continue
 		}
-		if str(e, "class") == "STAR" || hasAggregate(e, aggs) || hasType(e, "WINDOW") {
+		if str(e, "class") == "STAR" || sqlast.FindAggregate(e, aggs) != "" || sqlast.Has(e, "WINDOW") {
 			return full(fmt.Sprintf("select item %d is neither a group key nor one decomposable aggregate", i+1))
 		}
 		p.Kinds = append(p.Kinds, "key")
@@ -354,14 +338,14 @@ func planIncremental(doc, node map[string]any) (*incPlan, string, error) {
 	}
 	// The partial query: avg(x) becomes sum(x), and count(x) of each avg
 	// is added at the end (positions of the keys stay).
-	partial := deepCopy(node)
+	partial := sqlast.Copy(node).(map[string]any)
 	list := partial["select_list"].([]any)
 	for i, kind := range p.Kinds {
 		if kind != "avg" {
 			continue
 		}
 		e := list[i].(map[string]any)
-		n := deepCopy(e)
+		n := sqlast.Copy(e).(map[string]any)
 		e["function_name"] = "sum"
 		n["function_name"] = "count"
 		n["alias"] = fmt.Sprintf("__teatree_count_%d", i)
@@ -416,7 +400,7 @@ func groupsMatch(groups, items []any, keys []int) bool {
 						break
 					}
 				}
-				if sameExpr(g, item) {
+				if sqlast.Same(g, item) {
 					at = k
 					break
 				}
@@ -428,114 +412,6 @@ func groupsMatch(groups, items []any, keys []int) bool {
 		used[at] = true
 	}
 	return true
-}
-
-// sameExpr compares two expressions of the AST without their aliases and
-// query locations.
-func sameExpr(a, b map[string]any) bool {
-	strip := func(m map[string]any) string {
-		c := deepCopy(m)
-		delete(c, "alias")
-		var clean func(v any)
-		clean = func(v any) {
-			switch v := v.(type) {
-			case map[string]any:
-				delete(v, "query_location")
-				for _, e := range v {
-					clean(e)
-				}
-			case []any:
-				for _, e := range v {
-					clean(e)
-				}
-			}
-		}
-		clean(c)
-		out, _ := json.Marshal(c)
-		return string(out)
-	}
-	return strip(a) == strip(b)
-}
-
-// hasType reports whether the AST v holds a node of type or class t.
-func hasType(v any, t string) bool {
-	switch v := v.(type) {
-	case []any:
-		return slices.ContainsFunc(v, func(e any) bool { return hasType(e, t) })
-	case map[string]any:
-		if v["type"] == t || v["class"] == t {
-			return true
-		}
-		for _, e := range v {
-			if hasType(e, t) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// hasAggregate reports whether the AST v calls an aggregate function.
-func hasAggregate(v any, aggs map[string]bool) bool {
-	switch v := v.(type) {
-	case []any:
-		return slices.ContainsFunc(v, func(e any) bool { return hasAggregate(e, aggs) })
-	case map[string]any:
-		if name, _ := v["function_name"].(string); v["class"] == "FUNCTION" && aggs[strings.ToLower(name)] {
-			return true
-		}
-		for _, e := range v {
-			if hasAggregate(e, aggs) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func deepCopy(m map[string]any) map[string]any {
-	var copyAny func(v any) any
-	copyAny = func(v any) any {
-		switch v := v.(type) {
-		case map[string]any:
-			c := make(map[string]any, len(v))
-			for k, e := range v {
-				c[k] = copyAny(e)
-			}
-			return c
-		case []any:
-			c := make([]any, len(v))
-			for i, e := range v {
-				c[i] = copyAny(e)
-			}
-			return c
-		}
-		return v
-	}
-	return copyAny(m).(map[string]any)
-}
-
-// deserialize turns node, the statement of doc changed, back into SQL
-// with DuckDB's json_deserialize_sql.
-func deserialize(doc, node map[string]any) (string, error) {
-	d := deepCopy(doc)
-	st := d["statements"].([]any)[0].(map[string]any)
-	st["node"] = node
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(d); err != nil {
-		return "", err
-	}
-	db, err := parserDB()
-	if err != nil {
-		return "", err
-	}
-	var out string
-	if err := db.QueryRowContext(context.Background(), "SELECT json_deserialize_sql(CAST(? AS JSON))", buf.String()).Scan(&out); err != nil {
-		return "", fmt.Errorf("derive: write the incremental query: %w", err)
-	}
-	return out, nil
 }
 
 // stateTable is the quoted name of the state table of derived table t.

@@ -1,7 +1,6 @@
 package reader
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/functions"
 	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/sqlast"
 )
 
 // A fan-out query spreads one query over a group by sending one partial
@@ -271,7 +271,8 @@ type item struct {
 // fanOutPlan is a query planned for fan-out.
 type fanOutPlan struct {
 	table    string
-	stmt     map[string]any   // the query's parsed statement
+	doc      map[string]any   // the query's parsed document (sqlast.Parse)
+	node     map[string]any   // its statement
 	partial  string           // the SQL each member runs
 	items    []item           // the query's select items, in order
 	hidden   int              // group keys added after the select items
@@ -281,9 +282,6 @@ type fanOutPlan struct {
 	keyNodes []map[string]any // the select items' nodes, for ORDER BY matching
 }
 
-// mergeable maps the aggregate names that merge to their kind.
-var mergeable = map[string]string{"count_star": "count", "count": "count", "sum": "sum", "min": "min", "max": "max", "avg": "avg", "mean": "avg"}
-
 // plan parses query on conn with DuckDB's own parser (json_serialize_sql)
 // and builds its partial query (json_deserialize_sql of the rewritten
 // statement) and merge.
@@ -291,39 +289,23 @@ func plan(ctx context.Context, conn *sql.Conn, query string) (*fanOutPlan, error
 	if err := functions.ValidateSelect(query); err != nil {
 		return nil, err
 	}
-	var text string
-	if err := conn.QueryRowContext(ctx, "SELECT json_serialize_sql(?::VARCHAR)::VARCHAR", query).Scan(&text); err != nil {
-		return nil, fmt.Errorf("reader: fan-out: parse: %w", err)
-	}
-	var parsed struct {
-		Error      bool             `json:"error"`
-		Message    string           `json:"error_message"`
-		Statements []map[string]any `json:"statements"`
-	}
-	if err := decodeJSON(text, &parsed); err != nil {
-		return nil, fmt.Errorf("reader: fan-out: parse: %w", err)
-	}
-	if parsed.Error {
-		return nil, fmt.Errorf("%w: query: %s", model.ErrInvalid, parsed.Message)
-	}
-	if len(parsed.Statements) != 1 {
-		return nil, fmt.Errorf("%w: query: one SELECT statement, not %d statements", model.ErrInvalid, len(parsed.Statements))
-	}
-	aggs, err := aggregateNames(ctx, conn)
+	doc, node, err := sqlast.Parse(ctx, conn, query)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: query: %s", model.ErrInvalid, firstLine(err))
 	}
-	p := &fanOutPlan{stmt: parsed.Statements[0]}
-	node, _ := p.stmt["node"].(map[string]any)
+	aggs, err := sqlast.Aggregates(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("reader: fan-out: %w", err)
+	}
+	p := &fanOutPlan{doc: doc, node: node}
 	if err := p.build(node, aggs); err != nil {
 		return nil, err
 	}
-	partial := deepCopy(p.stmt).(map[string]any)
-	pn := partial["node"].(map[string]any)
+	pn := sqlast.Copy(node).(map[string]any)
 	list := make([]any, 0, p.width)
 	sel := node["select_list"].([]any)
 	for i, it := range p.items {
-		n := deepCopy(sel[i]).(map[string]any)
+		n := sqlast.Copy(sel[i]).(map[string]any)
 		switch {
 		case it.agg == "":
 		case it.distinct:
@@ -337,21 +319,21 @@ func plan(ctx context.Context, conn *sql.Conn, query string) (*fanOutPlan, error
 	}
 	for i, it := range p.items {
 		if it.agg == "avg" && !it.distinct {
-			n := deepCopy(sel[i]).(map[string]any)
+			n := sqlast.Copy(sel[i]).(map[string]any)
 			n["function_name"], n["alias"] = "count", fmt.Sprintf("__fanout_n%d", i)
 			list = append(list, n)
 		}
 	}
 	if groups, _ := node["group_expressions"].([]any); len(groups) > 0 {
 		for _, g := range p.hiddenKeys(node) {
-			list = append(list, deepCopy(g))
+			list = append(list, sqlast.Copy(g))
 		}
 	}
 	pn["select_list"] = list
 	if !p.gather {
 		pn["modifiers"] = []any{}
 	}
-	p.partial, err = deserialize(ctx, conn, partial)
+	p.partial, err = sqlast.Deserialize(ctx, conn, doc, pn)
 	if err != nil {
 		return nil, err
 	}
@@ -394,7 +376,7 @@ func (p *fanOutPlan) build(node map[string]any, aggs map[string]bool) error {
 		return refuse("GROUPING SETS, ROLLUP or CUBE")
 	}
 	if w, ok := node["where_clause"]; ok && w != nil {
-		if name := findAggregate(w, aggs); name != "" {
+		if name := aggregateIn(w, aggs); name != "" {
 			return refuse("an aggregate (%s) in WHERE", name)
 		}
 	}
@@ -405,9 +387,9 @@ func (p *fanOutPlan) build(node map[string]any, aggs map[string]bool) error {
 	for i, s := range sel {
 		n, _ := s.(map[string]any)
 		it := item{}
-		if class, _ := n["class"].(string); class == "FUNCTION" && aggs[nameOf(n["function_name"])] {
-			name := nameOf(n["function_name"])
-			kind, ok := mergeable[name]
+		if class, _ := n["class"].(string); class == "FUNCTION" && aggs[sqlast.Name(n)] {
+			name := sqlast.Name(n)
+			kind, ok := sqlast.Decomposable[name]
 			if !ok {
 				return refuse("select item %d: %s does not merge from partial results (count, sum, min, max and avg do)", i+1, name)
 			}
@@ -421,18 +403,18 @@ func (p *fanOutPlan) build(node map[string]any, aggs map[string]bool) error {
 			if exp, _ := n["export_state"].(bool); exp {
 				return refuse("select item %d: EXPORT_STATE", i+1)
 			}
-			for _, c := range children(n) {
-				if name := findAggregate(c, aggs); name != "" {
+			for _, c := range n["children"].([]any) {
+				if name := aggregateIn(c, aggs); name != "" {
 					return refuse("select item %d: an aggregate (%s) inside %s", i+1, name, kind)
 				}
 			}
 			if f := n["filter"]; f != nil {
-				if name := findAggregate(f, aggs); name != "" {
+				if name := aggregateIn(f, aggs); name != "" {
 					return refuse("select item %d: an aggregate (%s) in FILTER", i+1, name)
 				}
 			}
 			it.agg, anyAgg = kind, true
-		} else if name := findAggregate(n, aggs); name != "" {
+		} else if name := aggregateIn(n, aggs); name != "" {
 			return refuse("select item %d is an expression over an aggregate (%s): only an aggregate at the top of a select item merges", i+1, name)
 		}
 		if class, _ := n["class"].(string); class == "STAR" || class == "COLUMNS" {
@@ -528,9 +510,8 @@ func (p *fanOutPlan) orderTarget(expr any) int {
 			}
 		}
 	}
-	key := canonical(e)
 	for i, n := range p.keyNodes {
-		if canonical(n) == key {
+		if sqlast.Same(n, e) {
 			return i
 		}
 	}
@@ -547,7 +528,7 @@ func (p *fanOutPlan) describe(ctx context.Context, conn *sql.Conn, columns [][2]
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE TABLE main.%s (%s)", duck.Ident(p.table), strings.Join(defs, ", "))); err != nil {
 		return nil, fmt.Errorf("reader: fan-out: the table's schema: %w", err)
 	}
-	text, err := deserialize(ctx, conn, p.stmt)
+	text, err := sqlast.Deserialize(ctx, conn, p.doc, p.node)
 	if err != nil {
 		return nil, err
 	}
@@ -649,7 +630,7 @@ func (p *fanOutPlan) merge(final [][2]string) string {
 // finalSQL is SELECT * FROM merged with the query's ORDER BY, LIMIT and
 // DISTINCT, each ORDER BY item rewritten as its output column.
 func (p *fanOutPlan) finalSQL(ctx context.Context, conn *sql.Conn, final [][2]string) (string, error) {
-	mods := deepCopy(p.order).([]any)
+	mods := sqlast.Copy(p.order).([]any)
 	for _, m := range mods {
 		mm := m.(map[string]any)
 		if mm["type"] != "ORDER_MODIFIER" {
@@ -661,142 +642,32 @@ func (p *fanOutPlan) finalSQL(ctx context.Context, conn *sql.Conn, final [][2]st
 			om["expression"] = map[string]any{"class": "COLUMN_REF", "type": "COLUMN_REF", "alias": "", "column_names": []any{final[i][0]}}
 		}
 	}
-	stmt := map[string]any{
-		"node": map[string]any{
-			"type":        "SELECT_NODE",
-			"modifiers":   mods,
-			"cte_map":     map[string]any{"map": []any{}},
-			"select_list": []any{map[string]any{"class": "STAR", "type": "STAR", "alias": "", "relation_name": "", "exclude_list": []any{}, "replace_list": []any{}, "rename_list": []any{}, "columns": false, "expr": nil, "unpacked": false}},
-			"from_table": map[string]any{"type": "BASE_TABLE", "alias": "", "sample": nil, "schema_name": "", "table_name": "merged",
-				"column_name_alias": []any{}, "catalog_name": "", "at_clause": nil},
-			"where_clause": nil, "group_expressions": []any{}, "group_sets": []any{},
-			"aggregate_handling": "STANDARD_HANDLING", "having": nil, "sample": nil, "qualify": nil,
-		},
-		"named_param_map": []any{},
+	node := map[string]any{
+		"type":        "SELECT_NODE",
+		"modifiers":   mods,
+		"cte_map":     map[string]any{"map": []any{}},
+		"select_list": []any{map[string]any{"class": "STAR", "type": "STAR", "alias": "", "relation_name": "", "exclude_list": []any{}, "replace_list": []any{}, "rename_list": []any{}, "columns": false, "expr": nil, "unpacked": false}},
+		"from_table": map[string]any{"type": "BASE_TABLE", "alias": "", "sample": nil, "schema_name": "", "table_name": "merged",
+			"column_name_alias": []any{}, "catalog_name": "", "at_clause": nil},
+		"where_clause": nil, "group_expressions": []any{}, "group_sets": []any{},
+		"aggregate_handling": "STANDARD_HANDLING", "having": nil, "sample": nil, "qualify": nil,
 	}
-	return deserialize(ctx, conn, stmt)
-}
-
-// deserialize turns a parsed statement back into SQL (DuckDB's
-// json_deserialize_sql).
-func deserialize(ctx context.Context, conn *sql.Conn, stmt map[string]any) (string, error) {
-	b, err := json.Marshal(map[string]any{"error": false, "statements": []any{stmt}})
-	if err != nil {
-		return "", err
-	}
-	var q string
-	if err := conn.QueryRowContext(ctx, "SELECT json_deserialize_sql(?::JSON)", string(b)).Scan(&q); err != nil {
-		return "", fmt.Errorf("reader: fan-out: rewrite the query: %s", firstLine(err))
-	}
-	return q, nil
-}
-
-// aggregateNames are the names of DuckDB's aggregate functions.
-func aggregateNames(ctx context.Context, conn *sql.Conn) (map[string]bool, error) {
-	rows, err := conn.QueryContext(ctx, "SELECT DISTINCT lower(function_name) FROM duckdb_functions() WHERE function_type = 'aggregate'")
-	if err != nil {
-		return nil, fmt.Errorf("reader: fan-out: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]bool{"count_star": true}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out[n] = true
-	}
-	return out, rows.Err()
-}
-
-// findAggregate is the name of an aggregate function call in the
-// expression tree v (or a window function), or "".
-func findAggregate(v any, aggs map[string]bool) string {
-	switch t := v.(type) {
-	case map[string]any:
-		if t["class"] == "WINDOW" {
-			return "a window function"
-		}
-		if t["class"] == "SUBQUERY" {
-			return "a subquery"
-		}
-		if t["class"] == "FUNCTION" && aggs[nameOf(t["function_name"])] {
-			return nameOf(t["function_name"])
-		}
-		for _, c := range t {
-			if n := findAggregate(c, aggs); n != "" {
-				return n
-			}
-		}
-	case []any:
-		for _, c := range t {
-			if n := findAggregate(c, aggs); n != "" {
-				return n
-			}
-		}
-	}
-	return ""
-}
-
-func children(n map[string]any) []any { c, _ := n["children"].([]any); return c }
-
-func nameOf(v any) string { s, _ := v.(string); return strings.ToLower(s) }
-
-// canonical is an expression's JSON without aliases and query locations,
-// to compare expressions.
-func canonical(v any) string {
-	b, _ := json.Marshal(strip(v))
-	return string(b)
-}
-
-func strip(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(t))
-		for k, c := range t {
-			if k == "alias" || k == "query_location" {
-				continue
-			}
-			out[k] = strip(c)
-		}
-		return out
-	case []any:
-		out := make([]any, len(t))
-		for i, c := range t {
-			out[i] = strip(c)
-		}
-		return out
-	}
-	return v
-}
-
-func deepCopy(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(t))
-		for k, c := range t {
-			out[k] = deepCopy(c)
-		}
-		return out
-	case []any:
-		out := make([]any, len(t))
-		for i, c := range t {
-			out[i] = deepCopy(c)
-		}
-		return out
-	}
-	return v
-}
-
-// decodeJSON decodes text keeping numbers as json.Number, so that
-// constants survive the round trip exactly.
-func decodeJSON(text string, v any) error {
-	d := json.NewDecoder(bytes.NewReader([]byte(text)))
-	d.UseNumber()
-	return d.Decode(v)
+	return sqlast.Deserialize(ctx, conn, p.doc, node)
 }
 
 func firstLine(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
 	return s
+}
+
+// aggregateIn names what of v cannot be split into partials: an aggregate
+// call, a window function or a subquery ("" if none).
+func aggregateIn(v any, aggs map[string]bool) string {
+	switch {
+	case sqlast.Has(v, "WINDOW"):
+		return "a window function"
+	case sqlast.Has(v, "SUBQUERY"):
+		return "a subquery"
+	}
+	return sqlast.FindAggregate(v, aggs)
 }
