@@ -15,6 +15,7 @@ import (
 
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/udf"
 )
 
 // testModel is a model's DuckDB file opened the way the db-manager opens
@@ -29,6 +30,10 @@ type testModel struct {
 	allowSQL bool
 	sources  map[string]string // Env.Sources
 	fetched  []string          // uris Payload fetched
+	// wasm, limits and modules are Env.WASM, WASMLimits and Modules.
+	wasm    *udf.Host
+	limits  udf.Limits
+	modules ModuleStore
 }
 
 func newModel(t *testing.T) *testModel {
@@ -59,9 +64,12 @@ func newModel(t *testing.T) *testModel {
 // staging/uri.
 func (m *testModel) env() Env {
 	return Env{
-		Conn:     m.conn,
-		AllowSQL: m.allowSQL,
-		Sources:  m.sources,
+		Conn:       m.conn,
+		AllowSQL:   m.allowSQL,
+		Sources:    m.sources,
+		WASM:       m.wasm,
+		WASMLimits: m.limits,
+		Modules:    m.modules,
 		Payload: func(ctx context.Context, uri string) (string, error) {
 			m.fetched = append(m.fetched, uri)
 			src, err := os.Open(filepath.Join(m.store, filepath.FromSlash(uri)))

@@ -27,8 +27,9 @@ func Column(rec arrow.RecordBatch, name string) (arrow.Array, error) {
 	return rec.Column(idx[0]), nil
 }
 
-// Float64s returns column a as float64 values (float32, float64 and the
-// integer types convert) and whether each is valid.
+// Float64s returns column a as float64 values (float32, float64,
+// decimal128 and the integer types convert); a null's value is
+// undefined (check a.IsValid).
 func Float64s(a arrow.Array) ([]float64, error) {
 	v := make([]float64, a.Len())
 	switch a := a.(type) {
@@ -49,6 +50,11 @@ func Float64s(a arrow.Array) ([]float64, error) {
 	case *array.Int16:
 		for i, x := range a.Int16Values() {
 			v[i] = float64(x)
+		}
+	case *array.Decimal128:
+		scale := a.DataType().(*arrow.Decimal128Type).Scale
+		for i := range v {
+			v[i] = a.Value(i).ToFloat64(scale)
 		}
 	default:
 		return nil, fmt.Errorf("a column of type %s is not numeric", a.DataType())
