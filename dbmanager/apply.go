@@ -357,6 +357,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 		}
 	}
 	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: functions.NewTableCache(), Sources: m.cfg.Sources}
+	m.wasmEnv(&env)
 	for i, it := range items {
 		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed {
 			continue
