@@ -22,7 +22,7 @@ import (
 // it (external access off except the staging directory), with a directory
 // standing in for the object store.
 type testModel struct {
-	t        *testing.T
+	t        testing.TB
 	db       *sql.DB
 	conn     *sql.Conn
 	staging  string // DuckDB may read here (allowed_directories)
@@ -36,7 +36,7 @@ type testModel struct {
 	modules ModuleStore
 }
 
-func newModel(t *testing.T) *testModel {
+func newModel(t testing.TB) *testModel {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -172,7 +172,7 @@ func (m *testModel) rows(q string, args ...any) []string {
 	return queryRows(m.t, m.conn, q, args...)
 }
 
-func queryRows(t *testing.T, conn *sql.Conn, q string, args ...any) []string {
+func queryRows(t testing.TB, conn *sql.Conn, q string, args ...any) []string {
 	t.Helper()
 	rs, err := conn.QueryContext(context.Background(), q, args...)
 	if err != nil {
@@ -246,7 +246,7 @@ var makerDB struct {
 	err  error
 }
 
-func maker(t *testing.T) *sql.DB {
+func maker(t testing.TB) *sql.DB {
 	t.Helper()
 	makerDB.once.Do(func() {
 		makerDB.db, makerDB.err = duck.Open(context.Background(), "", duck.Options{Threads: 1, MemoryLimit: "128MB", ExternalAccess: true})

@@ -261,6 +261,11 @@ type moduleOutput struct {
 	schema *arrow.Schema
 	recs   []arrow.RecordBatch
 	rows   int64
+	// batches is the number of input batches; copied the bytes copied
+	// into and out of the module's memory (udf.Instance.Copied) plus
+	// those of encoding the input and decoding the output.
+	batches int
+	copied  int64
 }
 
 func (o *moduleOutput) release() {
@@ -293,6 +298,8 @@ func runModule(ctx context.Context, env Env, name, digest string, wasm []byte, i
 			if err != nil {
 				return moduleError(ctx, name, err)
 			}
+			out.batches++
+			out.copied += int64(buf.Len() + len(b))
 			if err := out.add(b, mem, i); err != nil {
 				return invalid("module %s: output of batch %d: %v", name, i, err)
 			}
@@ -306,6 +313,7 @@ func runModule(ctx context.Context, env Env, name, digest string, wasm []byte, i
 		}
 		return nil, dbError("input", qerr)
 	}
+	out.copied += inst.Copied
 	if out.schema == nil {
 		return nil, invalid("module %s returned no output batch, not even an empty one: it declares no schema for table", name)
 	}

@@ -2,7 +2,10 @@
 
 package sdk
 
-import "unsafe"
+import (
+	"runtime"
+	"unsafe"
+)
 
 // The ABI's exports (docs/wasm.md).
 
@@ -12,7 +15,14 @@ import "unsafe"
 var (
 	pinned [][]uint64
 	out    []byte
+	calls  int
 )
+
+// gcEvery is how many calls go between collections: a batch of 2048 rows
+// leaves about 1 MB of garbage, so 16 calls keep the heap within tens of
+// MB while a collection (a few ms: the heap holds arrow-go's tables) is
+// paid once per 32 K rows.
+const gcEvery = 16
 
 //go:wasmexport teatree_abi_version
 func abiVersion() int32 { return 1 }
@@ -32,7 +42,15 @@ func alloc(size int32) int32 {
 //go:wasmexport teatree_process
 func process(in, inLen, params, paramsLen int32) int64 {
 	res, err := Run(view(in, inLen), view(params, paramsLen))
+	clear(pinned)
 	pinned = pinned[:0]
+	// Goroutines do not run between calls of a reactor, so Go's
+	// background collector may never finish a cycle: collect here every
+	// gcEvery calls, where the live heap is the last output only.
+	if calls++; calls%gcEvery == 0 {
+		out = nil
+		runtime.GC()
+	}
 	if err != nil {
 		out = []byte(err.Error())
 		return int64(pack(out) | 1<<63)
