@@ -8,7 +8,7 @@ TESTFLAGS ?=
 export GOFLAGS += -tags=duckdb_arrow
 export TEATREE_MINIO_BIN ?= $(shell scripts/minio.sh --path 2>/dev/null)
 
-.PHONY: help build test vet fmt demo data clean minio chaos fuzz bench bench-large
+.PHONY: help build test vet fmt demo data clean minio chaos fuzz bench bench-large bench-wasm
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,7 +28,7 @@ minio: ## build and cache the pinned MinIO used by the S3 tests
 test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, the flights data)
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
-chaos: data fuzz ## bounded fuzzing (23 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
+chaos: data fuzz ## bounded fuzzing (24 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
 	$(GO) test -count=1 -tags chaos,duckdb_arrow -run '^TestChaosFull$$' -v -timeout 80m ./internal/chaos $(CHAOSFLAGS)
 
 FUZZTIME ?= 30s
@@ -70,6 +70,9 @@ clean: ## remove build output
 
 bench: build data ## benchmarks side by side with JetStream and DuckDB alone (about 5 minutes; BENCHFLAGS=-quick: 2 minutes); writes internal/bench/results.json
 	$(BIN)/teabench -bin $(BIN) -json internal/bench/results.json $(BENCHFLAGS)
+
+bench-wasm: ## issue 18: a WebAssembly map over 3 M rows vs SQL vs native Go over the same Arrow batches, and the 1-row overhead (about 2 minutes; TEATREE_BENCH_ROWS to change the rows)
+	$(GO) test -run '^$$' -bench '^BenchmarkWasmMap$$' -benchtime 1x ./functions
 
 bench-large: build ## scenario 3L alone: a synthetic 2 GB model (one-row appends, incremental pulls, a 1 % update; about 6 minutes, 20 GB of disk); writes internal/bench/results-large.json
 	$(BIN)/teabench -bin $(BIN) -scenarios 3L -idle-timeout 1m -json internal/bench/results-large.json $(BENCHFLAGS)
