@@ -15,7 +15,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/duckdb/duckdb-go/v2"
 
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
@@ -205,20 +204,26 @@ func checkWasm(a *wasmArgs) error {
 }
 
 // moduleDigest returns the digest bound to name in the model's database.
+// It looks the bindings table up first, so that a model without modules
+// gets a clear error and its transaction no failed statement.
 func moduleDigest(ctx context.Context, conn *sql.Conn, name string) (string, error) {
+	notRegistered := invalid("module %s is not registered for this model: register it first (teactl module register MODEL %s FILE.wasm)", model.Quote(name), name)
+	var n int
+	if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = '_teatree' AND table_name = 'modules'`).Scan(&n); err != nil {
+		return "", dbError("look up the modules table", err)
+	}
+	if n == 0 {
+		return "", notRegistered
+	}
 	var digest string
 	err := conn.QueryRowContext(ctx, `SELECT digest FROM _teatree.modules WHERE name = ?`, name).Scan(&digest)
-	if errors.Is(err, sql.ErrNoRows) || (err != nil && isMissingTable(err)) {
-		return "", invalid("module %s is not registered for this model: register it first (teactl module register MODEL %s FILE.wasm)", model.Quote(name), name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", notRegistered
 	}
-	return digest, err
-}
-
-// isMissingTable reports whether err is DuckDB's for a missing table
-// (_teatree.modules before the first registration).
-func isMissingTable(err error) bool {
-	var de *duckdb.Error
-	return errors.As(err, &de) && de.Type == duckdb.ErrorTypeCatalog
+	if err != nil {
+		return "", dbError("look up module "+name, err)
+	}
+	return digest, nil
 }
 
 func applyWasm(ctx context.Context, env Env, a *wasmArgs) (Result, error) {

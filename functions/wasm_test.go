@@ -99,6 +99,10 @@ func (m *testModel) register(w *wasmModules, name, as string) Result {
 
 func TestWasmExamples(t *testing.T) {
 	m, w := wasmModel(t)
+	// Before any registration: a clear error, and the batch goes on.
+	if _, err := m.applyBatch(request{"wasm", `{"module":"gc","input":"SELECT 1 AS x","table":"t"}`}); err == nil || !strings.Contains(err.Error(), `module "gc" is not registered`) {
+		t.Errorf("wasm before any registration: %v", err)
+	}
 	res := m.register(w, "greatcircle", "gc")
 	if len(res.Modules) != 1 || res.Modules[0] != udf.Digest(w.files["greatcircle"]) {
 		t.Errorf("register_module: Modules %v, want the module's digest", res.Modules)
