@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -146,6 +148,16 @@ type wasmArgs struct {
 	Table  string          `json:"table"`
 	Mode   string          `json:"mode,omitempty"`
 	Params json.RawMessage `json:"params,omitempty"`
+	// Columns, when given, declare the output's schema: the module's
+	// output must have exactly these columns, in this order, and each is
+	// cast to its DuckDB type when written.
+	Columns []wasmColumn `json:"columns,omitempty"`
+}
+
+// wasmColumn is a declared output column.
+type wasmColumn struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
 }
 
 // Modes of the wasm function.
@@ -158,18 +170,29 @@ const (
 var wasmSpec = spec[wasmArgs]{
 	Name:        "wasm",
 	Summary:     "run a registered WebAssembly module over the Arrow batches of a SELECT and write its output to a table",
-	Description: "Runs input (one SELECT over tables of schema main, the rules of refresh) inside the request's transaction, hands its result to the module registered as module (register_module) batch by batch as Arrow IPC streams with params (a JSON object), and writes the batches the module returns to main.<table>: mode append (the default) inserts them by column name, creating the table from the output's schema when missing; replace replaces the table. Every output batch must have the schema of the first. The module runs sandboxed (docs/wasm.md): no files, network, environment, clock or randomness but deterministic ones, memory and CPU time capped by the db-manager (defaults 256 MiB, 60 s); a trap, a timeout, a memory overrun or a malformed output fails the request alone. The input's order is the order the module sees: add ORDER BY for a result that does not depend on DuckDB's parallelism.",
+	Description: "Runs input (one SELECT over tables of schema main, the rules of refresh) inside the request's transaction, hands its result to the module registered as module (register_module) batch by batch as Arrow IPC streams with params (a JSON object), and writes the batches the module returns to main.<table>: mode append (the default) inserts them by column name, creating the table from the output's schema when missing; replace replaces the table. Every output batch must have the schema of the first. columns, when given, declare the output's schema: the module's output must have exactly these column names in this order, and each is cast to its DuckDB type when written. The module runs sandboxed (docs/wasm.md): no files, network, environment, clock or randomness but deterministic ones, memory and CPU time capped by the db-manager (defaults 256 MiB, 60 s); a trap, a timeout, a memory overrun or a malformed output fails the request alone. The input's order is the order the module sees: add ORDER BY for a result that does not depend on DuckDB's parallelism.",
 	Schema: `"required": ["module", "input", "table"],
   "properties": {
     "module": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]{0,62}$"},
     "input": {"type": "string", "minLength": 1, "maxLength": 1048576, "pattern": "^[^\\x00]*$"},
     "table": {"$ref": "#/$defs/table"},
     "mode": {"enum": ["append", "replace"], "default": "append"},
-    "params": {"type": "object"}
+    "params": {"type": "object"},
+    "columns": {
+      "type": "array", "minItems": 1, "maxItems": 4096,
+      "items": {
+        "type": "object", "additionalProperties": false, "required": ["name", "type"],
+        "properties": {
+          "name": {"$ref": "#/$defs/column"},
+          "type": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "^[A-Za-z0-9_ (),\\[\\]]+$"}
+        }
+      }
+    }
   }`,
 	Examples: []string{
 		`{"module":"greatcircle","input":"SELECT id, lat1, lon1, lat2, lon2 FROM legs ORDER BY id","table":"leg_distances","mode":"replace"}`,
 		`{"module":"filter","input":"SELECT * FROM flights ORDER BY id","table":"late","params":{"column":"dep_delay","min":60}}`,
+		`{"module":"greatcircle","input":"SELECT id, lat1, lon1, lat2, lon2 FROM legs ORDER BY id","table":"leg_km","columns":[{"name":"id","type":"BIGINT"},{"name":"lat1","type":"DOUBLE"},{"name":"lon1","type":"DOUBLE"},{"name":"lat2","type":"DOUBLE"},{"name":"lon2","type":"DOUBLE"},{"name":"distance_km","type":"DECIMAL(9,1)"}]}`,
 	},
 	Check: checkWasm,
 	Apply: applyWasm,
@@ -192,6 +215,22 @@ func checkWasm(a *wasmArgs) error {
 	}
 	if len(a.Params) > 0 && bytes.TrimSpace(a.Params)[0] != '{' {
 		return invalid("params is not a JSON object")
+	}
+	if len(a.Columns) > MaxColumns {
+		return invalid("%d columns: at most %d are allowed", len(a.Columns), MaxColumns)
+	}
+	seen := map[string]string{}
+	for _, c := range a.Columns {
+		if err := checkColumn("column name", c.Name); err != nil {
+			return err
+		}
+		if prev, dup := seen[strings.ToLower(c.Name)]; dup {
+			return invalid("columns %q and %q are the same name to DuckDB (names are case-insensitive)", prev, c.Name)
+		}
+		seen[strings.ToLower(c.Name)] = c.Name
+		if err := checkType(c.Name, c.Type); err != nil {
+			return err
+		}
 	}
 	node, err := selectNode(a.Input)
 	if err != nil {
@@ -418,18 +457,52 @@ func writeOutput(ctx context.Context, env Env, a *wasmArgs, out *moduleOutput) (
 	}
 	defer release()
 	what := fmt.Sprintf("write the output of module %s (%s) to table %s", a.Module, model.Excerpt(out.schema.String(), model.MaxExcerpt*4), a.Table)
+	sel, err := outputSelect(a, out.schema)
+	if err != nil {
+		return Result{}, fmt.Errorf("module %s: %w", a.Module, err)
+	}
 	switch {
 	case a.Mode == wasmReplace || !exists:
-		if _, err := env.Conn.ExecContext(ctx, "CREATE OR REPLACE TABLE "+qualified(a.Table)+" AS SELECT * FROM "+wasmView); err != nil {
+		if _, err := env.Conn.ExecContext(ctx, "CREATE OR REPLACE TABLE "+qualified(a.Table)+" AS "+sel); err != nil {
 			return Result{}, dbError(what, err)
 		}
 		return Result{Tables: []string{a.Table}, Rows: out.rows, Replaced: exists, Appended: !exists}, nil
 	default:
-		res, err := env.Conn.ExecContext(ctx, "INSERT INTO "+qualified(t.Name)+" BY NAME SELECT * FROM "+wasmView)
+		res, err := env.Conn.ExecContext(ctx, "INSERT INTO "+qualified(t.Name)+" BY NAME "+sel)
 		if err != nil {
 			return Result{}, dbError(what+" "+t.columnList(), err)
 		}
 		n, _ := res.RowsAffected()
 		return Result{Tables: []string{t.Name}, Rows: n, Appended: true}, nil
 	}
+}
+
+// outputSelect is the SELECT that reads the module's output: every column
+// as it is, or with a.Columns each cast to its declared type after the
+// output's names are checked against them.
+func outputSelect(a *wasmArgs, s *arrow.Schema) (string, error) {
+	if len(a.Columns) == 0 {
+		return "SELECT * FROM " + wasmView, nil
+	}
+	names := make([]string, s.NumFields())
+	for i, f := range s.Fields() {
+		names[i] = f.Name
+	}
+	declared := make([]string, len(a.Columns))
+	for i, c := range a.Columns {
+		declared[i] = c.Name
+	}
+	if len(names) != len(declared) || !slices.EqualFunc(names, declared, strings.EqualFold) {
+		return "", invalid("the output's columns are %s, the args declare %s", model.Excerpt(strings.Join(names, ", "), model.MaxExcerpt*4), model.Excerpt(strings.Join(declared, ", "), model.MaxExcerpt*4))
+	}
+	var b strings.Builder
+	b.WriteString("SELECT ")
+	for i, c := range a.Columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("CAST(" + duck.Ident(names[i]) + " AS " + c.Type + ") AS " + duck.Ident(c.Name))
+	}
+	b.WriteString(" FROM " + wasmView)
+	return b.String(), nil
 }

@@ -123,6 +123,12 @@ func TestWasmExamples(t *testing.T) {
 	if want := []string{"1|5833", "2|0", "3|8813"}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("distances %v, want %v", got, want)
 	}
+	// The args may declare the output's schema: names checked, types cast.
+	m.mustApply("wasm", `{"module":"gc","input":"SELECT id, lat1, lon1, lat2, lon2 FROM legs ORDER BY id","table":"dist1","mode":"replace","columns":[{"name":"id","type":"INTEGER"},{"name":"lat1","type":"DOUBLE"},{"name":"lon1","type":"DOUBLE"},{"name":"lat2","type":"DOUBLE"},{"name":"lon2","type":"DOUBLE"},{"name":"distance_km","type":"DECIMAL(9,1)"}]}`)
+	if got := m.rows("SELECT typeof(id), typeof(distance_km), distance_km FROM dist1 ORDER BY id LIMIT 1"); got[0] != "INTEGER|DECIMAL(9,1)|5833.5" {
+		t.Errorf("declared columns: %v", got)
+	}
+	m.applyErr("wasm", `{"module":"gc","input":"SELECT id, lat1, lon1, lat2, lon2 FROM legs ORDER BY id","table":"dist2","columns":[{"name":"id","type":"INTEGER"},{"name":"km","type":"DOUBLE"}]}`, "the output's columns are id, lat1, lon1, lat2, lon2, distance_km, the args declare id, km")
 	// Filter, appended to a new table then again to the same.
 	for range 2 {
 		m.mustApply("wasm", `{"module":"filter","input":"SELECT id, lat1 FROM legs ORDER BY id","table":"north","params":{"column":"lat1","min":40}}`)
