@@ -9,7 +9,7 @@ export GOFLAGS += -tags=duckdb_arrow
 export TEATREE_MINIO_BIN ?= $(shell scripts/minio.sh --path 2>/dev/null)
 export TEATREE_K8S_BIN_DIR ?= $(shell scripts/k8s-test-bins.sh --path 2>/dev/null)
 
-.PHONY: help build test vet fmt demo data clean minio k8s-test-bins chaos fuzz bench bench-large
+.PHONY: help build test vet fmt demo data clean minio k8s-test-bins chaos fuzz bench bench-large bench-wasm
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,7 +32,7 @@ k8s-test-bins: ## build and cache etcd, kube-apiserver, kube-controller-manager 
 test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, a Kubernetes control plane, the flights data)
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
-chaos: data fuzz ## bounded fuzzing (24 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
+chaos: data fuzz ## bounded fuzzing (25 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
 	$(GO) test -count=1 -tags chaos,duckdb_arrow -run '^TestChaosFull$$' -v -timeout 80m ./internal/chaos $(CHAOSFLAGS)
 
 FUZZTIME ?= 30s
@@ -54,6 +54,7 @@ fuzz: ## run every fuzz target for FUZZTIME (30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzStagedKeys$$' -fuzztime $(FUZZTIME) ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateRequestPayload$$' -fuzztime $(FUZZTIME) ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzDuckGist$$' -fuzztime $(FUZZTIME) ./functions
+	$(GO) test -run '^$$' -fuzz '^FuzzModuleOutput$$' -fuzztime $(FUZZTIME) ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzFiniteJSON$$' -fuzztime $(FUZZTIME) ./internal/cli
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMap$$' -fuzztime $(FUZZTIME) ./blocks
 	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./blocks
@@ -74,6 +75,9 @@ clean: ## remove build output
 
 bench: build data ## benchmarks side by side with JetStream and DuckDB alone (about 5 minutes; BENCHFLAGS=-quick: 2 minutes); writes internal/bench/results.json
 	$(BIN)/teabench -bin $(BIN) -json internal/bench/results.json $(BENCHFLAGS)
+
+bench-wasm: ## issue 18: a WebAssembly map over 3 M rows vs SQL vs native Go over the same Arrow batches, and the 1-row overhead (about 2 minutes; TEATREE_BENCH_ROWS to change the rows)
+	$(GO) test -run '^$$' -bench '^BenchmarkWasmMap$$' -benchtime 1x ./functions
 
 bench-large: build ## scenario 3L alone: a synthetic 2 GB model (one-row appends, incremental pulls, a 1 % update; about 6 minutes, 20 GB of disk); writes internal/bench/results-large.json
 	$(BIN)/teabench -bin $(BIN) -scenarios 3L -idle-timeout 1m -json internal/bench/results-large.json $(BENCHFLAGS)

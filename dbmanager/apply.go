@@ -359,6 +359,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 		}
 	}
 	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: functions.NewTableCache(), Sources: m.cfg.Sources}
+	m.wasmEnv(&env)
 	der, err := m.beginDerived(ctx, conn)
 	if err != nil {
 		rollback()

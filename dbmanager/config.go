@@ -54,6 +54,18 @@ type Config struct {
 	// measuring their cost, or a model whose profiles nobody reads);
 	// default DefaultProfiles, on ($TEATREE_PROFILES).
 	Profiles string
+	// WebAssembly user functions (register_module, wasm; docs/wasm.md):
+	// WasmMemoryMiB caps the memory of each module instance, default
+	// DefaultWasmMemoryMiB, 256 MiB ($TEATREE_WASM_MEMORY_MIB; at most
+	// 4096); WasmTimeout caps the time one request spends in its module,
+	// default DefaultWasmTimeout, 60s ($TEATREE_WASM_TIMEOUT). The
+	// db-manager runs one model, so these are settable per model.
+	WasmMemoryMiB int
+	WasmTimeout   time.Duration
+	// WasmCacheDir keeps wazero's compiled code across restarts (a
+	// module of 14 MB takes tens of seconds to compile); default
+	// DataDir/wasm-cache, shared by the node's models ($TEATREE_WASM_CACHE).
+	WasmCacheDir string
 }
 
 // The defaults of Config, one per field; see each field.
@@ -69,6 +81,8 @@ const (
 	DefaultCompactMinBytes = 64 << 20
 	DefaultBlockSize       = 64 << 10
 	DefaultProfiles        = "on"
+	DefaultWasmMemoryMiB   = 256
+	DefaultWasmTimeout     = 60 * time.Second
 )
 
 // WithDefaults returns a copy of c whose unset fields hold their
@@ -116,6 +130,15 @@ func (c Config) WithDefaults() Config {
 	if c.Profiles == "" {
 		c.Profiles = DefaultProfiles
 	}
+	if c.WasmMemoryMiB <= 0 {
+		c.WasmMemoryMiB = DefaultWasmMemoryMiB
+	}
+	if c.WasmTimeout <= 0 {
+		c.WasmTimeout = DefaultWasmTimeout
+	}
+	if c.WasmCacheDir == "" {
+		c.WasmCacheDir = filepath.Join(c.DataDir, "wasm-cache")
+	}
 	return c
 }
 
@@ -134,6 +157,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchSize <= 0 {
 		errs = append(errs, fmt.Errorf("--batch-size %d: want at least 1", c.BatchSize))
+	}
+	if c.WasmMemoryMiB > 4096 {
+		errs = append(errs, fmt.Errorf("--wasm-memory-mib %d: at most 4096 (a 32-bit module's 4 GiB)", c.WasmMemoryMiB))
 	}
 	if c.AckWait <= 0 || c.LeasePoll <= 0 || c.GCInterval <= 0 || c.BlockGrace <= 0 || c.CompactMinBytes <= 0 || c.Holder == "" {
 		errs = append(errs, errors.New("AckWait, LeasePoll, GCInterval, BlockGrace, CompactMinBytes and Holder must be set (Config.WithDefaults)"))

@@ -30,6 +30,9 @@ func TestConfigWithDefaults(t *testing.T) {
 		CompactMinBytes: DefaultCompactMinBytes,
 		BlockSize:       DefaultBlockSize,
 		Profiles:        DefaultProfiles,
+		WasmMemoryMiB:   DefaultWasmMemoryMiB,
+		WasmTimeout:     DefaultWasmTimeout,
+		WasmCacheDir:    DefaultDataDir + "/wasm-cache",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("WithDefaults (-want +got):\n%s", diff)
@@ -43,7 +46,7 @@ func TestConfigWithDefaults(t *testing.T) {
 
 	set := Config{Model: "m", Holder: "h", DataDir: "d", Threads: 3, MemoryLimit: "3GB", BatchSize: 7,
 		AckWait: time.Minute, LeasePoll: time.Millisecond, GCInterval: 4, BlockGrace: time.Hour, CompactFree: -1,
-		CompactMinBytes: 5, BlockSize: 16 << 10, Profiles: "off"}
+		CompactMinBytes: 5, BlockSize: 16 << 10, Profiles: "off", WasmMemoryMiB: 64, WasmTimeout: time.Second, WasmCacheDir: "c"}
 	if diff := cmp.Diff(set, set.WithDefaults()); diff != "" {
 		t.Errorf("WithDefaults changed set fields (-want +got):\n%s", diff)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/queue"
 	"github.com/teatree/teatree/snapshot"
+	"github.com/teatree/teatree/udf"
 )
 
 // Manager is the db-manager of one model.
@@ -67,6 +68,7 @@ type Manager struct {
 	lastPublishedVersion int64
 	ready                atomic.Bool      // lease held and consumer bound (readiness)
 	errs                 svcinfo.ErrorLog // last failed request or retried step (teactl info)
+	wasm                 *udf.Host        // compiles and runs WebAssembly modules (modules.go)
 
 	// crashAfterCommit, when set and returning true, makes the applier stop
 	// after a commit and before the ack, as a crash there would (tests).
@@ -118,6 +120,9 @@ func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB
 		tracer:     otel.Tracer("github.com/teatree/teatree/dbmanager"),
 		committed:  make(chan struct{}, 1),
 	}
+	if m.wasm, err = udf.NewHost(cfg.WasmCacheDir); err != nil {
+		return nil, fmt.Errorf("dbmanager: %w", err)
+	}
 	m.meter.requests, _ = meter.Int64Counter("teatree.requests", metric.WithDescription("requests finished by the db-manager, by status"))
 	m.meter.applyTime, _ = meter.Float64Histogram("teatree.apply.duration", metric.WithUnit("s"), metric.WithDescription("time to apply and commit one batch"))
 	m.meter.versions, _ = meter.Int64Counter("teatree.versions", metric.WithDescription("versions published"))
@@ -150,6 +155,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		stopHealth()
 		<-herr
 	}()
+	defer m.wasm.Close(context.WithoutCancel(ctx))
 	mdl, err := m.ctl.GetModel(ctx, m.cfg.Model)
 	if err != nil {
 		return fmt.Errorf("dbmanager: model %s: %w", m.cfg.Model, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 
 	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/udf"
 )
 
 // Env is what a function may use while it applies.
@@ -39,6 +40,13 @@ type Env struct {
 	// Tables caches table lookups for the rest of the transaction
 	// (NewTableCache); nil looks every table up.
 	Tables *TableCache
+	// WASM compiles and runs WebAssembly modules (register_module,
+	// wasm); nil: those functions fail, not enabled.
+	WASM *udf.Host
+	// WASMLimits caps every module instance (zero: udf's defaults).
+	WASMLimits udf.Limits
+	// Modules stores and fetches the model's modules; nil: as WASM.
+	Modules ModuleStore
 }
 
 // Result says what an applied function changed.
@@ -59,6 +67,9 @@ type Result struct {
 	Replaced bool
 	// Rows is the number of rows inserted, updated or deleted; 0 for DDL.
 	Rows int64
+	// Modules are the digests of the WebAssembly modules the call ran
+	// or registered (wasm, register_module), for lineage.
+	Modules []string
 }
 
 // Function is one function a request can call. Implementations are
@@ -114,6 +125,8 @@ func init() {
 	register(deriveSpec)
 	register(dropTableSpec)
 	register(sqlSpec)
+	register(registerModuleSpec)
+	register(wasmSpec)
 }
 
 // All returns every function, sorted by name.

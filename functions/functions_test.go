@@ -38,7 +38,7 @@ func TestAllAndLookup(t *testing.T) {
 			t.Errorf("Lookup(%q) = %v, %v", f.Name(), g, err)
 		}
 	}
-	want := []string{"append", "create_table", "delete", "derive", "drop_table", "refresh", "sql", "update", "upsert"}
+	want := []string{"append", "create_table", "delete", "derive", "drop_table", "refresh", "register_module", "sql", "update", "upsert", "wasm"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("All() names (-want +got):\n%s", diff)
 	}

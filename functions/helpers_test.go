@@ -15,13 +15,14 @@ import (
 
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/udf"
 )
 
 // testModel is a model's DuckDB file opened the way the db-manager opens
 // it (external access off except the staging directory), with a directory
 // standing in for the object store.
 type testModel struct {
-	t        *testing.T
+	t        testing.TB
 	db       *sql.DB
 	conn     *sql.Conn
 	staging  string // DuckDB may read here (allowed_directories)
@@ -29,9 +30,13 @@ type testModel struct {
 	allowSQL bool
 	sources  map[string]string // Env.Sources
 	fetched  []string          // uris Payload fetched
+	// wasm, limits and modules are Env.WASM, WASMLimits and Modules.
+	wasm    *udf.Host
+	limits  udf.Limits
+	modules ModuleStore
 }
 
-func newModel(t *testing.T) *testModel {
+func newModel(t testing.TB) *testModel {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -59,9 +64,12 @@ func newModel(t *testing.T) *testModel {
 // staging/uri.
 func (m *testModel) env() Env {
 	return Env{
-		Conn:     m.conn,
-		AllowSQL: m.allowSQL,
-		Sources:  m.sources,
+		Conn:       m.conn,
+		AllowSQL:   m.allowSQL,
+		Sources:    m.sources,
+		WASM:       m.wasm,
+		WASMLimits: m.limits,
+		Modules:    m.modules,
 		Payload: func(ctx context.Context, uri string) (string, error) {
 			m.fetched = append(m.fetched, uri)
 			src, err := os.Open(filepath.Join(m.store, filepath.FromSlash(uri)))
@@ -164,7 +172,7 @@ func (m *testModel) rows(q string, args ...any) []string {
 	return queryRows(m.t, m.conn, q, args...)
 }
 
-func queryRows(t *testing.T, conn *sql.Conn, q string, args ...any) []string {
+func queryRows(t testing.TB, conn *sql.Conn, q string, args ...any) []string {
 	t.Helper()
 	rs, err := conn.QueryContext(context.Background(), q, args...)
 	if err != nil {
@@ -238,7 +246,7 @@ var makerDB struct {
 	err  error
 }
 
-func maker(t *testing.T) *sql.DB {
+func maker(t testing.TB) *sql.DB {
 	t.Helper()
 	makerDB.once.Do(func() {
 		makerDB.db, makerDB.err = duck.Open(context.Background(), "", duck.Options{Threads: 1, MemoryLimit: "128MB", ExternalAccess: true})

@@ -73,6 +73,9 @@ func registerDBManagerFlags(s *envflag.Set, c *dbmanager.Config) {
 	s.String(&c.SourcesFile, "sources", "TEATREE_SOURCES", "", "file of Postgres sources for append (name=postgres://… per line, or model/name=… for this model only; or a JSON object); TEATREE_SOURCE_<NAME>=postgres://… adds one")
 	s.String(&c.Profiles, "profiles", "TEATREE_PROFILES", dbmanager.DefaultProfiles, "column profiles of the data files written: on or off")
 	s.Duration(&c.BlockGrace, "block-grace", "TEATREE_BLOCK_GRACE", retention.DefaultGrace, "keep snapshot blocks no retained version uses this long after upload and expiry (readers may be pulling)")
+	s.Int(&c.WasmMemoryMiB, "wasm-memory-mib", "TEATREE_WASM_MEMORY_MIB", dbmanager.DefaultWasmMemoryMiB, "memory cap of each WebAssembly module instance, MiB (at most 4096)")
+	s.Duration(&c.WasmTimeout, "wasm-timeout", "TEATREE_WASM_TIMEOUT", dbmanager.DefaultWasmTimeout, "time one request may spend in its WebAssembly module")
+	s.String(&c.WasmCacheDir, "wasm-cache", "TEATREE_WASM_CACHE", "", "directory of compiled WebAssembly modules (default: <data-dir>/wasm-cache)")
 }
 
 // DispatcherConfig is the configuration of the dispatcher binary.

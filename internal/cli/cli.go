@@ -83,7 +83,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return s.Err() }
 	root.AddCommand(
 		devCmd(e), dbmanagerCmd(e), dispatcherCmd(e),
-		modelCmd(e), submitCmd(e), appendCmd(e), watchCmd(e), statusCmd(e), functionsCmd(e), migrateCmd(e),
+		modelCmd(e), moduleCmd(e), submitCmd(e), appendCmd(e), watchCmd(e), statusCmd(e), functionsCmd(e), migrateCmd(e),
 	)
 	for _, c := range extraCommands {
 		root.AddCommand(c(e))
