@@ -332,6 +332,9 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 			m.refuse(it, o.model, o.function, o.seq)
 		}
 	}
+	if err := m.markCancelled(ctx, items); err != nil {
+		return nil, err
+	}
 	return items, nil
 }
 
@@ -358,7 +361,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 	}
 	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: functions.NewTableCache(), Sources: m.cfg.Sources}
 	for i, it := range items {
-		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed {
+		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed || it.status == model.StatusCancelled {
 			continue
 		}
 		env.Payload = func(ctx context.Context, uri string) (string, error) { return m.fetchPayload(ctx, it.req.ID, uri) }
@@ -393,10 +396,10 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item)
 		rollback()
 		return 0, fmt.Errorf("dbmanager: commit: %w", err)
 	}
-	// The failures are recorded: their payloads go before the publisher
+	// The failures and cancels are recorded: their payloads go before the publisher
 	// can announce them (docs/decisions.md, staged payloads).
 	for _, it := range items {
-		if !it.skip && it.status == model.StatusFailed && it.payload != "" {
+		if !it.skip && (it.status == model.StatusFailed || it.status == model.StatusCancelled) && it.payload != "" {
 			m.deleteStaged(ctx, it.req.ID)
 		}
 	}

@@ -69,6 +69,9 @@ type Manager struct {
 	// loseDelivery, when set and returning true for a message, makes the
 	// applier act as if that delivery never arrived (tests only).
 	loseDelivery func(jetstream.Msg) bool
+	// beforeCancelRead and afterCancelRead, when set, run just before and
+	// after markCancelled reads the cancels of a batch (tests only).
+	beforeCancelRead, afterCancelRead func()
 }
 
 type metrics struct {

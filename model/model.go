@@ -189,23 +189,25 @@ func checkKeys(data []byte) error {
 // Status is the state of a request.
 type Status string
 
-// Request statuses. Applied, failed and rejected are final.
+// Request statuses. Applied, failed, rejected and cancelled are final.
 const (
-	StatusQueued   Status = "queued"   // durably in the request stream
-	StatusApplied  Status = "applied"  // applied; part of the named version
-	StatusFailed   Status = "failed"   // the function returned an error; nothing of it was written
-	StatusRejected Status = "rejected" // invalid before it reached the db-manager
+	StatusQueued    Status = "queued"    // durably in the request stream
+	StatusApplied   Status = "applied"   // applied; part of the named version
+	StatusFailed    Status = "failed"    // the function returned an error; nothing of it was written
+	StatusRejected  Status = "rejected"  // invalid before it reached the db-manager
+	StatusCancelled Status = "cancelled" // cancelled (teactl cancel) before the db-manager applied it; nothing of it was written
 )
 
 // Final reports whether s is a final status.
 func (s Status) Final() bool {
-	return s == StatusApplied || s == StatusFailed || s == StatusRejected
+	return s == StatusApplied || s == StatusFailed || s == StatusRejected || s == StatusCancelled
 }
 
 // Notification announces the outcome of one request on subject
 // teatree.notify.<model>. For applied requests Version is the first version
-// that contains the request's effect; for failed requests it is the version
-// that recorded the failure; rejected requests have Version 0.
+// that contains the request's effect; for failed and cancelled requests it
+// is the version that recorded the outcome (0 when no version did: the
+// batch changed nothing); rejected requests have Version 0.
 type Notification struct {
 	RequestID string    `json:"request_id"`
 	Model     string    `json:"model"`
