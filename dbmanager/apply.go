@@ -435,7 +435,7 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 			}
 			continue
 		}
-		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now, nullIfEmpty(it.digest)})
+		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now, nullIfEmpty(it.digest), modulesOf(it)})
 		if it.status != model.StatusApplied {
 			continue
 		}
@@ -455,8 +455,8 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item) err
 	// One statement per recordChunk requests: a statement per request
 	// cost more than applying a one-row append.
 	for chunk := range slices.Chunk(rows, recordChunk) {
-		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
-		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied (request_id, seq, function, status, error, payload, queued, applied, digest) VALUES `+values, slices.Concat(chunk...)...); err != nil {
+		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
+		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied (request_id, seq, function, status, error, payload, queued, applied, digest, modules) VALUES `+values, slices.Concat(chunk...)...); err != nil {
 			return fmt.Errorf("dbmanager: record %d requests from %s: %w", len(chunk), chunk[0][0], err)
 		}
 	}

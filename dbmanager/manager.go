@@ -48,6 +48,7 @@ type Manager struct {
 	position  atomic.Uint64 // last applied stream sequence (committed)
 	committed chan struct{} // a batch committed: wake the publisher
 	published int           // versions published since start (GC cadence)
+	duckdbVersion string    // of the DuckDB library (lineage)
 
 	// The live file as a snapshot (see cut): liveMu is held by the applier
 	// for each batch and by the cut from CHECKPOINT to capture; live is a
@@ -275,6 +276,10 @@ func (m *Manager) openDB(ctx context.Context) error {
 		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
 	}
 	m.db, m.live, m.lastMap = db, live, nil
+	if err := db.QueryRowContext(ctx, "SELECT library_version FROM pragma_version()").Scan(&m.duckdbVersion); err != nil {
+		m.closeDB()
+		return fmt.Errorf("dbmanager: DuckDB version: %w", err)
+	}
 	return nil
 }
 
@@ -309,6 +314,7 @@ CREATE TABLE IF NOT EXISTS _teatree.applied (
 	applied    TIMESTAMPTZ NOT NULL
 );
 ALTER TABLE _teatree.applied ADD COLUMN IF NOT EXISTS digest VARCHAR;
+ALTER TABLE _teatree.applied ADD COLUMN IF NOT EXISTS modules VARCHAR; -- JSON array of module digests (lineage.go)
 CREATE TABLE IF NOT EXISTS _teatree.refused (
 	seq        UBIGINT PRIMARY KEY,
 	request_id VARCHAR NOT NULL,

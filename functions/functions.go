@@ -59,6 +59,10 @@ type Result struct {
 	Replaced bool
 	// Rows is the number of rows inserted, updated or deleted; 0 for DDL.
 	Rows int64
+	// Modules are the digests (sha256 hex) of the modules the function
+	// ran (a WASM function sets it); the db-manager records them in the
+	// lineage of the version (model.Lineage.Modules).
+	Modules []string
 }
 
 // Function is one function a request can call. Implementations are

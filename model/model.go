@@ -220,3 +220,43 @@ type Notification struct {
 	Applied   time.Time `json:"applied,omitzero"`     // when the DuckDB transaction committed
 	Published time.Time `json:"published,omitzero"`   // when the version was published
 }
+
+// Lineage is where a version came from (teactl log, teactl show): its
+// parent, the requests its range of the request stream holds, what made
+// it, and what it read. It is in the version's manifest and in Postgres
+// (model_version.lineage).
+type Lineage struct {
+	// Parent is the version this one was cut after (0 for a model's first
+	// version): its state plus Requests is this version's.
+	Parent int64 `json:"parent"`
+	// Requests are the requests of the version's stream range, in stream
+	// order, with their outcome: applied, failed, rejected or cancelled.
+	Requests []LineageRequest `json:"requests"`
+	// Build is the teatree build of the db-manager that cut the version
+	// (semver, svcinfo.Version); DuckDB the DuckDB library version it ran.
+	Build  string `json:"build"`
+	DuckDB string `json:"duckdb"`
+	// Modules are the digests (sha256 hex) of the modules the version's
+	// applied requests used (WASM functions), sorted, each once.
+	Modules []string `json:"modules,omitempty"`
+	// Reads are the published versions of other models the version's
+	// requests read, each once.
+	Reads []ModelVersion `json:"reads,omitempty"`
+}
+
+// LineageRequest is one request of a version's lineage. Digest is
+// Request.Digest (model, function and canonical args): two requests with
+// one digest asked for the same thing.
+type LineageRequest struct {
+	ID       string `json:"request_id"`
+	Function string `json:"function"`
+	Digest   string `json:"digest,omitempty"` // empty for a request that could not be decoded
+	Status   Status `json:"status"`
+	Seq      uint64 `json:"stream_seq"`
+}
+
+// ModelVersion names a published version of a model.
+type ModelVersion struct {
+	Model   string `json:"model"`
+	Version int64  `json:"version"`
+}

@@ -3,14 +3,216 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/model"
 )
 
 func init() {
-	extraCommands = append(extraCommands, cancelCmd)
+	extraCommands = append(extraCommands, cancelCmd, logCmd, showCmd, pinCmd, unpinCmd)
+}
+
+// resolveAt is modelAt that also reads MODEL@PIN: a pin name is resolved
+// to its version in Postgres (client.Resolve), so that a reader is always
+// asked for a version number.
+func (e *env) resolveAt(ctx context.Context, arg string, version int64, versionSet bool) (string, int64, error) {
+	m, at, ok := strings.Cut(arg, "@")
+	if !ok || at == "" || (at[0] >= '0' && at[0] <= '9') {
+		return modelAt(arg, version, versionSet)
+	}
+	if versionSet {
+		return "", 0, fmt.Errorf("%w: %s names a pin and --version a version: give one", model.ErrInvalid, arg)
+	}
+	var n int64
+	err := e.with(true, false, func(d *session) error {
+		var err error
+		_, n, err = d.client.Resolve(ctx, arg)
+		return err
+	})
+	return m, n, err
+}
+
+// logCmd is teactl log MODEL: the versions newest first with their
+// lineage, like git log.
+func logCmd(e *env) *cobra.Command {
+	var asJSON, expired bool
+	c := &cobra.Command{
+		Use:   "log MODEL",
+		Short: "list a model's versions newest first with their lineage (parent, requests, build, DuckDB, modules, reads)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.with(true, false, func(d *session) error {
+				vs, err := d.client.Versions(cmd.Context(), args[0], expired)
+				if err != nil {
+					return err
+				}
+				for i, j := 0, len(vs)-1; i < j; i, j = i+1, j-1 {
+					vs[i], vs[j] = vs[j], vs[i]
+				}
+				if asJSON {
+					return e.printJSON(vs)
+				}
+				for i, v := range vs {
+					if i > 0 {
+						fmt.Fprintln(e.stdout)
+					}
+					writeLog(e.stdout, v, false)
+				}
+				return nil
+			})
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of versions, newest first, each with its lineage")
+	c.Flags().BoolVar(&expired, "expired", false, "include versions removed by retention (their lineage stays in Postgres)")
+	return c
+}
+
+// showCmd is teactl show MODEL@N: one version in full.
+func showCmd(e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "show MODEL[@N|@PIN]",
+		Short: "show one version in full: lineage with every request, tables, digests (default: the latest)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.with(true, false, func(d *session) error {
+				m, n, err := d.client.Resolve(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				v, err := d.client.Version(cmd.Context(), m, n)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(v)
+				}
+				writeLog(e.stdout, v, true)
+				return nil
+			})
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the version as JSON")
+	return c
+}
+
+// writeLog prints version v as teactl log does: a header line, what made
+// it, and its requests (all of them with full, else a count per status).
+func writeLog(w io.Writer, v controldb.Version, full bool) {
+	head := fmt.Sprintf("version %d", v.Version)
+	if len(v.Pins) > 0 {
+		head += " (pinned: " + strings.Join(v.Pins, ", ") + ")"
+	}
+	if v.Expired != nil {
+		head += " (expired " + v.Expired.UTC().Format(time.RFC3339) + ")"
+	}
+	fmt.Fprintln(w, head)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Date:\t%s\n", v.Created.UTC().Format(time.RFC3339))
+	l := v.Lineage
+	if l == nil {
+		fmt.Fprintf(tw, "Requests:\t%d (stream %d-%d); no lineage: published before lineage was recorded\n", v.RequestCount, v.FirstSeq, v.LastSeq)
+		tw.Flush()
+		return
+	}
+	parent := "none (first version)"
+	if l.Parent > 0 {
+		parent = strconv.FormatInt(l.Parent, 10)
+	}
+	fmt.Fprintf(tw, "Parent:\t%s\n", parent)
+	fmt.Fprintf(tw, "Built by:\tteatree %s, DuckDB %s\n", l.Build, l.DuckDB)
+	fmt.Fprintf(tw, "Root:\t%s\n", v.SHA256)
+	if len(l.Modules) > 0 {
+		fmt.Fprintf(tw, "Modules:\t%s\n", strings.Join(l.Modules, ", "))
+	}
+	if len(l.Reads) > 0 {
+		var rs []string
+		for _, r := range l.Reads {
+			rs = append(rs, fmt.Sprintf("%s@%d", r.Model, r.Version))
+		}
+		fmt.Fprintf(tw, "Reads:\t%s\n", strings.Join(rs, ", "))
+	}
+	count := map[model.Status]int{}
+	for _, r := range l.Requests {
+		count[r.Status]++
+	}
+	var parts []string
+	for _, st := range []model.Status{model.StatusApplied, model.StatusFailed, model.StatusRejected, model.StatusCancelled} {
+		if count[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", count[st], st))
+		}
+	}
+	fmt.Fprintf(tw, "Requests:\t%d (stream %d-%d): %s\n", len(l.Requests), v.FirstSeq, v.LastSeq, strings.Join(parts, ", "))
+	tw.Flush()
+	if !full {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "    SEQ\tSTATUS\tFUNCTION\tREQUEST\tARGS DIGEST")
+	for _, r := range l.Requests {
+		fmt.Fprintf(tw, "    %d\t%s\t%s\t%s\t%.16s\n", r.Seq, r.Status, r.Function, r.ID, r.Digest)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "    TABLE\tROWS\tFILES\tSHA256")
+	for _, t := range v.Tables {
+		fmt.Fprintf(tw, "    %s\t%d\t%d\t%.16s\n", t.Name, t.Rows, len(t.Files), t.SHA256)
+	}
+	tw.Flush()
+}
+
+// pinCmd is teactl pin MODEL N [--name NAME].
+func pinCmd(e *env) *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "pin MODEL N",
+		Short: "keep version N past retention (until teactl unpin); --name NAME makes MODEL@NAME name it",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.ParseInt(args[1], 10, 64)
+			if err != nil || n < 1 {
+				return fmt.Errorf("%w: pin %s %q: give a positive version number", model.ErrInvalid, args[0], args[1])
+			}
+			return e.with(true, false, func(d *session) error {
+				p, err := d.client.Pin(cmd.Context(), args[0], n, name)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s version %d pinned as %s@%s\n", p.Model, p.Version, p.Model, p.Name)
+				return nil
+			})
+		},
+	}
+	c.Flags().StringVar(&name, "name", "", "pin name (a DNS label starting with a letter; default: the version number). A name pinning another version moves")
+	return c
+}
+
+// unpinCmd is teactl unpin MODEL NAME|N.
+func unpinCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unpin MODEL NAME|N",
+		Short: "remove a pin (by its name, or the version number of an unnamed pin); retention may then expire the version",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.with(true, false, func(d *session) error {
+				p, err := d.client.Unpin(cmd.Context(), args[0], args[1])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s@%s unpinned (version %d)\n", p.Model, p.Name, p.Version)
+				return nil
+			})
+		},
+	}
 }
 
 // cancelCmd is teactl cancel REQUEST_ID: record the cancel, wait for the
