@@ -96,4 +96,3 @@ func (db *DB) ResolvePin(ctx context.Context, m, name string) (int64, error) {
 	}
 	return n, nil
 }
-

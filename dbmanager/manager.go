@@ -42,13 +42,13 @@ type Manager struct {
 	meter  metrics
 
 	// Set in Run.
-	epoch     int64
-	model     controldb.Model
-	db        *sql.DB
-	position  atomic.Uint64 // last applied stream sequence (committed)
-	committed chan struct{} // a batch committed: wake the publisher
-	published int           // versions published since start (GC cadence)
-	duckdbVersion string    // of the DuckDB library (lineage)
+	epoch         int64
+	model         controldb.Model
+	db            *sql.DB
+	position      atomic.Uint64 // last applied stream sequence (committed)
+	committed     chan struct{} // a batch committed: wake the publisher
+	published     int           // versions published since start (GC cadence)
+	duckdbVersion string        // of the DuckDB library (lineage)
 
 	// The live file as a snapshot (see cut): liveMu is held by the applier
 	// for each batch and by the cut from CHECKPOINT to capture; live is a
