@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -72,9 +73,13 @@ func RecordCancel(ctx context.Context, js jetstream.JetStream, c Cancel) error {
 // CancelledIDs returns the ids of model m's requests that have a cancel
 // in CancelsBucket, in one request to the server (the stream's subjects
 // under the model's prefix). Every cancel whose RecordCancel returned
-// before the call is in the answer.
+// before the call is in the answer. No bucket (a stack whose dispatcher
+// predates cancels, so no cancel could be recorded) is no cancel.
 func CancelledIDs(ctx context.Context, js jetstream.JetStream, m string) (map[string]bool, error) {
 	s, err := js.Stream(ctx, cancelsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return map[string]bool{}, nil // EnsureStreams of a release with cancels has not run: none can be recorded
+	}
 	if err != nil {
 		return nil, fmt.Errorf("queue: cancels of %s: %w", m, err)
 	}
