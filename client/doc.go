@@ -22,13 +22,18 @@
 //     PrepareFile (the checks, no connection), Stage (the upload) and
 //     Submit.
 //   - Wait blocks until the request of a Receipt has its final
-//     notification (applied, failed or rejected) and returns it. It reads
+//     notification (applied, failed, rejected or cancelled) and returns it. It reads
 //     the model's notifications from the time the request stream stored
 //     the request, so it finds the notification however long ago the
 //     request was submitted (while TEATREE_NOTIFY retains it, 7 days by
 //     default): a Receipt can be kept and waited for later, and a
 //     duplicate submit (a retry) waits for the original's outcome.
 //   - Watch streams a model's notifications.
+//   - Cancel records the cancel of a queued request (KV bucket
+//     teatree-cancels); Wait on its receipt tells whether it came in time
+//     (cancelled) or not (applied, with the version).
+//   - Pin and Unpin keep a version past retention under a name; Resolve
+//     reads MODEL, MODEL@N and MODEL@PIN.
 //
 // # Reading
 //

@@ -304,6 +304,12 @@ type Version struct {
 	Created        time.Time  `json:"created"`
 	Expired        *time.Time `json:"expired,omitempty"`
 	Tables         []Table    `json:"tables"`
+	// Lineage is where the version came from (model_version.lineage); nil
+	// for versions published before migration 00007.
+	Lineage *model.Lineage `json:"lineage,omitempty"`
+	// Pins are the names the version is pinned under (version_pin),
+	// sorted; a pinned version is never expired by retention.
+	Pins []string `json:"pins,omitempty"`
 }
 
 // TableNames are the names of v's tables, in v.Tables' order.
@@ -367,9 +373,9 @@ func (db *DB) PublishVersion(ctx context.Context, v Version, reqs []RequestRecor
 		if format == "" {
 			format = FormatFile
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO model_version (model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, snapshot_format, uploaded_bytes, compaction)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-			v.Model, v.Version, v.SnapshotURI, v.SHA256, v.ManifestURI, v.Bytes, int64(v.FirstSeq), int64(v.LastSeq), v.RequestCount, v.Epoch, v.Created, format, v.Uploaded, v.Compaction)
+		_, err = tx.Exec(ctx, `INSERT INTO model_version (model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, snapshot_format, uploaded_bytes, compaction, lineage)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+			v.Model, v.Version, v.SnapshotURI, v.SHA256, v.ManifestURI, v.Bytes, int64(v.FirstSeq), int64(v.LastSeq), v.RequestCount, v.Epoch, v.Created, format, v.Uploaded, v.Compaction, v.Lineage)
 		if err != nil {
 			return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
 		}
@@ -532,12 +538,13 @@ func (db *DB) ListRequests(ctx context.Context, m string) ([]RequestRecord, erro
 	return out, nil
 }
 
-const versionColumns = `model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, expired_at, snapshot_format, uploaded_bytes, compaction`
+const versionColumns = `model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, expired_at, snapshot_format, uploaded_bytes, compaction, lineage,
+	ARRAY(SELECT p.name FROM version_pin p WHERE p.model = model_version.model AND p.version = model_version.version ORDER BY p.name)`
 
 func scanVersion(row pgx.Row) (Version, error) {
 	var v Version
 	var first, last int64
-	err := row.Scan(&v.Model, &v.Version, &v.SnapshotURI, &v.SHA256, &v.ManifestURI, &v.Bytes, &first, &last, &v.RequestCount, &v.Epoch, &v.Created, &v.Expired, &v.SnapshotFormat, &v.Uploaded, &v.Compaction)
+	err := row.Scan(&v.Model, &v.Version, &v.SnapshotURI, &v.SHA256, &v.ManifestURI, &v.Bytes, &first, &last, &v.RequestCount, &v.Epoch, &v.Created, &v.Expired, &v.SnapshotFormat, &v.Uploaded, &v.Compaction, &v.Lineage, &v.Pins)
 	v.FirstSeq, v.LastSeq = uint64(first), uint64(last)
 	return v, err
 }
@@ -650,7 +657,7 @@ func (db *DB) ListVersions(ctx context.Context, m string, includeExpired bool) (
 }
 
 // ExpireVersions marks all but the newest keep unexpired versions of model
-// m expired and returns them. epoch fences the write like PublishVersion;
+// m expired, except pinned ones (Pin), and returns them. epoch fences the write like PublishVersion;
 // epoch 0 means the caller is not a writer (teactl gc) and uses the
 // model's current epoch.
 func (db *DB) ExpireVersions(ctx context.Context, m string, keep int, epoch int64) ([]Version, error) {
@@ -661,7 +668,9 @@ func (db *DB) ExpireVersions(ctx context.Context, m string, keep int, epoch int6
 			return err
 		}
 		rows, err := tx.Query(ctx, `UPDATE model_version SET expired_at = now()
-			WHERE model = $1 AND expired_at IS NULL AND version <= $2::bigint - $3::bigint RETURNING `+versionColumns, m, mdl.CurrentVersion, keep)
+			WHERE model = $1 AND expired_at IS NULL AND version <= $2::bigint - $3::bigint
+				AND NOT EXISTS (SELECT 1 FROM version_pin p WHERE p.model = model_version.model AND p.version = model_version.version)
+			RETURNING `+versionColumns, m, mdl.CurrentVersion, keep)
 		if err != nil {
 			return err
 		}

@@ -332,6 +332,9 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 			m.refuse(it, o.model, o.function, o.seq)
 		}
 	}
+	if err := m.markCancelled(ctx, items); err != nil {
+		return nil, err
+	}
 	return items, nil
 }
 
@@ -366,7 +369,7 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 		return 0, err
 	}
 	for i, it := range items {
-		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed {
+		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed || it.status == model.StatusCancelled {
 			continue
 		}
 		env.Payload = func(ctx context.Context, uri string) (string, error) { return m.fetchPayload(ctx, it.req.ID, uri) }
@@ -416,10 +419,10 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 		rollback()
 		return 0, fmt.Errorf("dbmanager: commit: %w", err)
 	}
-	// The failures are recorded: their payloads go before the publisher
+	// The failures and cancels are recorded: their payloads go before the publisher
 	// can announce them (docs/decisions.md, staged payloads).
 	for _, it := range items {
-		if !it.skip && it.status == model.StatusFailed && it.payload != "" {
+		if !it.skip && (it.status == model.StatusFailed || it.status == model.StatusCancelled) && it.payload != "" {
 			m.deleteStaged(ctx, it.req.ID)
 		}
 	}
@@ -455,7 +458,7 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item, der
 			}
 			continue
 		}
-		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now, nullIfEmpty(it.digest)})
+		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now, nullIfEmpty(it.digest), modulesOf(it)})
 		if it.status != model.StatusApplied {
 			continue
 		}
@@ -483,8 +486,8 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item, der
 	// One statement per recordChunk requests: a statement per request
 	// cost more than applying a one-row append.
 	for chunk := range slices.Chunk(rows, recordChunk) {
-		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
-		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied (request_id, seq, function, status, error, payload, queued, applied, digest) VALUES `+values, slices.Concat(chunk...)...); err != nil {
+		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
+		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied (request_id, seq, function, status, error, payload, queued, applied, digest, modules) VALUES `+values, slices.Concat(chunk...)...); err != nil {
 			return fmt.Errorf("dbmanager: record %d requests from %s: %w", len(chunk), chunk[0][0], err)
 		}
 	}

@@ -35,3 +35,9 @@ func (m *Manager) SetMemoryLimit(limit string) { m.cfg.MemoryLimit = limit }
 
 // SetLog replaces the logger (tests only).
 func (m *Manager) SetLog(l *slog.Logger) { m.log = l.With("model", m.cfg.Model) }
+
+// SetCancelHooks installs the hooks run before and after a batch's read of
+// the cancels bucket (tests only).
+func (m *Manager) SetCancelHooks(before, after func()) {
+	m.beforeCancelRead, m.afterCancelRead = before, after
+}

@@ -48,12 +48,13 @@ type Manager struct {
 	noDerived bool
 
 	// Set in Run.
-	epoch     int64
-	model     controldb.Model
-	db        *sql.DB
-	position  atomic.Uint64 // last applied stream sequence (committed)
-	committed chan struct{} // a batch committed: wake the publisher
-	published int           // versions published since start (GC cadence)
+	epoch         int64
+	model         controldb.Model
+	db            *sql.DB
+	position      atomic.Uint64 // last applied stream sequence (committed)
+	committed     chan struct{} // a batch committed: wake the publisher
+	published     int           // versions published since start (GC cadence)
+	duckdbVersion string        // of the DuckDB library (lineage)
 
 	// The live file as a snapshot (see cut): liveMu is held by the applier
 	// for each batch and by the cut from CHECKPOINT to capture; live is a
@@ -76,6 +77,9 @@ type Manager struct {
 	// loseDelivery, when set and returning true for a message, makes the
 	// applier act as if that delivery never arrived (tests only).
 	loseDelivery func(jetstream.Msg) bool
+	// beforeCancelRead and afterCancelRead, when set, run just before and
+	// after markCancelled reads the cancels of a batch (tests only).
+	beforeCancelRead, afterCancelRead func()
 }
 
 type metrics struct {
@@ -283,6 +287,10 @@ func (m *Manager) openDB(ctx context.Context) error {
 		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
 	}
 	m.db, m.live, m.lastMap = db, live, nil
+	if err := db.QueryRowContext(ctx, "SELECT library_version FROM pragma_version()").Scan(&m.duckdbVersion); err != nil {
+		m.closeDB()
+		return fmt.Errorf("dbmanager: DuckDB version: %w", err)
+	}
 	return nil
 }
 
@@ -317,6 +325,7 @@ CREATE TABLE IF NOT EXISTS _teatree.applied (
 	applied    TIMESTAMPTZ NOT NULL
 );
 ALTER TABLE _teatree.applied ADD COLUMN IF NOT EXISTS digest VARCHAR;
+ALTER TABLE _teatree.applied ADD COLUMN IF NOT EXISTS modules VARCHAR; -- JSON array of module digests (lineage.go)
 CREATE TABLE IF NOT EXISTS _teatree.refused (
 	seq        UBIGINT PRIMARY KEY,
 	request_id VARCHAR NOT NULL,

@@ -557,6 +557,11 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Format: controldb.FormatBlocks, Compaction: c.Compaction,
 		Snapshot: snapshot.File{Key: snapshot.BlockMapKey(m.cfg.Model, c.Version), Bytes: c.Bytes, SHA256: c.SHA256},
 	}
+	lin, err := m.lineage(ctx, c)
+	if err != nil {
+		return err
+	}
+	mf.Lineage = &lin
 	if err := blocks.PutMap(ctx, m.store, mf.Snapshot.Key, bm); err != nil {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
@@ -591,7 +596,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	v := controldb.Version{
 		Model: m.cfg.Model, Version: c.Version, SnapshotURI: mf.Snapshot.Key, SHA256: c.SHA256, ManifestURI: snapshot.ManifestKey(m.cfg.Model, c.Version),
 		Bytes: c.Bytes, FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Epoch: m.epoch, Created: c.Created,
-		SnapshotFormat: controldb.FormatBlocks, Uploaded: uploaded, Compaction: c.Compaction,
+		SnapshotFormat: controldb.FormatBlocks, Uploaded: uploaded, Compaction: c.Compaction, Lineage: &lin,
 	}
 	for _, t := range mf.Tables {
 		schema, _ := json.Marshal(t.Columns)

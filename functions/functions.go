@@ -67,8 +67,9 @@ type Result struct {
 	Replaced bool
 	// Rows is the number of rows inserted, updated or deleted; 0 for DDL.
 	Rows int64
-	// Modules are the digests of the WebAssembly modules the call ran
-	// or registered (wasm, register_module), for lineage.
+	// Modules are the digests (sha256 hex) of the WebAssembly modules the
+	// call ran or registered (wasm, register_module); the db-manager
+	// records them in the lineage of the version (model.Lineage.Modules).
 	Modules []string
 }
 

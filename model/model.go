@@ -189,23 +189,25 @@ func checkKeys(data []byte) error {
 // Status is the state of a request.
 type Status string
 
-// Request statuses. Applied, failed and rejected are final.
+// Request statuses. Applied, failed, rejected and cancelled are final.
 const (
-	StatusQueued   Status = "queued"   // durably in the request stream
-	StatusApplied  Status = "applied"  // applied; part of the named version
-	StatusFailed   Status = "failed"   // the function returned an error; nothing of it was written
-	StatusRejected Status = "rejected" // invalid before it reached the db-manager
+	StatusQueued    Status = "queued"    // durably in the request stream
+	StatusApplied   Status = "applied"   // applied; part of the named version
+	StatusFailed    Status = "failed"    // the function returned an error; nothing of it was written
+	StatusRejected  Status = "rejected"  // invalid before it reached the db-manager
+	StatusCancelled Status = "cancelled" // cancelled (teactl cancel) before the db-manager applied it; nothing of it was written
 )
 
 // Final reports whether s is a final status.
 func (s Status) Final() bool {
-	return s == StatusApplied || s == StatusFailed || s == StatusRejected
+	return s == StatusApplied || s == StatusFailed || s == StatusRejected || s == StatusCancelled
 }
 
 // Notification announces the outcome of one request on subject
 // teatree.notify.<model>. For applied requests Version is the first version
-// that contains the request's effect; for failed requests it is the version
-// that recorded the failure; rejected requests have Version 0.
+// that contains the request's effect; for failed and cancelled requests it
+// is the version that recorded the outcome (0 when no version did: the
+// batch changed nothing); rejected requests have Version 0.
 type Notification struct {
 	RequestID string    `json:"request_id"`
 	Model     string    `json:"model"`
@@ -217,4 +219,44 @@ type Notification struct {
 	Queued    time.Time `json:"queued,omitzero"`      // when the stream stored the request
 	Applied   time.Time `json:"applied,omitzero"`     // when the DuckDB transaction committed
 	Published time.Time `json:"published,omitzero"`   // when the version was published
+}
+
+// Lineage is where a version came from (teactl log, teactl show): its
+// parent, the requests its range of the request stream holds, what made
+// it, and what it read. It is in the version's manifest and in Postgres
+// (model_version.lineage).
+type Lineage struct {
+	// Parent is the version this one was cut after (0 for a model's first
+	// version): its state plus Requests is this version's.
+	Parent int64 `json:"parent"`
+	// Requests are the requests of the version's stream range, in stream
+	// order, with their outcome: applied, failed, rejected or cancelled.
+	Requests []LineageRequest `json:"requests"`
+	// Build is the teatree build of the db-manager that cut the version
+	// (semver, svcinfo.Version); DuckDB the DuckDB library version it ran.
+	Build  string `json:"build"`
+	DuckDB string `json:"duckdb"`
+	// Modules are the digests (sha256 hex) of the modules the version's
+	// applied requests used (WASM functions), sorted, each once.
+	Modules []string `json:"modules,omitempty"`
+	// Reads are the published versions of other models the version's
+	// requests read, each once.
+	Reads []ModelVersion `json:"reads,omitempty"`
+}
+
+// LineageRequest is one request of a version's lineage. Digest is
+// Request.Digest (model, function and canonical args): two requests with
+// one digest asked for the same thing.
+type LineageRequest struct {
+	ID       string `json:"request_id"`
+	Function string `json:"function"`
+	Digest   string `json:"digest,omitempty"` // empty for a request that could not be decoded
+	Status   Status `json:"status"`
+	Seq      uint64 `json:"stream_seq"`
+}
+
+// ModelVersion names a published version of a model.
+type ModelVersion struct {
+	Model   string `json:"model"`
+	Version int64  `json:"version"`
 }

@@ -1,7 +1,8 @@
 // Package queue is teatree's adapter for NATS JetStream: the request stream
 // TEATREE_REQUESTS (the durable, replayable request log), the notification
 // stream TEATREE_NOTIFY, the consumers that read them, and the writer leases
-// in the KV bucket teatree-writers.
+// in the KV bucket teatree-writers, and the request cancels in the KV bucket
+// teatree-cancels (cancel.go).
 //
 // Streams are created or updated idempotently by EnsureStreams. The request
 // stream keeps Limits retention with a max age (default 7 days) and a dedupe

@@ -97,8 +97,8 @@ func Connect(url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetSt
 	return nc, js, nil
 }
 
-// EnsureStreams creates or updates the request and notification streams and
-// the writer lease bucket. It is idempotent and safe to run from every
+// EnsureStreams creates or updates the request and notification streams,
+// the writer lease bucket and the cancels bucket (CancelsBucket). It is idempotent and safe to run from every
 // process at start.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	cfg = cfg.WithDefaults()
@@ -115,7 +115,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 		Discard:     jetstream.DiscardOld,
 	}, {
 		Name:        NotifyStream,
-		Description: "teatree notifications: applied / failed / rejected, subject teatree.notify.<model>",
+		Description: "teatree notifications: applied / failed / rejected / cancelled, subject teatree.notify.<model>",
 		Subjects:    []string{notifyPrefix + "*"},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      cfg.NotifyMaxAge,
@@ -142,7 +142,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 	if err != nil {
 		return fmt.Errorf("queue: ensure KV bucket %s: %w", WritersBucket, err)
 	}
-	return nil
+	return ensureCancels(ctx, js, cfg)
 }
 
 // Publish publishes r on teatree.req.<model> with Nats-Msg-Id set to the

@@ -33,6 +33,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 
 	"github.com/teatree/teatree/duck"
+	"github.com/teatree/teatree/model"
 )
 
 // StorageVersion is the DuckDB storage version snapshot files are written
@@ -91,6 +92,9 @@ type Manifest struct {
 	ParquetWritten int64   `json:"parquet_written_bytes,omitempty"`
 	Compaction     bool    `json:"compaction,omitempty"` // cut from a compact copy of the live file
 	Tables         []Table `json:"tables"`
+	// Lineage is where the version came from (absent in versions
+	// published before issue 17).
+	Lineage *model.Lineage `json:"lineage,omitempty"`
 }
 
 // File is an object with its size in bytes and sha256 (hex).

@@ -4,7 +4,8 @@
 // Exit codes: 0 success (for submit: durably queued, or applied with
 // --wait), 1 an error, 2 bad usage or bad input, 3 the request failed,
 // 4 the request was rejected, 5 timed out waiting, 6 a service is
-// unreachable.
+// unreachable, 7 the request was cancelled (submit --wait), 8 a cancel came
+// too late (teactl cancel: the request had its outcome already).
 package cli
 
 import (
@@ -38,6 +39,8 @@ const (
 	ExitRejected    = 4
 	ExitTimeout     = 5
 	ExitUnreachable = 6
+	ExitCancelled   = 7
+	ExitTooLate     = 8
 )
 
 // exitError carries an exit code with its message.

@@ -319,6 +319,8 @@ func (e *env) report(n model.Notification, asJSON bool) error {
 		return withCode(ExitFailed, fmt.Errorf("request %s failed: %s", n.RequestID, n.Error))
 	case model.StatusRejected:
 		return withCode(ExitRejected, fmt.Errorf("request %s rejected: %s", n.RequestID, n.Error))
+	case model.StatusCancelled:
+		return withCode(ExitCancelled, fmt.Errorf("request %s cancelled (teactl cancel) before it was applied", n.RequestID))
 	}
 	if !asJSON {
 		fmt.Fprintf(e.stdout, "%s applied in version %d\n", n.RequestID, n.Version)

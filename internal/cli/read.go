@@ -46,7 +46,7 @@ func versionsCmd(e *env) *cobra.Command {
 					return e.printJSON(vs)
 				}
 				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-				head := "VERSION\tCREATED\tREQUESTS\tTABLES\tROWS\tBYTES\tUPLOADED\tKIND\tSHA256\t"
+				head := "VERSION\tCREATED\tREQUESTS\tTABLES\tROWS\tBYTES\tUPLOADED\tKIND\tSHA256\tPINS\t"
 				if expired {
 					head += "EXPIRED\t"
 				}
@@ -62,7 +62,11 @@ func versionsCmd(e *env) *cobra.Command {
 					if v.Compaction {
 						kind = "compaction"
 					}
-					fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%.12s\t", v.Version, v.Created.Local().Format(time.DateTime), v.RequestCount, len(v.Tables), rows, v.Bytes, v.Uploaded, kind, v.SHA256)
+					pins := "-"
+					if len(v.Pins) > 0 {
+						pins = strings.Join(v.Pins, ",")
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%.12s\t%s\t", v.Version, v.Created.Local().Format(time.DateTime), v.RequestCount, len(v.Tables), rows, v.Bytes, v.Uploaded, kind, v.SHA256, pins)
 					if expired {
 						// Retained versions show "-", expired ones when retention removed them.
 						mark := "-"
@@ -87,10 +91,11 @@ func pullCmd(e *env) *cobra.Command {
 	var out string
 	var asJSON, follow bool
 	c := &cobra.Command{
-		Use:   "pull MODEL",
+		Use:   "pull MODEL[@N|@PIN]",
 		Short: "download a version's snapshot, reusing what is local, verify it, print its path",
 		Long: `pull writes the snapshot of a version (default: the latest) to a file and
-prints its path. Open it with 'duckdb -readonly PATH'.
+prints its path. Open it with 'duckdb -readonly PATH'. MODEL@N is version
+N, MODEL@PIN the version pinned under that name (teactl pin).
 
 A block snapshot is built from the blocks the local files already hold (the
 file at the output path, an earlier version usually, and teactl's cached
@@ -125,7 +130,17 @@ the next version (or within 30 s).`,
 				if follow {
 					return e.follow(cmd.Context(), d, args[0], out, asJSON)
 				}
-				v, err := d.client.Version(cmd.Context(), args[0], version)
+				m, n, err := d.client.Resolve(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if n != 0 && cmd.Flags().Changed("version") && n != version {
+					return fmt.Errorf("%w: %s is version %d, --version says %d: give one", model.ErrInvalid, args[0], n, version)
+				}
+				if n == 0 {
+					n = version
+				}
+				v, err := d.client.Version(cmd.Context(), m, n)
 				if err != nil {
 					return err
 				}
@@ -177,10 +192,11 @@ func queryCmd(e *env) *cobra.Command {
 	var format, source, out, group string
 	var local, partial, fanOut bool
 	c := &cobra.Command{
-		Use:   `query MODEL[@N] "SELECT …" | query --group GROUP "SELECT …"`,
+		Use:   `query MODEL[@N|@PIN] "SELECT …" | query --group GROUP "SELECT …"`,
 		Short: "run one SELECT through a reader, else on a version's snapshot (pulled and cached), never on the live file",
 		Long: `query runs one SELECT on a version of a model (default: the latest;
-MODEL@N or --version N for version N) through a reader when one answers,
+MODEL@N or --version N for version N, MODEL@PIN for the version pinned
+under that name, resolved in Postgres here) through a reader when one answers,
 else on the version's snapshot pulled into the local cache (--local forces
 that): both give the same result.
 
@@ -247,7 +263,7 @@ merge.`,
 			if partial || fanOut {
 				return fmt.Errorf("%w: --partial and --fan-out are for --group", model.ErrInvalid)
 			}
-			m, version, err := modelAt(args[0], version, cmd.Flags().Changed("version"))
+			m, version, err := e.resolveAt(cmd.Context(), args[0], version, cmd.Flags().Changed("version"))
 			if err != nil {
 				return err
 			}
