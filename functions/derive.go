@@ -88,11 +88,7 @@ var deriveSpec = spec[deriveArgs]{
 	Description: "Declares main.<table> as a derived table and computes it (CREATE OR REPLACE TABLE … AS <query>): after every batch that changes a table the query reads, the db-manager brings <table> up to date in the same transaction, before the version is cut, in dependency order (derived tables may read derived tables; a cycle is refused). The query follows refresh's rules (one SELECT over tables of schema main, checked with DuckDB's own parser). " +
 		"It is maintained incrementally (the appended rows merged per group) when it is one SELECT over one table with GROUP BY ALL or a GROUP BY of its non-aggregate items and only count(*), count(x), sum(x), min(x), max(x), avg(x) aggregates (no DISTINCT, FILTER, ORDER BY, LIMIT, HAVING, WITH, joins or subqueries) and its input only received appends; otherwise it is recomputed. " +
 		"Deriving an existing derived table replaces its query; drop_table removes the table and its definition; other functions may not change a derived table. teactl derived MODEL lists them.",
-	Schema: `"required": ["table", "query"],
-  "properties": {
-    "table": {"$ref": "#/$defs/table"},
-    "query": {"type": "string", "minLength": 1, "maxLength": 1048576, "pattern": "^[^\\x00]*$"}
-  }`,
+	Schema: tableQuerySchema,
 	Examples: []string{
 		`{"table":"monthly_sales","query":"SELECT date_trunc('month', day) AS month, store, count(*) AS n, sum(amount) AS amount, avg(amount) AS avg_amount FROM sales GROUP BY ALL"}`,
 		`{"table":"top_customers","query":"WITH c AS (SELECT customer, count(*) AS n FROM orders GROUP BY customer) FROM c ORDER BY n DESC LIMIT 100"}`,

@@ -17,17 +17,21 @@ type refreshArgs struct {
 	Query string `json:"query"`
 }
 
+// tableQuerySchema is the args schema of refresh and derive: a table and
+// one SELECT.
+const tableQuerySchema = `"required": ["table", "query"],
+  "properties": {
+    "table": {"$ref": "#/$defs/table"},
+    "query": {"type": "string", "minLength": 1, "maxLength": 1048576, "pattern": "^[^\\x00]*$"}
+  }`
+
 // refreshSpec is refresh: materialise a derived table from one SELECT
 // over the model.
 var refreshSpec = spec[refreshArgs]{
 	Name:        "refresh",
 	Summary:     "materialise a derived table from one SELECT over the model's tables (CREATE OR REPLACE TABLE … AS SELECT)",
 	Description: "Replaces main.<table> with the result of query: CREATE OR REPLACE TABLE main.<table> AS <query>. The query is one SELECT statement (SELECT, FROM-first, WITH, VALUES, UNION/EXCEPT/INTERSECT) over tables of schema main, checked with DuckDB's own parser: it may not call table functions (read_csv, read_parquet, glob, range, query, duckdb_tables, …), read files by name ('f.csv'), use DESCRIBE/SHOW/SUMMARIZE, other schemas or databases, teatree's _teatree tables, or parameters.",
-	Schema: `"required": ["table", "query"],
-  "properties": {
-    "table": {"$ref": "#/$defs/table"},
-    "query": {"type": "string", "minLength": 1, "maxLength": 1048576, "pattern": "^[^\\x00]*$"}
-  }`,
+	Schema:      tableQuerySchema,
 	Examples: []string{
 		`{"table":"monthly_sales","query":"SELECT date_trunc('month', day) AS month, store, sum(amount) AS amount FROM sales GROUP BY ALL"}`,
 		`{"table":"top_customers","query":"WITH c AS (SELECT customer, count(*) AS n FROM orders GROUP BY customer) FROM c ORDER BY n DESC LIMIT 100"}`,

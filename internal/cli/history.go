@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -53,9 +54,7 @@ func logCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				for i, j := 0, len(vs)-1; i < j; i, j = i+1, j-1 {
-					vs[i], vs[j] = vs[j], vs[i]
-				}
+				slices.Reverse(vs)
 				if asJSON {
 					return e.printJSON(vs)
 				}
