@@ -9,7 +9,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/teatree/teatree/duck"
@@ -232,14 +231,14 @@ func deserialize(doc, node map[string]any) (string, error) {
 }
 
 // aggregateNames are DuckDB's aggregate function names (lower case), from
-// the private parser's catalog.
-var aggregateNames = sync.OnceValues(func() (map[string]bool, error) {
+// the private parser's catalog (sqlast.Aggregates keeps them).
+func aggregateNames() (map[string]bool, error) {
 	db, err := parserDB()
 	if err != nil {
 		return nil, err
 	}
 	return sqlast.Aggregates(context.Background(), db)
-})
+}
 
 // planIncremental decides whether the query (doc, node) is maintained
 // incrementally and returns its plan, or nil and the reason.

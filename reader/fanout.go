@@ -275,7 +275,7 @@ type fanOutPlan struct {
 	node     map[string]any   // its statement
 	partial  string           // the SQL each member runs
 	items    []item           // the query's select items, in order
-	hidden   int              // group keys added after the select items
+	hidden   []any            // group keys added after the select items
 	width    int              // columns of the partial result
 	gather   bool             // no aggregate: the partials are rows
 	order    []any            // the query's modifiers (ORDER BY, LIMIT, DISTINCT)
@@ -324,10 +324,8 @@ func plan(ctx context.Context, conn *sql.Conn, query string) (*fanOutPlan, error
 			list = append(list, n)
 		}
 	}
-	if groups, _ := node["group_expressions"].([]any); len(groups) > 0 {
-		for _, g := range p.hiddenKeys(node) {
-			list = append(list, sqlast.Copy(g))
-		}
+	for _, g := range p.hidden {
+		list = append(list, sqlast.Copy(g))
 	}
 	pn["select_list"] = list
 	if !p.gather {
@@ -457,8 +455,8 @@ func (p *fanOutPlan) build(node map[string]any, aggs map[string]bool) error {
 		}
 	}
 	p.order = mods
-	p.hidden = len(p.hiddenKeys(node))
-	p.width = len(p.items) + p.hidden
+	p.hidden = p.hiddenKeys(node)
+	p.width = len(p.items) + len(p.hidden)
 	for _, it := range p.items {
 		if it.agg == "avg" && !it.distinct {
 			p.width++
@@ -617,7 +615,7 @@ func (p *fanOutPlan) merge(final [][2]string) string {
 		}
 		out[i] = fmt.Sprintf("CAST(%s AS %s) AS %s", e, final[i][1], duck.Ident(final[i][0]))
 	}
-	for j := range p.hidden {
+	for j := range len(p.hidden) {
 		keys = append(keys, fmt.Sprintf("c%d", extra+j))
 	}
 	q := "SELECT " + strings.Join(out, ", ") + " FROM partials"

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // ErrNotOneStatement is the error of Parse for a text that is not exactly
@@ -131,9 +132,16 @@ func Name(n map[string]any) string {
 	return strings.ToLower(s)
 }
 
-// Aggregates are the names (lower case) of the aggregate functions of the
-// DuckDB q belongs to, count_star (count(*)) included.
+// Aggregates are the names (lower case) of DuckDB's aggregate functions,
+// count_star (count(*)) included, read from q's catalog on the first call
+// and kept: they are the linked DuckDB's (no extension can be installed
+// here), so every later call returns the same set without a query.
 func Aggregates(ctx context.Context, q Querier) (map[string]bool, error) {
+	aggregates.Lock()
+	defer aggregates.Unlock()
+	if aggregates.names != nil {
+		return aggregates.names, nil
+	}
 	rows, err := q.QueryContext(ctx, "SELECT DISTINCT lower(function_name) FROM duckdb_functions() WHERE function_type = 'aggregate'")
 	if err != nil {
 		return nil, fmt.Errorf("list aggregate functions: %w", err)
@@ -147,7 +155,17 @@ func Aggregates(ctx context.Context, q Querier) (map[string]bool, error) {
 		}
 		names[n] = true
 	}
-	return names, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	aggregates.names = names
+	return names, nil
+}
+
+// aggregates caches Aggregates.
+var aggregates struct {
+	sync.Mutex
+	names map[string]bool
 }
 
 // FindAggregate is the name of the first aggregate function called in

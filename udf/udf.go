@@ -163,8 +163,10 @@ type compiledKey struct {
 // Compiling is slow for large modules (a Go module of 14 MB takes tens
 // of seconds on one core), running the compiled code fast.
 func NewHost(cacheDir string) (*Host, error) {
-	cache := wazero.NewCompilationCache()
-	if cacheDir != "" {
+	var cache wazero.CompilationCache
+	if cacheDir == "" {
+		cache = wazero.NewCompilationCache()
+	} else {
 		var err error
 		if cache, err = wazero.NewCompilationCacheWithDir(cacheDir); err != nil {
 			return nil, fmt.Errorf("udf: compilation cache: %w", err)
