@@ -66,6 +66,10 @@ type Map struct {
 	BlockSize int64    // bytes per block (DuckDB's block_alloc_size)
 	Header    Digest   // SHA-256 of the first HeaderSize bytes
 	Blocks    []Digest // SHA-256 of each whole block, checksum included
+	// Encoding is how the blocks are stored (EncodingRaw, EncodingZstd);
+	// Store.Upload sets it. It is not part of the root: the root names
+	// the file's content.
+	Encoding string
 
 	// Writer-side state, not encoded: DuckDB's stored checksum of each
 	// block (what Remap compares) and the number of incremental maps since
@@ -119,6 +123,7 @@ func (m *Map) Digests() map[Digest]struct{} {
 // wireMap is the JSON form of a Map.
 type wireMap struct {
 	Format    string   `json:"format"`
+	Encoding  string   `json:"encoding,omitempty"`
 	BlockSize int64    `json:"block_size"`
 	Bytes     int64    `json:"bytes"`
 	Root      Digest   `json:"root"`
@@ -126,13 +131,14 @@ type wireMap struct {
 	Blocks    []Digest `json:"blocks"`
 }
 
-// MarshalJSON encodes m as {"format","block_size","bytes","root","header","blocks"}.
+// MarshalJSON encodes m as {"format","encoding","block_size","bytes","root","header","blocks"}
+// ("encoding" left out when raw, so raw maps read as before it existed).
 func (m *Map) MarshalJSON() ([]byte, error) {
 	blocks := m.Blocks
 	if blocks == nil {
 		blocks = []Digest{}
 	}
-	return json.Marshal(wireMap{Format: Format, BlockSize: m.BlockSize, Bytes: m.Size(), Root: m.Root(), Header: m.Header, Blocks: blocks})
+	return json.Marshal(wireMap{Format: Format, Encoding: m.Encoding, BlockSize: m.BlockSize, Bytes: m.Size(), Root: m.Root(), Header: m.Header, Blocks: blocks})
 }
 
 // UnmarshalJSON decodes and checks a block map; see ParseMap.
@@ -151,7 +157,10 @@ func (m *Map) UnmarshalJSON(data []byte) error {
 	case len(w.Blocks) > maxBlocks:
 		return fmt.Errorf("%w: block map: %d blocks, at most %d are supported", model.ErrInvalid, len(w.Blocks), maxBlocks)
 	}
-	d := Map{BlockSize: w.BlockSize, Header: w.Header, Blocks: w.Blocks}
+	if err := checkEncoding(w.Encoding); err != nil {
+		return err
+	}
+	d := Map{BlockSize: w.BlockSize, Header: w.Header, Blocks: w.Blocks, Encoding: w.Encoding}
 	if d.Size() != w.Bytes {
 		return fmt.Errorf("%w: block map: bytes %d, but %d blocks of %d bytes after the header make %d", model.ErrInvalid, w.Bytes, len(w.Blocks), w.BlockSize, d.Size())
 	}

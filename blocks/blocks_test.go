@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/internal/miniotest"
@@ -334,8 +336,8 @@ func TestPullReusesPreviousVersion(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if remote.bytes.Load() != up.Bytes || rs.Fetched != up.Bytes {
-			t.Errorf("fetched %d bytes (%d blocks), stats %+v; the new blocks are %d bytes", remote.bytes.Load(), remote.blocks.Load(), rs, up.Bytes)
+		if remote.bytes.Load() != up.Raw || rs.Fetched != up.Raw {
+			t.Errorf("fetched %d bytes (%d blocks), stats %+v; the new blocks are %d bytes (%d stored)", remote.bytes.Load(), remote.blocks.Load(), rs, up.Raw, up.Bytes)
 		}
 		if rs.Reused+rs.Fetched+rs.Holes != rs.Bytes || rs.Reused < rs.Bytes/2 {
 			t.Errorf("stats %+v: most of the file should be reused", rs)
@@ -363,16 +365,18 @@ func TestCorruptBlockRefused(t *testing.T) {
 		if _, err := store.Upload(ctx, m, mustOpen(t, l.path, m), nil); err != nil {
 			t.Fatal(err)
 		}
-		// Flip one byte of one stored block.
+		// Flip one byte of one stored block, stored well encoded: only
+		// the digest tells.
 		victim := m.Blocks[len(m.Blocks)/2]
-		key := blocks.BlockKey("m", victim)
+		key := blocks.ObjectKey("m", victim, m.Encoding)
 		buf := make([]byte, m.BlockSize)
 		if err := store.Block(ctx, victim, buf); err != nil {
 			t.Fatal(err)
 		}
 		buf[1000] ^= 0xff
-		if err := objs.Put(ctx, key, bytes.NewReader(buf), int64(len(buf))); err != nil {
-			t.Fatal(err)
+		enc, _ := zstd.NewWriter(nil)
+		if obj := enc.EncodeAll(buf, nil); objs.Put(ctx, key, bytes.NewReader(obj), int64(len(obj))) != nil {
+			t.Fatal("put")
 		}
 		out := filepath.Join(t.TempDir(), "pulled.duckdb")
 		_, err := blocks.Reconstruct(ctx, m, out, blocks.ReconstructOptions{Remote: store})
@@ -393,7 +397,7 @@ func TestCorruptBlockRefused(t *testing.T) {
 		if _, err := blocks.Reconstruct(ctx, m, out, blocks.ReconstructOptions{Remote: store}); !errors.Is(err, blocks.ErrCorrupt) {
 			t.Fatalf("short block: %v", err)
 		}
-		// An upload repairs an object of the wrong size.
+		// An upload repairs an object that does not read back whole.
 		if up, err := store.Upload(ctx, m, mustOpen(t, l.path, m), nil); err != nil || up.Uploaded != 1 {
 			t.Fatalf("repair upload %+v: %v", up, err)
 		}
@@ -425,4 +429,73 @@ func count(ds []blocks.Digest, d blocks.Digest) int {
 		}
 	}
 	return n
+}
+
+// TestEncodings: blocks are stored compressed, a map records it, maps of
+// raw blocks (before compression) still read, and the first compressed
+// version after a raw one puts every block under its compressed key.
+func TestEncodings(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	objs := newDir(t)
+	l := openLive(t, dir).withRows(50_000)
+	m1, _ := mapFile(t, l.path, nil)
+	raw, _ := blocks.NewStore(objs, "m")
+	raw.Encoding = blocks.EncodingRaw
+	up1, err := raw.Upload(ctx, m1, mustOpen(t, l.path, m1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m1.Encoding != blocks.EncodingRaw || up1.Bytes != up1.Raw {
+		t.Fatalf("raw upload: map encoding %q, %+v", m1.Encoding, up1)
+	}
+	l.appendRow()
+	m2, _ := mapFile(t, l.path, m1)
+	store, _ := blocks.NewStore(objs, "m")
+	up2, err := store.Upload(ctx, m2, mustOpen(t, l.path, m2), m1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Encoding != blocks.EncodingZstd || up2.Known != 0 || up2.Uploaded != up2.Distinct {
+		t.Fatalf("first compressed upload after a raw one: encoding %q, %+v; want every block put", m2.Encoding, up2)
+	}
+	for d := range m2.Digests() {
+		if _, err := objs.Stat(ctx, blocks.ObjectKey("m", d, blocks.EncodingZstd)); err != nil {
+			t.Fatalf("block %s: %v", d, err)
+		}
+	}
+	// Both maps round-trip through JSON and rebuild their files.
+	for _, bm := range []*blocks.Map{m1, m2} {
+		key := "maps/" + bm.Root().String()
+		if err := blocks.PutMap(ctx, objs, key, bm); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "pulled.duckdb")
+		got, st, err := blocks.Fetch(ctx, objs, "m", key, bm.Root(), out, blocks.FetchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Encoding != bm.Encoding {
+			t.Fatalf("map encoding %q read back as %q", bm.Encoding, got.Encoding)
+		}
+		if bm == m2 {
+			sameFile(t, l.path, out)
+			if st.Downloaded >= st.Fetched {
+				t.Fatalf("compressed blocks downloaded %d bytes for %d fetched", st.Downloaded, st.Fetched)
+			}
+		}
+		t.Logf("encoding %q: fetched %d bytes, downloaded %d", bm.Encoding, st.Fetched, st.Downloaded)
+	}
+	// A hostile object that inflates past a block is refused, not decoded.
+	victim := m2.Blocks[0]
+	enc, _ := zstd.NewWriter(nil)
+	bomb := enc.EncodeAll(make([]byte, 64<<20), nil)
+	if err := objs.Put(ctx, blocks.ObjectKey("m", victim, blocks.EncodingZstd), bytes.NewReader(bomb), int64(len(bomb))); err != nil {
+		t.Fatal(err)
+	}
+	err = store.Block(ctx, victim, make([]byte, m2.BlockSize))
+	if !errors.Is(err, blocks.ErrCorrupt) {
+		t.Fatalf("a 64 MiB zstd bomb: %v, want ErrCorrupt", err)
+	}
+	t.Logf("refused: %v", err)
 }

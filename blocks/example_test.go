@@ -71,7 +71,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("fetched only what was uploaded:", st.Fetched == up.Bytes)
+	fmt.Println("fetched only what was uploaded:", st.Fetched == up.Raw)
 	fmt.Println("reused most of version 1:", st.Reused > st.Fetched)
 	// Output:
 	// fetched only what was uploaded: true

@@ -83,6 +83,7 @@ func Fetch(ctx context.Context, objs objstore.Store, m, key string, root Digest,
 	if err != nil {
 		return nil, ReconstructStats{}, err
 	}
+	store.Encoding = bm.Encoding
 	var local []Source
 	for _, p := range opts.Reuse {
 		if _, err := os.Stat(p); err != nil {
@@ -96,6 +97,7 @@ func Fetch(ctx context.Context, objs objstore.Store, m, key string, root Digest,
 		local = append(local, src)
 	}
 	st, err := Reconstruct(ctx, bm, out, ReconstructOptions{Root: root, Local: local, Remote: store, Parallel: opts.Parallel, Progress: opts.Progress})
+	st.Downloaded = store.Downloaded()
 	return bm, st, err
 }
 

@@ -35,9 +35,12 @@ type ReconstructOptions struct {
 // ReconstructStats says where the bytes of a reconstructed file came from.
 type ReconstructStats struct {
 	Bytes   int64 // size of the file
-	Fetched int64 // bytes read from Remote
-	Reused  int64 // bytes read from a local source
-	Holes   int64 // bytes of all-zero blocks, not written (the file is sparse there)
+	Fetched int64 // bytes of the file read from Remote
+	// Downloaded is the object bytes Fetch transferred for them (smaller
+	// than Fetched when blocks are compressed); Reconstruct leaves it 0.
+	Downloaded int64
+	Reused     int64 // bytes read from a local source
+	Holes      int64 // bytes of all-zero blocks, not written (the file is sparse there)
 }
 
 // Reconstruct builds the file m describes at out: every distinct block is

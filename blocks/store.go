@@ -49,11 +49,14 @@ func fill(ctx context.Context, src Source, d Digest, buf []byte) error {
 func BlockKey(m string, d Digest) string { return "models/" + m + "/blocks/" + d.String() }
 
 // Store keeps the blocks of a model's snapshots in an object store, one
-// object per distinct block, named by its SHA-256 (BlockKey), so that
+// object per distinct block, named by its SHA-256 (ObjectKey), so that
 // versions share their unchanged blocks. It is a Source.
 type Store struct {
 	objs  objstore.Store
 	model string
+	// Encoding is how Upload stores blocks and Block reads them
+	// (EncodingZstd from NewStore; Fetch sets the map's).
+	Encoding string
 	// Parallel is the number of concurrent uploads (DefaultParallel if 0).
 	Parallel int
 	// ReuseAge is how old a stored block that the previous map lacks may
@@ -62,6 +65,8 @@ type Store struct {
 	// (retention.DefaultGrace, 1 hour), so that a block a GC may
 	// delete is never relied on.
 	ReuseAge time.Duration
+
+	downloaded atomic.Int64
 }
 
 var _ Source = (*Store)(nil)
@@ -72,29 +77,39 @@ func NewStore(objs objstore.Store, m string) (*Store, error) {
 	if err := model.ValidateID(m); err != nil {
 		return nil, err
 	}
-	return &Store{objs: objs, model: m}, nil
+	return &Store{objs: objs, model: m, Encoding: EncodingZstd}, nil
 }
 
-// Block implements Source: it downloads the block object of d into buf. An
-// object of another size is reported as ErrCorrupt.
+// Block implements Source: it downloads the block object of d into buf,
+// decoding it with s.Encoding. An object that does not decode to len(buf)
+// bytes is reported as ErrCorrupt.
 func (s *Store) Block(ctx context.Context, d Digest, buf []byte) error {
-	key := BlockKey(s.model, d)
+	key := ObjectKey(s.model, d, s.Encoding)
 	rc, err := s.objs.Get(ctx, key)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	if _, err := io.ReadFull(rc, buf); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return fmt.Errorf("%s: %w: shorter than %d bytes", key, ErrCorrupt, len(buf))
-		}
+	limit := int64(len(buf))
+	if s.Encoding != EncodingRaw {
+		limit = maxEncoded(limit)
+	}
+	obj, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
 		return fmt.Errorf("blocks: get %s: %w", key, err)
 	}
-	if n, _ := io.Copy(io.Discard, io.LimitReader(rc, 1)); n > 0 {
-		return fmt.Errorf("%s: %w: longer than %d bytes", key, ErrCorrupt, len(buf))
+	s.downloaded.Add(int64(len(obj)))
+	if int64(len(obj)) > limit {
+		return fmt.Errorf("%s: %w: longer than %d bytes", key, ErrCorrupt, limit)
+	}
+	if err := decode(obj, s.Encoding, buf); err != nil {
+		return fmt.Errorf("%s: %w", key, err)
 	}
 	return nil
 }
+
+// Downloaded is the number of object bytes Block has read.
+func (s *Store) Downloaded() int64 { return s.downloaded.Load() }
 
 // UploadStats says what an upload cost.
 type UploadStats struct {
@@ -102,7 +117,8 @@ type UploadStats struct {
 	Known    int   // skipped because the previous map has them
 	Present  int   // found in the store already (an earlier, interrupted upload)
 	Uploaded int   // blocks put
-	Bytes    int64 // bytes put
+	Bytes    int64 // bytes put (encoded)
+	Raw      int64 // the same blocks' DuckDB bytes
 }
 
 // DefaultReuseAge is Store.ReuseAge when it is 0.
@@ -111,18 +127,21 @@ const DefaultReuseAge = 10 * time.Minute
 // Upload stores the blocks of m that the store does not hold: every
 // distinct digest of m that prev (the map of the last published version,
 // whose blocks are all stored; nil for none) does not have and that is not
-// already an object of the right size, read from src and verified before it
-// is put. It is idempotent: a repeated or resumed upload puts only what is
-// missing. A block of src that does not match m fails the upload with
-// ErrCorrupt.
+// already stored (a young object that reads back whole), read from src and verified before it
+// is put, encoded with s.Encoding, which Upload records in m.Encoding. A
+// prev of another encoding has its blocks under other keys, so every block
+// is put (the first version after blocks became compressed). It is
+// idempotent: a repeated or resumed upload puts only what is missing. A
+// block of src that does not match m fails the upload with ErrCorrupt.
 func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (UploadStats, error) {
+	m.Encoding = s.Encoding
 	var had map[Digest]struct{}
-	if prev != nil {
+	if prev != nil && prev.Encoding == s.Encoding {
 		had = prev.Digests()
 	}
 	todo := m.Digests()
 	st := UploadStats{Distinct: len(todo)}
-	var present, uploaded, bytesPut atomic.Int64
+	var present, uploaded, bytesPut, raw atomic.Int64
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallel(s.Parallel))
 	for d := range todo {
@@ -135,13 +154,17 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 			size = HeaderSize
 		}
 		g.Go(func() error {
-			key := BlockKey(s.model, d)
+			key := ObjectKey(s.model, d, s.Encoding)
 			// A block stored a while ago that no retained version has may
 			// be deleted by a GC any moment: it is put again, which makes
-			// it young enough for GC's grace period to protect it.
-			if info, err := s.objs.Stat(ctx, key); err == nil && info.Size == size && time.Since(info.Modified) < cmp.Or(s.ReuseAge, DefaultReuseAge) {
-				present.Add(1)
-				return nil
+			// it young enough for GC's grace period to protect it. A young
+			// one (an interrupted upload of this version) is read back and
+			// verified: a compressed object's size does not say it is whole.
+			if info, err := s.objs.Stat(ctx, key); err == nil && time.Since(info.Modified) < cmp.Or(s.ReuseAge, DefaultReuseAge) {
+				if fill(ctx, s, d, make([]byte, size)) == nil {
+					present.Add(1)
+					return nil
+				}
 			} else if err != nil && !errors.Is(err, model.ErrNotFound) {
 				return fmt.Errorf("blocks: stat %s: %w", key, err)
 			}
@@ -149,16 +172,18 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 			if err := fill(ctx, src, d, buf); err != nil {
 				return fmt.Errorf("blocks: upload %s: %w", key, err)
 			}
-			if err := s.objs.Put(ctx, key, bytes.NewReader(buf), size); err != nil {
+			obj := encode(buf, s.Encoding)
+			if err := s.objs.Put(ctx, key, bytes.NewReader(obj), int64(len(obj))); err != nil {
 				return fmt.Errorf("blocks: upload %s: %w", key, err)
 			}
 			uploaded.Add(1)
-			bytesPut.Add(size)
+			bytesPut.Add(int64(len(obj)))
+			raw.Add(size)
 			return nil
 		})
 	}
 	err := g.Wait()
-	st.Present, st.Uploaded, st.Bytes = int(present.Load()), int(uploaded.Load()), bytesPut.Load()
+	st.Present, st.Uploaded, st.Bytes, st.Raw = int(present.Load()), int(uploaded.Load()), bytesPut.Load(), raw.Load()
 	return st, err
 }
 

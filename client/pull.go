@@ -75,15 +75,17 @@ func (c *Client) Versions(ctx context.Context, m string, expired bool) ([]contro
 
 // Pulled is what Pull wrote. For a block snapshot Fetched + Reused is
 // Bytes less its all-zero blocks, which are neither (the file is sparse
-// there); for a whole-file snapshot Fetched is Bytes.
+// there); for a whole-file snapshot Fetched is Bytes. Downloaded is what
+// the fetched blocks cost in transfer: their objects are compressed.
 type Pulled struct {
-	Model   string `json:"model"`
-	Version int64  `json:"version"`
-	Path    string `json:"path"`   // absolute
-	Digest  string `json:"digest"` // the block map's root, or the file's sha256
-	Bytes   int64  `json:"bytes"`
-	Fetched int64  `json:"fetched_bytes"` // downloaded from the object store
-	Reused  int64  `json:"reused_bytes"`  // copied from local files
+	Model      string `json:"model"`
+	Version    int64  `json:"version"`
+	Path       string `json:"path"`   // absolute
+	Digest     string `json:"digest"` // the block map's root, or the file's sha256
+	Bytes      int64  `json:"bytes"`
+	Fetched    int64  `json:"fetched_bytes"`    // bytes of the file that came from the object store
+	Reused     int64  `json:"reused_bytes"`     // bytes of the file copied from local files
+	Downloaded int64  `json:"downloaded_bytes"` // object bytes transferred for Fetched
 }
 
 // Pull writes the snapshot of version v (from Version) to the file at
@@ -328,7 +330,7 @@ func (c *Client) download(ctx context.Context, store objstore.Store, v controldb
 	if err != nil {
 		return p, fetchErr(ctx, v, tmp.Name(), err)
 	}
-	p.Fetched, p.Reused = st.Fetched, st.Reused
+	p.Fetched, p.Reused, p.Downloaded = st.Fetched, st.Reused, st.Downloaded
 	if err := snapshot.Verify(ctx, tmp.Name(), v); err != nil {
 		return p, err
 	}

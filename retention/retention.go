@@ -8,10 +8,11 @@
 //
 // A block snapshot (controldb.FormatBlocks, package blocks) is a block map
 // at the version's snapshot_uri plus block objects
-// models/<model>/blocks/<sha256> shared by every version of the model. A
-// block object is deleted only when
+// models/<model>/blocks/<sha256>[.zst] shared by every version of the model
+// (blocks.ObjectKey: the map's encoding says which key). A block object is
+// deleted only when
 //
-//   - no retained version's block map lists it,
+//   - no retained version's block map lists it in its encoding,
 //   - no version expired less than the grace ago lists it (a reader
 //     may be in the middle of pulling that version: its map is kept as
 //     long, so the run can read it), and
@@ -154,7 +155,7 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 // maps of vs lists and that are older than grace. It reads every map first
 // and deletes nothing if one cannot be read.
 func deleteBlocks(ctx context.Context, store objstore.Store, m string, vs []controldb.Version, grace time.Duration, res *Result) error {
-	refs := map[blocks.Digest]struct{}{}
+	refs := map[string]struct{}{} // object keys: a block is kept in the encoding its maps name
 	for _, v := range vs {
 		if v.SnapshotFormat != controldb.FormatBlocks {
 			continue
@@ -168,7 +169,7 @@ func deleteBlocks(ctx context.Context, store objstore.Store, m string, vs []cont
 			return fmt.Errorf("%s version %d: %w (no block deleted)", m, v.Version, err)
 		}
 		for d := range bm.Digests() {
-			refs[d] = struct{}{}
+			refs[blocks.ObjectKey(m, d, bm.Encoding)] = struct{}{}
 		}
 	}
 	prefix := "models/" + m + "/blocks/"
@@ -177,11 +178,10 @@ func deleteBlocks(ctx context.Context, store objstore.Store, m string, vs []cont
 		return err
 	}
 	for _, o := range objs {
-		d, err := blocks.ParseDigest(strings.TrimPrefix(o.Key, prefix))
-		if err != nil {
+		if _, ok := blocks.ParseObjectKey(strings.TrimPrefix(o.Key, prefix)); !ok {
 			continue // not a block object: not ours to delete
 		}
-		if _, ok := refs[d]; ok || time.Since(o.Modified) < grace {
+		if _, ok := refs[o.Key]; ok || time.Since(o.Modified) < grace {
 			continue
 		}
 		if err := store.Delete(ctx, o.Key); err != nil {

@@ -206,11 +206,11 @@ func TestBlockGC(t *testing.T) {
 			}
 			seen[d] = true
 			gone = append(gone, d)
-			size := bm.BlockSize
-			if d == bm.Header {
-				size = blocks.HeaderSize
+			info, err := f.objs.Stat(ctx, blocks.ObjectKey(m, d, bm.Encoding))
+			if err != nil {
+				t.Fatal(err)
 			}
-			goneBytes += size
+			goneBytes += info.Size
 		}
 	}
 	if len(gone) == 0 {
@@ -240,12 +240,12 @@ func TestBlockGC(t *testing.T) {
 		t.Errorf("second run deleted %d blocks (%d bytes), want %d (%d bytes)", res.Blocks, res.BlockBytes, len(gone), goneBytes)
 	}
 	for _, d := range gone {
-		if f.exists(blocks.BlockKey(m, d)) {
+		if f.exists(blocks.ObjectKey(m, d, l.maps[1].Encoding)) {
 			t.Errorf("block %s of expired versions only is still stored", d)
 		}
 	}
 	for d := range keep {
-		if !f.exists(blocks.BlockKey(m, d)) {
+		if !f.exists(blocks.ObjectKey(m, d, l.maps[3].Encoding)) {
 			t.Fatalf("block %s of the retained version 3 deleted", d)
 		}
 	}
@@ -331,7 +331,7 @@ func TestBlockGCFailSafe(t *testing.T) {
 				t.Fatalf("run = %+v: deleted blocks with a retained map unreadable", res)
 			}
 			for d := range l.maps[2].Digests() {
-				if !f.exists(blocks.BlockKey(m, d)) {
+				if !f.exists(blocks.ObjectKey(m, d, l.maps[2].Encoding)) {
 					t.Fatalf("block %s of retained version 2 deleted", d)
 				}
 			}

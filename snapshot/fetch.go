@@ -33,7 +33,7 @@ func Fetch(ctx context.Context, store objstore.Store, v controldb.Version, out s
 		}
 		return blocks.Fetch(ctx, store, v.Model, v.SnapshotURI, root, out, opts)
 	case controldb.FormatFile, "":
-		st := blocks.ReconstructStats{Bytes: v.Bytes, Fetched: v.Bytes}
+		st := blocks.ReconstructStats{Bytes: v.Bytes, Fetched: v.Bytes, Downloaded: v.Bytes}
 		return nil, st, fetchFile(ctx, store, v, out, opts.Progress)
 	default:
 		return nil, blocks.ReconstructStats{}, fmt.Errorf("snapshot of %s version %d has format %q, which this build does not read: %w", v.Model, v.Version, v.SnapshotFormat, ErrFormat)

@@ -23,7 +23,7 @@ func (e *env) printPulled(p client.Pulled, asJSON, follow bool) {
 		b, _ := json.Marshal(p)
 		fmt.Fprintln(e.stdout, string(b))
 	case follow:
-		fmt.Fprintf(e.stdout, "%s  version %d  fetched %s, reused %s\n", p.Path, p.Version, humanize.IBytes(uint64(p.Fetched)), humanize.IBytes(uint64(p.Reused)))
+		fmt.Fprintf(e.stdout, "%s  version %d  fetched %s (%s downloaded), reused %s\n", p.Path, p.Version, humanize.IBytes(uint64(p.Fetched)), humanize.IBytes(uint64(p.Downloaded)), humanize.IBytes(uint64(p.Reused)))
 	default:
 		fmt.Fprintln(e.stdout, p.Path)
 	}

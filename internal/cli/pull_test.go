@@ -211,14 +211,14 @@ func TestPullReusesPreviousVersion(t *testing.T) {
 	out := filepath.Join(dir, "shop.duckdb")
 
 	p := pullJSON(t, env, "shop", "--version", "1", "-o", out)
-	if want := (client.Pulled{Model: "shop", Version: 1, Path: out, Digest: v1.SHA256, Bytes: v1.Bytes, Fetched: b.missing(1, 0)}); p != want {
-		t.Errorf("first pull: %+v, want %+v", p, want)
+	if want := (client.Pulled{Model: "shop", Version: 1, Path: out, Digest: v1.SHA256, Bytes: v1.Bytes, Fetched: b.missing(1, 0), Downloaded: p.Downloaded}); p != want || p.Downloaded <= 0 || p.Downloaded >= p.Fetched {
+		t.Errorf("first pull: %+v, want %+v and fewer bytes downloaded (compressed blocks) than fetched", p, want)
 	}
 	sameBytes(t, b.files[1], out)
 
 	p = pullJSON(t, env, "shop", "-o", out)
-	want := client.Pulled{Model: "shop", Version: 2, Path: out, Digest: v2.SHA256, Bytes: v2.Bytes, Fetched: b.missing(2, 1), Reused: p.Reused}
-	if p != want || p.Reused < p.Bytes/2 || p.Fetched >= p.Bytes/4 {
+	want := client.Pulled{Model: "shop", Version: 2, Path: out, Digest: v2.SHA256, Bytes: v2.Bytes, Fetched: b.missing(2, 1), Reused: p.Reused, Downloaded: p.Downloaded}
+	if p != want || p.Reused < p.Bytes/2 || p.Fetched >= p.Bytes/4 || p.Downloaded <= 0 || p.Downloaded >= p.Fetched {
 		t.Errorf("pull of version 2 over version 1: %+v, want %+v, most of it reused", p, want)
 	}
 	t.Logf("version 2 (%d bytes): fetched %d, reused %d", p.Bytes, p.Fetched, p.Reused)
@@ -250,7 +250,7 @@ func TestPullReusesPreviousVersion(t *testing.T) {
 	s.CreateModel(t, controldb.Model{ID: "legacy", SizeClass: "small", Retention: 10})
 	lv := publish(t, s, "legacy", 1, 5)
 	lout := filepath.Join(dir, "legacy.duckdb")
-	if p, want := pullJSON(t, env, "legacy", "-o", lout), (client.Pulled{Model: "legacy", Version: 1, Path: lout, Digest: lv.SHA256, Bytes: lv.Bytes, Fetched: lv.Bytes}); p != want {
+	if p, want := pullJSON(t, env, "legacy", "-o", lout), (client.Pulled{Model: "legacy", Version: 1, Path: lout, Digest: lv.SHA256, Bytes: lv.Bytes, Fetched: lv.Bytes, Downloaded: lv.Bytes}); p != want {
 		t.Errorf("pull of a whole-file version: %+v, want %+v", p, want)
 	}
 }
@@ -278,7 +278,7 @@ func TestPullRefusesCorruptBlock(t *testing.T) {
 			break
 		}
 	}
-	obj := filepath.Join(s.StoreDir, filepath.FromSlash(blocks.BlockKey("shop", victim)))
+	obj := filepath.Join(s.StoreDir, filepath.FromSlash(blocks.ObjectKey("shop", victim, b.maps[2].Encoding)))
 	data, err := os.ReadFile(obj)
 	if err != nil {
 		t.Fatal(err)
