@@ -88,18 +88,9 @@ func writeFork(ctx context.Context, c *Client, v controldb.Version, d controldb.
 	if err != nil {
 		return controldb.Version{}, nil, fmt.Errorf("fork %s@%d: %w", v.Model, v.Version, err)
 	}
-	rc, err := store.Get(ctx, v.ManifestURI)
+	mf, err := sourceManifest(ctx, c, v)
 	if err != nil {
-		return controldb.Version{}, nil, fmt.Errorf("fork %s@%d: manifest: %w", v.Model, v.Version, err)
-	}
-	data, err := io.ReadAll(io.LimitReader(rc, blocks.MaxMapBytes))
-	rc.Close()
-	if err != nil {
-		return controldb.Version{}, nil, fmt.Errorf("fork %s@%d: manifest: %w", v.Model, v.Version, err)
-	}
-	var mf snapshot.Manifest
-	if err := json.Unmarshal(data, &mf); err != nil {
-		return controldb.Version{}, nil, fmt.Errorf("fork %s@%d: manifest %s: %w: %w", v.Model, v.Version, v.ManifestURI, model.ErrInvalid, err)
+		return controldb.Version{}, nil, err
 	}
 	duckdb := ""
 	if v.Lineage != nil {
@@ -140,4 +131,36 @@ func writeFork(ctx context.Context, c *Client, v controldb.Version, d controldb.
 	nv.Epoch, nv.Created, nv.Expired, nv.Uploaded, nv.Compaction = 0, created, nil, 0, false
 	nv.Lineage, nv.Pins = lin, nil
 	return nv, keys, nil
+}
+
+// sourceManifest is the manifest of v, or when v has none in the object
+// store (a version recorded without one) the manifest its Postgres rows
+// describe.
+func sourceManifest(ctx context.Context, c *Client, v controldb.Version) (snapshot.Manifest, error) {
+	var mf snapshot.Manifest
+	rc, err := c.opts.Store.Get(ctx, v.ManifestURI)
+	if errors.Is(err, model.ErrNotFound) || v.ManifestURI == "" {
+		mf = snapshot.Manifest{Format: v.SnapshotFormat, Snapshot: snapshot.File{Bytes: v.Bytes, SHA256: v.SHA256}}
+		for _, t := range v.Tables {
+			st := snapshot.Table{Name: t.Name, Rows: t.Rows}
+			json.Unmarshal(t.Schema, &st.Columns) // a schema that is no column list gives none
+			for _, f := range t.Files {
+				st.Files = append(st.Files, snapshot.DataFile{Key: f.Key, Rows: f.Rows, Bytes: f.Bytes, SHA256: f.SHA256})
+			}
+			mf.Tables = append(mf.Tables, st)
+		}
+		return mf, nil
+	}
+	if err != nil {
+		return mf, fmt.Errorf("fork %s@%d: manifest: %w", v.Model, v.Version, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, blocks.MaxMapBytes))
+	rc.Close()
+	if err != nil {
+		return mf, fmt.Errorf("fork %s@%d: manifest: %w", v.Model, v.Version, err)
+	}
+	if err := json.Unmarshal(data, &mf); err != nil {
+		return mf, fmt.Errorf("fork %s@%d: manifest %s: %w: %w", v.Model, v.Version, v.ManifestURI, model.ErrInvalid, err)
+	}
+	return mf, nil
 }
