@@ -96,8 +96,9 @@
 //
 // # The block store
 //
-// One object per distinct block, models/<model>/blocks/<sha256>, shared by
-// all versions of the model. Upload puts only the digests the previous map
+// One object per distinct block, models/<ns>/blocks/<sha256> (BlockKey; ns
+// is the block namespace: the model, or for a fork its source's), shared
+// by all versions of the model and its forks. Upload puts only the digests the previous map
 // lacks and that are not already stored with the right size and younger
 // than Store.ReuseAge (10 minutes: an older unreferenced block may be
 // deleted by a GC, whose grace period is an hour), verifying each block before the

@@ -164,6 +164,9 @@ func modelCmd(e *env) *cobra.Command {
 				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintf(tw, "model\t%s\ngroup\t%s\nsize class\t%s\ncurrent version\t%d\nwriter epoch\t%d\nretention\t%d versions\nsql enabled\t%t\nfirst stream seq\t%d\ncreated\t%s\n",
 					m.ID, cmp.Or(m.Group, "-"), m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.StartSeq, m.Created.Format(time.RFC3339))
+				if m.ForkedFrom != nil {
+					fmt.Fprintf(tw, "forked from\t%s@%d\nblock namespace\t%s\n", m.ForkedFrom.Model, m.ForkedFrom.Version, m.Namespace)
+				}
 				return tw.Flush()
 			})
 		},

@@ -35,6 +35,10 @@ func TestModelForkCommand(t *testing.T) {
 	if out, _, _ := teactl(t, ctx, env, "log", "fdst"); !strings.Contains(out, "fsrc@1 (forked)") {
 		t.Errorf("log fdst: %q", out)
 	}
+	out, _, _ = teactl(t, ctx, env, "model", "show", "fdst")
+	if !strings.Contains(strings.Join(strings.Fields(out), " "), "forked from fsrc@1 block namespace fsrc") {
+		t.Errorf("model show fdst: %q", out)
+	}
 	s.CreateModel(t, controldb.Model{ID: "fold"})
 	publish(t, s, "fold", 1, 3)
 	for _, c := range []struct {
