@@ -16,8 +16,10 @@ import (
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/client"
 	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/internal/miniotest"
 	"github.com/teatree/teatree/internal/stacktest"
 	"github.com/teatree/teatree/model"
+	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/queue"
 	"github.com/teatree/teatree/retention"
 	"github.com/teatree/teatree/snapshot"
@@ -30,9 +32,21 @@ import (
 // its first pull and verifies; a block only src's expired versions and
 // the fork's first version list stays until the fork's version expires
 // too.
-func TestForkEvolvesSeparatelyUnderGC(t *testing.T) {
+func TestForkEvolvesSeparatelyUnderGC(t *testing.T) { testFork(t, false) }
+
+// TestForkEvolvesSeparatelyUnderGCOnS3 is the same over a real MinIO.
+func TestForkEvolvesSeparatelyUnderGCOnS3(t *testing.T) { testFork(t, true) }
+
+func testFork(t *testing.T, s3 bool) {
 	ctx := context.Background()
 	s := stacktest.New(t, queue.Config{})
+	if s3 {
+		st, err := objstore.NewS3(ctx, miniotest.Shared(t).Bucket(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Store = st
+	}
 	src := s.CreateModel(t, controldb.Model{ID: "fork-src", Retention: 2}).ID
 	const dst = "fork-dst"
 	cl, err := client.New(client.Options{JetStream: s.JS, Control: s.Ctl, Store: s.Store, CacheDir: t.TempDir()})
