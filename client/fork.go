@@ -64,9 +64,17 @@ func (c *Client) Fork(ctx context.Context, src string, n int64, dst string) (con
 	})
 	if err != nil {
 		// Nothing names the objects of a fork not recorded: remove them,
-		// so that a model created later under dst finds none.
-		for _, k := range written {
-			store.Delete(context.WithoutCancel(ctx), k)
+		// so that a model created later under dst finds none. Not when
+		// the commit went through after all (a connection lost at
+		// commit): then the fork exists and they are its version 1; nor
+		// when another model dst exists by now (they may be its).
+		if len(written) > 0 {
+			dctx := context.WithoutCancel(ctx)
+			if _, gerr := ctl.GetModel(dctx, dst); errors.Is(gerr, model.ErrNotFound) {
+				for _, k := range written {
+					store.Delete(dctx, k)
+				}
+			}
 		}
 		if errors.Is(err, model.ErrInvalid) || errors.Is(err, model.ErrNotFound) || errors.Is(err, model.ErrConflict) || errors.Is(err, blocks.ErrCorrupt) {
 			return controldb.Model{}, err
