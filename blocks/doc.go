@@ -96,12 +96,13 @@
 //
 // # The block store
 //
-// One object per distinct block, models/<model>/blocks/<sha256>.zst, shared
-// by all versions of the model: a zstd frame of the block's bytes
-// (EncodingZstd, klauspost/compress at SpeedFastest; the digest is of the
-// decoded block, so the root does not depend on the encoding). The map
+// One object per distinct block, models/<ns>/blocks/<sha256>.zst (ObjectKey;
+// ns is the block namespace: the model, or for a fork its source's), shared
+// by all versions of the model and its forks: a zstd frame of the block's
+// bytes (EncodingZstd, klauspost/compress at SpeedFastest; the digest is of
+// the decoded block, so the root does not depend on the encoding). The map
 // records the encoding; maps without one (before compression) name raw
-// objects at models/<model>/blocks/<sha256>, which stay readable, and the
+// objects at models/<ns>/blocks/<sha256>, which stay readable, and the
 // first compressed version after them puts every block once. Compression
 // matters for small changes to large models: the 41-52 blocks (2.6-3.3
 // MiB) a one-row append to a 32 M-row table rewrites at CHECKPOINT are

@@ -72,10 +72,11 @@ type FetchOptions struct {
 	Progress func(n int64)
 }
 
-// Fetch writes the version of model m whose block map is at key, with root
-// digest root, to out (see Reconstruct), reusing what opts.Reuse holds.
-func Fetch(ctx context.Context, objs objstore.Store, m, key string, root Digest, out string, opts FetchOptions) (*Map, ReconstructStats, error) {
-	store, err := NewStore(objs, m)
+// Fetch writes the version whose block map is at key, with root digest
+// root and its blocks in block namespace ns (BlockKey), to out (see
+// Reconstruct), reusing what opts.Reuse holds.
+func Fetch(ctx context.Context, objs objstore.Store, ns, key string, root Digest, out string, opts FetchOptions) (*Map, ReconstructStats, error) {
+	store, err := NewStore(objs, ns)
 	if err != nil {
 		return nil, ReconstructStats{}, err
 	}

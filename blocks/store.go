@@ -45,8 +45,11 @@ func fill(ctx context.Context, src Source, d Digest, buf []byte) error {
 	return nil
 }
 
-// BlockKey is the object key of the block with digest d of model m.
-func BlockKey(m string, d Digest) string { return "models/" + m + "/blocks/" + d.String() }
+// BlockKey is the object key of the block with digest d in block
+// namespace ns: the model whose prefix holds the blocks, the model itself
+// or, for a fork, the namespace of its source (controldb.Model.Namespace).
+// Every block key is derived here.
+func BlockKey(ns string, d Digest) string { return "models/" + ns + "/blocks/" + d.String() }
 
 // Store keeps the blocks of a model's snapshots in an object store, one
 // object per distinct block, named by its SHA-256 (ObjectKey), so that
@@ -71,13 +74,14 @@ type Store struct {
 
 var _ Source = (*Store)(nil)
 
-// NewStore returns the block store of model m in objs. It returns an error
-// wrapping model.ErrInvalid if m is not a valid model id.
-func NewStore(objs objstore.Store, m string) (*Store, error) {
-	if err := model.ValidateID(m); err != nil {
+// NewStore returns the block store of block namespace ns (BlockKey) in
+// objs. It returns an error wrapping model.ErrInvalid if ns is not a valid
+// model id.
+func NewStore(objs objstore.Store, ns string) (*Store, error) {
+	if err := model.ValidateID(ns); err != nil {
 		return nil, err
 	}
-	return &Store{objs: objs, model: m, Encoding: EncodingZstd}, nil
+	return &Store{objs: objs, model: ns, Encoding: EncodingZstd}, nil
 }
 
 // Block implements Source: it downloads the block object of d into buf,

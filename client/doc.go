@@ -34,6 +34,8 @@
 //     (cancelled) or not (applied, with the version).
 //   - Pin and Unpin keep a version past retention under a name; Resolve
 //     reads MODEL, MODEL@N and MODEL@PIN.
+//   - Fork creates a model whose first version is another model's version,
+//     sharing its blocks and data files (its block namespace).
 //
 // # Reading
 //

@@ -88,17 +88,24 @@ func (db *DB) Migrate(ctx context.Context) error {
 
 // Model is one row of goal_model.
 type Model struct {
-	ID             string    `json:"id"`
-	SizeClass      string    `json:"size_class"` // small, medium, large, xlarge
-	WriterEpoch    int64     `json:"writer_epoch"`
-	CurrentVersion int64     `json:"current_version"`
-	Retention      int       `json:"retention"`       // versions kept
-	AllowSQL       bool      `json:"allow_sql"`       // the privileged sql function
-	StartSeq       uint64    `json:"start_seq"`       // first owned sequence of TEATREE_REQUESTS
-	SettledSeq     uint64    `json:"settled_seq"`     // requests up to here are published (in a version or the request log)
-	Group          string    `json:"group,omitempty"` // the model group ("" for none), named like a model id
-	Created        time.Time `json:"created"`
-	Updated        time.Time `json:"updated"`
+	ID             string `json:"id"`
+	SizeClass      string `json:"size_class"` // small, medium, large, xlarge
+	WriterEpoch    int64  `json:"writer_epoch"`
+	CurrentVersion int64  `json:"current_version"`
+	Retention      int    `json:"retention"`       // versions kept
+	AllowSQL       bool   `json:"allow_sql"`       // the privileged sql function
+	StartSeq       uint64 `json:"start_seq"`       // first owned sequence of TEATREE_REQUESTS
+	SettledSeq     uint64 `json:"settled_seq"`     // requests up to here are published (in a version or the request log)
+	Group          string `json:"group,omitempty"` // the model group ("" for none), named like a model id
+	// Namespace is the model whose object-store prefix holds this model's
+	// blocks, data files and modules: its own id, or for a fork its
+	// source's namespace (ForkModel).
+	Namespace string `json:"namespace"`
+	// ForkedFrom is the version a fork started from (nil for a model
+	// created empty).
+	ForkedFrom *model.ModelVersion `json:"forked_from,omitempty"`
+	Created    time.Time           `json:"created"`
+	Updated    time.Time           `json:"updated"`
 }
 
 // SizeClasses are the valid values of Model.SizeClass, smallest first.
@@ -135,13 +142,19 @@ func (m *Model) validate() error {
 	return nil
 }
 
-const modelColumns = `id, size_class, writer_epoch, current_version, retention, allow_sql, start_seq, created_at, updated_at, settled_seq, coalesce(model_group, '')`
+const modelColumns = `id, size_class, writer_epoch, current_version, retention, allow_sql, start_seq, created_at, updated_at, settled_seq, coalesce(model_group, ''),
+	coalesce(namespace, id), coalesce(forked_from, ''), coalesce(forked_version, 0)`
 
 func scanModel(row pgx.Row) (Model, error) {
 	var m Model
-	var start, settled int64
-	err := row.Scan(&m.ID, &m.SizeClass, &m.WriterEpoch, &m.CurrentVersion, &m.Retention, &m.AllowSQL, &start, &m.Created, &m.Updated, &settled, &m.Group)
+	var start, settled, forkedVersion int64
+	var forkedFrom string
+	err := row.Scan(&m.ID, &m.SizeClass, &m.WriterEpoch, &m.CurrentVersion, &m.Retention, &m.AllowSQL, &start, &m.Created, &m.Updated, &settled, &m.Group,
+		&m.Namespace, &forkedFrom, &forkedVersion)
 	m.StartSeq, m.SettledSeq = uint64(start), uint64(settled)
+	if forkedFrom != "" {
+		m.ForkedFrom = &model.ModelVersion{Model: forkedFrom, Version: forkedVersion}
+	}
 	return m, err
 }
 
@@ -286,8 +299,11 @@ type DataFile struct {
 
 // Version is one row of model_version with its content index.
 type Version struct {
-	Model       string `json:"model"`
-	Version     int64  `json:"version"`
+	Model   string `json:"model"`
+	Version int64  `json:"version"`
+	// Namespace is the model's block namespace (Model.Namespace): its
+	// blocks are BlockKey(Namespace, digest).
+	Namespace   string `json:"namespace"`
 	SnapshotURI string `json:"snapshot_uri"` // object key of the snapshot file or its block map
 	SHA256      string `json:"sha256"`       // of the snapshot file, or the block map's root
 	ManifestURI string `json:"manifest_uri"` // object key
@@ -310,6 +326,15 @@ type Version struct {
 	// Pins are the names the version is pinned under (version_pin),
 	// sorted; a pinned version is never expired by retention.
 	Pins []string `json:"pins,omitempty"`
+}
+
+// BlockNamespace is v.Namespace, or v.Model when it is not set (a Version
+// built by hand): the namespace of v's blocks and data files.
+func (v Version) BlockNamespace() string {
+	if v.Namespace != "" {
+		return v.Namespace
+	}
+	return v.Model
 }
 
 // TableNames are the names of v's tables, in v.Tables' order.
@@ -369,35 +394,44 @@ func (db *DB) PublishVersion(ctx context.Context, v Version, reqs []RequestRecor
 		if v.Version != m.CurrentVersion+1 {
 			return fmt.Errorf("%w: %s version %d does not follow the current version %d", model.ErrConflict, v.Model, v.Version, m.CurrentVersion)
 		}
-		format := v.SnapshotFormat
-		if format == "" {
-			format = FormatFile
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO model_version (model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, snapshot_format, uploaded_bytes, compaction, lineage)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-			v.Model, v.Version, v.SnapshotURI, v.SHA256, v.ManifestURI, v.Bytes, int64(v.FirstSeq), int64(v.LastSeq), v.RequestCount, v.Epoch, v.Created, format, v.Uploaded, v.Compaction, v.Lineage)
-		if err != nil {
-			return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
-		}
-		for _, t := range v.Tables {
-			_, err = tx.Exec(ctx, `INSERT INTO content_index (model, version, table_name, parquet_uri, sha256, rows, bytes, schema)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, v.Model, v.Version, t.Name, t.ParquetURI, t.SHA256, t.Rows, t.Bytes, string(t.Schema))
-			if err != nil {
-				return fmt.Errorf("controldb: publish %s version %d table %q: %w", v.Model, v.Version, t.Name, err)
-			}
-			for i, f := range t.Files {
-				_, err = tx.Exec(ctx, `INSERT INTO data_file (model, version, table_name, ord, key, sha256, rows, bytes)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, v.Model, v.Version, t.Name, i, f.Key, f.SHA256, f.Rows, f.Bytes)
-				if err != nil {
-					return fmt.Errorf("controldb: publish %s version %d table %q file %s: %w", v.Model, v.Version, t.Name, f.Key, err)
-				}
-			}
+		if err := insertVersion(ctx, tx, v); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE goal_model SET current_version = $2, settled_seq = greatest(settled_seq, $3), updated_at = now() WHERE id = $1`, v.Model, v.Version, int64(v.LastSeq)); err != nil {
 			return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
 		}
 		return recordRequests(ctx, tx, reqs)
 	})
+}
+
+// insertVersion inserts the rows of version v: model_version, its
+// content_index and data_file rows.
+func insertVersion(ctx context.Context, tx pgx.Tx, v Version) error {
+	format := v.SnapshotFormat
+	if format == "" {
+		format = FormatFile
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO model_version (model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, snapshot_format, uploaded_bytes, compaction, lineage)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		v.Model, v.Version, v.SnapshotURI, v.SHA256, v.ManifestURI, v.Bytes, int64(v.FirstSeq), int64(v.LastSeq), v.RequestCount, v.Epoch, v.Created, format, v.Uploaded, v.Compaction, v.Lineage)
+	if err != nil {
+		return fmt.Errorf("controldb: publish %s version %d: %w", v.Model, v.Version, err)
+	}
+	for _, t := range v.Tables {
+		_, err = tx.Exec(ctx, `INSERT INTO content_index (model, version, table_name, parquet_uri, sha256, rows, bytes, schema)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, v.Model, v.Version, t.Name, t.ParquetURI, t.SHA256, t.Rows, t.Bytes, string(t.Schema))
+		if err != nil {
+			return fmt.Errorf("controldb: publish %s version %d table %q: %w", v.Model, v.Version, t.Name, err)
+		}
+		for i, f := range t.Files {
+			_, err = tx.Exec(ctx, `INSERT INTO data_file (model, version, table_name, ord, key, sha256, rows, bytes)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, v.Model, v.Version, t.Name, i, f.Key, f.SHA256, f.Rows, f.Bytes)
+			if err != nil {
+				return fmt.Errorf("controldb: publish %s version %d table %q file %s: %w", v.Model, v.Version, t.Name, f.Key, err)
+			}
+		}
+	}
+	return nil
 }
 
 // PublishRequests records the final records of requests that changed
@@ -538,19 +572,29 @@ func (db *DB) ListRequests(ctx context.Context, m string) ([]RequestRecord, erro
 	return out, nil
 }
 
-const versionColumns = `model, version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, expired_at, snapshot_format, uploaded_bytes, compaction, lineage,
+const versionColumns = `model, (SELECT coalesce(g.namespace, g.id) FROM goal_model g WHERE g.id = model_version.model), version, snapshot_uri, sha256, manifest_uri, bytes, first_seq, last_seq, request_count, epoch, created_at, expired_at, snapshot_format, uploaded_bytes, compaction, lineage,
 	ARRAY(SELECT p.name FROM version_pin p WHERE p.model = model_version.model AND p.version = model_version.version ORDER BY p.name)`
 
 func scanVersion(row pgx.Row) (Version, error) {
 	var v Version
 	var first, last int64
-	err := row.Scan(&v.Model, &v.Version, &v.SnapshotURI, &v.SHA256, &v.ManifestURI, &v.Bytes, &first, &last, &v.RequestCount, &v.Epoch, &v.Created, &v.Expired, &v.SnapshotFormat, &v.Uploaded, &v.Compaction, &v.Lineage, &v.Pins)
+	err := row.Scan(&v.Model, &v.Namespace, &v.Version, &v.SnapshotURI, &v.SHA256, &v.ManifestURI, &v.Bytes, &first, &last, &v.RequestCount, &v.Epoch, &v.Created, &v.Expired, &v.SnapshotFormat, &v.Uploaded, &v.Compaction, &v.Lineage, &v.Pins)
 	v.FirstSeq, v.LastSeq = uint64(first), uint64(last)
 	return v, err
 }
 
 // tables fills in the content index of vs.
 func (db *DB) tables(ctx context.Context, m string, vs []Version) error {
+	return fillTables(ctx, db.pool, m, vs)
+}
+
+// querier is what fillTables reads with: the pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// fillTables fills in the content index of vs, versions of model m.
+func fillTables(ctx context.Context, q querier, m string, vs []Version) error {
 	if len(vs) == 0 {
 		return nil
 	}
@@ -559,7 +603,7 @@ func (db *DB) tables(ctx context.Context, m string, vs []Version) error {
 	for i, v := range vs {
 		idx[v.Version], nums[i] = i, v.Version
 	}
-	rows, err := db.pool.Query(ctx, `SELECT version, table_name, parquet_uri, sha256, rows, bytes, schema
+	rows, err := q.Query(ctx, `SELECT version, table_name, parquet_uri, sha256, rows, bytes, schema
 		FROM content_index WHERE model = $1 AND version = ANY($2) ORDER BY version, table_name`, m, nums)
 	if err != nil {
 		return err
@@ -578,7 +622,7 @@ func (db *DB) tables(ctx context.Context, m string, vs []Version) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = db.pool.Query(ctx, `SELECT version, table_name, key, sha256, rows, bytes
+	rows, err = q.Query(ctx, `SELECT version, table_name, key, sha256, rows, bytes
 		FROM data_file WHERE model = $1 AND version = ANY($2) ORDER BY version, table_name, ord`, m, nums)
 	if err != nil {
 		return err
@@ -700,11 +744,13 @@ func (db *DB) ExpiredWithin(ctx context.Context, m string, d time.Duration) ([]V
 }
 
 // LiveDataFiles returns the keys of the Parquet data files listed by the
-// unexpired versions of model m and by the versions expired less than
-// grace ago (Postgres's clock).
+// unexpired versions of the models of block namespace m (m itself and its
+// forks, ForkModel) and by their versions expired less than grace ago
+// (Postgres's clock).
 func (db *DB) LiveDataFiles(ctx context.Context, m string, grace time.Duration) (map[string]bool, error) {
 	rows, err := db.pool.Query(ctx, `SELECT DISTINCT f.key FROM data_file f
-		JOIN model_version v USING (model, version) WHERE f.model = $1
+		JOIN model_version v USING (model, version)
+		WHERE f.model IN (SELECT id FROM goal_model WHERE coalesce(namespace, id) = $1)
 		AND (v.expired_at IS NULL OR v.expired_at > now() - $2::bigint * interval '1 microsecond')`, m, grace.Microseconds())
 	if err != nil {
 		return nil, fmt.Errorf("controldb: live Parquet of %q: %w", m, err)

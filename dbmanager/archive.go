@@ -86,9 +86,9 @@ type dataFile struct {
 
 // archiver writes the data files of one cut, in the cut's read transaction.
 type archiver struct {
-	conn  *sql.Conn
-	dir   string // the version's directory
-	model string
+	conn      *sql.Conn
+	dir       string // the version's directory
+	namespace string // block namespace of the data file keys (snapshot.ParquetKey)
 	// rowidsMoved: the live file was replaced by a compact copy since the
 	// previous cut, so rowids are renumbered.
 	rowidsMoved bool
@@ -331,7 +331,7 @@ func (a *archiver) write(ctx context.Context, t *cutTable, lo, hi int64, hash st
 	if err != nil {
 		return err
 	}
-	d := dataFile{DataFile: snapshot.DataFile{Key: snapshot.ParquetKey(a.model, t.Name, f.SHA256), Bytes: f.Bytes, SHA256: f.SHA256}, FirstRowID: lo, RowHash: hash, Local: path}
+	d := dataFile{DataFile: snapshot.DataFile{Key: snapshot.ParquetKey(a.namespace, t.Name, f.SHA256), Bytes: f.Bytes, SHA256: f.SHA256}, FirstRowID: lo, RowHash: hash, Local: path}
 	// Counted (and hashed) apart from the file, so that publish's check of
 	// the file's footer against it means something: with profiles in the
 	// profile's aggregate query, the same scan of the rows.

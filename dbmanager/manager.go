@@ -50,6 +50,7 @@ type Manager struct {
 	// Set in Run.
 	epoch         int64
 	model         controldb.Model
+	namespace     string // block namespace of the blocks, data files and modules (controldb.Model.Namespace)
 	db            *sql.DB
 	position      atomic.Uint64 // last applied stream sequence (committed)
 	committed     chan struct{} // a batch committed: wake the publisher
@@ -115,6 +116,7 @@ func New(cfg Config, log *slog.Logger, js jetstream.JetStream, ctl *controldb.DB
 	meter := otel.Meter("github.com/teatree/teatree/dbmanager")
 	m := &Manager{
 		blockStore: bs,
+		namespace:  cfg.Model,
 		cfg:        cfg,
 		log:        log.With("model", cfg.Model),
 		js:         js,
@@ -165,6 +167,16 @@ func (m *Manager) Run(ctx context.Context) error {
 		return fmt.Errorf("dbmanager: model %s: %w", m.cfg.Model, err)
 	}
 	m.model = mdl
+	if mdl.Namespace != "" && mdl.Namespace != m.namespace {
+		// A fork: its blocks and data files are its source's namespace's.
+		bs, err := blocks.NewStore(m.store, mdl.Namespace)
+		if err != nil {
+			return fmt.Errorf("dbmanager: model %s: namespace: %w", m.cfg.Model, err)
+		}
+		bs.ReuseAge = m.blockStore.ReuseAge
+		m.blockStore, m.namespace = bs, mdl.Namespace
+		m.log = m.log.With("namespace", mdl.Namespace)
+	}
 	m.log.Info("waiting for writer lease", "holder", m.cfg.Holder)
 	lease, err := queue.AcquireLease(ctx, m.js, m.cfg.Model, m.cfg.Holder, m.cfg.LeasePoll)
 	if err != nil {

@@ -51,7 +51,7 @@ func TestMeasureProfileOverhead(t *testing.T) {
 		if err := os.MkdirAll(out, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		a := archiver{conn: conn, dir: out, model: "flights", profiles: on, log: slog.Default()}
+		a := archiver{conn: conn, dir: out, namespace: "flights", profiles: on, log: slog.Default()}
 		ct := cutTable{Table: tables[0]}
 		start := time.Now()
 		if err := a.whole(ctx, &ct); err != nil {

@@ -15,9 +15,10 @@ import (
 	"github.com/teatree/teatree/udf"
 )
 
-// ModuleKey is where the module of digest of model m lives in the object
-// store: content-addressed, never overwritten with other bytes.
-func ModuleKey(m, digest string) string { return "modules/" + m + "/" + digest + ".wasm" }
+// ModuleKey is where the module of digest lives in the object store, in
+// block namespace ns (the model's, or a fork's source's: forks share their
+// source's modules): content-addressed, never overwritten with other bytes.
+func ModuleKey(ns, digest string) string { return "modules/" + ns + "/" + digest + ".wasm" }
 
 // moduleDir holds local copies of the model's modules, by digest.
 func (c *Config) moduleDir() string { return filepath.Join(c.dir(), "modules") }
@@ -39,7 +40,7 @@ var _ functions.ModuleStore = moduleStore{}
 // Put uploads wasm unless its key exists already and records the
 // registration. Errors are transient (the request is retried).
 func (s moduleStore) Put(ctx context.Context, name string, info udf.Info, wasm []byte) error {
-	key := ModuleKey(s.m.cfg.Model, info.Digest)
+	key := ModuleKey(s.m.namespace, info.Digest)
 	if _, err := s.m.store.Stat(ctx, key); errors.Is(err, model.ErrNotFound) {
 		if err := s.m.store.Put(ctx, key, bytes.NewReader(wasm), int64(len(wasm))); err != nil {
 			return transientError{fmt.Errorf("dbmanager: upload module %s: %w", key, err)}
@@ -63,7 +64,7 @@ func (s moduleStore) Get(ctx context.Context, digest string) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, transientError{fmt.Errorf("dbmanager: module dir: %w", err)}
 	}
-	key := ModuleKey(s.m.cfg.Model, digest)
+	key := ModuleKey(s.m.namespace, digest)
 	if _, err := objstore.GetFile(ctx, s.m.store, key, path); err != nil {
 		if errors.Is(err, model.ErrNotFound) {
 			return nil, fmt.Errorf("%w: module %s is not in the object store (%s): register it again", model.ErrInvalid, digest, key)

@@ -209,7 +209,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
-	arch := archiver{conn: conn, dir: dir, model: m.cfg.Model, rowidsMoved: c.Compaction, profiles: m.cfg.Profiles != "off", log: m.log}
+	arch := archiver{conn: conn, dir: dir, namespace: m.namespace, rowidsMoved: c.Compaction, profiles: m.cfg.Profiles != "off", log: m.log}
 	for i := range c.Tables {
 		t := &c.Tables[i]
 		b, ok := base[t.Name]
@@ -553,7 +553,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	}
 	uploaded := up.Bytes
 	mf := snapshot.Manifest{
-		Model: m.cfg.Model, Version: c.Version, Created: c.Created, Epoch: m.epoch,
+		Model: m.cfg.Model, Version: c.Version, Created: c.Created, Epoch: m.epoch, Namespace: m.forkNamespace(),
 		FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Format: controldb.FormatBlocks, Compaction: c.Compaction,
 		Snapshot: snapshot.File{Key: snapshot.BlockMapKey(m.cfg.Model, c.Version), Bytes: c.Bytes, SHA256: c.SHA256},
 	}
@@ -623,6 +623,15 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		"uploaded_bytes", uploaded, "blocks_uploaded", up.Uploaded, "took", time.Since(start).Round(time.Millisecond))
 	m.afterPublish(ctx, c)
 	return nil
+}
+
+// forkNamespace is the manifest's namespace: the block namespace when it
+// is not the model's own (a fork), else empty.
+func (m *Manager) forkNamespace() string {
+	if m.namespace == m.cfg.Model {
+		return ""
+	}
+	return m.namespace
 }
 
 // publishedMap returns the block map of published version v, whose blocks
@@ -769,7 +778,7 @@ func (m *Manager) uploadProfile(ctx context.Context, table string, f dataFile) i
 	st, err := os.Stat(f.Profile)
 	if err == nil {
 		var n int64
-		if n, err = m.upload(ctx, snapshot.ProfileKey(m.cfg.Model, table, f.SHA256), f.Profile, st.Size()); err == nil {
+		if n, err = m.upload(ctx, snapshot.ProfileKey(m.namespace, table, f.SHA256), f.Profile, st.Size()); err == nil {
 			return n
 		}
 	}

@@ -229,6 +229,10 @@ type Lineage struct {
 	// Parent is the version this one was cut after (0 for a model's first
 	// version): its state plus Requests is this version's.
 	Parent int64 `json:"parent"`
+	// ParentModel is the model of Parent when it is another model: the
+	// first version of a fork (teactl model fork SRC DST) has parent
+	// SRC@N; empty otherwise.
+	ParentModel string `json:"parent_model,omitempty"`
 	// Requests are the requests of the version's stream range, in stream
 	// order, with their outcome: applied, failed, rejected or cancelled.
 	Requests []LineageRequest `json:"requests"`

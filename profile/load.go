@@ -21,7 +21,7 @@ const maxObject = 64 << 20
 var ErrNoProfile = errors.New("no profile")
 
 // Load reads the profiles of table's data files with the given sha256s
-// (snapshot.ProfileKey under model m) and returns their merge.
+// (snapshot.ProfileKey under block namespace m: the model's, controldb.Version.BlockNamespace) and returns their merge.
 func Load(ctx context.Context, store objstore.Store, m, table string, shas []string) (*Profile, error) {
 	var ps []*Profile
 	for _, sha := range shas {

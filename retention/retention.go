@@ -31,6 +31,21 @@
 // block: no retained version lists it, no version expired less than the
 // grace ago lists it, and the object is older than the grace. Its column
 // profile (<sha256>.profile, snapshot.ProfileKey) goes with it.
+//
+// # Namespaces and forks
+//
+// Blocks and data files live under the model's block namespace
+// (controldb.Model.Namespace): the model itself, or for a fork (teactl
+// model fork) the namespace of its source, so a fork copies nothing. A run
+// for any model of a namespace expires that model's versions and deletes
+// its own version objects, then considers the blocks and data files of
+// the whole namespace against the versions of every model in it, read in
+// one Postgres statement (controldb.NamespaceVersions): a block a
+// retained version of the source or of any fork lists stays. Since the
+// db-managers of a namespace's models run GC while the others publish,
+// every candidate is stat'ed again just before its delete and kept if it
+// was put within the grace meanwhile.
+//
 // Every map read is checked against the root digest the version records
 // (blocks.GetMap). If one cannot be read (missing, corrupt, unreadable),
 // the run deletes no block at all and returns the error: deleting with an
@@ -40,6 +55,7 @@ package retention
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -47,6 +63,7 @@ import (
 
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
+	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
 )
 
@@ -64,7 +81,9 @@ type Result struct {
 	BlockBytes int64 // bytes of the block objects deleted
 }
 
-// Run keeps the newest keep versions of model m. epoch fences the Postgres
+// Run keeps the newest keep versions of model m and deletes the blocks
+// and data files of m's namespace that no version of the namespace's
+// models needs (the package doc). epoch fences the Postgres
 // writes (model.ErrStaleEpoch when a newer writer exists). Block objects
 // and Parquet data files are deleted as the package doc says, with grace
 // as the grace (0 means none: tests). An error reading a block map
@@ -122,11 +141,16 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 	// reader may be reading them), and every object younger than the grace
 	// (a version being published uploads its files before Postgres lists
 	// them).
-	live, err := ctl.LiveDataFiles(ctx, m, grace)
+	mdl, err := ctl.GetModel(ctx, m)
 	if err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
-	objs, err = store.List(ctx, "models/"+m+"/tables/")
+	ns := mdl.Namespace
+	live, err := ctl.LiveDataFiles(ctx, ns, grace)
+	if err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
+	objs, err = store.List(ctx, "models/"+ns+"/tables/")
 	if err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
@@ -140,19 +164,48 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 		if live[key] || time.Since(o.Modified) < grace {
 			continue
 		}
-		if err := store.Delete(ctx, o.Key); err != nil {
+		if ok, err := deleteIfOld(ctx, store, o.Key, grace); err != nil {
 			return res, fmt.Errorf("retention: %w", err)
+		} else if ok {
+			res.Objects++
 		}
-		res.Objects++
 	}
-	if err := deleteBlocks(ctx, store, m, append(retained, recent...), grace, &res); err != nil {
+	// The versions of every model of the namespace, retained or expired
+	// within the grace, in one statement (a fork of a version being
+	// expired is seen, or the version is).
+	vs, err := ctl.NamespaceVersions(ctx, ns, grace)
+	if err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
+	if err := deleteBlocks(ctx, store, ns, vs, grace, &res); err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
 	return res, nil
 }
 
-// deleteBlocks deletes the block objects of model m that none of the block
-// maps of vs lists and that are older than grace. It reads every map first
+// deleteIfOld deletes key unless it was put less than grace ago by a
+// fresh stat (another db-manager of the namespace may have put it again
+// since the listing), and says whether it did. A key gone already is not
+// deleted (false, nil).
+func deleteIfOld(ctx context.Context, store objstore.Store, key string, grace time.Duration) (bool, error) {
+	st, err := store.Stat(ctx, key)
+	if errors.Is(err, model.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if time.Since(st.Modified) < grace {
+		return false, nil
+	}
+	if err := store.Delete(ctx, key); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// deleteBlocks deletes the block objects of namespace m that none of the
+// block maps of vs lists and that are older than grace. It reads every map first
 // and deletes nothing if one cannot be read.
 func deleteBlocks(ctx context.Context, store objstore.Store, m string, vs []controldb.Version, grace time.Duration, res *Result) error {
 	refs := map[string]struct{}{} // object keys: a block is kept in the encoding its maps name
@@ -162,11 +215,11 @@ func deleteBlocks(ctx context.Context, store objstore.Store, m string, vs []cont
 		}
 		root, err := blocks.ParseDigest(v.SHA256)
 		if err != nil {
-			return fmt.Errorf("%s version %d: root digest %q: %w (no block deleted)", m, v.Version, v.SHA256, err)
+			return fmt.Errorf("%s version %d: root digest %q: %w (no block deleted)", v.Model, v.Version, v.SHA256, err)
 		}
 		bm, err := blocks.GetMap(ctx, store, v.SnapshotURI, root)
 		if err != nil {
-			return fmt.Errorf("%s version %d: %w (no block deleted)", m, v.Version, err)
+			return fmt.Errorf("%s version %d: %w (no block deleted)", v.Model, v.Version, err)
 		}
 		for d := range bm.Digests() {
 			refs[blocks.ObjectKey(m, d, bm.Encoding)] = struct{}{}
@@ -184,8 +237,10 @@ func deleteBlocks(ctx context.Context, store objstore.Store, m string, vs []cont
 		if _, ok := refs[o.Key]; ok || time.Since(o.Modified) < grace {
 			continue
 		}
-		if err := store.Delete(ctx, o.Key); err != nil {
+		if ok, err := deleteIfOld(ctx, store, o.Key, grace); err != nil {
 			return err
+		} else if !ok {
+			continue
 		}
 		res.Blocks++
 		res.BlockBytes += o.Size

@@ -31,7 +31,7 @@ func Fetch(ctx context.Context, store objstore.Store, v controldb.Version, out s
 		if err != nil {
 			return nil, blocks.ReconstructStats{}, fmt.Errorf("snapshot: %s version %d: %w", v.Model, v.Version, err)
 		}
-		return blocks.Fetch(ctx, store, v.Model, v.SnapshotURI, root, out, opts)
+		return blocks.Fetch(ctx, store, v.BlockNamespace(), v.SnapshotURI, root, out, opts)
 	case controldb.FormatFile, "":
 		st := blocks.ReconstructStats{Bytes: v.Bytes, Fetched: v.Bytes, Downloaded: v.Bytes}
 		return nil, st, fetchFile(ctx, store, v, out, opts.Progress)

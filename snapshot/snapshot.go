@@ -2,10 +2,15 @@
 // object-store keys they are published under:
 //
 //	models/<model>/versions/<N>/blocks.json      the block map of the snapshot (package blocks)
-//	models/<model>/blocks/<sha256>               the blocks, shared by all versions
+//	models/<ns>/blocks/<sha256>                  the blocks, shared by all versions
 //	models/<model>/versions/<N>/manifest.json    the manifest
-//	models/<model>/tables/<table>/<sha256>.parquet  the Parquet archive (content-addressed)
+//	models/<ns>/tables/<table>/<sha256>.parquet  the Parquet archive (content-addressed)
 //	models/<model>/versions/<N>/<model>.duckdb   a whole-file snapshot (versions of releases before block snapshots)
+//
+// <ns> is the model's block namespace: the model itself, or for a fork
+// the namespace of its source (controldb.Model.Namespace), so that a fork
+// and its source share blocks and data files. A version's own objects
+// (manifest, block map) are always under its model.
 //
 // Fetch writes a version's snapshot file from either form. Take writes a
 // compact copy of a whole database (the db-manager's compaction): DuckDB's
@@ -60,22 +65,27 @@ func ManifestKey(m string, v int64) string {
 	return "models/" + m + "/versions/" + strconv.FormatInt(v, 10) + "/manifest.json"
 }
 
-// ParquetKey is the content-addressed object key of a table's Parquet file.
-func ParquetKey(m, table, sha string) string {
-	return "models/" + m + "/tables/" + table + "/" + sha + ".parquet"
+// ParquetKey is the content-addressed object key of a table's Parquet
+// file in block namespace ns.
+func ParquetKey(ns, table, sha string) string {
+	return "models/" + ns + "/tables/" + table + "/" + sha + ".parquet"
 }
 
 // ProfileKey is the object key of the column profile (package profile) of
-// the table's Parquet data file with that sha256, stored next to it.
-func ProfileKey(m, table, sha string) string {
-	return "models/" + m + "/tables/" + table + "/" + sha + ".profile"
+// the table's Parquet data file with that sha256 in block namespace ns,
+// stored next to it.
+func ProfileKey(ns, table, sha string) string {
+	return "models/" + ns + "/tables/" + table + "/" + sha + ".profile"
 }
 
 // Manifest describes one published version. It is stored as manifest.json
 // next to the snapshot.
 type Manifest struct {
-	Model        string    `json:"model"`
-	Version      int64     `json:"version"`
+	Model   string `json:"model"`
+	Version int64  `json:"version"`
+	// Namespace is the block namespace of the model's blocks and data
+	// files (ParquetKey, blocks.BlockKey) when it is not Model: a fork's.
+	Namespace    string    `json:"namespace,omitempty"`
 	Created      time.Time `json:"created"`
 	Epoch        int64     `json:"epoch"`     // writer lease epoch of the publisher
 	FirstSeq     uint64    `json:"first_seq"` // TEATREE_REQUESTS sequences covered, inclusive

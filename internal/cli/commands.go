@@ -164,6 +164,9 @@ func modelCmd(e *env) *cobra.Command {
 				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintf(tw, "model\t%s\ngroup\t%s\nsize class\t%s\ncurrent version\t%d\nwriter epoch\t%d\nretention\t%d versions\nsql enabled\t%t\nfirst stream seq\t%d\ncreated\t%s\n",
 					m.ID, cmp.Or(m.Group, "-"), m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.StartSeq, m.Created.Format(time.RFC3339))
+				if m.ForkedFrom != nil {
+					fmt.Fprintf(tw, "forked from\t%s@%d\nblock namespace\t%s\n", m.ForkedFrom.Model, m.ForkedFrom.Version, m.Namespace)
+				}
 				return tw.Flush()
 			})
 		},
@@ -171,7 +174,7 @@ func modelCmd(e *env) *cobra.Command {
 	for _, sub := range []*cobra.Command{create, list, show, setGroup} {
 		sub.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	}
-	c.AddCommand(create, list, show, setGroup)
+	c.AddCommand(create, list, show, setGroup, forkCmd(e))
 	return c
 }
 
@@ -552,4 +555,46 @@ func migrateCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// forkCmd is teactl model fork SRC DST [--version N].
+func forkCmd(e *env) *cobra.Command {
+	var version int64
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "fork SRC DST",
+		Short: "create model DST whose first version is SRC at --version N (default: the latest), sharing its blocks and data files",
+		Long: `fork creates model DST as a branch of model SRC: DST's version 1 is SRC's
+version N (MODEL@PIN works too) without copying data. DST shares SRC's block
+namespace, so blocks and Parquet data files are stored once and retention of
+either model keeps what any of them lists. DST then takes its own requests
+(those published from now on) and keeps SRC's settings (size class,
+retention, allow-sql) and module registrations. DST must not exist.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.with(true, true, func(d *session) error {
+				ctx := cmd.Context()
+				src, n, err := d.client.Resolve(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if n != 0 && version != 0 && n != version {
+					return fmt.Errorf("%w: %s names version %d and --version %d: give one", model.ErrInvalid, args[0], n, version)
+				}
+				n = cmp.Or(n, version)
+				m, err := d.client.Fork(ctx, src, n, args[1])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(m)
+				}
+				fmt.Fprintf(e.stdout, "model %s forked from %s@%d (shares the blocks of %s; keeps %d versions)\n", m.ID, m.ForkedFrom.Model, m.ForkedFrom.Version, m.Namespace, m.Retention)
+				return nil
+			})
+		},
+	}
+	c.Flags().Int64Var(&version, "version", 0, "the version of SRC to fork (default: the latest)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the new model as JSON")
+	return c
 }

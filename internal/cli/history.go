@@ -125,6 +125,9 @@ func writeLog(w io.Writer, v controldb.Version, full bool) {
 	if l.Parent > 0 {
 		parent = strconv.FormatInt(l.Parent, 10)
 	}
+	if l.ParentModel != "" {
+		parent = fmt.Sprintf("%s@%d (forked)", l.ParentModel, l.Parent)
+	}
 	fmt.Fprintf(tw, "Parent:\t%s\n", parent)
 	fmt.Fprintf(tw, "Built by:\tteatree %s, DuckDB %s\n", l.Build, l.DuckDB)
 	fmt.Fprintf(tw, "Root:\t%s\n", v.SHA256)

@@ -260,7 +260,7 @@ func profileOf(ctx context.Context, store objstore.Store, v controldb.Version, t
 		for i, f := range files {
 			shas[i] = f.SHA256
 		}
-		p, err := profile.Load(ctx, store, v.Model, t.Name, shas)
+		p, err := profile.Load(ctx, store, v.BlockNamespace(), t.Name, shas)
 		if err != nil {
 			tp.Error = strings.TrimPrefix(err.Error(), "profile: ")
 			vp.Tables = append(vp.Tables, tp)
