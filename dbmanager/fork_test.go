@@ -300,8 +300,7 @@ func storedBlocks(t *testing.T, s *stacktest.Stack, ns string) map[blocks.Digest
 	}
 	out := map[blocks.Digest]bool{}
 	for _, o := range objs {
-		d, err := blocks.ParseDigest(o.Key[len(prefix):])
-		if err == nil {
+		if d, ok := blocks.ParseObjectKey(o.Key[len(prefix):]); ok {
 			out[d] = true
 		}
 	}
