@@ -3,6 +3,7 @@ package dbmanager
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/teatree/teatree/objstore"
 	"github.com/teatree/teatree/queue"
 	"github.com/teatree/teatree/snapshot"
+	"github.com/teatree/teatree/sqlast"
 )
 
 // VerifyOptions configure Verify.
@@ -196,7 +198,7 @@ func Verify(ctx context.Context, log *slog.Logger, js jetstream.JetStream, ctl *
 			return rep, err
 		}
 		if vv.Status == "ok" {
-			if err := m.compareVersion(ctx, store, v, published, &vv); err != nil {
+			if err := m.compareVersion(ctx, store, v, src.items[v.Version], published, &vv); err != nil {
 				return rep, err
 			}
 		}
@@ -297,7 +299,7 @@ func (m *Manager) replayVersion(ctx context.Context, src *replaySource, v contro
 // compareVersion fetches the snapshot of v to path (reusing the blocks of
 // the previous one there and of the replay) and compares its tables with
 // the replay's, recording them in vv.
-func (m *Manager) compareVersion(ctx context.Context, store objstore.Store, v controldb.Version, path string, vv *VersionVerify) error {
+func (m *Manager) compareVersion(ctx context.Context, store objstore.Store, v controldb.Version, items []*item, path string, vv *VersionVerify) error {
 	if _, _, err := snapshot.Fetch(ctx, store, v, path, blocks.FetchOptions{Reuse: []string{path}}); err != nil {
 		return fmt.Errorf("verify: fetch version %d: %w", v.Version, err)
 	}
@@ -341,6 +343,11 @@ func (m *Manager) compareVersion(ctx context.Context, store objstore.Store, v co
 		case got.exact != pubFP.exact:
 			tv.Note = "floating columns equal to single precision only (parallel float sums round differently)"
 		}
+		if tv.Status == "diff" {
+			if f := m.volatileCall(ctx, items, t); f != "" {
+				tv.Status, tv.Note = "not deterministic", "its query calls "+f+"(), which gives another result on replay"
+			}
+		}
 		if tv.Status != "ok" && vv.Status == "ok" {
 			vv.Status = "diff"
 			vv.Diff = fmt.Sprintf("table %s differs from version %d: %s", t, v.Version, tableDiff(tv))
@@ -356,12 +363,55 @@ func tableDiff(tv TableVerify) string {
 		return "the replay has no such table"
 	case tv.Status == "extra":
 		return "the published version has no such table"
+	case tv.Status == "not deterministic":
+		return "not deterministic: " + tv.Note
 	case tv.Note != "":
 		return tv.Note
 	case tv.Rows != tv.Published:
 		return fmt.Sprintf("%d rows replayed, %d published", tv.Rows, tv.Published)
 	}
 	return fmt.Sprintf("same %d rows in number, different content", tv.Rows)
+}
+
+// volatileCall is the name of a function that is not deterministic
+// (DuckDB's catalog: stability other than CONSISTENT, such as random(),
+// now(), uuid()) called by the query that wrote table t: a refresh or
+// derive of t among items, else t's derived-table definition; "" if none
+// or unknown.
+func (m *Manager) volatileCall(ctx context.Context, items []*item, t string) string {
+	var query string
+	for _, it := range items {
+		if it.req.Function != "refresh" && it.req.Function != "derive" {
+			continue
+		}
+		var a struct{ Table, Query string }
+		if json.Unmarshal(it.req.Args, &a) == nil && a.Table == t {
+			query = a.Query
+		}
+	}
+	if query == "" {
+		m.db.QueryRowContext(ctx, "SELECT query FROM _teatree.derived WHERE table_name = ?", t).Scan(&query)
+	}
+	if query == "" {
+		return ""
+	}
+	doc, _, err := sqlast.Parse(ctx, m.db, query)
+	if err != nil {
+		return ""
+	}
+	rows, err := m.db.QueryContext(ctx, "SELECT DISTINCT lower(function_name) FROM duckdb_functions() WHERE stability <> 'CONSISTENT'")
+	if err != nil {
+		return ""
+	}
+	defer rows.Close()
+	volatile := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if rows.Scan(&n) == nil {
+			volatile[n] = true
+		}
+	}
+	return sqlast.FindAggregate(doc, volatile)
 }
 
 // fingerprint is what is compared of a table: its columns (name and type,

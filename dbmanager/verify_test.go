@@ -179,3 +179,25 @@ func TestVerify(t *testing.T) {
 func appendRowTo(m, id string, n int) model.Request {
 	return stacktest.Request(m, id, "append", map[string]any{"table": "flights", "rows": []map[string]any{{"id": n, "origin": "SEA", "delay": 1, "distance": 2}}})
 }
+
+// TestVerifyNotDeterministic: a refresh whose query calls random() replays
+// to other rows; verify names the table not deterministic and the call.
+func TestVerifyNotDeterministic(t *testing.T) {
+	s := stacktest.New(t, queue.Config{})
+	m := s.CreateModel(t, controldb.Model{ID: "dice"}).ID
+	run(t, s, m, nil)
+	for _, r := range []model.Request{createTable(m, "c"), appendRow(m, "a", 1),
+		stacktest.Request(m, "r", "refresh", map[string]any{"table": "roll", "query": "SELECT n, random() AS x FROM t"})} {
+		if n := s.SubmitWait(t, r, wait); n.Status != model.StatusApplied {
+			t.Fatalf("%s: %s (%s)", r.ID, n.Status, n.Error)
+		}
+	}
+	rep, err := verify(t, s, m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := rep.Versions[len(rep.Versions)-1]
+	if rep.OK || last.Version != 3 || !strings.Contains(last.Diff, "table roll") || !strings.Contains(last.Diff, "not deterministic") || !strings.Contains(last.Diff, "random()") {
+		t.Fatalf("verify: %+v", rep)
+	}
+}
