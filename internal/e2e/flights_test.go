@@ -193,10 +193,12 @@ func TestFlightsMainJob(t *testing.T) {
 			Status  string `json:"status"`
 		} `json:"versions"`
 	}
+	start := time.Now()
 	out := d.must(t, "model", "verify", "flights", "--json")
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.OK || rep.From != 1 || len(rep.Versions) != 5 {
 		t.Fatalf("teactl model verify flights: %v\n%s", err, out)
 	}
+	t.Logf("teactl model verify flights: 5 versions from version 1 agree, in %s", time.Since(start).Round(100*time.Millisecond))
 }
 
 // compareMonthly computes the monthly aggregate with DuckDB directly on the
