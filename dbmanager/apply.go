@@ -188,12 +188,34 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 		os.RemoveAll(m.cfg.stagingDir())
 		os.MkdirAll(m.cfg.stagingDir(), 0o755)
 	}()
+	if err := m.applyItems(ctx, items); err != nil {
+		return err
+	}
+	counts := map[model.Status]int64{}
+	for _, it := range items {
+		if !it.skip {
+			counts[it.status]++
+		}
+	}
+	for st, n := range counts {
+		m.meter.requests.Add(ctx, n, metric.WithAttributes(attribute.String("status", string(st))))
+	}
+	m.meter.applyTime.Record(ctx, time.Since(start).Seconds())
+	m.meter.batchSize.Record(ctx, int64(len(items)))
+	m.log.Debug("batch committed", "requests", len(items), "position", m.position.Load(), "took", time.Since(start))
+	return nil
+}
+
+// applyItems applies the prepared items of a batch: in one transaction
+// when none fails, else split after each failing request (the package
+// doc's batch rule). The replay of teactl model verify (verify.go) applies
+// a version's requests through it too.
+func (m *Manager) applyItems(ctx context.Context, items []*item) error {
 	conn, err := m.db.Conn(ctx)
 	if err != nil {
 		return transientError{fmt.Errorf("dbmanager: connection: %w", err)}
 	}
 	defer conn.Close()
-
 	// [lo, hi) is the part of the batch the next transaction commits.
 	for lo, hi := 0, len(items); lo < len(items); lo, hi = hi, len(items) {
 		for {
@@ -208,18 +230,6 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 			hi = lo + failedAt + 1
 		}
 	}
-	counts := map[model.Status]int64{}
-	for _, it := range items {
-		if !it.skip {
-			counts[it.status]++
-		}
-	}
-	for st, n := range counts {
-		m.meter.requests.Add(ctx, n, metric.WithAttributes(attribute.String("status", string(st))))
-	}
-	m.meter.applyTime.Record(ctx, time.Since(start).Seconds())
-	m.meter.batchSize.Record(ctx, int64(len(items)))
-	m.log.Debug("batch committed", "requests", len(items), "position", m.position.Load(), "took", time.Since(start))
 	return nil
 }
 
@@ -555,6 +565,9 @@ func (m *Manager) logFailure(it *item) {
 // and only those (objstore.DeleteStaged). Failures are logged: the
 // dispatcher's sweep deletes what is left after its grace period.
 func (m *Manager) deleteStaged(ctx context.Context, id string) {
+	if m.replay {
+		return // a replay (verify.go) never changes the stack
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := objstore.DeleteStaged(ctx, m.store, m.cfg.Model, id); err != nil {

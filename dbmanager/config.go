@@ -66,6 +66,12 @@ type Config struct {
 	// module of 14 MB takes tens of seconds to compile); default
 	// DataDir/wasm-cache, shared by the node's models ($TEATREE_WASM_CACHE).
 	WasmCacheDir string
+	// KeepStaged leaves the staged payloads of applied requests in the
+	// object store after their version is published, so that teactl model
+	// verify can replay them; the dispatcher's staging sweep deletes them
+	// once they are older than its grace (24 h). Default false: deleted at
+	// publication ($TEATREE_KEEP_STAGED).
+	KeepStaged bool
 }
 
 // The defaults of Config, one per field; see each field.

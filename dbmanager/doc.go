@@ -169,4 +169,13 @@
 // in it: the request log is replayed from there. The snapshot carries only
 // the records of its own requests; retries of older requests are
 // recognised through Postgres' request log.
+//
+// # Verify
+//
+// Verify (verify.go; teactl model verify) replays the retained request log
+// into a scratch copy with a Manager that publishes nothing: from the
+// snapshot of a version's parent, each version's applied requests (its
+// lineage, read from the stream by sequence) go through applyItems, the
+// applier's own loop, and every table of the result is compared with the
+// published version. See docs/decisions.md, "Rebuild check".
 package dbmanager

@@ -46,6 +46,9 @@ type Manager struct {
 	// noDerived: the live file has no derived tables (derived.go); the
 	// applier skips loading them until a derive applies.
 	noDerived bool
+	// replay: this Manager replays a model's requests into a scratch copy
+	// (verify.go); it deletes no staged payload and publishes nothing.
+	replay bool
 
 	// Set in Run.
 	epoch         int64

@@ -723,7 +723,9 @@ func (m *Manager) afterPublish(ctx context.Context, c cut) {
 		}
 		rows.Close()
 		for _, id := range ids {
-			m.deleteStaged(ctx, id)
+			if !m.cfg.KeepStaged { // kept for teactl model verify; the dispatcher's sweep deletes them
+				m.deleteStaged(ctx, id)
+			}
 		}
 	}
 	m.published++

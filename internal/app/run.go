@@ -76,6 +76,7 @@ func registerDBManagerFlags(s *envflag.Set, c *dbmanager.Config) {
 	s.Int(&c.WasmMemoryMiB, "wasm-memory-mib", "TEATREE_WASM_MEMORY_MIB", dbmanager.DefaultWasmMemoryMiB, "memory cap of each WebAssembly module instance, MiB (at most 4096)")
 	s.Duration(&c.WasmTimeout, "wasm-timeout", "TEATREE_WASM_TIMEOUT", dbmanager.DefaultWasmTimeout, "time one request may spend in its WebAssembly module")
 	s.String(&c.WasmCacheDir, "wasm-cache", "TEATREE_WASM_CACHE", "", "directory of compiled WebAssembly modules (default: <data-dir>/wasm-cache)")
+	s.Bool(&c.KeepStaged, "keep-staged", "TEATREE_KEEP_STAGED", false, "keep applied requests' staged payloads after publication (teactl model verify replays them; the dispatcher's sweep deletes them after its grace)")
 }
 
 // DispatcherConfig is the configuration of the dispatcher binary.

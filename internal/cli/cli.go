@@ -5,7 +5,8 @@
 // --wait), 1 an error, 2 bad usage or bad input, 3 the request failed,
 // 4 the request was rejected, 5 timed out waiting, 6 a service is
 // unreachable, 7 the request was cancelled (submit --wait), 8 a cancel came
-// too late (teactl cancel: the request had its outcome already).
+// too late (teactl cancel: the request had its outcome already), 9 the
+// replay of the request log differs from a published version (teactl model verify).
 package cli
 
 import (
@@ -41,6 +42,7 @@ const (
 	ExitUnreachable = 6
 	ExitCancelled   = 7
 	ExitTooLate     = 8
+	ExitDiffers     = 9 // teactl model verify: the replay differs from a published version
 )
 
 // exitError carries an exit code with its message.

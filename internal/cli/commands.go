@@ -49,7 +49,7 @@ func dispatcherCmd(e *env) *cobra.Command {
 }
 
 func modelCmd(e *env) *cobra.Command {
-	c := &cobra.Command{Use: "model", Short: "create, list and show models"}
+	c := &cobra.Command{Use: "model", Short: "create, list, show and verify models"}
 	var sizeClass, group string
 	var retention int
 	var allowSQL, asJSON bool
@@ -174,7 +174,7 @@ func modelCmd(e *env) *cobra.Command {
 	for _, sub := range []*cobra.Command{create, list, show, setGroup} {
 		sub.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	}
-	c.AddCommand(create, list, show, setGroup, forkCmd(e))
+	c.AddCommand(create, list, show, setGroup, forkCmd(e), verifyCmd(e))
 	return c
 }
 
