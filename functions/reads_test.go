@@ -86,3 +86,27 @@ func TestRefreshReadsRefused(t *testing.T) {
 		t.Fatalf("reading the model itself: %v, want an invalid request", err)
 	}
 }
+
+// FuzzReadsOf: ReadsOf never panics, and what it returns from args a
+// refresh accepts is what the refresh decoded.
+func FuzzReadsOf(f *testing.F) {
+	f.Add(`{"table":"t","query":"SELECT * FROM fl.flights","reads":{"fl":{"model":"flights","version":3}}}`)
+	f.Add(`{"table":"t","query":"SELECT 1","reads":{"a":{"model":"m"},"b":{"model":"n","version":1}}}`)
+	f.Add(`{"reads":null}`)
+	f.Fuzz(func(t *testing.T, args string) {
+		reads := ReadsOf(json.RawMessage(args))
+		call, err := newFunction(refreshSpec).Decode(json.RawMessage(args))
+		if err != nil {
+			return
+		}
+		c := call.(interface{ decoded() any }).decoded().(*refreshArgs)
+		if len(reads) != len(c.Reads) {
+			t.Fatalf("ReadsOf %v, refresh decoded %v", reads, c.Reads)
+		}
+		for k, v := range c.Reads {
+			if reads[k] != v {
+				t.Fatalf("ReadsOf %v, refresh decoded %v", reads, c.Reads)
+			}
+		}
+	})
+}
