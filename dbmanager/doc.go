@@ -169,4 +169,11 @@
 // in it: the request log is replayed from there. The snapshot carries only
 // the records of its own requests; retries of older requests are
 // recognised through Postgres' request log.
+//
+// A request that reads other models (refresh args.reads, reads.go) is
+// applied only with the versions the dispatcher pinned in the request
+// log, in a transaction of its own: the versions are pulled into
+// reads/<model>/<N>.duckdb (reusing the blocks of the one pulled before),
+// attached READ_ONLY under their aliases before BEGIN, detached after
+// COMMIT, and recorded in the version's lineage.
 package dbmanager

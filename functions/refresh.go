@@ -33,7 +33,7 @@ const tableQuerySchema = `"required": ["table", "query"],
 var refreshSpec = spec[refreshArgs]{
 	Name:        "refresh",
 	Summary:     "materialise a derived table from one SELECT over the model's tables (CREATE OR REPLACE TABLE … AS SELECT)",
-	Description: "Replaces main.<table> with the result of query: CREATE OR REPLACE TABLE main.<table> AS <query>. The query is one SELECT statement (SELECT, FROM-first, WITH, VALUES, UNION/EXCEPT/INTERSECT) over tables of schema main, checked with DuckDB's own parser: it may not call table functions (read_csv, read_parquet, glob, range, query, duckdb_tables, …), read files by name ('f.csv'), use DESCRIBE/SHOW/SUMMARIZE, other schemas or databases, teatree's _teatree tables, or parameters.",
+	Description: "Replaces main.<table> with the result of query: CREATE OR REPLACE TABLE main.<table> AS <query>. The query is one SELECT statement (SELECT, FROM-first, WITH, VALUES, UNION/EXCEPT/INTERSECT) over tables of schema main, checked with DuckDB's own parser: it may not call table functions (read_csv, read_parquet, glob, range, query, duckdb_tables, …), read files by name ('f.csv'), use DESCRIBE/SHOW/SUMMARIZE, other schemas or databases, teatree's _teatree tables, or parameters. reads names other models' published versions by alias; the query reads their tables as alias.t (schema main of that version, attached read-only for this request).",
 	Schema:      tableQuerySchema,
 	Examples: []string{
 		`{"table":"monthly_sales","query":"SELECT date_trunc('month', day) AS month, store, sum(amount) AS amount FROM sales GROUP BY ALL"}`,
