@@ -42,6 +42,7 @@ fuzz: ## run every fuzz target for FUZZTIME (30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateRequestID$$' -fuzztime $(FUZZTIME) ./model
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAndValidate$$' -fuzztime $(FUZZTIME) ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./functions
+	$(GO) test -run '^$$' -fuzz '^FuzzReadsOf$$' -fuzztime $(FUZZTIME) ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateSelect$$' -fuzztime $(FUZZTIME) ./functions
 	@# Each Arrow input converts a file: minimizing a new input for the default 60 s would use the whole run.
 	$(GO) test -run '^$$' -fuzz '^FuzzArrowToParquet$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x ./functions

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -104,8 +105,11 @@ type Model struct {
 	// ForkedFrom is the version a fork started from (nil for a model
 	// created empty).
 	ForkedFrom *model.ModelVersion `json:"forked_from,omitempty"`
-	Created    time.Time           `json:"created"`
-	Updated    time.Time           `json:"updated"`
+	// Readers are the models whose requests may read this model's
+	// versions (args.reads; SetReaders), sorted.
+	Readers []string  `json:"readers,omitempty"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
 }
 
 // SizeClasses are the valid values of Model.SizeClass, smallest first.
@@ -143,14 +147,17 @@ func (m *Model) validate() error {
 }
 
 const modelColumns = `id, size_class, writer_epoch, current_version, retention, allow_sql, start_seq, created_at, updated_at, settled_seq, coalesce(model_group, ''),
-	coalesce(namespace, id), coalesce(forked_from, ''), coalesce(forked_version, 0)`
+	coalesce(namespace, id), coalesce(forked_from, ''), coalesce(forked_version, 0), readers`
 
 func scanModel(row pgx.Row) (Model, error) {
 	var m Model
 	var start, settled, forkedVersion int64
 	var forkedFrom string
 	err := row.Scan(&m.ID, &m.SizeClass, &m.WriterEpoch, &m.CurrentVersion, &m.Retention, &m.AllowSQL, &start, &m.Created, &m.Updated, &settled, &m.Group,
-		&m.Namespace, &forkedFrom, &forkedVersion)
+		&m.Namespace, &forkedFrom, &forkedVersion, &m.Readers)
+	if len(m.Readers) == 0 {
+		m.Readers = nil
+	}
 	m.StartSeq, m.SettledSeq = uint64(start), uint64(settled)
 	if forkedFrom != "" {
 		m.ForkedFrom = &model.ModelVersion{Model: forkedFrom, Version: forkedVersion}
@@ -220,6 +227,35 @@ func (db *DB) GroupMembers(ctx context.Context, g string) ([]string, error) {
 		return nil, fmt.Errorf("%w: no model belongs to group %q: add one with `teactl model create NAME --group %s`", model.ErrNotFound, g, g)
 	}
 	return ids, nil
+}
+
+// SetReaders sets the models whose requests may read model id's versions
+// (args.reads of a refresh), replacing the list; none lets no other
+// model read it. Each must be a model id (not id itself); they need not
+// exist yet. Returns model.ErrNotFound for an unknown id.
+func (db *DB) SetReaders(ctx context.Context, id string, readers []string) (Model, error) {
+	rs := slices.Clone(readers)
+	slices.Sort(rs)
+	rs = slices.Compact(rs)
+	for _, r := range rs {
+		if err := model.ValidateID(r); err != nil {
+			return Model{}, fmt.Errorf("reader %q: %w", r, err)
+		}
+		if r == id {
+			return Model{}, fmt.Errorf("%w: model %s always reads itself: name other models", model.ErrInvalid, id)
+		}
+	}
+	if rs == nil {
+		rs = []string{}
+	}
+	got, err := scanModel(db.pool.QueryRow(ctx, `UPDATE goal_model SET readers = $2, updated_at = now() WHERE id = $1 RETURNING `+modelColumns, id, rs))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Model{}, fmt.Errorf("%w: model %q does not exist", model.ErrNotFound, id)
+	}
+	if err != nil {
+		return Model{}, fmt.Errorf("controldb: set readers of %q: %w", id, err)
+	}
+	return got, nil
 }
 
 // UpdateModel changes the settings of model m.ID: size class, retention,
@@ -363,6 +399,9 @@ type RequestRecord struct {
 	StreamSeq uint64       `json:"stream_seq"`
 	Submitted time.Time    `json:"submitted"`
 	Finished  time.Time    `json:"finished,omitzero"`
+	// Reads are the versions of other models the request reads, by
+	// alias, pinned by the dispatcher (recorded once; nil: none).
+	Reads map[string]model.ModelVersion `json:"reads,omitempty"`
 }
 
 // PublishVersion records version v with its tables and the final records
@@ -481,13 +520,21 @@ func recordRequests(ctx context.Context, tx pgx.Tx, reqs []RequestRecord) error 
 		if submitted.IsZero() {
 			submitted = time.Now().UTC()
 		}
-		b.Queue(`INSERT INTO request_log (request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		var reads []byte
+		if len(r.Reads) > 0 {
+			var err error
+			if reads, err = json.Marshal(r.Reads); err != nil {
+				return fmt.Errorf("controldb: record request %s: %w", r.RequestID, err)
+			}
+		}
+		b.Queue(`INSERT INTO request_log (request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at, reads)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 			ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, version = excluded.version, error = excluded.error,
+				reads = coalesce(request_log.reads, excluded.reads),
 				finished_at = excluded.finished_at, submitted_at = least(request_log.submitted_at, excluded.submitted_at)
 			WHERE (excluded.status <> 'queued' OR request_log.status = 'queued')
 				AND request_log.model = excluded.model AND request_log.stream_seq = excluded.stream_seq`,
-			r.RequestID, r.Model, r.Function, string(r.Status), version, r.Error, int64(r.StreamSeq), submitted, finished)
+			r.RequestID, r.Model, r.Function, string(r.Status), version, r.Error, int64(r.StreamSeq), submitted, finished, reads)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("controldb: record requests: %w", err)
@@ -496,7 +543,7 @@ func recordRequests(ctx context.Context, tx pgx.Tx, reqs []RequestRecord) error 
 }
 
 // requestColumns are the request_log columns scanRequest reads.
-const requestColumns = "request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at"
+const requestColumns = "request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at, reads"
 
 // scanRequest reads one request_log row of requestColumns.
 func scanRequest(row pgx.Row) (RequestRecord, error) {
@@ -504,7 +551,13 @@ func scanRequest(row pgx.Row) (RequestRecord, error) {
 	var version, seq *int64
 	var status string
 	var finished *time.Time
-	err := row.Scan(&r.RequestID, &r.Model, &r.Function, &status, &version, &r.Error, &seq, &r.Submitted, &finished)
+	var reads []byte
+	err := row.Scan(&r.RequestID, &r.Model, &r.Function, &status, &version, &r.Error, &seq, &r.Submitted, &finished, &reads)
+	if err == nil && len(reads) > 0 {
+		if jerr := json.Unmarshal(reads, &r.Reads); jerr != nil {
+			err = fmt.Errorf("request %s: reads: %w", r.RequestID, jerr)
+		}
+	}
 	r.Status = model.Status(status)
 	if version != nil {
 		r.Version = *version
@@ -537,7 +590,7 @@ func (db *DB) GetRequests(ctx context.Context, ids []string) (map[string]Request
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := db.pool.Query(ctx, `SELECT request_id, model, function, status, stream_seq FROM request_log WHERE request_id = ANY($1)`, ids)
+	rows, err := db.pool.Query(ctx, `SELECT request_id, model, function, status, stream_seq, coalesce(error, ''), reads FROM request_log WHERE request_id = ANY($1)`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("controldb: get requests: %w", err)
 	}
@@ -546,8 +599,14 @@ func (db *DB) GetRequests(ctx context.Context, ids []string) (map[string]Request
 		var r RequestRecord
 		var status string
 		var seq int64
-		if err := rows.Scan(&r.RequestID, &r.Model, &r.Function, &status, &seq); err != nil {
+		var reads []byte
+		if err := rows.Scan(&r.RequestID, &r.Model, &r.Function, &status, &seq, &r.Error, &reads); err != nil {
 			return nil, fmt.Errorf("controldb: get requests: %w", err)
+		}
+		if len(reads) > 0 {
+			if err := json.Unmarshal(reads, &r.Reads); err != nil {
+				return nil, fmt.Errorf("controldb: get requests: %s: reads: %w", r.RequestID, err)
+			}
 		}
 		r.Status, r.StreamSeq = model.Status(status), uint64(seq)
 		out[r.RequestID] = r

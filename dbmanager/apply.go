@@ -38,6 +38,7 @@ type item struct {
 	skip    bool // redelivered or duplicate: acknowledge only
 	refused bool // its id is another request's: rejected, recorded in _teatree.refused
 	result  functions.Result
+	reads   map[string]model.ModelVersion // args.reads as the dispatcher pinned them (reads.go)
 	span    trace.Span
 }
 
@@ -216,8 +217,10 @@ func (m *Manager) applyItems(ctx context.Context, items []*item) error {
 		return transientError{fmt.Errorf("dbmanager: connection: %w", err)}
 	}
 	defer conn.Close()
-	// [lo, hi) is the part of the batch the next transaction commits.
-	for lo, hi := 0, len(items); lo < len(items); lo, hi = hi, len(items) {
+	// [lo, hi) is the part of the batch the next transaction commits; a
+	// request with reads has a transaction of its own (rangeEnd).
+	for lo := 0; lo < len(items); {
+		hi := rangeEnd(items, lo)
 		for {
 			failedAt, err := m.applyRange(ctx, conn, items[lo:hi], false)
 			if err != nil {
@@ -229,6 +232,7 @@ func (m *Manager) applyItems(ctx context.Context, items []*item) error {
 			// Commit everything before the failure together with it.
 			hi = lo + failedAt + 1
 		}
+		lo = hi
 	}
 	return nil
 }
@@ -327,6 +331,12 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 		if it.skip {
 			continue
 		}
+		if it.status != model.StatusRejected {
+			rec, found := recs[it.req.ID]
+			if err := pinReads(it, rec, found); err != nil {
+				return nil, err
+			}
+		}
 		o, ok := owners[it.req.ID]
 		if r, found := recs[it.req.ID]; !ok && found && (r.Model != m.cfg.Model || r.StreamSeq != it.seq) {
 			o, ok = owner{model: r.Model, function: r.Function, seq: r.StreamSeq}, true
@@ -363,6 +373,13 @@ func (m *Manager) refuse(it *item, mdl, f string, seq uint64) {
 // advances the position, commits and returns -1. stepwise refreshes the
 // derived tables after each request instead of once (derived.go).
 func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item, stepwise bool) (int, error) {
+	if !stepwise { // a stepwise call is inside the first one, attached already
+		detach, err := m.attachReads(ctx, conn, items)
+		if err != nil {
+			return 0, err
+		}
+		defer detach()
+	}
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		return 0, fmt.Errorf("dbmanager: begin: %w", err)
 	}
@@ -468,7 +485,7 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item, der
 			}
 			continue
 		}
-		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now, nullIfEmpty(it.digest), modulesOf(it)})
+		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now, nullIfEmpty(it.digest), modulesOf(it), readsOf(it)})
 		if it.status != model.StatusApplied {
 			continue
 		}
@@ -496,8 +513,8 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item, der
 	// One statement per recordChunk requests: a statement per request
 	// cost more than applying a one-row append.
 	for chunk := range slices.Chunk(rows, recordChunk) {
-		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
-		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied (request_id, seq, function, status, error, payload, queued, applied, digest, modules) VALUES `+values, slices.Concat(chunk...)...); err != nil {
+		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
+		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied (request_id, seq, function, status, error, payload, queued, applied, digest, modules, reads) VALUES `+values, slices.Concat(chunk...)...); err != nil {
 			return fmt.Errorf("dbmanager: record %d requests from %s: %w", len(chunk), chunk[0][0], err)
 		}
 	}

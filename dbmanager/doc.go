@@ -178,4 +178,13 @@
 // lineage, read from the stream by sequence) go through applyItems, the
 // applier's own loop, and every table of the result is compared with the
 // published version. See docs/decisions.md, "Rebuild check".
+//
+// # Reads across models
+//
+// A request that reads other models (refresh args.reads, reads.go) is
+// applied only with the versions the dispatcher pinned in the request
+// log, in a transaction of its own: the versions are pulled into
+// reads/<model>/<N>.duckdb (reusing the blocks of the one pulled before),
+// attached READ_ONLY under their aliases before BEGIN, detached after
+// COMMIT, and recorded in the version's lineage.
 package dbmanager

@@ -27,11 +27,12 @@ func modulesOf(it *item) any {
 // lineage returns the lineage of cut c from the bookkeeping of its stream
 // range (still in the live file: it is dropped only after the version is
 // published): the parent version, every request with its outcome, the
-// module digests of the applied ones, and the build and DuckDB versions.
+// module digests of the applied ones, the versions of other models they
+// read, and the build and DuckDB versions.
 func (m *Manager) lineage(ctx context.Context, c cut) (model.Lineage, error) {
 	l := model.Lineage{Parent: c.Version - 1, Build: svcinfo.Version(), DuckDB: m.duckdbVersion, Requests: []model.LineageRequest{}}
-	rows, err := m.db.QueryContext(ctx, `SELECT request_id, function, coalesce(digest, ''), status, seq, modules FROM _teatree.applied WHERE seq BETWEEN $1 AND $2
-		UNION ALL SELECT request_id, function, '', 'rejected', seq, NULL FROM _teatree.refused WHERE seq BETWEEN $1 AND $2 ORDER BY seq`, c.FirstSeq, c.LastSeq)
+	rows, err := m.db.QueryContext(ctx, `SELECT request_id, function, coalesce(digest, ''), status, seq, modules, reads FROM _teatree.applied WHERE seq BETWEEN $1 AND $2
+		UNION ALL SELECT request_id, function, '', 'rejected', seq, NULL, NULL FROM _teatree.refused WHERE seq BETWEEN $1 AND $2 ORDER BY seq`, c.FirstSeq, c.LastSeq)
 	if err != nil {
 		return l, fmt.Errorf("dbmanager: lineage of version %d: %w", c.Version, err)
 	}
@@ -39,8 +40,8 @@ func (m *Manager) lineage(ctx context.Context, c cut) (model.Lineage, error) {
 	for rows.Next() {
 		var r model.LineageRequest
 		var status string
-		var modules sql.NullString
-		if err := rows.Scan(&r.ID, &r.Function, &r.Digest, &status, &r.Seq, &modules); err != nil {
+		var modules, reads sql.NullString
+		if err := rows.Scan(&r.ID, &r.Function, &r.Digest, &status, &r.Seq, &modules, &reads); err != nil {
 			return l, fmt.Errorf("dbmanager: lineage of version %d: %w", c.Version, err)
 		}
 		r.Status = model.Status(status)
@@ -51,11 +52,18 @@ func (m *Manager) lineage(ctx context.Context, c cut) (model.Lineage, error) {
 				l.Modules = append(l.Modules, ds...)
 			}
 		}
+		if reads.Valid {
+			var rs []model.ModelVersion
+			if err := json.Unmarshal([]byte(reads.String), &rs); err == nil {
+				l.Reads = append(l.Reads, rs...)
+			}
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return l, fmt.Errorf("dbmanager: lineage of version %d: %w", c.Version, err)
 	}
 	slices.Sort(l.Modules)
 	l.Modules = slices.Compact(l.Modules)
+	l.Reads = sortReads(l.Reads)
 	return l, nil
 }

@@ -341,6 +341,7 @@ CREATE TABLE IF NOT EXISTS _teatree.applied (
 );
 ALTER TABLE _teatree.applied ADD COLUMN IF NOT EXISTS digest VARCHAR;
 ALTER TABLE _teatree.applied ADD COLUMN IF NOT EXISTS modules VARCHAR; -- JSON array of module digests (lineage.go)
+ALTER TABLE _teatree.applied ADD COLUMN IF NOT EXISTS reads VARCHAR; -- JSON array of the other models' versions read (reads.go)
 CREATE TABLE IF NOT EXISTS _teatree.refused (
 	seq        UBIGINT PRIMARY KEY,
 	request_id VARCHAR NOT NULL,

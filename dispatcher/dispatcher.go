@@ -259,8 +259,19 @@ func (d *Dispatcher) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		if verr == nil {
 			verr = functions.ValidateRequest(req, mdl.AllowSQL)
 		}
+		var pins map[string]model.ModelVersion
+		if verr == nil {
+			pins, verr = d.pinReads(ctx, req)
+			if verr != nil && !errors.Is(verr, model.ErrInvalid) {
+				span.End()
+				return verr
+			}
+			if verr != nil {
+				verr = fmt.Errorf("request %s: %s: %w", req.ID, req.Function, verr)
+			}
+		}
 		span.End()
-		rec := controldb.RequestRecord{RequestID: req.ID, Model: req.Model, Function: req.Function, Status: model.StatusQueued, StreamSeq: seq, Submitted: meta.Timestamp}
+		rec := controldb.RequestRecord{RequestID: req.ID, Model: req.Model, Function: req.Function, Status: model.StatusQueued, StreamSeq: seq, Submitted: meta.Timestamp, Reads: pins}
 		if verr != nil {
 			rec.Status, rec.Error, rec.Finished = model.StatusRejected, verr.Error(), time.Now()
 			rejected = append(rejected, model.Notification{RequestID: req.ID, Model: subjModel, Function: req.Function,

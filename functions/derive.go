@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS _teatree.derived (
 type deriveArgs struct {
 	Table string `json:"table"`
 	Query string `json:"query"`
+	// Reads is refused (checkDerive): a derived table reads only its
+	// own model.
+	Reads map[string]ReadRef `json:"reads,omitempty"`
 
 	// Filled by Check.
 	inputs []string // lower-case names of the tables the query reads, sorted
@@ -99,6 +102,9 @@ var deriveSpec = spec[deriveArgs]{
 // checkDerive checks the query as refresh does, finds the tables it reads
 // and decides the rule.
 func checkDerive(a *deriveArgs) error {
+	if len(a.Reads) > 0 {
+		return invalid("a derived table cannot read other models: it is kept current from this model's own tables in every version, and another model's versions change on their own; use refresh with reads, and submit it again for a newer version")
+	}
 	if err := checkRefresh(&refreshArgs{Table: a.Table, Query: a.Query}); err != nil {
 		return err
 	}

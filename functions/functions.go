@@ -178,6 +178,9 @@ func Prepare(r model.Request, allowSQL bool) (Call, error) {
 	if err != nil {
 		return nil, fmt.Errorf("request %s: %w", r.ID, err)
 	}
+	if err := checkReadsOf(r.Model, ReadsOf(r.Args)); err != nil {
+		return nil, fmt.Errorf("request %s: %s: %w", r.ID, f.Name(), err)
+	}
 	if uri := PayloadURI(r.Args); uri != "" {
 		if err := model.CheckStagedKey(r.Model, r.ID, uri); err != nil {
 			return nil, fmt.Errorf("request %s: %s: %w", r.ID, f.Name(), err)

@@ -34,6 +34,8 @@ type testModel struct {
 	wasm    *udf.Host
 	limits  udf.Limits
 	modules ModuleStore
+	// reads maps an alias to the local file attach attaches.
+	reads map[string]string
 }
 
 func newModel(t testing.TB) *testModel {
@@ -108,6 +110,29 @@ type request struct{ fn, args string }
 func (m *testModel) applyBatch(reqs ...request) (Result, error) {
 	m.t.Helper()
 	ctx := context.Background()
+	// As the db-manager does: a request with reads is alone in its
+	// transaction; they are attached before it and detached after it.
+	if len(reqs) == 1 {
+		if reads := ReadsOf(json.RawMessage(reqs[0].args)); len(reads) > 0 {
+			f, err := Lookup(reqs[0].fn)
+			if err != nil {
+				m.t.Fatal(err)
+			}
+			if _, err := f.Decode(json.RawMessage(reqs[0].args)); err != nil {
+				return Result{}, err
+			}
+			detach, err := AttachReads(ctx, m.conn, reads, func(_ context.Context, alias string) (string, error) {
+				if p, ok := m.reads[alias]; ok {
+					return p, nil
+				}
+				return "", fmt.Errorf("test: no read %s", alias)
+			})
+			if err != nil {
+				return Result{}, err
+			}
+			defer detach()
+		}
+	}
 	if _, err := m.conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		m.t.Fatal(err)
 	}

@@ -15,14 +15,17 @@ import (
 type refreshArgs struct {
 	Table string `json:"table"`
 	Query string `json:"query"`
+	// Reads are other models' versions the query reads, by alias.
+	Reads map[string]ReadRef `json:"reads,omitempty"`
 }
 
-// tableQuerySchema is the args schema of refresh and derive: a table and
-// one SELECT.
+// tableQuerySchema is the args schema of refresh and derive: a table,
+// one SELECT and the other models it reads (derive refuses reads).
 const tableQuerySchema = `"required": ["table", "query"],
   "properties": {
     "table": {"$ref": "#/$defs/table"},
-    "query": {"type": "string", "minLength": 1, "maxLength": 1048576, "pattern": "^[^\\x00]*$"}
+    "query": {"type": "string", "minLength": 1, "maxLength": 1048576, "pattern": "^[^\\x00]*$"},
+    ` + readsSchema + `
   }`
 
 // refreshSpec is refresh: materialise a derived table from one SELECT
@@ -30,11 +33,12 @@ const tableQuerySchema = `"required": ["table", "query"],
 var refreshSpec = spec[refreshArgs]{
 	Name:        "refresh",
 	Summary:     "materialise a derived table from one SELECT over the model's tables (CREATE OR REPLACE TABLE … AS SELECT)",
-	Description: "Replaces main.<table> with the result of query: CREATE OR REPLACE TABLE main.<table> AS <query>. The query is one SELECT statement (SELECT, FROM-first, WITH, VALUES, UNION/EXCEPT/INTERSECT) over tables of schema main, checked with DuckDB's own parser: it may not call table functions (read_csv, read_parquet, glob, range, query, duckdb_tables, …), read files by name ('f.csv'), use DESCRIBE/SHOW/SUMMARIZE, other schemas or databases, teatree's _teatree tables, or parameters.",
+	Description: "Replaces main.<table> with the result of query: CREATE OR REPLACE TABLE main.<table> AS <query>. The query is one SELECT statement (SELECT, FROM-first, WITH, VALUES, UNION/EXCEPT/INTERSECT) over tables of schema main, checked with DuckDB's own parser: it may not call table functions (read_csv, read_parquet, glob, range, query, duckdb_tables, …), read files by name ('f.csv'), use DESCRIBE/SHOW/SUMMARIZE, other schemas or databases, teatree's _teatree tables, or parameters. reads names other models' published versions by alias; the query reads their tables as alias.t (schema main of that version, attached read-only for this request).",
 	Schema:      tableQuerySchema,
 	Examples: []string{
 		`{"table":"monthly_sales","query":"SELECT date_trunc('month', day) AS month, store, sum(amount) AS amount FROM sales GROUP BY ALL"}`,
 		`{"table":"top_customers","query":"WITH c AS (SELECT customer, count(*) AS n FROM orders GROUP BY customer) FROM c ORDER BY n DESC LIMIT 100"}`,
+		`{"table":"delays_by_carrier","query":"SELECT carrier, avg(dep_delay) AS dep_delay FROM fl.flights GROUP BY ALL","reads":{"fl":{"model":"flights","version":3}}}`,
 	},
 	Check: checkRefresh,
 	Apply: applyRefresh,
@@ -46,11 +50,14 @@ func checkRefresh(a *refreshArgs) error {
 	if err := checkTable(a.Table); err != nil {
 		return err
 	}
+	if err := checkReads(a.Reads); err != nil {
+		return err
+	}
 	node, err := selectNode(a.Query)
 	if err != nil {
 		return err
 	}
-	return checkSelectTree(node)
+	return selectChecker{reads: a.Reads}.tree(node)
 }
 
 // selectNode checks that query is exactly one SELECT statement (SELECT,
@@ -131,20 +138,29 @@ var deniedTablePrefixes = []string{"duckdb_", "pg_", "sqlite_", "information_sch
 // ('f.csv' parses as a table name), DESCRIBE/SHOW/SUMMARIZE, qualified
 // names outside main, teatree's _teatree tables, denied functions,
 // parameters.
-func checkSelectTree(v any) error {
+func checkSelectTree(v any) error { return selectChecker{}.tree(v) }
+
+// selectChecker is checkSelectTree for a query that may also read the
+// tables of schema main of the databases attached under the aliases of
+// reads (alias.t or alias.main.t).
+type selectChecker struct {
+	reads map[string]ReadRef
+}
+
+func (c selectChecker) tree(v any) error {
 	switch v := v.(type) {
 	case []any:
 		for _, e := range v {
-			if err := checkSelectTree(e); err != nil {
+			if err := c.tree(e); err != nil {
 				return err
 			}
 		}
 	case map[string]any:
-		if err := checkSelectNode(v); err != nil {
+		if err := c.node(v); err != nil {
 			return err
 		}
 		for _, e := range v {
-			if err := checkSelectTree(e); err != nil {
+			if err := c.tree(e); err != nil {
 				return err
 			}
 		}
@@ -152,8 +168,22 @@ func checkSelectTree(v any) error {
 	return nil
 }
 
-// checkSelectNode checks one object of the AST.
-func checkSelectNode(n map[string]any) error {
+// read reports whether catalog.schema names schema main of an alias of
+// c.reads: alias.t parses as schema alias, alias.main.t as catalog alias.
+func (c selectChecker) read(catalog, schema string) bool {
+	if len(c.reads) == 0 {
+		return false
+	}
+	if catalog == "" {
+		_, ok := c.reads[strings.ToLower(schema)]
+		return ok
+	}
+	_, ok := c.reads[strings.ToLower(catalog)]
+	return ok && (schema == "" || strings.EqualFold(schema, "main"))
+}
+
+// node checks one object of the AST.
+func (c selectChecker) node(n map[string]any) error {
 	str := func(k string) string { s, _ := n[k].(string); return s }
 	if name := str("function_name"); name != "" && deniedFunction(name) {
 		return invalid("query calls %s(): a refresh reads only tables of schema main, so functions that read files, the catalog, settings or sequences are not allowed", name)
@@ -173,8 +203,8 @@ func checkSelectNode(n map[string]any) error {
 		return invalid("query has a parameter ($1 or ?): write the values into the query")
 	case "BASE_TABLE":
 		table, schema, catalog := str("table_name"), str("schema_name"), str("catalog_name")
-		if catalog != "" || (schema != "" && !strings.EqualFold(schema, "main")) {
-			return invalid("query reads %s: a refresh may read only tables of schema main (write main.t or t)", model.Quote(strings.Trim(catalog+"."+schema+"."+table, ".")))
+		if (catalog != "" || (schema != "" && !strings.EqualFold(schema, "main"))) && !c.read(catalog, schema) {
+			return invalid("query reads %s: a refresh may read only tables of schema main (write main.t or t) and, of another model named in reads, alias.t", model.Quote(strings.Trim(catalog+"."+schema+"."+table, ".")))
 		}
 		if !tablePattern.MatchString(table) {
 			return invalid("query reads %s, which is not a table name (a file name? files cannot be read in a refresh)", model.Quote(table))

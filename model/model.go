@@ -244,7 +244,8 @@ type Lineage struct {
 	// applied requests used (WASM functions), sorted, each once.
 	Modules []string `json:"modules,omitempty"`
 	// Reads are the published versions of other models the version's
-	// requests read, each once.
+	// applied requests read (args.reads), with their root digests, each
+	// once, sorted by model and version.
 	Reads []ModelVersion `json:"reads,omitempty"`
 }
 
@@ -259,8 +260,10 @@ type LineageRequest struct {
 	Seq      uint64 `json:"stream_seq"`
 }
 
-// ModelVersion names a published version of a model.
+// ModelVersion names a published version of a model; Root is its root
+// digest (model_version.sha256) where known.
 type ModelVersion struct {
 	Model   string `json:"model"`
 	Version int64  `json:"version"`
+	Root    string `json:"root,omitempty"`
 }

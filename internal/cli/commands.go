@@ -126,6 +126,31 @@ func modelCmd(e *env) *cobra.Command {
 			})
 		},
 	}
+	readers := &cobra.Command{
+		Use:   "readers MODEL [READER...]",
+		Short: "set the models whose requests may read MODEL's versions (refresh args.reads); without READER no other model may",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := model.ValidateID(args[0]); err != nil {
+				return err
+			}
+			return e.with(true, false, func(d *session) error {
+				m, err := d.Ctl.SetReaders(cmd.Context(), args[0], args[1:])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(m)
+				}
+				if len(m.Readers) == 0 {
+					fmt.Fprintf(e.stdout, "no other model may read model %s\n", m.ID)
+				} else {
+					fmt.Fprintf(e.stdout, "models %s may read model %s\n", strings.Join(m.Readers, ", "), m.ID)
+				}
+				return nil
+			})
+		},
+	}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "list models",
@@ -162,8 +187,8 @@ func modelCmd(e *env) *cobra.Command {
 					return e.printJSON(m)
 				}
 				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintf(tw, "model\t%s\ngroup\t%s\nsize class\t%s\ncurrent version\t%d\nwriter epoch\t%d\nretention\t%d versions\nsql enabled\t%t\nfirst stream seq\t%d\ncreated\t%s\n",
-					m.ID, cmp.Or(m.Group, "-"), m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.StartSeq, m.Created.Format(time.RFC3339))
+				fmt.Fprintf(tw, "model\t%s\ngroup\t%s\nread by\t%s\nsize class\t%s\ncurrent version\t%d\nwriter epoch\t%d\nretention\t%d versions\nsql enabled\t%t\nfirst stream seq\t%d\ncreated\t%s\n",
+					m.ID, cmp.Or(m.Group, "-"), cmp.Or(strings.Join(m.Readers, ", "), "-"), m.SizeClass, m.CurrentVersion, m.WriterEpoch, m.Retention, m.AllowSQL, m.StartSeq, m.Created.Format(time.RFC3339))
 				if m.ForkedFrom != nil {
 					fmt.Fprintf(tw, "forked from\t%s@%d\nblock namespace\t%s\n", m.ForkedFrom.Model, m.ForkedFrom.Version, m.Namespace)
 				}
@@ -171,10 +196,10 @@ func modelCmd(e *env) *cobra.Command {
 			})
 		},
 	}
-	for _, sub := range []*cobra.Command{create, list, show, setGroup} {
+	for _, sub := range []*cobra.Command{create, list, show, setGroup, readers} {
 		sub.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	}
-	c.AddCommand(create, list, show, setGroup, forkCmd(e), verifyCmd(e))
+	c.AddCommand(create, list, show, setGroup, readers, forkCmd(e), verifyCmd(e))
 	return c
 }
 

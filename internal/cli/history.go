@@ -137,7 +137,11 @@ func writeLog(w io.Writer, v controldb.Version, full bool) {
 	if len(l.Reads) > 0 {
 		var rs []string
 		for _, r := range l.Reads {
-			rs = append(rs, fmt.Sprintf("%s@%d", r.Model, r.Version))
+			if r.Root != "" {
+				rs = append(rs, fmt.Sprintf("%s@%d (root %s)", r.Model, r.Version, r.Root))
+			} else {
+				rs = append(rs, fmt.Sprintf("%s@%d", r.Model, r.Version))
+			}
 		}
 		fmt.Fprintf(tw, "Reads:\t%s\n", strings.Join(rs, ", "))
 	}
