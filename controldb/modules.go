@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Module is one registration of a WebAssembly module (table wasm_module).
@@ -50,4 +52,30 @@ func (db *DB) ListModules(ctx context.Context, m string) ([]Module, error) {
 		return nil, fmt.Errorf("controldb: list modules of model %s: %w", m, err)
 	}
 	return out, nil
+}
+
+// LiveModules returns the digests of model m's modules that garbage
+// collection keeps: the one each name points at (its latest registration;
+// all of them when registrations tie) and those the lineage of an
+// unexpired version, or of one expired less than grace ago (Postgres's
+// clock), lists.
+func (db *DB) LiveModules(ctx context.Context, m string, grace time.Duration) (map[string]bool, error) {
+	rows, err := db.pool.Query(ctx, `SELECT digest FROM wasm_module w WHERE model = $1
+		AND registered = (SELECT max(registered) FROM wasm_module WHERE model = w.model AND name = w.name)
+	UNION
+	SELECT jsonb_array_elements_text(lineage->'modules') FROM model_version WHERE model = $1
+		AND jsonb_typeof(lineage->'modules') = 'array'
+		AND (expired_at IS NULL OR expired_at > now() - $2::bigint * interval '1 microsecond')`, m, grace.Microseconds())
+	if err != nil {
+		return nil, fmt.Errorf("controldb: live modules of %q: %w", m, err)
+	}
+	digests, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("controldb: live modules of %q: %w", m, err)
+	}
+	live := make(map[string]bool, len(digests))
+	for _, d := range digests {
+		live[d] = true
+	}
+	return live, nil
 }

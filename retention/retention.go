@@ -30,6 +30,15 @@
 // block: no retained version lists it, no version expired less than the
 // grace ago lists it, and the object is older than the grace. Its column
 // profile (<sha256>.profile, snapshot.ProfileKey) goes with it.
+//
+// # Modules
+//
+// A WebAssembly module (snapshot.ModuleKey: modules/<model>/<digest>.wasm)
+// is deleted when no registered name of the model points at it (the
+// latest registration of each name in Postgres, table wasm_module), no
+// retained version's lineage lists it, no version expired less than the
+// grace ago lists it, and the object is older than the grace.
+//
 // Every map read is checked against the root digest the version records
 // (blocks.GetMap). If one cannot be read (missing, corrupt, unreadable),
 // the run deletes no block at all and returns the error: deleting with an
@@ -47,6 +56,7 @@ import (
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/objstore"
+	"github.com/teatree/teatree/snapshot"
 )
 
 // DefaultGrace is how long a block object or data file that no retained
@@ -58,7 +68,8 @@ const DefaultGrace = time.Hour
 // Result counts what a run expired and deleted.
 type Result struct {
 	Versions   int   // versions marked expired
-	Objects    int   // snapshot, manifest, block map and Parquet objects deleted
+	Objects    int   // snapshot, manifest, block map, Parquet and profile objects deleted
+	Modules    int   // WebAssembly module objects deleted
 	Blocks     int   // block objects deleted
 	BlockBytes int64 // bytes of the block objects deleted
 }
@@ -144,10 +155,39 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 		}
 		res.Objects++
 	}
+	if err := deleteModules(ctx, ctl, store, m, grace, &res); err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
 	if err := deleteBlocks(ctx, store, m, append(retained, recent...), grace, &res); err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
 	return res, nil
+}
+
+// deleteModules deletes the module objects of model m that no name points
+// at, no version of controldb.LiveModules lists and that are older than
+// grace.
+func deleteModules(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string, grace time.Duration, res *Result) error {
+	live, err := ctl.LiveModules(ctx, m, grace)
+	if err != nil {
+		return err
+	}
+	prefix := snapshot.ModulesPrefix(m)
+	objs, err := store.List(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		d, ok := strings.CutSuffix(strings.TrimPrefix(o.Key, prefix), ".wasm")
+		if !ok || strings.Contains(d, "/") || live[d] || time.Since(o.Modified) < grace {
+			continue
+		}
+		if err := store.Delete(ctx, o.Key); err != nil {
+			return err
+		}
+		res.Modules++
+	}
+	return nil
 }
 
 // deleteBlocks deletes the block objects of model m that none of the block
