@@ -75,8 +75,11 @@ data: ## fetch and verify the demo data (data/flights-3m.parquet)
 clean: ## remove build output
 	rm -rf $(BIN)
 
-bench: build data ## benchmarks side by side with JetStream and DuckDB alone (about 5 minutes; BENCHFLAGS=-quick: 2 minutes); writes internal/bench/results.json
+bench: build data $(BIN)/delayclass.wasm ## benchmarks side by side with JetStream and DuckDB alone (about 5 minutes; BENCHFLAGS=-quick: 2 minutes); writes internal/bench/results.json
 	$(BIN)/teabench -bin $(BIN) -json internal/bench/results.json $(BENCHFLAGS)
+
+$(BIN)/delayclass.wasm: $(shell git ls-files udf/sdk udf/examples/delayclass) ## the WebAssembly module of bench scenario 6 (udf/examples/delayclass)
+	GOOS=wasip1 GOARCH=wasm GOFLAGS= CGO_ENABLED=0 $(GO) build -buildmode=c-shared -o $@ ./udf/examples/delayclass
 
 bench-wasm: ## issue 18: a WebAssembly map over 3 M rows vs SQL vs native Go over the same Arrow batches, and the 1-row overhead (about 2 minutes; TEATREE_BENCH_ROWS to change the rows)
 	$(GO) test -run '^$$' -bench '^BenchmarkWasmMap$$' -benchtime 1x ./functions

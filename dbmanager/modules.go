@@ -12,13 +12,9 @@ import (
 	"github.com/teatree/teatree/functions"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
+	"github.com/teatree/teatree/snapshot"
 	"github.com/teatree/teatree/udf"
 )
-
-// ModuleKey is where the module of digest lives in the object store, in
-// block namespace ns (the model's, or a fork's source's: forks share their
-// source's modules): content-addressed, never overwritten with other bytes.
-func ModuleKey(ns, digest string) string { return "modules/" + ns + "/" + digest + ".wasm" }
 
 // moduleDir holds local copies of the model's modules, by digest.
 func (c *Config) moduleDir() string { return filepath.Join(c.dir(), "modules") }
@@ -31,28 +27,31 @@ func (m *Manager) wasmEnv(env *functions.Env) {
 }
 
 // moduleStore is the db-manager's functions.ModuleStore: the object store
-// (ModuleKey) for the bytes, Postgres (controldb.RecordModule) for the
+// (snapshot.ModuleKey) for the bytes, Postgres (controldb.RecordModule) for the
 // registrations, a local copy per digest for the calls.
 type moduleStore struct{ m *Manager }
 
 var _ functions.ModuleStore = moduleStore{}
 
-// Put uploads wasm unless its key exists already and records the
-// registration. Errors are transient (the request is retried).
+// Put records the registration, then uploads wasm unless its key exists
+// already. Recording first is what garbage collection needs
+// (retention.Run keeps a module a name points at): once the row is in
+// Postgres, a run no longer deletes the object this registration may
+// have found there. Errors are transient (the request is retried).
 func (s moduleStore) Put(ctx context.Context, name string, info udf.Info, wasm []byte) error {
 	if s.m.replay {
 		return nil // a replay (verify.go) changes nothing: the original registration stored it under its digest
 	}
-	key := ModuleKey(s.m.namespace, info.Digest)
+	if err := s.m.ctl.RecordModule(ctx, controldb.Module{Model: s.m.cfg.Model, Name: name, Digest: info.Digest, Exports: info.Exports}); err != nil {
+		return transientError{err}
+	}
+	key := snapshot.ModuleKey(s.m.namespace, info.Digest)
 	if _, err := s.m.store.Stat(ctx, key); errors.Is(err, model.ErrNotFound) {
 		if err := s.m.store.Put(ctx, key, bytes.NewReader(wasm), int64(len(wasm))); err != nil {
 			return transientError{fmt.Errorf("dbmanager: upload module %s: %w", key, err)}
 		}
 	} else if err != nil {
 		return transientError{fmt.Errorf("dbmanager: stat module %s: %w", key, err)}
-	}
-	if err := s.m.ctl.RecordModule(ctx, controldb.Module{Model: s.m.cfg.Model, Name: name, Digest: info.Digest, Exports: info.Exports}); err != nil {
-		return transientError{err}
 	}
 	return nil
 }
@@ -67,7 +66,7 @@ func (s moduleStore) Get(ctx context.Context, digest string) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, transientError{fmt.Errorf("dbmanager: module dir: %w", err)}
 	}
-	key := ModuleKey(s.m.namespace, digest)
+	key := snapshot.ModuleKey(s.m.namespace, digest)
 	if _, err := objstore.GetFile(ctx, s.m.store, key, path); err != nil {
 		if errors.Is(err, model.ErrNotFound) {
 			return nil, fmt.Errorf("%w: module %s is not in the object store (%s): register it again", model.ErrInvalid, digest, key)

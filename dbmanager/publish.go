@@ -744,8 +744,8 @@ func (m *Manager) afterPublish(ctx context.Context, c cut) {
 		m.log.Warn("retention", "err", err)
 		return
 	}
-	if res.Versions > 0 || res.Objects > 0 || res.Blocks > 0 {
-		m.log.Info("retention", "expired_versions", res.Versions, "deleted_objects", res.Objects, "deleted_blocks", res.Blocks, "freed_block_bytes", res.BlockBytes)
+	if res.Versions > 0 || res.Objects > 0 || res.Blocks > 0 || res.Modules > 0 {
+		m.log.Info("retention", "expired_versions", res.Versions, "deleted_objects", res.Objects, "deleted_blocks", res.Blocks, "freed_block_bytes", res.BlockBytes, "deleted_modules", res.Modules)
 	}
 }
 

@@ -71,6 +71,12 @@ type Result struct {
 	// call ran or registered (wasm, register_module); the db-manager
 	// records them in the lineage of the version (model.Lineage.Modules).
 	Modules []string
+	// WASMBatches and WASMCopied are what a wasm call cost in copies: the
+	// input batches it handed to its module and the bytes copied for them
+	// (the input's IPC encoding, into and out of the module's memory, the
+	// output's IPC bytes). For the benchmark (teabench scenario 6).
+	WASMBatches int
+	WASMCopied  int64
 }
 
 // Function is one function a request can call. Implementations are

@@ -297,6 +297,7 @@ func applyWasm(ctx context.Context, env Env, a *wasmArgs) (Result, error) {
 		return Result{}, err
 	}
 	res.Modules = []string{digest}
+	res.WASMBatches, res.WASMCopied = out.batches, out.copied
 	return res, nil
 }
 

@@ -46,6 +46,15 @@
 // every candidate is stat'ed again just before its delete and kept if it
 // was put within the grace meanwhile.
 //
+// # Modules
+//
+// A WebAssembly module (snapshot.ModuleKey: modules/<ns>/<digest>.wasm, in
+// the namespace like blocks: a fork shares its source's modules) is
+// deleted when no registered name of a model of the namespace points at
+// it (the latest registration of each name in Postgres, table
+// wasm_module), no retained version's lineage lists it, no version expired less than the
+// grace ago lists it, and the object is older than the grace.
+//
 // Every map read is checked against the root digest the version records
 // (blocks.GetMap). If one cannot be read (missing, corrupt, unreadable),
 // the run deletes no block at all and returns the error: deleting with an
@@ -65,6 +74,7 @@ import (
 	"github.com/teatree/teatree/controldb"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
+	"github.com/teatree/teatree/snapshot"
 )
 
 // DefaultGrace is how long a block object or data file that no retained
@@ -76,7 +86,8 @@ const DefaultGrace = time.Hour
 // Result counts what a run expired and deleted.
 type Result struct {
 	Versions   int   // versions marked expired
-	Objects    int   // snapshot, manifest, block map and Parquet objects deleted
+	Objects    int   // snapshot, manifest, block map, Parquet and profile objects deleted
+	Modules    int   // WebAssembly module objects deleted
 	Blocks     int   // block objects deleted
 	BlockBytes int64 // bytes of the block objects deleted
 }
@@ -177,6 +188,9 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 	if err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
+	if err := deleteModules(ctx, ctl, store, ns, grace, &res); err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
 	if err := deleteBlocks(ctx, store, ns, vs, grace, &res); err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
@@ -202,6 +216,34 @@ func deleteIfOld(ctx context.Context, store objstore.Store, key string, grace ti
 		return false, err
 	}
 	return true, nil
+}
+
+// deleteModules deletes the module objects of namespace ns that no name
+// of a model in it points at, no version of controldb.LiveModules lists
+// and that are older than grace.
+func deleteModules(ctx context.Context, ctl *controldb.DB, store objstore.Store, ns string, grace time.Duration, res *Result) error {
+	live, err := ctl.LiveModules(ctx, ns, grace)
+	if err != nil {
+		return err
+	}
+	prefix := snapshot.ModulesPrefix(ns)
+	objs, err := store.List(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		d, ok := strings.CutSuffix(strings.TrimPrefix(o.Key, prefix), ".wasm")
+		if !ok || strings.Contains(d, "/") || live[d] || time.Since(o.Modified) < grace {
+			continue
+		}
+		if ok, err := deleteIfOld(ctx, store, o.Key, grace); err != nil {
+			return err
+		} else if !ok {
+			continue
+		}
+		res.Modules++
+	}
+	return nil
 }
 
 // deleteBlocks deletes the block objects of namespace m that none of the

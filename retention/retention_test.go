@@ -405,3 +405,73 @@ func TestDataFileGC(t *testing.T) {
 		t.Fatalf("young unlisted file deleted: %v", err)
 	}
 }
+
+// TestModuleGC: a module object goes only when no name of the model
+// points at it, no retained version's lineage lists it, the versions that
+// listed it expired longer than the grace ago and the object is older
+// than the grace.
+func TestModuleGC(t *testing.T) {
+	f := newFixture(t, 1)
+	ctx := context.Background()
+	put := func(name string) string {
+		data := []byte("\x00asm module " + name)
+		d := fmt.Sprintf("%x", sha256.Sum256(data))
+		if err := f.objs.Put(ctx, snapshot.ModuleKey(m, d), bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	register := func(name, digest string) {
+		if err := f.ctl.RecordModule(ctx, controldb.Module{Model: m, Name: name, Digest: digest}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replaced, current, usedByRetained, orphan := put("replaced"), put("current"), put("retained"), put("orphan")
+	register("gc", replaced)
+	register("gc", current) // gc now points at current
+	register("x", usedByRetained)
+	register("x", current) // x too
+	for n, used := range [][]string{{replaced}, {replaced, current}, {usedByRetained}} {
+		v := controldb.Version{
+			Model: m, Version: int64(n + 1), SnapshotURI: snapshot.SnapshotKey(m, int64(n+1)), SHA256: fmt.Sprintf("%064x", n+1), ManifestURI: snapshot.ManifestKey(m, int64(n+1)),
+			FirstSeq: uint64(n + 1), LastSeq: uint64(n + 1), RequestCount: 1, Epoch: 1, Created: time.Now(),
+			Lineage: &model.Lineage{Parent: int64(n), Modules: used},
+		}
+		if err := f.ctl.PublishVersion(ctx, v, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	filepath.WalkDir(filepath.Join(f.storeDir, "modules"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			os.Chtimes(p, old, old)
+		}
+		return nil
+	})
+	young := put("young")
+	check := func(when string, want map[string]bool) {
+		t.Helper()
+		for d, w := range want {
+			if got := f.exists(snapshot.ModuleKey(m, d)); got != w {
+				t.Fatalf("%s: module %s exists %v, want %v", when, d[:8], got, w)
+			}
+		}
+	}
+	// Versions 1 and 2 expire now: within the grace, what they list stays;
+	// the old orphan goes, the young one stays.
+	res, err := f.run(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("within the grace", map[string]bool{replaced: true, current: true, usedByRetained: true, orphan: false, young: true})
+	if res.Modules != 1 {
+		t.Fatalf("deleted %d modules, want 1", res.Modules)
+	}
+	// Past the grace: the module only expired versions listed and no name
+	// points at goes; the one names point at and the one the retained
+	// version lists stay.
+	if _, err := f.run(0); err != nil {
+		t.Fatal(err)
+	}
+	check("past the grace", map[string]bool{replaced: false, current: true, usedByRetained: true, young: false})
+}

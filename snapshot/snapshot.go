@@ -78,6 +78,15 @@ func ProfileKey(ns, table, sha string) string {
 	return "models/" + ns + "/tables/" + table + "/" + sha + ".profile"
 }
 
+// ModuleKey is the content-addressed object key, in block namespace m (the
+// model, or a fork's source), of the
+// WebAssembly module with that digest (sha256 of its bytes, hex): never
+// overwritten with other bytes.
+func ModuleKey(m, digest string) string { return ModulesPrefix(m) + digest + ".wasm" }
+
+// ModulesPrefix is the key prefix of model m's modules (ModuleKey).
+func ModulesPrefix(m string) string { return "modules/" + m + "/" }
+
 // Manifest describes one published version. It is stored as manifest.json
 // next to the snapshot.
 type Manifest struct {

@@ -9,13 +9,15 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// fakeBin returns a directory holding an empty teactl, which is all
-// validate checks.
+// fakeBin returns a directory holding an empty teactl and an empty
+// delayclass.wasm, which is all validate checks.
 func fakeBin(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "teactl"), nil, 0o755); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"teactl", WasmModule} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -27,7 +29,8 @@ func TestParseScenarios(t *testing.T) {
 		want      []string
 		largeRows int
 	}{
-		{nil, []string{"1", "2", "3", "3D", "4", "5"}, 32000000},
+		{nil, []string{"1", "2", "3", "3D", "4", "5", "6"}, 32000000},
+		{[]string{"-scenarios", "6"}, []string{"6"}, 32000000},
 		{[]string{"-scenarios", "3L"}, []string{"3L"}, 32000000},
 		{[]string{"-scenarios", "3l, 3", "-large-rows", "2000000"}, []string{"3L", "3"}, 2000000},
 		{[]string{"-scenarios", "3L", "-quick"}, []string{"3L"}, 2000000},

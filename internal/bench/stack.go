@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		n   string
 		run func(context.Context) ([]Result, error)
 	}
-	all := []scenario{{"1", b.scenarioSmall}, {"2", b.scenarioBulk}, {"2A", b.scenarioBulkIngest}, {"2P", b.scenarioProfiles}, {"2G", b.scenarioSource}, {"3", b.scenarioChange}, {"3D", b.scenarioDerived}, {"3L", b.scenarioLarge}, {"4", b.scenarioQueries}, {"5", b.scenarioMany}}
+	all := []scenario{{"1", b.scenarioSmall}, {"2", b.scenarioBulk}, {"2A", b.scenarioBulkIngest}, {"2P", b.scenarioProfiles}, {"2G", b.scenarioSource}, {"3", b.scenarioChange}, {"3D", b.scenarioDerived}, {"3L", b.scenarioLarge}, {"4", b.scenarioQueries}, {"5", b.scenarioMany}, {"6", b.scenarioWasm}}
 	for _, s := range all {
 		if !cfg.has(s.n) {
 			continue

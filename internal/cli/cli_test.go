@@ -197,7 +197,7 @@ func TestReadCommandsReportVersions(t *testing.T) {
 		publish(t, s, "shop", n, int(n))
 	}
 	env := stackEnv(t, s)
-	if out, errOut, code := teactl(t, ctx, env, "gc", "shop"); code != 0 || out != "shop: 3 versions kept (retention 5), 0 expired, 0 objects deleted, 0 blocks deleted (0 bytes)\n" {
+	if out, errOut, code := teactl(t, ctx, env, "gc", "shop"); code != 0 || out != "shop: 3 versions kept (retention 5), 0 expired, 0 objects deleted, 0 blocks deleted (0 bytes), 0 modules deleted\n" {
 		t.Errorf("gc: exit %d, %q, %q", code, out, errOut)
 	}
 	for _, tc := range []struct {

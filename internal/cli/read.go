@@ -596,7 +596,7 @@ func gcCmd(e *env) *cobra.Command {
 					if err != nil {
 						return err
 					}
-					fmt.Fprintf(e.stdout, "%s: %d versions kept (retention %d), %d expired, %d objects deleted, %d blocks deleted (%d bytes)\n", id, len(kept), m.Retention, res.Versions, res.Objects, res.Blocks, res.BlockBytes)
+					fmt.Fprintf(e.stdout, "%s: %d versions kept (retention %d), %d expired, %d objects deleted, %d blocks deleted (%d bytes), %d modules deleted\n", id, len(kept), m.Retention, res.Versions, res.Objects, res.Blocks, res.BlockBytes, res.Modules)
 				}
 				return nil
 			})

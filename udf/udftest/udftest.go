@@ -15,7 +15,7 @@ import (
 
 // Examples are the example modules, by name (the directory under
 // udf/examples).
-var Examples = []string{"greatcircle", "filter", "flatmap"}
+var Examples = []string{"greatcircle", "filter", "flatmap", "delayclass"}
 
 // Hostile are the hostile modules, by name (under udf/testdata/hostile).
 var Hostile = []string{"loop", "alloc", "oob", "schema", "wasifile"}
