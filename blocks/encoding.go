@@ -2,6 +2,7 @@ package blocks
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -36,10 +37,7 @@ func ObjectKey(m string, d Digest, encoding string) string {
 // its model's "models/<m>/blocks/" prefix, and false for a name that is
 // not a block object of either encoding.
 func ParseObjectKey(name string) (Digest, bool) {
-	if len(name) == 2*len(Digest{})+len(zstdSuffix) && name[len(name)-len(zstdSuffix):] == zstdSuffix {
-		name = name[:len(name)-len(zstdSuffix)]
-	}
-	d, err := ParseDigest(name)
+	d, err := ParseDigest(strings.TrimSuffix(name, zstdSuffix))
 	return d, err == nil
 }
 
