@@ -84,10 +84,14 @@ func TestVerify(t *testing.T) {
 	}
 	// One version with an applied, a failed and a cancelled request.
 	h.stop(t)
+	// The failing request comes last: a failure commits everything before
+	// it together with it (failure.go), so the three share one transaction
+	// and so one version; first, it would commit alone and a cut could
+	// fall between it and the rest.
 	mixed := []model.Request{
-		stacktest.Request(m, "bad", "append", map[string]any{"table": "nope", "rows": []map[string]any{{"n": 1}}}),
 		stacktest.Request(m, "more-2", "append", map[string]any{"table": "flights", "rows": []map[string]any{{"id": 9003, "origin": "ATL", "delay": 12, "distance": 99}}}),
 		stacktest.Request(m, "gone", "delete", map[string]any{"table": "flights", "where": []map[string]any{{"column": "origin", "op": "=", "value": "ATL"}}}),
+		stacktest.Request(m, "bad", "append", map[string]any{"table": "nope", "rows": []map[string]any{{"n": 1}}}),
 	}
 	s.Submit(t, mixed...)
 	cancel(t, s, m, "gone")
