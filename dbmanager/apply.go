@@ -3,11 +3,11 @@ package dbmanager
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/functions"
 	"github.com/teatree/teatree/model"
 	"github.com/teatree/teatree/objstore"
@@ -370,8 +371,12 @@ func (m *Manager) refuse(it *item, mdl, f string, seq uint64) {
 // rolls back, marks the request failed and returns its index; the caller
 // then applies the range up to and including it again. Otherwise it
 // brings the derived tables up to date (derived.go), records the range,
-// advances the position, commits and returns -1. stepwise refreshes the
-// derived tables after each request instead of once (derived.go).
+// advances the position, commits and returns -1. The inline rows of
+// appends are gathered and inserted together (functions.RowBuffer) before
+// the next other request and at the end. stepwise is the way to find
+// which request a batch-wide step fails for: each request inserts its own
+// rows, and the derived tables are refreshed after each request instead
+// of once (derived.go).
 func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item, stepwise bool) (int, error) {
 	if !stepwise { // a stepwise call is inside the first one, attached already
 		detach, err := m.attachReads(ctx, conn, items)
@@ -389,7 +394,27 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 		}
 	}
 	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: functions.NewTableCache(), Sources: m.cfg.Sources}
+	if !stepwise {
+		env.Rows = &functions.RowBuffer{}
+	}
 	m.wasmEnv(&env)
+	// flush inserts the rows the appends so far deferred (env.Rows). A
+	// failure cannot be told apart by request: the batch is applied again
+	// stepwise, where every request inserts its own rows.
+	flush := func() (again bool, err error) {
+		if env.Rows == nil {
+			return false, nil
+		}
+		if err := env.Rows.Flush(ctx, conn); err != nil {
+			rollback()
+			if judge(ctx, err) != failed {
+				return false, fmt.Errorf("dbmanager: %w", err)
+			}
+			m.log.Info("appended rows of the batch refused, applying the batch again request by request", "err", err)
+			return true, nil
+		}
+		return false, nil
+	}
 	der, err := m.beginDerived(ctx, conn)
 	if err != nil {
 		rollback()
@@ -398,6 +423,14 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 	for i, it := range items {
 		if it.skip || it.status == model.StatusRejected || it.status == model.StatusFailed || it.status == model.StatusCancelled {
 			continue
+		}
+		if !functions.DefersRows(it.call) {
+			if again, err := flush(); again || err != nil {
+				if err != nil {
+					return 0, err
+				}
+				return m.applyRange(ctx, conn, items, true)
+			}
 		}
 		env.Payload = func(ctx context.Context, uri string) (string, error) { return m.fetchPayload(ctx, it.req.ID, uri) }
 		res, err := it.call.Apply(ctx, env)
@@ -419,6 +452,12 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 			return i, nil
 		}
 		it.status, it.result = model.StatusApplied, res
+	}
+	if again, err := flush(); again || err != nil {
+		if err != nil {
+			return 0, err
+		}
+		return m.applyRange(ctx, conn, items, true)
 	}
 	if !stepwise {
 		if err := der.afterBatch(ctx, conn, items); err != nil {
@@ -466,7 +505,7 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item, der
 	now := time.Now().UTC()
 	var last uint64
 	changed, modified, replaced := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
-	var rows [][]any
+	var rows [][]driver.Value // appliedColumns
 	for _, it := range items {
 		last = max(last, it.seq)
 		if it.skip {
@@ -485,7 +524,7 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item, der
 			}
 			continue
 		}
-		rows = append(rows, []any{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now, nullIfEmpty(it.digest), modulesOf(it), readsOf(it)})
+		rows = append(rows, []driver.Value{it.req.ID, it.seq, it.req.Function, string(it.status), errText, nullIfEmpty(it.payload), it.queued.UTC(), now, nullIfEmpty(it.digest), modulesOf(it), readsOf(it)})
 		if it.status != model.StatusApplied {
 			continue
 		}
@@ -510,12 +549,12 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item, der
 			}
 		}
 	}
-	// One statement per recordChunk requests: a statement per request
-	// cost more than applying a one-row append.
-	for chunk := range slices.Chunk(rows, recordChunk) {
-		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(chunk)), ", ")
-		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _teatree.applied (request_id, seq, function, status, error, payload, queued, applied, digest, modules, reads) VALUES `+values, slices.Concat(chunk...)...); err != nil {
-			return fmt.Errorf("dbmanager: record %d requests from %s: %w", len(chunk), chunk[0][0], err)
+	// DuckDB's appender: a statement per request cost more than applying
+	// a one-row append, and a multi-row INSERT binds every value (the ids
+	// are new: prepare skipped or refused every id already recorded).
+	if len(rows) > 0 {
+		if err := duck.Append(conn, "_teatree", "applied", rows); err != nil {
+			return fmt.Errorf("dbmanager: record %d requests from %s: %w", len(rows), rows[0][0], err)
 		}
 	}
 	for t, seq := range changed {
@@ -533,9 +572,6 @@ func (m *Manager) record(ctx context.Context, conn *sql.Conn, items []*item, der
 	}
 	return nil
 }
-
-// recordChunk is the number of requests recorded by one INSERT.
-const recordChunk = 256
 
 func nullIfEmpty(s string) any {
 	if s == "" {

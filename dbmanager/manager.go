@@ -58,6 +58,7 @@ type Manager struct {
 	position      atomic.Uint64 // last applied stream sequence (committed)
 	committed     chan struct{} // a batch committed: wake the publisher
 	published     int           // versions published since start (GC cadence)
+	lastSweep     time.Time     // when retention last swept the object store (afterPublish)
 	duckdbVersion string        // of the DuckDB library (lineage)
 
 	// The live file as a snapshot (see cut): liveMu is held by the applier
@@ -326,6 +327,9 @@ func (m *Manager) closeDB() {
 	m.live.Close()
 }
 
+// appliedColumns are _teatree.applied's columns in order (schemaSQL).
+const appliedColumns = "request_id,seq,function,status,error,payload,queued,applied,digest,modules,reads"
+
 const schemaSQL = `
 CREATE SCHEMA IF NOT EXISTS _teatree;
 CREATE TABLE IF NOT EXISTS _teatree.position (last_seq UBIGINT NOT NULL);
@@ -383,6 +387,15 @@ func (m *Manager) initSchema(ctx context.Context, restored int64) error {
 	}
 	if _, err := m.db.ExecContext(ctx, functions.DerivedSchema); err != nil {
 		return fmt.Errorf("dbmanager: create _teatree.derived: %w", err)
+	}
+	// record appends to _teatree.applied by column position.
+	var cols string
+	if err := m.db.QueryRowContext(ctx, `SELECT string_agg(column_name, ',' ORDER BY column_index) FROM duckdb_columns()
+		WHERE database_name = current_database() AND schema_name = '_teatree' AND table_name = 'applied'`).Scan(&cols); err != nil {
+		return fmt.Errorf("dbmanager: read the columns of _teatree.applied: %w", err)
+	}
+	if cols != appliedColumns {
+		return fmt.Errorf("dbmanager: %w: _teatree.applied has columns %s, want %s: the file was written by an unknown release", ErrFatal, cols, appliedColumns)
 	}
 	if restored == 0 {
 		return nil

@@ -251,6 +251,10 @@ func applyAppend(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if env.Rows != nil {
+		env.Rows.add(t, rows)
+		return Result{Tables: []string{t.Name}, Rows: int64(len(rows)), Appended: true}, nil
+	}
 	n, err := insertRows(ctx, env.Conn, t, rows, nil, nil)
 	if err != nil {
 		return Result{}, err

@@ -40,6 +40,10 @@ type Env struct {
 	// Tables caches table lookups for the rest of the transaction
 	// (NewTableCache); nil looks every table up.
 	Tables *TableCache
+	// Rows, when set, takes the rows of appends of inline rows instead of
+	// inserting them (RowBuffer); the caller flushes it. nil: each append
+	// inserts its rows.
+	Rows *RowBuffer
 	// WASM compiles and runs WebAssembly modules (register_module,
 	// wasm); nil: those functions fail, not enabled.
 	WASM *udf.Host
