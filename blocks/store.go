@@ -123,6 +123,9 @@ type UploadStats struct {
 	Uploaded int   // blocks put
 	Bytes    int64 // bytes put (encoded)
 	Raw      int64 // the same blocks' DuckDB bytes
+	// Time spent reading and verifying, encoding and putting the blocks
+	// put, summed over the concurrent uploads.
+	Read, Encode, Put time.Duration
 }
 
 // DefaultReuseAge is Store.ReuseAge when it is 0.
@@ -145,7 +148,7 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 	}
 	todo := m.Digests()
 	st := UploadStats{Distinct: len(todo)}
-	var present, uploaded, bytesPut, raw atomic.Int64
+	var present, uploaded, bytesPut, raw, tRead, tEncode, tPut atomic.Int64
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallel(s.Parallel))
 	for d := range todo {
@@ -172,14 +175,20 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 			} else if err != nil && !errors.Is(err, model.ErrNotFound) {
 				return fmt.Errorf("blocks: stat %s: %w", key, err)
 			}
+			t0 := time.Now()
 			buf := make([]byte, size)
 			if err := fill(ctx, src, d, buf); err != nil {
 				return fmt.Errorf("blocks: upload %s: %w", key, err)
 			}
+			t1 := time.Now()
 			obj := encode(buf, s.Encoding)
+			t2 := time.Now()
 			if err := s.objs.Put(ctx, key, bytes.NewReader(obj), int64(len(obj))); err != nil {
 				return fmt.Errorf("blocks: upload %s: %w", key, err)
 			}
+			tRead.Add(int64(t1.Sub(t0)))
+			tEncode.Add(int64(t2.Sub(t1)))
+			tPut.Add(int64(time.Since(t2)))
 			uploaded.Add(1)
 			bytesPut.Add(int64(len(obj)))
 			raw.Add(size)
@@ -188,6 +197,7 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 	}
 	err := g.Wait()
 	st.Present, st.Uploaded, st.Bytes, st.Raw = int(present.Load()), int(uploaded.Load()), bytesPut.Load(), raw.Load()
+	st.Read, st.Encode, st.Put = time.Duration(tRead.Load()), time.Duration(tEncode.Load()), time.Duration(tPut.Load())
 	return st, err
 }
 

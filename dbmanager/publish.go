@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -197,7 +198,8 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 		}
 	}()
 	c := cut{Version: version, FirstSeq: lastCut + 1, Created: time.Now().UTC()}
-	conn, capt, err := m.freeze(ctx, dir, lastCut, &c)
+	sp := newSplit()
+	conn, capt, err := m.freeze(ctx, dir, lastCut, &c, sp)
 	if err != nil {
 		return false, fmt.Errorf("dbmanager: snapshot version %d: %w", version, err)
 	}
@@ -217,6 +219,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			return false, fmt.Errorf("dbmanager: version %d: archive table %s: %w", version, t.Name, err)
 		}
 	}
+	sp.step("parquet_profile")
 	inTx = false
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		return false, fmt.Errorf("dbmanager: version %d: end read transaction: %w", version, err)
@@ -237,7 +240,9 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("dbmanager: record cut %d: %w", version, err)
 	}
 	recorded = true
+	sp.step("outbox")
 	m.lastMap = capt.Map
+	m.cutSplit, m.cutSplitVersion = sp.attrs, version
 	st := capt.Stats
 	if st.Mismatch > 0 {
 		m.log.Warn("scrub found blocks changed under an unchanged DuckDB checksum; they are in this version", "version", version, "blocks", st.Mismatch)
@@ -311,13 +316,15 @@ func readMap(path string) (*blocks.Map, error) {
 // read transaction on a new connection pinned to that state; it fills in c
 // from it and lets the applier go on. The caller ends the transaction and
 // closes the connection.
-func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut) (*sql.Conn, *blocks.Capture, error) {
+func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut, sp *split) (*sql.Conn, *blocks.Capture, error) {
 	m.liveMu.Lock()
 	defer m.liveMu.Unlock()
+	sp.step("wait_applier")
 	conn, err := m.checkpoint(ctx, lastCut)
 	if err != nil {
 		return nil, nil, err
 	}
+	sp.step("checkpoint")
 	due, err := m.compactionDue(ctx, conn)
 	if due {
 		conn.Close()
@@ -325,6 +332,7 @@ func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut
 			return nil, nil, err
 		}
 		c.Compaction = true
+		sp.step("compact")
 		if conn, err = m.db.Conn(ctx); err != nil {
 			return nil, nil, fmt.Errorf("connection: %w", err)
 		}
@@ -338,6 +346,7 @@ func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut
 		conn.Close()
 		return nil, nil, err
 	}
+	sp.step("capture")
 	c.Path, c.SHA256, c.Bytes = capt.Dir(), capt.Map.Root().String(), capt.Map.Size()
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		capt.Close()
@@ -538,6 +547,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		return fmt.Errorf("dbmanager: version %d: captured blocks: %w: %w", c.Version, ErrFatal, err)
 	}
 	defer src.Close()
+	sp := newSplit()
 	prev, err := m.publishedMap(ctx, c.Version-1)
 	if err != nil {
 		return err
@@ -552,6 +562,8 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
 	uploaded := up.Bytes
+	sp.step("blocks")
+	sp.attrs = append(sp.attrs, slog.Group("blocks_summed", "read", up.Read.Round(time.Millisecond), "encode", up.Encode.Round(time.Millisecond), "put", up.Put.Round(time.Millisecond)))
 	mf := snapshot.Manifest{
 		Model: m.cfg.Model, Version: c.Version, Created: c.Created, Epoch: m.epoch, Namespace: m.forkNamespace(),
 		FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Format: controldb.FormatBlocks, Compaction: c.Compaction,
@@ -584,10 +596,12 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		}
 		mf.Tables = append(mf.Tables, t.Table)
 	}
+	sp.step("data_files")
 	mf.Uploaded = uploaded
 	if err := m.putManifest(ctx, mf); err != nil {
 		return err
 	}
+	sp.step("manifest")
 	published := time.Now().UTC()
 	records, notes, err := m.requestsOf(ctx, c.FirstSeq, c.LastSeq, c.Version, published)
 	if err != nil {
@@ -611,16 +625,22 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		return fmt.Errorf("dbmanager: record version %d: %w", c.Version, err)
 	}
 	m.lastPublished, m.lastPublishedVersion = bm, c.Version
+	sp.step("postgres")
 	if err := m.notify.PublishAll(ctx, notes); err != nil {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
+	sp.step("notify")
 	if _, err := m.db.ExecContext(ctx, "UPDATE _teatree.outbox SET published = now() WHERE version = ?", c.Version); err != nil {
 		return fmt.Errorf("dbmanager: mark version %d published: %w", c.Version, err)
 	}
 	os.RemoveAll(dir)
 	m.meter.versions.Add(ctx, 1)
-	m.log.Info("version published", "version", c.Version, "requests", c.RequestCount, "last_seq", c.LastSeq, "bytes", c.Bytes,
-		"uploaded_bytes", uploaded, "blocks_uploaded", up.Uploaded, "took", time.Since(start).Round(time.Millisecond))
+	args := []any{"version", c.Version, "requests", c.RequestCount, "last_seq", c.LastSeq, "bytes", c.Bytes,
+		"uploaded_bytes", uploaded, "blocks_uploaded", up.Uploaded, "took", time.Since(start).Round(time.Millisecond)}
+	if m.cutSplitVersion == c.Version { // cut by this process: how long each step of the cut took
+		args = append(args, slog.Group("cut", m.cutSplit...))
+	}
+	m.log.Info("version published", append(args, slog.Group("publish", sp.attrs...))...)
 	m.afterPublish(ctx, c)
 	return nil
 }
