@@ -135,7 +135,8 @@ const DefaultReuseAge = 10 * time.Minute
 // distinct digest of m that prev (the map of the last published version,
 // whose blocks are all stored; nil for none) does not have and that is not
 // already stored (a young object that reads back whole), read from src and verified before it
-// is put, encoded with s.Encoding, which Upload records in m.Encoding. A
+// is put, encoded with s.Encoding, which Upload records in m.Encoding.
+// Every block of m is durable in the store when Upload returns nil. A
 // prev of another encoding has its blocks under other keys, so every block
 // is put (the first version after blocks became compressed). It is
 // idempotent: a repeated or resumed upload puts only what is missing. A
@@ -148,7 +149,12 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 	}
 	todo := m.Digests()
 	st := UploadStats{Distinct: len(todo)}
+	// The blocks' directory is synced once, at the end, rather than
+	// after every block (objstore.Batch): the blocks are durable when
+	// Upload returns.
+	objs := objstore.NewBatch(s.objs)
 	var present, uploaded, bytesPut, raw, tRead, tEncode, tPut atomic.Int64
+	parent := ctx
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallel(s.Parallel))
 	for d := range todo {
@@ -167,7 +173,7 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 			// it young enough for GC's grace period to protect it. A young
 			// one (an interrupted upload of this version) is read back and
 			// verified: a compressed object's size does not say it is whole.
-			if info, err := s.objs.Stat(ctx, key); err == nil && time.Since(info.Modified) < cmp.Or(s.ReuseAge, DefaultReuseAge) {
+			if info, err := objs.Stat(ctx, key); err == nil && time.Since(info.Modified) < cmp.Or(s.ReuseAge, DefaultReuseAge) {
 				if fill(ctx, s, d, make([]byte, size)) == nil {
 					present.Add(1)
 					return nil
@@ -183,7 +189,7 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 			t1 := time.Now()
 			obj := encode(buf, s.Encoding)
 			t2 := time.Now()
-			if err := s.objs.Put(ctx, key, bytes.NewReader(obj), int64(len(obj))); err != nil {
+			if err := objs.Put(ctx, key, bytes.NewReader(obj), int64(len(obj))); err != nil {
 				return fmt.Errorf("blocks: upload %s: %w", key, err)
 			}
 			tRead.Add(int64(t1.Sub(t0)))
@@ -196,6 +202,9 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 		})
 	}
 	err := g.Wait()
+	if err == nil {
+		err = objs.Sync(parent)
+	}
 	st.Present, st.Uploaded, st.Bytes, st.Raw = int(present.Load()), int(uploaded.Load()), bytesPut.Load(), raw.Load()
 	st.Read, st.Encode, st.Put = time.Duration(tRead.Load()), time.Duration(tEncode.Load()), time.Duration(tPut.Load())
 	return st, err
