@@ -123,6 +123,9 @@ type UploadStats struct {
 	Uploaded int   // blocks put
 	Bytes    int64 // bytes put (encoded)
 	Raw      int64 // the same blocks' DuckDB bytes
+	// Time spent reading and verifying, encoding and putting the blocks
+	// put, summed over the concurrent uploads.
+	Read, Encode, Put time.Duration
 }
 
 // DefaultReuseAge is Store.ReuseAge when it is 0.
@@ -132,7 +135,8 @@ const DefaultReuseAge = 10 * time.Minute
 // distinct digest of m that prev (the map of the last published version,
 // whose blocks are all stored; nil for none) does not have and that is not
 // already stored (a young object that reads back whole), read from src and verified before it
-// is put, encoded with s.Encoding, which Upload records in m.Encoding. A
+// is put, encoded with s.Encoding, which Upload records in m.Encoding.
+// Every block of m is durable in the store when Upload returns nil. A
 // prev of another encoding has its blocks under other keys, so every block
 // is put (the first version after blocks became compressed). It is
 // idempotent: a repeated or resumed upload puts only what is missing. A
@@ -145,7 +149,12 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 	}
 	todo := m.Digests()
 	st := UploadStats{Distinct: len(todo)}
-	var present, uploaded, bytesPut, raw atomic.Int64
+	// The blocks' directory is synced once, at the end, rather than
+	// after every block (objstore.Batch): the blocks are durable when
+	// Upload returns.
+	objs := objstore.NewBatch(s.objs)
+	var present, uploaded, bytesPut, raw, tRead, tEncode, tPut atomic.Int64
+	parent := ctx
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallel(s.Parallel))
 	for d := range todo {
@@ -164,7 +173,7 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 			// it young enough for GC's grace period to protect it. A young
 			// one (an interrupted upload of this version) is read back and
 			// verified: a compressed object's size does not say it is whole.
-			if info, err := s.objs.Stat(ctx, key); err == nil && time.Since(info.Modified) < cmp.Or(s.ReuseAge, DefaultReuseAge) {
+			if info, err := objs.Stat(ctx, key); err == nil && time.Since(info.Modified) < cmp.Or(s.ReuseAge, DefaultReuseAge) {
 				if fill(ctx, s, d, make([]byte, size)) == nil {
 					present.Add(1)
 					return nil
@@ -172,14 +181,20 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 			} else if err != nil && !errors.Is(err, model.ErrNotFound) {
 				return fmt.Errorf("blocks: stat %s: %w", key, err)
 			}
+			t0 := time.Now()
 			buf := make([]byte, size)
 			if err := fill(ctx, src, d, buf); err != nil {
 				return fmt.Errorf("blocks: upload %s: %w", key, err)
 			}
+			t1 := time.Now()
 			obj := encode(buf, s.Encoding)
-			if err := s.objs.Put(ctx, key, bytes.NewReader(obj), int64(len(obj))); err != nil {
+			t2 := time.Now()
+			if err := objs.Put(ctx, key, bytes.NewReader(obj), int64(len(obj))); err != nil {
 				return fmt.Errorf("blocks: upload %s: %w", key, err)
 			}
+			tRead.Add(int64(t1.Sub(t0)))
+			tEncode.Add(int64(t2.Sub(t1)))
+			tPut.Add(int64(time.Since(t2)))
 			uploaded.Add(1)
 			bytesPut.Add(int64(len(obj)))
 			raw.Add(size)
@@ -187,7 +202,11 @@ func (s *Store) Upload(ctx context.Context, m *Map, src Source, prev *Map) (Uplo
 		})
 	}
 	err := g.Wait()
+	if err == nil {
+		err = objs.Sync(parent)
+	}
 	st.Present, st.Uploaded, st.Bytes, st.Raw = int(present.Load()), int(uploaded.Load()), bytesPut.Load(), raw.Load()
+	st.Read, st.Encode, st.Put = time.Duration(tRead.Load()), time.Duration(tEncode.Load()), time.Duration(tPut.Load())
 	return st, err
 }
 

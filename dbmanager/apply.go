@@ -181,6 +181,7 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 	if err != nil {
 		return err
 	}
+	m.fetchTook = 0
 	defer func() {
 		for _, it := range items {
 			if it.span != nil {
@@ -204,7 +205,7 @@ func (m *Manager) applyBatch(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 	m.meter.applyTime.Record(ctx, time.Since(start).Seconds())
 	m.meter.batchSize.Record(ctx, int64(len(items)))
-	m.log.Debug("batch committed", "requests", len(items), "position", m.position.Load(), "took", time.Since(start))
+	m.log.Debug("batch committed", "requests", len(items), "position", m.position.Load(), "took", time.Since(start), "payload_fetch", m.fetchTook)
 	return nil
 }
 
@@ -432,7 +433,11 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 				return m.applyRange(ctx, conn, items, true)
 			}
 		}
-		env.Payload = func(ctx context.Context, uri string) (string, error) { return m.fetchPayload(ctx, it.req.ID, uri) }
+		env.Payload = func(ctx context.Context, uri string) (string, error) {
+			t0 := time.Now()
+			defer func() { m.fetchTook += time.Since(t0) }()
+			return m.fetchPayload(ctx, it.req.ID, uri)
+		}
 		res, err := it.call.Apply(ctx, env)
 		if err == nil {
 			err = der.afterRequest(ctx, conn, it.req.Function, res, stepwise)

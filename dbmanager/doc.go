@@ -102,13 +102,22 @@
 // the new rows of an append, the files whose rows an update or delete
 // changed, whole tables when small or re-created); then it records the cut
 // in _teatree.outbox, with the block map in the version's directory. The
-// applier waits only for the checkpoint and the capture.
+// applier waits only for the checkpoint and the capture. While the data
+// files are written, the captured blocks the previous version's map does
+// not have already go up to the block store (each verified against the
+// map before it is put; content-addressed, so a cut that is never
+// recorded leaves only unreferenced blocks, which block GC deletes after
+// its grace).
 //
-// Publishing an outbox row uploads the blocks the previous version's map
-// does not have (each verified against the map before it is put; a block
-// already stored is reused if it is younger than blocks.Store.ReuseAge,
-// at most half the block grace of GC), the
-// block map, the new Parquet data files (content-addressed), and the
+// Publishing an outbox row uploads those blocks, unless this process
+// uploaded them at the cut less than blocks.Store.ReuseAge ago (a block
+// already stored is reused if it is younger than that, at most half the
+// block grace of GC), then the block map; concurrently (at most 4 at a
+// time) the new Parquet data files (content-addressed) with their
+// profiles; the first failure cancels the others and nothing is recorded.
+// Every object is durable before the manifest is put (on a directory store
+// each object file is synced before its rename and each directory once per
+// batch, objstore.Batch). Then the
 // manifest, which lists every table's data files; records the version in Postgres with the map's root digest,
 // the bytes uploaded and whether it was a compaction (fenced by the lease
 // epoch); notifies its requests as one atomic batch (package notify); and

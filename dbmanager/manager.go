@@ -72,6 +72,10 @@ type Manager struct {
 	lastMap              *blocks.Map // of the last cut, with stored checksums (nil: map in full)
 	lastPublished        *blocks.Map // of version lastPublishedVersion, all its blocks stored
 	lastPublishedVersion int64
+	cutSplit             []any // the steps of the cut of version cutSplitVersion and their times (split)
+	cutSplitVersion      int64
+	uploadedAtCut        *blockUpload     // the blocks of the last cut, uploaded while it wrote its data files (nil: not uploaded)
+	fetchTook            time.Duration    // fetching the staged payloads of the batch being applied (its log line)
 	ready                atomic.Bool      // lease held and consumer bound (readiness)
 	errs                 svcinfo.ErrorLog // last failed request or retried step (teactl info)
 	wasm                 *udf.Host        // compiles and runs WebAssembly modules (modules.go)

@@ -2,19 +2,23 @@ package dbmanager
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/teatree/teatree/blocks"
 	"github.com/teatree/teatree/controldb"
@@ -197,7 +201,8 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 		}
 	}()
 	c := cut{Version: version, FirstSeq: lastCut + 1, Created: time.Now().UTC()}
-	conn, capt, err := m.freeze(ctx, dir, lastCut, &c)
+	sp := newSplit()
+	conn, capt, err := m.freeze(ctx, dir, lastCut, &c, sp)
 	if err != nil {
 		return false, fmt.Errorf("dbmanager: snapshot version %d: %w", version, err)
 	}
@@ -209,6 +214,9 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
+	// The blocks go up while the data files are written.
+	up := m.startUpload(ctx, version, capt)
+	defer up.stop() // before the capture is released
 	arch := archiver{conn: conn, dir: dir, namespace: m.namespace, rowidsMoved: c.Compaction, profiles: m.cfg.Profiles != "off", log: m.log}
 	for i := range c.Tables {
 		t := &c.Tables[i]
@@ -217,6 +225,14 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			return false, fmt.Errorf("dbmanager: version %d: archive table %s: %w", version, t.Name, err)
 		}
 	}
+	sp.step("parquet_profile")
+	if err := up.wait(); errors.Is(err, blocks.ErrCorrupt) {
+		return false, fmt.Errorf("dbmanager: version %d: %w: %w", version, ErrFatal, err)
+	} else if err != nil { // publish uploads them again
+		m.log.Warn("blocks not uploaded at the cut; the publication uploads them", "version", version, "err", err)
+		up = nil
+	}
+	sp.step("blocks_wait")
 	inTx = false
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		return false, fmt.Errorf("dbmanager: version %d: end read transaction: %w", version, err)
@@ -237,7 +253,10 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("dbmanager: record cut %d: %w", version, err)
 	}
 	recorded = true
+	sp.step("outbox")
 	m.lastMap = capt.Map
+	m.cutSplit, m.cutSplitVersion = sp.attrs, version
+	m.uploadedAtCut = up
 	st := capt.Stats
 	if st.Mismatch > 0 {
 		m.log.Warn("scrub found blocks changed under an unchanged DuckDB checksum; they are in this version", "version", version, "blocks", st.Mismatch)
@@ -311,13 +330,15 @@ func readMap(path string) (*blocks.Map, error) {
 // read transaction on a new connection pinned to that state; it fills in c
 // from it and lets the applier go on. The caller ends the transaction and
 // closes the connection.
-func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut) (*sql.Conn, *blocks.Capture, error) {
+func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut, sp *split) (*sql.Conn, *blocks.Capture, error) {
 	m.liveMu.Lock()
 	defer m.liveMu.Unlock()
+	sp.step("wait_applier")
 	conn, err := m.checkpoint(ctx, lastCut)
 	if err != nil {
 		return nil, nil, err
 	}
+	sp.step("checkpoint")
 	due, err := m.compactionDue(ctx, conn)
 	if due {
 		conn.Close()
@@ -325,6 +346,7 @@ func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut
 			return nil, nil, err
 		}
 		c.Compaction = true
+		sp.step("compact")
 		if conn, err = m.db.Conn(ctx); err != nil {
 			return nil, nil, fmt.Errorf("connection: %w", err)
 		}
@@ -338,6 +360,7 @@ func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut
 		conn.Close()
 		return nil, nil, err
 	}
+	sp.step("capture")
 	c.Path, c.SHA256, c.Bytes = capt.Dir(), capt.Map.Root().String(), capt.Map.Size()
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		capt.Close()
@@ -538,56 +561,91 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		return fmt.Errorf("dbmanager: version %d: captured blocks: %w: %w", c.Version, ErrFatal, err)
 	}
 	defer src.Close()
+	sp := newSplit()
 	prev, err := m.publishedMap(ctx, c.Version-1)
 	if err != nil {
 		return err
-	}
-	// Upload verifies every block it puts against the map; the blocks it
-	// skips are the previous version's, verified when it was published.
-	up, err := m.blockStore.Upload(ctx, bm, src, prev)
-	if err != nil {
-		if errors.Is(err, blocks.ErrCorrupt) {
-			err = fmt.Errorf("%w: %w", ErrFatal, err)
-		}
-		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
-	}
-	uploaded := up.Bytes
-	mf := snapshot.Manifest{
-		Model: m.cfg.Model, Version: c.Version, Created: c.Created, Epoch: m.epoch, Namespace: m.forkNamespace(),
-		FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Format: controldb.FormatBlocks, Compaction: c.Compaction,
-		Snapshot: snapshot.File{Key: snapshot.BlockMapKey(m.cfg.Model, c.Version), Bytes: c.Bytes, SHA256: c.SHA256},
 	}
 	lin, err := m.lineage(ctx, c)
 	if err != nil {
 		return err
 	}
-	mf.Lineage = &lin
-	if err := blocks.PutMap(ctx, m.store, mf.Snapshot.Key, bm); err != nil {
-		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
+	mf := snapshot.Manifest{
+		Model: m.cfg.Model, Version: c.Version, Created: c.Created, Epoch: m.epoch, Namespace: m.forkNamespace(),
+		FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Format: controldb.FormatBlocks, Compaction: c.Compaction,
+		Snapshot: snapshot.File{Key: snapshot.BlockMapKey(m.cfg.Model, c.Version), Bytes: c.Bytes, SHA256: c.SHA256},
+		Lineage:  &lin,
 	}
+	var todo []tableFile
 	for _, t := range c.Tables {
 		for _, f := range t.Data {
 			t.Files = append(t.Files, f.DataFile)
-			if f.Local == "" {
-				continue
+			if f.Local != "" {
+				mf.ParquetWritten += f.Bytes
+				todo = append(todo, tableFile{t.Name, f})
 			}
-			mf.ParquetWritten += f.Bytes
-			if err := m.checkParquetRows(ctx, t.Name, f); err != nil {
-				return fmt.Errorf("dbmanager: version %d: %w: %w", c.Version, ErrFatal, err)
-			}
-			n, err := m.upload(ctx, f.Key, f.Local, f.Bytes)
-			if err != nil {
-				return err
-			}
-			uploaded += n
-			uploaded += m.uploadProfile(ctx, t.Name, f)
 		}
 		mf.Tables = append(mf.Tables, t.Table)
 	}
-	mf.Uploaded = uploaded
+	// The blocks (with the block map after them) and the new data files
+	// with their profiles go up concurrently; the first failure cancels
+	// the rest and nothing below runs, so no version names a missing
+	// object. The data files' directories are synced once, together
+	// (objstore.Batch), before the manifest.
+	var up blocks.UploadStats
+	var uploaded atomic.Int64
+	files := objstore.NewBatch(m.store)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(publishParallel)
+	pre := m.uploadedAtCut
+	m.uploadedAtCut = nil
+	g.Go(func() error {
+		// Upload verifies every block it puts against the map; the blocks
+		// it skips are the previous version's, verified when it was
+		// published.
+		var err error
+		if pre.covers(c.Version, bm, m.blockStore) {
+			up = pre.stats
+		} else if up, err = m.blockStore.Upload(gctx, bm, src, prev); err != nil {
+			if errors.Is(err, blocks.ErrCorrupt) {
+				err = fmt.Errorf("%w: %w", ErrFatal, err)
+			}
+			return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
+		}
+		if err := blocks.PutMap(gctx, m.store, mf.Snapshot.Key, bm); err != nil {
+			return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
+		}
+		return nil
+	})
+	for _, tf := range todo {
+		g.Go(func() error {
+			if err := m.checkParquetRows(gctx, tf.table, tf.file); err != nil {
+				if gctx.Err() != nil {
+					return gctx.Err()
+				}
+				return fmt.Errorf("dbmanager: version %d: %w: %w", c.Version, ErrFatal, err)
+			}
+			n, err := m.upload(gctx, files, tf.file.Key, tf.file.Local, tf.file.Bytes)
+			if err != nil {
+				return err
+			}
+			uploaded.Add(n + m.uploadProfile(gctx, files, tf.table, tf.file))
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := files.Sync(ctx); err != nil {
+		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
+	}
+	sp.step("blocks_and_data_files")
+	sp.attrs = append(sp.attrs, slog.Group("blocks_summed", "read", up.Read.Round(time.Millisecond), "encode", up.Encode.Round(time.Millisecond), "put", up.Put.Round(time.Millisecond)))
+	mf.Uploaded = up.Bytes + uploaded.Load()
 	if err := m.putManifest(ctx, mf); err != nil {
 		return err
 	}
+	sp.step("manifest")
 	published := time.Now().UTC()
 	records, notes, err := m.requestsOf(ctx, c.FirstSeq, c.LastSeq, c.Version, published)
 	if err != nil {
@@ -596,7 +654,7 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 	v := controldb.Version{
 		Model: m.cfg.Model, Version: c.Version, SnapshotURI: mf.Snapshot.Key, SHA256: c.SHA256, ManifestURI: snapshot.ManifestKey(m.cfg.Model, c.Version),
 		Bytes: c.Bytes, FirstSeq: c.FirstSeq, LastSeq: c.LastSeq, RequestCount: c.RequestCount, Epoch: m.epoch, Created: c.Created,
-		SnapshotFormat: controldb.FormatBlocks, Uploaded: uploaded, Compaction: c.Compaction, Lineage: &lin,
+		SnapshotFormat: controldb.FormatBlocks, Uploaded: mf.Uploaded, Compaction: c.Compaction, Lineage: &lin,
 	}
 	for _, t := range mf.Tables {
 		schema, _ := json.Marshal(t.Columns)
@@ -611,16 +669,22 @@ func (m *Manager) publish(ctx context.Context, c cut) error {
 		return fmt.Errorf("dbmanager: record version %d: %w", c.Version, err)
 	}
 	m.lastPublished, m.lastPublishedVersion = bm, c.Version
+	sp.step("postgres")
 	if err := m.notify.PublishAll(ctx, notes); err != nil {
 		return fmt.Errorf("dbmanager: version %d: %w", c.Version, err)
 	}
+	sp.step("notify")
 	if _, err := m.db.ExecContext(ctx, "UPDATE _teatree.outbox SET published = now() WHERE version = ?", c.Version); err != nil {
 		return fmt.Errorf("dbmanager: mark version %d published: %w", c.Version, err)
 	}
 	os.RemoveAll(dir)
 	m.meter.versions.Add(ctx, 1)
-	m.log.Info("version published", "version", c.Version, "requests", c.RequestCount, "last_seq", c.LastSeq, "bytes", c.Bytes,
-		"uploaded_bytes", uploaded, "blocks_uploaded", up.Uploaded, "took", time.Since(start).Round(time.Millisecond))
+	args := []any{"version", c.Version, "requests", c.RequestCount, "last_seq", c.LastSeq, "bytes", c.Bytes,
+		"uploaded_bytes", mf.Uploaded, "blocks_uploaded", up.Uploaded, "took", time.Since(start).Round(time.Millisecond)}
+	if m.cutSplitVersion == c.Version { // cut by this process: how long each step of the cut took
+		args = append(args, slog.Group("cut", m.cutSplit...))
+	}
+	m.log.Info("version published", append(args, slog.Group("publish", sp.attrs...))...)
 	m.afterPublish(ctx, c)
 	return nil
 }
@@ -764,11 +828,85 @@ func (m *Manager) afterPublish(ctx context.Context, c cut) {
 // publication: a tenth of the grace, at most a minute (0: every time).
 func sweepEvery(grace time.Duration) time.Duration { return min(grace/10, time.Minute) }
 
-// upload puts the local file at key and returns the bytes put, unless an object of the same size is
+// blockUpload is the upload of a cut's blocks that runs while the cut
+// writes its data files (startUpload).
+type blockUpload struct {
+	version  int64
+	root     blocks.Digest
+	encoding string
+	done     chan struct{}
+	cancel   context.CancelFunc
+	stats    blocks.UploadStats
+	err      error
+	finished time.Time
+}
+
+// startUpload starts uploading the blocks of the capture of version to
+// the block store, from the capture, against the previous version's map.
+// The blocks are content-addressed and durable when Upload returns, so an
+// upload whose cut is never recorded only leaves blocks that no version
+// references, which block GC deletes after its grace period.
+func (m *Manager) startUpload(ctx context.Context, version int64, capt *blocks.Capture) *blockUpload {
+	u := &blockUpload{version: version, root: capt.Map.Root(), encoding: m.blockStore.Encoding, done: make(chan struct{})}
+	prev, err := m.publishedMap(ctx, version-1)
+	if err != nil {
+		u.err, u.cancel = err, func() {}
+		close(u.done)
+		return u
+	}
+	ctx, u.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(u.done)
+		u.stats, u.err = m.blockStore.Upload(ctx, capt.Map, capt, prev)
+		u.finished = time.Now()
+	}()
+	return u
+}
+
+// wait waits for the upload to end and returns its error.
+func (u *blockUpload) wait() error {
+	if u == nil {
+		return nil
+	}
+	<-u.done
+	return u.err
+}
+
+// stop cancels the upload if it is still running and waits for it.
+func (u *blockUpload) stop() {
+	if u != nil {
+		u.cancel()
+		<-u.done
+	}
+}
+
+// covers reports whether the upload put every block of map bm of version
+// recently enough that no GC can have deleted one of them since: within
+// the store's ReuseAge, the age up to which Upload itself reuses a stored
+// block (well under GC's grace period).
+func (u *blockUpload) covers(version int64, bm *blocks.Map, s *blocks.Store) bool {
+	if u == nil || u.wait() != nil || u.version != version || u.root != bm.Root() || u.encoding != s.Encoding || bm.Encoding != s.Encoding {
+		return false
+	}
+	return time.Since(u.finished) < cmp.Or(s.ReuseAge, blocks.DefaultReuseAge)
+}
+
+// publishParallel bounds the concurrent uploads of a publication: the
+// block upload (itself blocks.DefaultParallel blocks at a time) and the
+// new data files with their profiles.
+const publishParallel = 4
+
+// tableFile is a new data file of a table, to upload.
+type tableFile struct {
+	table string
+	file  dataFile
+}
+
+// upload puts the local file at key in s and returns the bytes put, unless an object of the same size is
 // there already (a resumed publication). An object of another size is never
 // overwritten.
-func (m *Manager) upload(ctx context.Context, key, path string, size int64) (int64, error) {
-	st, err := m.store.Stat(ctx, key)
+func (m *Manager) upload(ctx context.Context, s objstore.Store, key, path string, size int64) (int64, error) {
+	st, err := s.Stat(ctx, key)
 	switch {
 	case err == nil && st.Size == size:
 		return 0, nil
@@ -777,7 +915,7 @@ func (m *Manager) upload(ctx context.Context, key, path string, size int64) (int
 	case !errors.Is(err, model.ErrNotFound):
 		return 0, fmt.Errorf("dbmanager: stat %s: %w", key, err)
 	}
-	if err := objstore.PutFile(ctx, m.store, key, path); err != nil {
+	if err := objstore.PutFile(ctx, s, key, path); err != nil {
 		return 0, fmt.Errorf("dbmanager: upload %s: %w", key, err)
 	}
 	m.meter.bytes.Add(ctx, size)
@@ -788,14 +926,14 @@ func (m *Manager) upload(ctx context.Context, key, path string, size int64) (int
 // it has one, and returns the bytes it put. A profile is not data: a
 // failure is logged and the version is published without it (readers say
 // the file has no profile).
-func (m *Manager) uploadProfile(ctx context.Context, table string, f dataFile) int64 {
+func (m *Manager) uploadProfile(ctx context.Context, s objstore.Store, table string, f dataFile) int64 {
 	if f.Profile == "" {
 		return 0
 	}
 	st, err := os.Stat(f.Profile)
 	if err == nil {
 		var n int64
-		if n, err = m.upload(ctx, snapshot.ProfileKey(m.namespace, table, f.SHA256), f.Profile, st.Size()); err == nil {
+		if n, err = m.upload(ctx, s, snapshot.ProfileKey(m.namespace, table, f.SHA256), f.Profile, st.Size()); err == nil {
 			return n
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 )
 
 // tmpPrefix marks files being written; List skips them.
@@ -56,41 +57,57 @@ func notFound(key string, err error) error {
 	return fmt.Errorf("objstore: %s: %w", key, err)
 }
 
-// Put implements Store.
+// Put implements Store: the object is durable when Put returns (its file
+// and its directory are synced).
 func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64) error {
-	p, err := d.path(key)
+	p, err := d.put(ctx, key, r, size)
 	if err != nil {
 		return err
 	}
+	return syncDir(filepath.Dir(p))
+}
+
+// put writes the object's file, syncs it and renames it into place, and
+// returns its path; its directory entry is durable once the directory is
+// synced (Put, Batch.Sync).
+func (d *Dir) put(ctx context.Context, key string, r io.Reader, size int64) (string, error) {
+	p, err := d.path(key)
+	if err != nil {
+		return "", err
+	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("objstore: %w", err)
+		return "", fmt.Errorf("objstore: %w", err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(p), tmpPrefix+"*")
 	if err != nil {
-		return fmt.Errorf("objstore: %w", err)
+		return "", fmt.Errorf("objstore: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	n, err := io.Copy(tmp, ctxReader{ctx, r})
 	if err != nil {
-		return fmt.Errorf("objstore: put %s: %w", key, err)
+		return "", fmt.Errorf("objstore: put %s: %w", key, err)
 	}
 	if size >= 0 && n != size {
-		return fmt.Errorf("objstore: put %s: read %d bytes, want %d", key, n, size)
+		return "", fmt.Errorf("objstore: put %s: read %d bytes, want %d", key, n, size)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("objstore: put %s: %w", key, err)
+		return "", fmt.Errorf("objstore: put %s: %w", key, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("objstore: put %s: %w", key, err)
+		return "", fmt.Errorf("objstore: put %s: %w", key, err)
 	}
 	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("objstore: put %s: %w", key, err)
+		return "", fmt.Errorf("objstore: put %s: %w", key, err)
 	}
-	return syncDir(filepath.Dir(p))
+	return p, nil
 }
 
+// dirSyncs counts the directory syncs of directory stores (tests).
+var dirSyncs atomic.Int64
+
 func syncDir(dir string) error {
+	dirSyncs.Add(1)
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
