@@ -3,6 +3,9 @@ package functions
 import (
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -15,10 +18,13 @@ func FuzzCopyReader(f *testing.F) {
 	m := pgtype.NewMap()
 	ints, _, _ := mapType(m, 1007, -1)
 	f.Fuzz(func(t *testing.T, data []byte, split int) {
+		b := array.NewBuilder(memory.DefaultAllocator, ints.arrow)
+		defer b.Release()
+		dec := ints.bind(b)
 		c := &copyReader{cols: 2, row: func(fields [][]byte) error {
 			for _, fd := range fields {
 				if fd != nil {
-					ints.dec(fd)
+					dec(fd)
 				}
 			}
 			return nil
