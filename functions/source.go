@@ -683,6 +683,14 @@ func smallNumeric(src []byte, p, s int32) (d decimal128.Num, ok bool, err error)
 		}
 		v = v*10000 + int64(g)
 	}
+	// Digits beyond the display scale (never sent by Postgres) are
+	// toDecimal's: pgtype truncates them.
+	for extra, r := 4*(nd-weight-1)-int(binary.BigEndian.Uint16(src[6:])), v; extra > 0 && r != 0; extra-- {
+		if r%10 != 0 {
+			return d, false, nil
+		}
+		r /= 10
+	}
 	// The value is v × 10000^(weight-nd+1); unscaled, × 10^s more.
 	for e := 4*(weight-nd+1) + int(s); e != 0 && v != 0; {
 		if e > 0 {
@@ -693,7 +701,7 @@ func smallNumeric(src []byte, p, s int32) (d decimal128.Num, ok bool, err error)
 			continue
 		}
 		if v%10 != 0 {
-			return d, false, fmt.Errorf("numeric has more than %d decimals", s)
+			return d, false, nil // more decimals than s: toDecimal's error
 		}
 		v, e = v/10, e+1
 	}

@@ -41,3 +41,31 @@ func FuzzCopyReader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSmallNumeric: the int64 decoder of binary numerics agrees with
+// pgtype's and math/big's (toDecimal) on any bytes it takes, value and
+// refusal alike, for DECIMAL(12,3) and DECIMAL(38,10).
+func FuzzSmallNumeric(f *testing.F) {
+	// 12345.678: 2 digits (1, 2345), weight 1, positive, dscale 3, then 6780.
+	f.Add([]byte("\x00\x03\x00\x01\x00\x00\x00\x03\x00\x01\x09\x29\x1a\x7c"))
+	f.Add([]byte("\x00\x01\xff\xff\x40\x00\x00\x04\x00\x05")) // -0.0005
+	f.Add([]byte("\x00\x00\x00\x00\xc0\x00\x00\x00"))         // NaN
+	m := pgtype.NewMap()
+	plan := m.PlanScan(oidNumeric, pgtype.BinaryFormatCode, new(pgtype.Numeric))
+	f.Fuzz(func(t *testing.T, src []byte) {
+		for _, ps := range [][2]int32{{12, 3}, {38, 10}} {
+			d, ok, err := smallNumeric(src, ps[0], ps[1])
+			if !ok && err == nil {
+				continue // toDecimal's
+			}
+			var v pgtype.Numeric
+			if serr := plan.Scan(src, &v); serr != nil {
+				t.Fatalf("%x: smallNumeric took it (%v, %v), pgtype refuses it: %v", src, d, err, serr)
+			}
+			want, werr := toDecimal(v, ps[0], ps[1])
+			if (err != nil) != (werr != nil) || err == nil && d != want {
+				t.Fatalf("%x as DECIMAL(%d,%d): smallNumeric %v, %v; toDecimal %v, %v", src, ps[0], ps[1], d, err, want, werr)
+			}
+		}
+	})
+}
