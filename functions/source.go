@@ -73,20 +73,19 @@ func (s *sourceRef) query() string {
 	return strings.TrimRight(strings.TrimSpace(s.Query), "; \t\r\n")
 }
 
-// sourceTemp is the name under which the appended rows are visible to the
-// appender's INSERT.
+// sourceTemp is the Arrow view the source's rows are inserted from.
 const sourceTemp = "_teatree_source"
 
 // applySource streams the rows of a Postgres source into main.<table>
-// through DuckDB's query appender, inside the caller's transaction.
+// through DuckDB's Arrow scan, inside the caller's transaction.
 //
 // The source is read in one read-only, repeatable-read Postgres
 // transaction: the query is prepared first (one statement that returns
 // rows, with no parameters: the extended protocol refuses more than one
 // statement), which gives the column types, then copied with COPY (query)
-// TO STDOUT (FORMAT binary). Each CopyData message is decoded (pgtype's
-// binary codecs) and appended as it arrives: memory holds one row and the
-// appender's chunk, whatever the number of rows.
+// TO STDOUT (FORMAT binary). Each CopyData message is decoded into Arrow
+// builders as it arrives (streamSource): memory holds a few record
+// batches, whatever the number of rows.
 func applySource(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 	env.Tables.forget() // the source may create the table
 	s := a.Source
