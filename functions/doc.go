@@ -114,9 +114,9 @@
 // append with a source reads the rows of a query or table from a Postgres
 // source named in Env.Sources (configured on the db-manager; an unknown
 // name fails the request): in a read-only transaction, with binary COPY,
-// decoded by pgtype and appended with duckdb-go's query appender inside
-// the caller's transaction, in bounded memory. mapType documents the type
-// map.
+// decoded into Arrow record batches on a goroutine of its own and inserted
+// through DuckDB's Arrow scan inside the caller's transaction, in bounded
+// memory (a few batches). mapType documents the type map.
 //
 // # Errors from Call.Apply
 //

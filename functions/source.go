@@ -2,7 +2,6 @@ package functions
 
 import (
 	"context"
-	"database/sql/driver"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,9 +10,14 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"time"
+	"sync"
+	"sync/atomic"
 
-	"github.com/duckdb/duckdb-go/v2"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/decimal128"
+	"github.com/apache/arrow-go/v18/arrow/extensions"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -69,20 +73,19 @@ func (s *sourceRef) query() string {
 	return strings.TrimRight(strings.TrimSpace(s.Query), "; \t\r\n")
 }
 
-// sourceTemp is the name under which the appended rows are visible to the
-// appender's INSERT.
+// sourceTemp is the Arrow view the source's rows are inserted from.
 const sourceTemp = "_teatree_source"
 
 // applySource streams the rows of a Postgres source into main.<table>
-// through DuckDB's query appender, inside the caller's transaction.
+// through DuckDB's Arrow scan, inside the caller's transaction.
 //
 // The source is read in one read-only, repeatable-read Postgres
 // transaction: the query is prepared first (one statement that returns
 // rows, with no parameters: the extended protocol refuses more than one
 // statement), which gives the column types, then copied with COPY (query)
-// TO STDOUT (FORMAT binary). Each CopyData message is decoded (pgtype's
-// binary codecs) and appended as it arrives: memory holds one row and the
-// appender's chunk, whatever the number of rows.
+// TO STDOUT (FORMAT binary). Each CopyData message is decoded into Arrow
+// builders as it arrives (streamSource): memory holds a few record
+// batches, whatever the number of rows.
 func applySource(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 	env.Tables.forget() // the source may create the table
 	s := a.Source
@@ -151,69 +154,199 @@ func applySource(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 			return Result{}, dbError("create table "+a.Table+" from "+what, err)
 		}
 	}
-	infos := make([]duckdb.TypeInfo, len(cols))
-	names := make([]string, len(cols))
-	for i, c := range cols {
-		infos[i], names[i] = c.info, c.name
+	if !duck.ArrowAvailable {
+		return Result{}, duck.ErrNoArrow
 	}
 	target := a.Table
 	if exists {
 		target = t.Name
 	}
-	insert := "INSERT INTO " + qualified(target) + " BY NAME SELECT * FROM " + sourceTemp
-	var n int64
-	err = env.Conn.Raw(func(dc any) error {
-		dconn, ok := dc.(driver.Conn)
-		if !ok {
-			return fmt.Errorf("connection %T is not a DuckDB driver connection", dc)
-		}
-		app, err := duckdb.NewQueryAppender(dconn, insert, sourceTemp, infos, names)
-		if err != nil {
-			return dbError("open an appender on "+target, err)
-		}
-		vals := make([]driver.Value, len(cols)) // AppendRow copies the values
-		w := &copyReader{cols: len(cols), row: func(fields [][]byte) error {
-			for i, src := range fields {
-				if vals[i] = nil; src == nil {
-					continue
-				}
-				v, err := cols[i].dec(src)
-				if err != nil {
-					return invalid("%s: column %s row %d: %v", what, duck.Ident(cols[i].name), n+1, err)
-				}
-				vals[i] = v
-			}
-			if err := app.AppendRow(vals...); err != nil {
-				return dbError(fmt.Sprintf("append row %d of %s", n+1, what), err)
-			}
-			n++
-			return nil
-		}}
-		_, err = pg.PgConn().CopyTo(ctx, w, "COPY (\n"+q+"\n) TO STDOUT (FORMAT binary)")
-		if err == nil && !w.done {
-			err = errors.New("the COPY ended without its trailer")
-		}
-		if err != nil {
-			app.Clear()
-			app.Close()
-			var pe *pgconn.PgError
-			if w.err != nil {
-				return w.err
-			}
-			if errors.As(err, &pe) {
-				return sourceError(what, fmt.Sprintf("copy after %d rows", n), err)
-			}
-			return fmt.Errorf("%s: copy after %d rows: %w", what, n, err)
-		}
-		if err := app.Close(); err != nil {
-			return dbError("insert the rows of "+what+" into "+target, err)
-		}
-		return nil
-	})
+	n, err := streamSource(ctx, env, pg, what, q, cols, "INSERT INTO "+qualified(target)+" BY NAME SELECT * FROM "+sourceTemp)
 	if err != nil {
 		return Result{}, err
 	}
 	return Result{Tables: []string{target}, Rows: n, Appended: true}, nil
+}
+
+// A source's rows reach DuckDB as Arrow record batches of at most
+// sourceBatchRows rows or sourceBatchBytes bytes of Postgres values (the
+// batch's last row may pass it), with at most sourceBatchesQueued batches
+// decoded ahead of DuckDB's scan. Variables, for the tests.
+var (
+	sourceBatchRows     = 1 << 15
+	sourceBatchBytes    = 8 << 20
+	sourceBatchesQueued = 2
+)
+
+// errSourceStopped ends the COPY of a source when DuckDB's INSERT stopped
+// reading it (its own error is the one to report).
+var errSourceStopped = errors.New("the insert stopped reading the rows")
+
+// streamSource runs insert, which reads the view sourceTemp, while the
+// rows of the source query q are copied from pg into it: the COPY, its
+// decoding and the Arrow batches run on a goroutine of their own, DuckDB's
+// Arrow scan and the INSERT on the caller's, with a bounded queue of
+// batches between them. It returns the number of rows inserted. An error
+// of the source (a bad value, a disconnect) fails the call even where
+// DuckDB would have taken the rows it had: the caller's transaction rolls
+// back, nothing of the source is left.
+func streamSource(ctx context.Context, env Env, pg *pgx.Conn, what, q string, cols []sourceColumn, insert string) (int64, error) {
+	fields := make([]arrow.Field, len(cols))
+	for i, c := range cols {
+		fields[i] = arrow.Field{Name: c.name, Type: c.arrow, Nullable: true}
+	}
+	recs := make(chan arrow.RecordBatch, sourceBatchesQueued)
+	st := &sourceStream{schema: arrow.NewSchema(fields, nil), recs: recs}
+	st.refs.Store(1)
+	defer st.Release()
+	release, err := duck.RegisterArrow(env.Conn, st, sourceTemp)
+	if err != nil {
+		return 0, dbError("scan the rows of "+what, err)
+	}
+	defer release()
+	stop := make(chan struct{})
+	var n int64
+	var copyErr error
+	go func() {
+		defer close(recs)
+		n, copyErr = copySource(ctx, pg, what, q, cols, st.schema, recs, stop)
+		st.mu.Lock()
+		st.err = copyErr
+		st.mu.Unlock()
+	}()
+	_, insErr := env.Conn.ExecContext(ctx, insert)
+	close(stop)
+	for rec := range recs { // until the goroutine is done
+		rec.Release()
+	}
+	switch {
+	case copyErr != nil && (insErr == nil || !errors.Is(copyErr, errSourceStopped)):
+		return 0, copyErr
+	case insErr != nil:
+		return 0, dbError("insert the rows of "+what, insErr)
+	}
+	return n, nil
+}
+
+// copySource copies the rows of q from pg, decodes them into record
+// batches of schema and sends these on recs until the COPY ends or stop
+// is closed. It returns the number of rows decoded.
+func copySource(ctx context.Context, pg *pgx.Conn, what, q string, cols []sourceColumn, schema *arrow.Schema, recs chan<- arrow.RecordBatch, stop <-chan struct{}) (int64, error) {
+	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer rb.Release()
+	builders := rb.Fields()
+	decs := make([]decoder, len(cols))
+	for i, c := range cols {
+		decs[i] = c.bind(builders[i]) // the builders are reset, not replaced, by each batch
+	}
+	var n int64
+	rows, size := 0, 0
+	rb.Reserve(sourceBatchRows)
+	send := func() error {
+		rec := rb.NewRecordBatch()
+		rb.Reserve(sourceBatchRows)
+		rows, size = 0, 0
+		select {
+		case recs <- rec:
+			return nil
+		case <-stop:
+			rec.Release()
+			return errSourceStopped
+		}
+	}
+	w := &copyReader{cols: len(cols), row: func(fields [][]byte) error {
+		for i, src := range fields {
+			if src == nil {
+				builders[i].AppendNull()
+				continue
+			}
+			if err := decs[i](src); err != nil {
+				return invalid("%s: column %s row %d: %v", what, duck.Ident(cols[i].name), n+1, err)
+			}
+			size += len(src)
+		}
+		n++
+		if rows++; rows >= sourceBatchRows || size >= sourceBatchBytes {
+			return send()
+		}
+		return nil
+	}}
+	_, err := pg.PgConn().CopyTo(ctx, w, "COPY (\n"+q+"\n) TO STDOUT (FORMAT binary)")
+	if err == nil && !w.done {
+		err = errors.New("the COPY ended without its trailer")
+	}
+	if err == nil && rows > 0 {
+		if err = send(); err != nil {
+			return n, err
+		}
+	}
+	if err != nil {
+		var pe *pgconn.PgError
+		if w.err != nil {
+			return n, w.err
+		}
+		if errors.As(err, &pe) {
+			return n, sourceError(what, fmt.Sprintf("copy after %d rows", n), err)
+		}
+		return n, fmt.Errorf("%s: copy after %d rows: %w", what, n, err)
+	}
+	return n, nil
+}
+
+// sourceStream is the array.RecordReader DuckDB's Arrow scan reads a
+// source through: the batches copySource sends, then its error. DuckDB
+// calls it from its threads, one call at a time.
+type sourceStream struct {
+	refs   atomic.Int64
+	schema *arrow.Schema
+	recs   <-chan arrow.RecordBatch
+	mu     sync.Mutex // cur and err
+	cur    arrow.RecordBatch
+	err    error
+}
+
+func (s *sourceStream) Retain() { s.refs.Add(1) }
+
+func (s *sourceStream) Release() {
+	if s.refs.Add(-1) == 0 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.cur != nil {
+			s.cur.Release()
+			s.cur = nil
+		}
+	}
+}
+
+func (s *sourceStream) Schema() *arrow.Schema { return s.schema }
+
+func (s *sourceStream) Next() bool {
+	s.mu.Lock()
+	if s.cur != nil {
+		s.cur.Release()
+		s.cur = nil
+	}
+	s.mu.Unlock()
+	rec, ok := <-s.recs
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cur = rec
+	return ok
+}
+
+func (s *sourceStream) RecordBatch() arrow.RecordBatch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur
+}
+
+// Record is RecordBatch (the interface's deprecated name).
+func (s *sourceStream) Record() arrow.RecordBatch { return s.RecordBatch() }
+
+func (s *sourceStream) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // sourceError wraps an error of Postgres about the request's query:
@@ -232,17 +365,22 @@ func sourceError(what, doing string, err error) error {
 }
 
 // sourceColumn is one column of a source: its name, its DuckDB type, the
-// appender's type and the decoder of its binary values.
+// Arrow type DuckDB's Arrow scan reads it as, and the binder of its
+// decoder to the column's Arrow builder.
 type sourceColumn struct {
-	name string
-	duck string
-	info duckdb.TypeInfo
-	dec  decoder
+	name  string
+	duck  string
+	arrow arrow.DataType
+	bind  binder
 }
 
-// decoder turns one binary Postgres value (never NULL) into a value the
-// DuckDB appender takes.
-type decoder func(src []byte) (any, error)
+// binder returns the decoder that appends the binary Postgres values of
+// a column to b, a builder of the column's Arrow type.
+type binder func(b array.Builder) decoder
+
+// decoder appends one binary Postgres value (never NULL) to its builder.
+// An error fails the request: the batch being built is dropped with it.
+type decoder func(src []byte) error
 
 // sourceColumns maps the columns of a Postgres result to DuckDB. See
 // pgTypes for the map; a column of another type is an error naming it
@@ -301,133 +439,205 @@ var arrayElem = map[uint32]uint32{
 	1182: oidDate, 1115: oidTimestamp, 1185: oidTimestamptz, 1187: oidInterval, 1001: oidBytea,
 }
 
-// mapType maps Postgres type oid (with type modifier typmod) to DuckDB:
+// mapType maps Postgres type oid (with type modifier typmod) to DuckDB,
+// through the Arrow type its values are built as:
 //
 //	bool → BOOLEAN; smallint, integer, bigint → SMALLINT, INTEGER, BIGINT;
 //	oid → UINTEGER; real, double precision → FLOAT, DOUBLE;
-//	numeric(p,s) with p ≤ 38 → DECIMAL(p,s), other numeric → DOUBLE
-//	(as DuckDB's postgres_scanner does); text, varchar(n), char(n),
-//	name → VARCHAR; bytea → BLOB; date → DATE; time → TIME;
-//	timestamp → TIMESTAMP; timestamptz → TIMESTAMPTZ; interval →
-//	INTERVAL; uuid → UUID; json, jsonb → JSON; a 1-dimensional array of
-//	any of these (but json) → a LIST of it.
+//	numeric(p,s) with p ≤ 38 → DECIMAL(p,s) (Arrow decimal128), other
+//	numeric → DOUBLE (as DuckDB's postgres_scanner does); text,
+//	varchar(n), char(n), name → VARCHAR; bytea → BLOB; date → DATE
+//	(date32); time → TIME (time64 µs); timestamp → TIMESTAMP (timestamp
+//	µs); timestamptz → TIMESTAMPTZ (timestamp µs, UTC); interval →
+//	INTERVAL (month_day_nano); uuid → UUID (arrow.uuid); json, jsonb →
+//	JSON (a string, cast by the INSERT); a 1-dimensional array of any of
+//	these (but json) → a LIST of it.
 //
-// ok is false for any other type. Values DuckDB cannot hold fail the row
-// with an error naming the column: infinite dates and timestamps, numeric
-// NaN or infinity into a DECIMAL, arrays of more than one dimension.
+// ok is false for any other type. Values teatree does not carry fail the
+// row with an error naming the column: infinite dates and timestamps,
+// numeric NaN or infinity into a DECIMAL, intervals of more than ±292
+// years of time, arrays of more than one dimension.
 func mapType(m *pgtype.Map, oid uint32, typmod int32) (sourceColumn, bool, error) {
 	if elem, ok := arrayElem[oid]; ok {
 		c, ok, err := mapType(m, elem, typmod)
 		if !ok || err != nil {
 			return c, ok, err
 		}
-		info, err := duckdb.NewListInfo(c.info)
-		if err != nil {
-			return c, false, err
-		}
-		return sourceColumn{duck: c.duck + "[]", info: info, dec: listOf(m, oid, c.dec)}, true, nil
+		return sourceColumn{duck: c.duck + "[]", arrow: arrow.ListOf(c.arrow), bind: listOf(c.bind)}, true, nil
 	}
-	prim := func(ddl string, t duckdb.Type, dec decoder) (sourceColumn, bool, error) {
-		info, err := duckdb.NewTypeInfo(t)
-		return sourceColumn{duck: ddl, info: info, dec: dec}, err == nil, err
+	col := func(ddl string, t arrow.DataType, bind binder) (sourceColumn, bool, error) {
+		return sourceColumn{duck: ddl, arrow: t, bind: bind}, true, nil
 	}
 	switch oid {
 	case oidBool:
-		return prim("BOOLEAN", duckdb.TYPE_BOOLEAN, scan(m, oid, func(v bool) (any, error) { return v, nil }))
+		return col("BOOLEAN", arrow.FixedWidthTypes.Boolean, fixed(1, func(b *array.BooleanBuilder, src []byte) { b.Append(src[0] != 0) }))
 	case oidInt2:
-		return prim("SMALLINT", duckdb.TYPE_SMALLINT, scan(m, oid, func(v int16) (any, error) { return v, nil }))
+		return col("SMALLINT", arrow.PrimitiveTypes.Int16, fixed(2, func(b *array.Int16Builder, src []byte) { b.Append(int16(binary.BigEndian.Uint16(src))) }))
 	case oidInt4:
-		return prim("INTEGER", duckdb.TYPE_INTEGER, scan(m, oid, func(v int32) (any, error) { return v, nil }))
+		return col("INTEGER", arrow.PrimitiveTypes.Int32, fixed(4, func(b *array.Int32Builder, src []byte) { b.Append(int32(binary.BigEndian.Uint32(src))) }))
 	case oidInt8:
-		return prim("BIGINT", duckdb.TYPE_BIGINT, scan(m, oid, func(v int64) (any, error) { return v, nil }))
+		return col("BIGINT", arrow.PrimitiveTypes.Int64, fixed(8, func(b *array.Int64Builder, src []byte) { b.Append(int64(binary.BigEndian.Uint64(src))) }))
 	case oidOID:
-		return prim("UINTEGER", duckdb.TYPE_UINTEGER, scan(m, oid, func(v uint32) (any, error) { return v, nil }))
+		return col("UINTEGER", arrow.PrimitiveTypes.Uint32, fixed(4, func(b *array.Uint32Builder, src []byte) { b.Append(binary.BigEndian.Uint32(src)) }))
 	case oidFloat4:
-		return prim("FLOAT", duckdb.TYPE_FLOAT, scan(m, oid, func(v float32) (any, error) { return v, nil }))
+		return col("FLOAT", arrow.PrimitiveTypes.Float32, fixed(4, func(b *array.Float32Builder, src []byte) {
+			b.Append(math.Float32frombits(binary.BigEndian.Uint32(src)))
+		}))
 	case oidFloat8:
-		return prim("DOUBLE", duckdb.TYPE_DOUBLE, scan(m, oid, func(v float64) (any, error) { return v, nil }))
+		return col("DOUBLE", arrow.PrimitiveTypes.Float64, fixed(8, func(b *array.Float64Builder, src []byte) {
+			b.Append(math.Float64frombits(binary.BigEndian.Uint64(src)))
+		}))
 	case oidText, oidVarchar, oidBPChar, oidName:
 		// The binary form of text types is their UTF-8 bytes.
-		return prim("VARCHAR", duckdb.TYPE_VARCHAR, func(src []byte) (any, error) { return string(src), nil })
+		return col("VARCHAR", arrow.BinaryTypes.String, bytesOf())
 	case oidJSON:
-		return prim("JSON", duckdb.TYPE_VARCHAR, func(src []byte) (any, error) { return string(src), nil })
+		return col("JSON", arrow.BinaryTypes.String, bytesOf())
 	case oidJSONB:
 		// Binary jsonb is a version byte (1) and the JSON text.
-		return prim("JSON", duckdb.TYPE_VARCHAR, func(src []byte) (any, error) {
-			if len(src) == 0 || src[0] != 1 {
-				return nil, errors.New("jsonb value of an unknown binary version")
+		return col("JSON", arrow.BinaryTypes.String, func(ab array.Builder) decoder {
+			b := ab.(*array.StringBuilder)
+			return func(src []byte) error {
+				if len(src) == 0 || src[0] != 1 {
+					return errors.New("jsonb value of an unknown binary version")
+				}
+				b.BinaryBuilder.Append(src[1:])
+				return nil
 			}
-			return string(src[1:]), nil
 		})
 	case oidBytea:
-		return prim("BLOB", duckdb.TYPE_BLOB, func(src []byte) (any, error) { return slices.Clone(src), nil })
+		return col("BLOB", arrow.BinaryTypes.Binary, bytesOf())
 	case oidUUID:
-		return prim("UUID", duckdb.TYPE_UUID, scan(m, oid, func(v pgtype.UUID) (any, error) { u := duckdb.UUID(v.Bytes); return &u, nil }))
-	case oidDate:
-		return prim("DATE", duckdb.TYPE_DATE, func(src []byte) (any, error) {
-			if len(src) != 4 {
-				return nil, fmt.Errorf("binary date of %d bytes", len(src))
-			}
-			switch d := int32(binary.BigEndian.Uint32(src)); d {
-			case math.MaxInt32, math.MinInt32:
-				return nil, errors.New("date ±infinity: DuckDB's appender takes finite dates only (filter or cast it in the query)")
-			default:
-				return time.Unix(int64(d)*86_400+pgEpochUnix, 0).UTC(), nil
+		return col("UUID", extensions.NewUUIDType(), func(ab array.Builder) decoder {
+			b := ab.(*extensions.UUIDBuilder)
+			return func(src []byte) error {
+				if len(src) != 16 {
+					return fmt.Errorf("binary uuid of %d bytes", len(src))
+				}
+				b.AppendBytes([16]byte(src))
+				return nil
 			}
 		})
+	case oidDate:
+		return col("DATE", arrow.FixedWidthTypes.Date32, fallible(4, func(b *array.Date32Builder, src []byte) error {
+			switch d := int32(binary.BigEndian.Uint32(src)); d {
+			case math.MaxInt32, math.MinInt32:
+				return errors.New("date ±infinity: teatree takes finite dates only (filter or cast it in the query)")
+			default:
+				b.Append(arrow.Date32(d + pgEpochDays))
+				return nil
+			}
+		}))
 	case oidTime:
-		return prim("TIME", duckdb.TYPE_TIME, scan(m, oid, func(v pgtype.Time) (any, error) {
-			return time.UnixMicro(v.Microseconds).UTC(), nil
+		return col("TIME", arrow.FixedWidthTypes.Time64us, fixed(8, func(b *array.Time64Builder, src []byte) {
+			b.Append(arrow.Time64(binary.BigEndian.Uint64(src)))
 		}))
 	case oidTimestamp:
-		return prim("TIMESTAMP", duckdb.TYPE_TIMESTAMP, pgTimestamp)
+		return col("TIMESTAMP", &arrow.TimestampType{Unit: arrow.Microsecond}, pgTimestamp)
 	case oidTimestamptz:
-		return prim("TIMESTAMPTZ", duckdb.TYPE_TIMESTAMP_TZ, pgTimestamp)
+		return col("TIMESTAMPTZ", &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, pgTimestamp)
 	case oidInterval:
-		return prim("INTERVAL", duckdb.TYPE_INTERVAL, scan(m, oid, func(v pgtype.Interval) (any, error) {
-			return duckdb.Interval{Months: v.Months, Days: v.Days, Micros: v.Microseconds}, nil
+		// Binary interval: microseconds (int64), days, months (int32).
+		return col("INTERVAL", arrow.FixedWidthTypes.MonthDayNanoInterval, fallible(16, func(b *array.MonthDayNanoIntervalBuilder, src []byte) error {
+			us := int64(binary.BigEndian.Uint64(src))
+			if us > math.MaxInt64/1000 || us < math.MinInt64/1000 {
+				return errors.New("an interval of more than ±292 years of hours, minutes and seconds: teatree carries it in nanoseconds (cast it in the query)")
+			}
+			b.Append(arrow.MonthDayNanoInterval{Months: int32(binary.BigEndian.Uint32(src[12:])), Days: int32(binary.BigEndian.Uint32(src[8:])), Nanoseconds: us * 1000})
+			return nil
 		}))
 	case oidNumeric:
 		// typmod is ((precision << 16) | scale) + 4, or -1 for numeric
 		// without precision.
 		p, s := (typmod-4)>>16&0xffff, (typmod-4)&0xffff
 		if typmod < 4 || p < 1 || p > 38 {
-			return prim("DOUBLE", duckdb.TYPE_DOUBLE, scan(m, oid, func(v float64) (any, error) { return v, nil }))
+			return col("DOUBLE", arrow.PrimitiveTypes.Float64, scan(m, oid, func(b *array.Float64Builder, v float64) error { b.Append(v); return nil }))
 		}
-		info, err := duckdb.NewDecimalInfo(uint8(p), uint8(s))
-		if err != nil {
-			return sourceColumn{}, false, err
-		}
-		return sourceColumn{duck: fmt.Sprintf("DECIMAL(%d,%d)", p, s), info: info, dec: scan(m, oid, func(v pgtype.Numeric) (any, error) {
-			return toDecimal(v, uint8(p), uint8(s))
-		})}, true, nil
+		slow := scan(m, oid, func(b *array.Decimal128Builder, v pgtype.Numeric) error {
+			d, err := toDecimal(v, p, s)
+			if err == nil {
+				b.Append(d)
+			}
+			return err
+		})
+		return col(fmt.Sprintf("DECIMAL(%d,%d)", p, s), &arrow.Decimal128Type{Precision: p, Scale: s}, func(ab array.Builder) decoder {
+			b, slowDec := ab.(*array.Decimal128Builder), slow(ab)
+			return func(src []byte) error {
+				d, ok, err := smallNumeric(src, p, s)
+				switch {
+				case err != nil:
+					return err
+				case !ok:
+					return slowDec(src)
+				}
+				b.Append(d)
+				return nil
+			}
+		})
 	}
 	return sourceColumn{}, false, nil
 }
 
 // pgEpochUnix is the origin of Postgres' binary dates and timestamps,
-// 2000-01-01 00:00 UTC, in seconds since the Unix epoch.
-const pgEpochUnix = 946_684_800
+// 2000-01-01 00:00 UTC, in seconds since the Unix epoch; pgEpochDays the
+// same in days.
+const (
+	pgEpochUnix = 946_684_800
+	pgEpochDays = pgEpochUnix / 86_400
+)
 
-// pgTimestamp decodes a binary timestamp or timestamptz (microseconds
-// since pgEpoch, in UTC for timestamptz) without pgtype's scan plan: it was
-// a tenth of the time of a source append.
-func pgTimestamp(src []byte) (any, error) {
-	if len(src) != 8 {
-		return nil, fmt.Errorf("binary timestamp of %d bytes", len(src))
-	}
-	switch us := int64(binary.BigEndian.Uint64(src)); us {
-	case math.MaxInt64, math.MinInt64:
-		return nil, errors.New("timestamp ±infinity: DuckDB's appender takes finite timestamps only (filter or cast it in the query)")
-	default:
-		return time.UnixMicro(us + pgEpochUnix*1_000_000).UTC(), nil
+// fixed is the binder of a type of size bytes whose decoding cannot fail.
+func fixed[B array.Builder](size int, put func(b B, src []byte)) binder {
+	return fallible(size, func(b B, src []byte) error { put(b, src); return nil })
+}
+
+// fallible is the binder of a type of size bytes.
+func fallible[B array.Builder](size int, put func(b B, src []byte) error) binder {
+	return func(ab array.Builder) decoder {
+		b := ab.(B)
+		return func(src []byte) error {
+			if len(src) != size {
+				return fmt.Errorf("a binary value of %d bytes, %d expected", len(src), size)
+			}
+			return put(b, src)
+		}
 	}
 }
 
-// toDecimal converts a numeric to a DECIMAL(p,s) value.
-func toDecimal(v pgtype.Numeric, p, s uint8) (any, error) {
+// bytesOf is the binder of the text and bytea types, appended as they
+// are to a string or binary builder.
+func bytesOf() binder {
+	return func(ab array.Builder) decoder {
+		var b *array.BinaryBuilder
+		switch t := ab.(type) {
+		case *array.StringBuilder:
+			b = t.BinaryBuilder
+		case *array.BinaryBuilder:
+			b = t
+		}
+		return func(src []byte) error { b.Append(src); return nil }
+	}
+}
+
+// pgTimestamp decodes a binary timestamp or timestamptz (microseconds
+// since 2000-01-01, in UTC for timestamptz) into microseconds since the
+// Unix epoch.
+var pgTimestamp = fallible(8, func(b *array.TimestampBuilder, src []byte) error {
+	switch us := int64(binary.BigEndian.Uint64(src)); {
+	case us == math.MaxInt64 || us == math.MinInt64:
+		return errors.New("timestamp ±infinity: teatree takes finite timestamps only (filter or cast it in the query)")
+	case us > math.MaxInt64-pgEpochUnix*1_000_000:
+		return errors.New("timestamp beyond DuckDB's range (the year 294246)")
+	default:
+		b.Append(arrow.Timestamp(us + pgEpochUnix*1_000_000))
+		return nil
+	}
+})
+
+// toDecimal converts a numeric to the unscaled 128-bit value of a
+// DECIMAL(p,s).
+func toDecimal(v pgtype.Numeric, p, s int32) (decimal128.Num, error) {
 	if v.NaN || v.InfinityModifier != pgtype.Finite {
-		return nil, fmt.Errorf("numeric %s does not fit DECIMAL(%d,%d)", map[bool]string{true: "NaN", false: "infinity"}[v.NaN], p, s)
+		return decimal128.Num{}, fmt.Errorf("numeric %s does not fit DECIMAL(%d,%d)", map[bool]string{true: "NaN", false: "infinity"}[v.NaN], p, s)
 	}
 	val := new(big.Int).Set(v.Int)
 	ten := big.NewInt(10)
@@ -437,70 +647,139 @@ func toDecimal(v pgtype.Numeric, p, s uint8) (any, error) {
 		var rem big.Int
 		val.QuoRem(val, new(big.Int).Exp(ten, big.NewInt(-e), nil), &rem)
 		if rem.Sign() != 0 {
-			return nil, fmt.Errorf("numeric has more than %d decimals", s)
+			return decimal128.Num{}, fmt.Errorf("numeric has more than %d decimals", s)
 		}
 	}
-	return duckdb.Decimal{Width: p, Scale: s, Value: val}, nil
+	d := decimal128.FromBigInt(val)
+	if !d.FitsInPrecision(p) {
+		return decimal128.Num{}, fmt.Errorf("numeric has more than %d digits", p)
+	}
+	return d, nil
 }
 
-// scan is the decoder of a type scanned by pgtype into T and converted.
-func scan[T any](m *pgtype.Map, oid uint32, conv func(T) (any, error)) decoder {
+// smallNumeric decodes the binary numerics whose unscaled DECIMAL(p,s)
+// value fits an int64 and has at most 4 base-10000 digits, without
+// math/big (toDecimal took two thirds of the decoding of a table with a
+// numeric column); ok is false for the others (NaN and infinity too),
+// which toDecimal converts. The binary numeric: the number of digits,
+// the weight of the first (a power of 10000), the sign, the display
+// scale, then the digits (int16 each, 0 to 9999).
+func smallNumeric(src []byte, p, s int32) (d decimal128.Num, ok bool, err error) {
+	if len(src) < 8 {
+		return d, false, nil
+	}
+	nd := int(binary.BigEndian.Uint16(src))
+	weight := int(int16(binary.BigEndian.Uint16(src[2:])))
+	sign := binary.BigEndian.Uint16(src[4:])
+	if nd > 4 || len(src) != 8+2*nd || (sign != 0 && sign != 0x4000) {
+		return d, false, nil
+	}
+	var v int64
+	for i := range nd {
+		g := binary.BigEndian.Uint16(src[8+2*i:])
+		if g > 9999 {
+			return d, false, nil
+		}
+		v = v*10000 + int64(g)
+	}
+	// Digits beyond the display scale (never sent by Postgres) are
+	// toDecimal's: pgtype truncates them.
+	for extra, r := 4*(nd-weight-1)-int(binary.BigEndian.Uint16(src[6:])), v; extra > 0 && r != 0; extra-- {
+		if r%10 != 0 {
+			return d, false, nil
+		}
+		r /= 10
+	}
+	// The value is v × 10000^(weight-nd+1); unscaled, × 10^s more.
+	for e := 4*(weight-nd+1) + int(s); e != 0 && v != 0; {
+		if e > 0 {
+			if v > math.MaxInt64/10 {
+				return d, false, nil
+			}
+			v, e = v*10, e-1
+			continue
+		}
+		if v%10 != 0 {
+			return d, false, nil // more decimals than s: toDecimal's error
+		}
+		v, e = v/10, e+1
+	}
+	if sign == 0x4000 {
+		v = -v
+	}
+	d = decimal128.FromI64(v)
+	if !d.FitsInPrecision(p) {
+		return d, false, fmt.Errorf("numeric has more than %d digits", p)
+	}
+	return d, true, nil
+}
+
+// scan is the binder of a type scanned by pgtype into T and appended by
+// put.
+func scan[B array.Builder, T any](m *pgtype.Map, oid uint32, put func(b B, v T) error) binder {
 	plan := m.PlanScan(oid, pgtype.BinaryFormatCode, new(T))
-	return func(src []byte) (any, error) {
-		var v T
-		if err := plan.Scan(src, &v); err != nil {
-			return nil, err
+	return func(ab array.Builder) decoder {
+		b := ab.(B)
+		return func(src []byte) error {
+			var v T
+			if err := plan.Scan(src, &v); err != nil {
+				return err
+			}
+			return put(b, v)
 		}
-		return conv(v)
 	}
 }
 
-// listOf is the decoder of a 1-dimensional array of oid whose elements
-// elem decodes; NULL elements stay NULL.
-func listOf(m *pgtype.Map, oid uint32, elem decoder) decoder {
-	return func(src []byte) (any, error) {
-		// The binary array: ndim, has-null flag, element oid, then per
-		// dimension its length and lower bound, then the elements, each
-		// a length (-1: NULL) and its bytes.
-		if len(src) < 12 {
-			return nil, errors.New("short binary array")
-		}
-		ndim := int32(binary.BigEndian.Uint32(src))
-		switch {
-		case ndim == 0:
-			return []any{}, nil
-		case ndim != 1:
-			return nil, fmt.Errorf("an array of %d dimensions: only 1-dimensional arrays map to a DuckDB LIST (unnest or cast it in the query)", ndim)
-		case len(src) < 20:
-			return nil, errors.New("short binary array")
-		}
-		n := int(int32(binary.BigEndian.Uint32(src[12:])))
-		b := src[20:]
-		if n < 0 || n > len(b)/4 { // each element has at least its length
-			return nil, errors.New("short binary array")
-		}
-		out := make([]any, 0, n)
-		for range n {
-			if len(b) < 4 {
-				return nil, errors.New("short binary array")
+// listOf is the binder of a 1-dimensional array whose elements elem
+// binds; NULL elements stay NULL.
+func listOf(elem binder) binder {
+	return func(ab array.Builder) decoder {
+		b := ab.(*array.ListBuilder)
+		vb := b.ValueBuilder()
+		dec := elem(vb)
+		return func(src []byte) error {
+			// The binary array: ndim, has-null flag, element oid, then per
+			// dimension its length and lower bound, then the elements, each
+			// a length (-1: NULL) and its bytes.
+			if len(src) < 12 {
+				return errors.New("short binary array")
 			}
-			l := int32(binary.BigEndian.Uint32(b))
-			b = b[4:]
-			if l < 0 {
-				out = append(out, nil)
-				continue
+			ndim := int32(binary.BigEndian.Uint32(src))
+			switch {
+			case ndim == 0:
+				b.Append(true)
+				return nil
+			case ndim != 1:
+				return fmt.Errorf("an array of %d dimensions: only 1-dimensional arrays map to a DuckDB LIST (unnest or cast it in the query)", ndim)
+			case len(src) < 20:
+				return errors.New("short binary array")
 			}
-			if int(l) > len(b) {
-				return nil, errors.New("short binary array")
+			n := int(int32(binary.BigEndian.Uint32(src[12:])))
+			e := src[20:]
+			if n < 0 || n > len(e)/4 { // each element has at least its length
+				return errors.New("short binary array")
 			}
-			v, err := elem(b[:l])
-			if err != nil {
-				return nil, err
+			b.Append(true)
+			for range n {
+				if len(e) < 4 {
+					return errors.New("short binary array")
+				}
+				l := int32(binary.BigEndian.Uint32(e))
+				e = e[4:]
+				if l < 0 {
+					vb.AppendNull()
+					continue
+				}
+				if int(l) > len(e) {
+					return errors.New("short binary array")
+				}
+				if err := dec(e[:l]); err != nil {
+					return err
+				}
+				e = e[l:]
 			}
-			out = append(out, v)
-			b = b[l:]
+			return nil
 		}
-		return out, nil
 	}
 }
 

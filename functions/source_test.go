@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
@@ -121,5 +122,90 @@ func TestAppendFromPostgresRefusals(t *testing.T) {
 		if !errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an ErrInvalid containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// smallBatches makes the source's Arrow batches 7 rows long, one queued,
+// for the test: every source of more than 7 rows crosses batches while
+// DuckDB's scan reads them.
+func smallBatches(t *testing.T) {
+	rows, queued := sourceBatchRows, sourceBatchesQueued
+	sourceBatchRows, sourceBatchesQueued = 7, 1
+	t.Cleanup(func() { sourceBatchRows, sourceBatchesQueued = rows, queued })
+}
+
+// TestAppendFromPostgresBatches: 1000 rows of numerics (both decoders:
+// the int64 one and math/big's beyond 4 base-10000 digits), arrays and
+// NULLs cross many small Arrow batches and arrive as Postgres renders
+// them.
+func TestAppendFromPostgresBatches(t *testing.T) {
+	smallBatches(t)
+	m := newModel(t)
+	url := pgSource(t, `CREATE TABLE nums AS SELECT g,
+		CASE WHEN g % 5 = 0 THEN NULL ELSE (g * 1234.567 - 600000)::numeric(12,3) END AS small,
+		(g::numeric * 98765432109876543.21 / 7)::numeric(38,4) AS big,
+		(-g / 8.0)::numeric(6,1) AS neg,
+		0.0001 * g AS unbounded,
+		CASE WHEN g % 3 = 0 THEN NULL ELSE ARRAY[g, NULL, -g] END AS arr,
+		'row ' || g AS s
+		FROM generate_series(1, 1000) g`)
+	m.sources = map[string]string{"crm": url}
+	if res := m.mustApply("append", `{"table":"nums","source":{"name":"crm","table":"nums"}}`); res.Rows != 1000 {
+		t.Fatalf("append: %+v", res)
+	}
+	got := m.rows(`SELECT g, small::VARCHAR, big::VARCHAR, neg::VARCHAR, arr::VARCHAR, s FROM nums ORDER BY g`)
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	rows, err := pg.Query(ctx, `SELECT concat_ws('|', g, coalesce(small::text, 'NULL'), big::text, neg::text,
+		coalesce('[' || array_to_string(arr, ', ', 'NULL') || ']', 'NULL'), s) FROM nums ORDER BY g`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rows (-Postgres +DuckDB):\n%s", diff)
+	}
+	if got := m.rows("SELECT typeof(unbounded), round(sum(unbounded), 4) FROM nums GROUP BY 1"); !cmp.Equal(got, []string{"DOUBLE|50.05"}) {
+		t.Errorf("unbounded numeric: %v", got)
+	}
+}
+
+// TestAppendFromPostgresStreamFails: a source whose server ends the
+// connection after hundreds of rows (many batches already in DuckDB's
+// table), and an INSERT that DuckDB refuses midway (the COPY still
+// running, stopped), each fail the request alone and promptly, with
+// their own error, and leave the table as it was.
+func TestAppendFromPostgresStreamFails(t *testing.T) {
+	smallBatches(t)
+	m := newModel(t)
+	m.sources = map[string]string{"crm": pgSource(t, `SELECT 1`)}
+	m.exec("CREATE TABLE t (n INTEGER CHECK (n < 300), v VARCHAR)")
+	m.exec("INSERT INTO t VALUES (0, 'kept')")
+	dies := `SELECT g AS n, CASE WHEN g = 250 THEN pg_terminate_backend(pg_backend_pid())::text ELSE 'row ' || g END AS v FROM generate_series(1, 100000) g`
+	_, err := m.apply("append", `{"table":"t","source":{"name":"crm","query":"`+dies+`"}}`)
+	if err == nil || errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), "source crm: copy after") || strings.Contains(err.Error(), "after 0 rows") {
+		t.Errorf("disconnect: %v, want a source error that is not the request's fault", err)
+	}
+	start := time.Now()
+	_, err = m.apply("append", `{"table":"t","source":{"name":"crm","query":"SELECT g AS n, 'x' AS v FROM generate_series(1, 5000000) g"}}`)
+	if err == nil || !strings.Contains(err.Error(), "CHECK constraint") {
+		t.Errorf("refused insert: %v, want DuckDB's CHECK constraint error", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("the refused insert took %s: the COPY was not stopped", d)
+	}
+	if got := m.rows("SELECT count(*), max(n) FROM t"); !cmp.Equal(got, []string{"1|0"}) {
+		t.Errorf("t after the failures: %v, want its one row", got)
+	}
+	// The connection is usable after both.
+	if res := m.mustApply("append", `{"table":"t","source":{"name":"crm","query":"SELECT 1 AS n, 'one' AS v"}}`); res.Rows != 1 {
+		t.Errorf("append after the failures: %+v", res)
 	}
 }
