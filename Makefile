@@ -32,7 +32,7 @@ k8s-test-bins: ## build and cache etcd, kube-apiserver, kube-controller-manager 
 test: fmt vet data ## vet and run every test with the race detector (real NATS, Postgres, DuckDB, MinIO, a Kubernetes control plane, the flights data)
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 
-chaos: data fuzz ## bounded fuzzing (26 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
+chaos: data fuzz ## bounded fuzzing (27 targets, 30 s each), then the full fault-injection run (10,000 requests, 200 faults; about 15 minutes)
 	$(GO) test -count=1 -tags chaos,duckdb_arrow -run '^TestChaosFull$$' -v -timeout 80m ./internal/chaos $(CHAOSFLAGS)
 
 FUZZTIME ?= 30s
@@ -56,6 +56,7 @@ fuzz: ## run every fuzz target for FUZZTIME (30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateRequestPayload$$' -fuzztime $(FUZZTIME) ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzDuckGist$$' -fuzztime $(FUZZTIME) ./functions
 	$(GO) test -run '^$$' -fuzz '^FuzzModuleOutput$$' -fuzztime $(FUZZTIME) ./functions
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeStream$$' -fuzztime $(FUZZTIME) ./udf/sdk
 	$(GO) test -run '^$$' -fuzz '^FuzzFiniteJSON$$' -fuzztime $(FUZZTIME) ./internal/cli
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMap$$' -fuzztime $(FUZZTIME) ./blocks
 	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./blocks
