@@ -268,3 +268,34 @@ func FuzzDecodeStream(f *testing.F) {
 		}
 	})
 }
+
+// TestSliceHelpers: Valid reads a sliced column's bitmap at its offset;
+// StringArray and Float64Array give the columns a builder would.
+func TestSliceHelpers(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	b := array.NewInt64Builder(mem)
+	b.AppendValues([]int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, []bool{true, false, true, true, true, true, true, true, true, false})
+	col := b.NewArray()
+	if Valid(col.(*array.Int64)) == nil || Valid(array.NewSlice(col, 2, 9)) != nil {
+		t.Fatal("Valid: nil only without nulls")
+	}
+	if v := Valid(array.NewSlice(col, 1, 10)); len(v) != 9 || v[0] || !v[1] || v[8] {
+		t.Fatalf("Valid of a slice %v", v)
+	}
+	valid := []bool{true, false, true, true}
+	got := StringArray([]string{"a", "ignored", "", "ccc"}, valid)
+	sb := array.NewStringBuilder(mem)
+	sb.AppendValues([]string{"a", "", "", "ccc"}, valid)
+	if want := sb.NewArray(); !array.Equal(got, want) {
+		t.Fatalf("StringArray %v, want %v", got, want)
+	}
+	if got := StringArray(nil, nil); got.Len() != 0 {
+		t.Fatal("StringArray of nothing")
+	}
+	f := Float64Array([]float64{1.5, 99, 3}, []bool{true, false, true})
+	fb := array.NewFloat64Builder(mem)
+	fb.AppendValues([]float64{1.5, 0, 3}, []bool{true, false, true})
+	if want := fb.NewArray(); !array.Equal(f, want) {
+		t.Fatalf("Float64Array %v, want %v", f, want)
+	}
+}
