@@ -10,12 +10,14 @@ import (
 // The ABI's exports (docs/wasm.md).
 
 // pinned holds the buffers teatree_alloc handed out until the next
-// teatree_process has read them; out holds the last output (or error)
-// until the next call.
+// teatree_process has read them, free those it may hand out again; last
+// holds the last output (or error) until the next call; out is the
+// buffer the lean encoder writes into, reused by the next call (the host
+// has copied the output by then).
 var (
-	pinned [][]uint64
-	out    []byte
-	calls  int
+	pinned, free [][]uint64
+	out, last    []byte
+	calls        int
 )
 
 // gcEvery is how many calls go between collections: a batch of 2048 rows
@@ -34,29 +36,50 @@ func alloc(size int32) int32 {
 	if size < 0 {
 		return 0
 	}
-	b := make([]uint64, (int(size)+7)/8+1)
+	words := (int(size)+7)/8 + 1
+	var b []uint64
+	for i, f := range free {
+		if len(f) >= words {
+			b = f
+			free = append(free[:i], free[i+1:]...)
+			break
+		}
+	}
+	if b == nil {
+		b = make([]uint64, words)
+	}
 	pinned = append(pinned, b)
 	return int32(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 }
 
 //go:wasmexport teatree_process
 func process(in, inLen, params, paramsLen int32) int64 {
-	res, err := Run(view(in, inLen), view(params, paramsLen))
+	res, err := run(out[:0], view(in, inLen), view(params, paramsLen))
+	// The input buffers go back to the free list: the next call's input
+	// is about as large, so a request allocates them once.
+	free = append(free, pinned...)
 	clear(pinned)
 	pinned = pinned[:0]
+	if len(free) > 4 {
+		clear(free[4:])
+		free = free[:4]
+	}
 	// Goroutines do not run between calls of a reactor, so Go's
 	// background collector may never finish a cycle: collect here every
-	// gcEvery calls, where the live heap is the last output only.
+	// gcEvery calls, where the live heap is the buffers above and the
+	// output.
 	if calls++; calls%gcEvery == 0 {
-		out = nil
 		runtime.GC()
 	}
 	if err != nil {
-		out = []byte(err.Error())
-		return int64(pack(out) | 1<<63)
+		last = []byte(err.Error())
+		return int64(pack(last) | 1<<63)
 	}
-	out = res
-	return int64(pack(out))
+	if cap(res) >= cap(out) {
+		out = res
+	}
+	last = res
+	return int64(pack(last))
 }
 
 func view(p, n int32) []byte {

@@ -14,7 +14,6 @@ import (
 	"math"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/teatree/teatree/udf/sdk"
 )
@@ -51,17 +50,28 @@ func distance(rec arrow.RecordBatch, raw json.RawMessage) ([]arrow.RecordBatch, 
 		}
 		arrs[i] = a
 	}
-	b := array.NewFloat64Builder(sdk.Mem)
-	defer b.Release()
-	b.Reserve(int(rec.NumRows()))
-	for r := range int(rec.NumRows()) {
-		if arrs[0].IsNull(r) || arrs[1].IsNull(r) || arrs[2].IsNull(r) || arrs[3].IsNull(r) {
-			b.AppendNull()
-			continue
+	// Plain slices, no builder: under Go's wasm backend a builder's
+	// Append per row is the batch's main cost.
+	var valid []bool // nil: no nulls
+	for _, a := range arrs {
+		v := sdk.Valid(a)
+		switch {
+		case v == nil:
+		case valid == nil:
+			valid = v
+		default:
+			for r := range valid {
+				valid[r] = valid[r] && v[r]
+			}
 		}
-		b.UnsafeAppend(Haversine(cols[0][r], cols[1][r], cols[2][r], cols[3][r]))
 	}
-	col := b.NewArray()
+	dist := make([]float64, rec.NumRows())
+	for r := range dist {
+		// A null row's value is computed from undefined inputs and
+		// masked by valid.
+		dist[r] = Haversine(cols[0][r], cols[1][r], cols[2][r], cols[3][r])
+	}
+	col := sdk.Float64Array(dist, valid)
 	defer col.Release()
 	return []arrow.RecordBatch{sdk.With(rec, arrow.Field{Name: p.As, Type: arrow.PrimitiveTypes.Float64, Nullable: true}, col)}, nil
 }

@@ -1,0 +1,77 @@
+package udf_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/teatree/teatree/udf"
+	"github.com/teatree/teatree/udf/examples/delayclass/class"
+	"github.com/teatree/teatree/udf/sdk"
+)
+
+// flightsBatch is one input batch of teabench scenario 6: 2048 rows of
+// int16 delay (every 50th null) and int16 distance, as an Arrow IPC
+// stream.
+func flightsBatch(tb testing.TB) []byte {
+	tb.Helper()
+	mem := memory.NewGoAllocator()
+	d, s := array.NewInt16Builder(mem), array.NewInt16Builder(mem)
+	for i := range 2048 {
+		if i%50 == 0 {
+			d.AppendNull()
+		} else {
+			d.Append(int16(i%200 - 30))
+		}
+		s.Append(int16(i % 3000))
+	}
+	schema := arrow.NewSchema([]arrow.Field{{Name: "delay", Type: arrow.PrimitiveTypes.Int16, Nullable: true}, {Name: "distance", Type: arrow.PrimitiveTypes.Int16, Nullable: true}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{d.NewArray(), s.NewArray()}, 2048)
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schema))
+	if err := w.Write(rec); err != nil {
+		tb.Fatal(err)
+	}
+	w.Close()
+	return buf.Bytes()
+}
+
+// BenchmarkProcess is one batch of scenario 6 through the delayclass
+// module (wasm, one instance for every batch, as a request does) and
+// through the SDK's Run natively (the same handler): the module's cost
+// per batch without DuckDB around it.
+//
+//	go test -run '^$' -bench BenchmarkProcess -cpuprofile cpu.out ./udf
+func BenchmarkProcess(b *testing.B) {
+	in := flightsBatch(b)
+	params := []byte("{}")
+	b.Run("wasm", func(b *testing.B) {
+		ctx := context.Background()
+		inst, err := host.Instantiate(ctx, udf.Digest(modules["delayclass"]), modules["delayclass"], udf.Limits{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer inst.Close(ctx)
+		b.ResetTimer()
+		for range b.N {
+			if _, err := inst.Process(ctx, in, params); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(2048*b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+	b.Run("native", func(b *testing.B) {
+		sdk.Handle(class.Map)
+		for range b.N {
+			if _, err := sdk.Run(in, params); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(2048*b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+}
