@@ -801,17 +801,6 @@ func (m *Manager) afterPublish(ctx context.Context, c cut) {
 		m.log.Warn("retention", "err", err)
 		return
 	}
-	// Versions expire after every publication; the sweep of the store
-	// (listing every object of the namespace) runs at most every
-	// sweepEvery: it was most of a small version's publication, and what
-	// it deletes waits out the grace anyway.
-	if !m.lastSweep.IsZero() && time.Since(m.lastSweep) < sweepEvery(m.cfg.BlockGrace) {
-		if _, err := m.ctl.ExpireVersions(ctx, m.cfg.Model, max(mdl.Retention, 1), m.epoch); err != nil {
-			m.log.Warn("retention", "err", err)
-		}
-		return
-	}
-	m.lastSweep = time.Now()
 	// Blocks and data files keep their grace: a reader may be pulling or
 	// reading a version that expires now.
 	res, err := retention.Run(ctx, m.ctl, m.store, m.cfg.Model, mdl.Retention, m.epoch, m.cfg.BlockGrace)
@@ -823,10 +812,6 @@ func (m *Manager) afterPublish(ctx context.Context, c cut) {
 		m.log.Info("retention", "expired_versions", res.Versions, "deleted_objects", res.Objects, "deleted_blocks", res.Blocks, "freed_block_bytes", res.BlockBytes, "deleted_modules", res.Modules)
 	}
 }
-
-// sweepEvery is how often retention sweeps the object store after a
-// publication: a tenth of the grace, at most a minute (0: every time).
-func sweepEvery(grace time.Duration) time.Duration { return min(grace/10, time.Minute) }
 
 // blockUpload is the upload of a cut's blocks that runs while the cut
 // writes its data files (startUpload).
