@@ -58,6 +58,7 @@ type Manager struct {
 	position      atomic.Uint64 // last applied stream sequence (committed)
 	committed     chan struct{} // a batch committed: wake the publisher
 	published     int           // versions published since start (GC cadence)
+	lastSweep     time.Time     // when retention last swept the namespace (afterPublish)
 	duckdbVersion string        // of the DuckDB library (lineage)
 
 	// The live file as a snapshot (see cut): liveMu is held by the applier

@@ -802,8 +802,16 @@ func (m *Manager) afterPublish(ctx context.Context, c cut) {
 		return
 	}
 	// Blocks and data files keep their grace: a reader may be pulling or
-	// reading a version that expires now.
-	res, err := retention.Run(ctx, m.ctl, m.store, m.cfg.Model, mdl.Retention, m.epoch, m.cfg.BlockGrace)
+	// reading a version that expires now. Versions expire (and their
+	// snapshot objects go) after every publication; the sweep of the
+	// namespace's data files, blocks and modules, which lists every one of
+	// them and deletes nothing younger than the grace, at most every
+	// sweepEvery.
+	run := retention.Expire
+	if m.lastSweep.IsZero() || time.Since(m.lastSweep) >= sweepEvery(m.cfg.BlockGrace) {
+		run, m.lastSweep = retention.Run, time.Now()
+	}
+	res, err := run(ctx, m.ctl, m.store, m.cfg.Model, mdl.Retention, m.epoch, m.cfg.BlockGrace)
 	if err != nil {
 		m.log.Warn("retention", "err", err)
 		return
@@ -886,6 +894,10 @@ type tableFile struct {
 	table string
 	file  dataFile
 }
+
+// sweepEvery is how often the db-manager sweeps the object store after a
+// publication: a tenth of the block grace, at most a minute.
+func sweepEvery(grace time.Duration) time.Duration { return min(grace/10, time.Minute) }
 
 // upload puts the local file at key in s and returns the bytes put, unless an object of the same size is
 // there already (a resumed publication). An object of another size is never

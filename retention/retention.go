@@ -100,13 +100,32 @@ type Result struct {
 // as the grace (0 means none: tests). An error reading a block map
 // deletes no block; the other deletions of the run stand.
 func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string, keep int, epoch int64, grace time.Duration) (Result, error) {
-	var res Result
+	res, found, err := expire(ctx, ctl, store, m, keep, epoch, grace)
+	if err != nil || !found {
+		return res, err
+	}
+	return sweep(ctx, ctl, store, m, grace, res)
+}
+
+// Expire is Run's first part: it keeps the newest keep versions of model
+// m and deletes the snapshot and manifest objects of the versions older
+// than the oldest retained one (a block map expired within grace stays).
+// It lists only m's version objects; the sweep of the namespace's data
+// files, blocks and modules, which waits out the grace, is Run's.
+func Expire(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string, keep int, epoch int64, grace time.Duration) (Result, error) {
+	res, _, err := expire(ctx, ctl, store, m, keep, epoch, grace)
+	return res, err
+}
+
+// expire is Expire; found is false when m has no retained version (Run then
+// sweeps nothing).
+func expire(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string, keep int, epoch int64, grace time.Duration) (res Result, found bool, err error) {
 	if keep < 1 {
 		keep = 1
 	}
 	expired, err := ctl.ExpireVersions(ctx, m, keep, epoch)
 	if err != nil {
-		return res, fmt.Errorf("retention: %w", err)
+		return res, false, fmt.Errorf("retention: %w", err)
 	}
 	res.Versions = len(expired)
 	// Snapshots and manifests of versions older than the oldest retained
@@ -114,16 +133,16 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 	// version being published.
 	retained, err := ctl.ListVersions(ctx, m, false)
 	if err != nil {
-		return res, fmt.Errorf("retention: %w", err)
+		return res, false, fmt.Errorf("retention: %w", err)
 	}
 	if len(retained) == 0 {
-		return res, nil
+		return res, false, nil
 	}
 	// Block maps of versions expired within the grace stay: a
 	// reader may be pulling them, and this run reads them below.
 	recent, err := ctl.ExpiredWithin(ctx, m, grace)
 	if err != nil {
-		return res, fmt.Errorf("retention: %w", err)
+		return res, false, fmt.Errorf("retention: %w", err)
 	}
 	keepMap := map[string]bool{}
 	for _, v := range recent {
@@ -135,7 +154,7 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 	prefix := "models/" + m + "/versions/"
 	objs, err := store.List(ctx, prefix)
 	if err != nil {
-		return res, fmt.Errorf("retention: %w", err)
+		return res, false, fmt.Errorf("retention: %w", err)
 	}
 	for _, o := range objs {
 		n, _, _ := strings.Cut(strings.TrimPrefix(o.Key, prefix), "/")
@@ -144,10 +163,16 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 			continue
 		}
 		if err := store.Delete(ctx, o.Key); err != nil {
-			return res, fmt.Errorf("retention: %w", err)
+			return res, false, fmt.Errorf("retention: %w", err)
 		}
 		res.Objects++
 	}
+	return res, true, nil
+}
+
+// sweep deletes the data files, blocks and modules of m's namespace that
+// no version needs (Run), adding to res.
+func sweep(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string, grace time.Duration, res Result) (Result, error) {
 	// Data files: those of the versions expired within the grace stay (a
 	// reader may be reading them), and every object younger than the grace
 	// (a version being published uploads its files before Postgres lists
@@ -161,7 +186,7 @@ func Run(ctx context.Context, ctl *controldb.DB, store objstore.Store, m string,
 	if err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
-	objs, err = store.List(ctx, "models/"+ns+"/tables/")
+	objs, err := store.List(ctx, "models/"+ns+"/tables/")
 	if err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
