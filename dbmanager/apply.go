@@ -401,20 +401,22 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 	m.wasmEnv(&env)
 	// flush inserts the rows the appends so far deferred (env.Rows). A
 	// failure cannot be told apart by request: the batch is applied again
-	// stepwise, where every request inserts its own rows.
-	flush := func() (again bool, err error) {
+	// stepwise, where every request inserts its own rows. done says
+	// applyRange returns (n, err).
+	flush := func() (done bool, n int, err error) {
 		if env.Rows == nil {
-			return false, nil
+			return false, 0, nil
 		}
 		if err := env.Rows.Flush(ctx, conn); err != nil {
 			rollback()
 			if judge(ctx, err) != failed {
-				return false, fmt.Errorf("dbmanager: %w", err)
+				return true, 0, fmt.Errorf("dbmanager: %w", err)
 			}
 			m.log.Info("appended rows of the batch refused, applying the batch again request by request", "err", err)
-			return true, nil
+			n, err := m.applyRange(ctx, conn, items, true)
+			return true, n, err
 		}
-		return false, nil
+		return false, 0, nil
 	}
 	der, err := m.beginDerived(ctx, conn)
 	if err != nil {
@@ -426,11 +428,8 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 			continue
 		}
 		if !functions.DefersRows(it.call) {
-			if again, err := flush(); again || err != nil {
-				if err != nil {
-					return 0, err
-				}
-				return m.applyRange(ctx, conn, items, true)
+			if done, n, err := flush(); done {
+				return n, err
 			}
 		}
 		env.Payload = func(ctx context.Context, uri string) (string, error) {
@@ -458,11 +457,8 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 		}
 		it.status, it.result = model.StatusApplied, res
 	}
-	if again, err := flush(); again || err != nil {
-		if err != nil {
-			return 0, err
-		}
-		return m.applyRange(ctx, conn, items, true)
+	if done, n, err := flush(); done {
+		return n, err
 	}
 	if !stepwise {
 		if err := der.afterBatch(ctx, conn, items); err != nil {
