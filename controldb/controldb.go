@@ -786,20 +786,35 @@ func (db *DB) ExpireVersions(ctx context.Context, m string, keep int, epoch int6
 	return out, nil
 }
 
-// ExpiredWithin returns the versions of model m marked expired less than d
-// ago by Postgres's clock (so the caller's clock does not matter), oldest
-// first, without their tables.
-func (db *DB) ExpiredWithin(ctx context.Context, m string, d time.Duration) ([]Version, error) {
-	rows, err := db.pool.Query(ctx, `SELECT `+versionColumns+` FROM model_version
-		WHERE model = $1 AND expired_at > now() - $2::bigint * interval '1 microsecond' ORDER BY version`, m, d.Microseconds())
+// ExpiredMapsWithin returns the block maps (snapshot_uri of FormatBlocks
+// versions) of model m's versions marked expired less than d ago by
+// Postgres's clock (so the caller's clock does not matter). It reads only
+// that column: retention asks after every publication, and a model
+// keeps every version expired within the block grace.
+func (db *DB) ExpiredMapsWithin(ctx context.Context, m string, d time.Duration) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `SELECT snapshot_uri FROM model_version
+		WHERE model = $1 AND snapshot_format = $2 AND expired_at > now() - $3::bigint * interval '1 microsecond'`, m, FormatBlocks, d.Microseconds())
 	if err != nil {
-		return nil, fmt.Errorf("controldb: versions of %q expired within %s: %w", m, d, err)
+		return nil, fmt.Errorf("controldb: block maps of %q expired within %s: %w", m, d, err)
 	}
-	vs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Version, error) { return scanVersion(r) })
+	uris, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("controldb: versions of %q expired within %s: %w", m, d, err)
+		return nil, fmt.Errorf("controldb: block maps of %q expired within %s: %w", m, d, err)
 	}
-	return vs, nil
+	return uris, nil
+}
+
+// OldestRetained returns the lowest version number of model m that is not
+// expired; ok is false when m has none.
+func (db *DB) OldestRetained(ctx context.Context, m string) (version int64, ok bool, err error) {
+	var v *int64
+	if err := db.pool.QueryRow(ctx, `SELECT min(version) FROM model_version WHERE model = $1 AND expired_at IS NULL`, m).Scan(&v); err != nil {
+		return 0, false, fmt.Errorf("controldb: oldest retained version of %q: %w", m, err)
+	}
+	if v == nil {
+		return 0, false, nil
+	}
+	return *v, true, nil
 }
 
 // LiveDataFiles returns the keys of the Parquet data files listed by the

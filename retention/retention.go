@@ -131,26 +131,23 @@ func expire(ctx context.Context, ctl *controldb.DB, store objstore.Store, m stri
 	// Snapshots and manifests of versions older than the oldest retained
 	// one, also those a crashed run left behind. Newer objects belong to a
 	// version being published.
-	retained, err := ctl.ListVersions(ctx, m, false)
+	oldest, found, err := ctl.OldestRetained(ctx, m)
 	if err != nil {
 		return res, false, fmt.Errorf("retention: %w", err)
 	}
-	if len(retained) == 0 {
+	if !found {
 		return res, false, nil
 	}
 	// Block maps of versions expired within the grace stay: a
 	// reader may be pulling them, and this run reads them below.
-	recent, err := ctl.ExpiredWithin(ctx, m, grace)
+	recent, err := ctl.ExpiredMapsWithin(ctx, m, grace)
 	if err != nil {
 		return res, false, fmt.Errorf("retention: %w", err)
 	}
 	keepMap := map[string]bool{}
-	for _, v := range recent {
-		if v.SnapshotFormat == controldb.FormatBlocks {
-			keepMap[v.SnapshotURI] = true
-		}
+	for _, uri := range recent {
+		keepMap[uri] = true
 	}
-	oldest := retained[0].Version
 	prefix := "models/" + m + "/versions/"
 	objs, err := store.List(ctx, prefix)
 	if err != nil {

@@ -185,7 +185,14 @@ func start(ctx context.Context, cfg Config, stderr io.Writer) (*bench, error) {
 		return b, err
 	}
 	for i := range cfg.Clients {
-		_, js, err := queue.Connect(b.common.NATSURL, fmt.Sprintf("teabench-client-%d", i))
+		nc, _, err := queue.Connect(b.common.NATSURL, fmt.Sprintf("teabench-client-%d", i))
+		if err != nil {
+			return b, err
+		}
+		// A client has every request of a run in flight at once
+		// (scenario 1 does not wait for each PubAck): jetstream's
+		// default of 4,000 pending would stall the 20,000.
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(max(4000, 2*cfg.Small)))
 		if err != nil {
 			return b, err
 		}
