@@ -760,30 +760,26 @@ func (db *DB) ListVersions(ctx context.Context, m string, includeExpired bool) (
 }
 
 // ExpireVersions marks all but the newest keep unexpired versions of model
-// m expired, except pinned ones (Pin), and returns them. epoch fences the write like PublishVersion;
-// epoch 0 means the caller is not a writer (teactl gc) and uses the
-// model's current epoch.
-func (db *DB) ExpireVersions(ctx context.Context, m string, keep int, epoch int64) ([]Version, error) {
-	var out []Version
+// m expired, except pinned ones (Pin), and returns how many it marked.
+// epoch fences the write like PublishVersion; epoch 0 means the caller is
+// not a writer (teactl gc) and uses the model's current epoch.
+func (db *DB) ExpireVersions(ctx context.Context, m string, keep int, epoch int64) (int, error) {
+	var n int64
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		mdl, err := lockEpoch(ctx, tx, m, epoch)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `UPDATE model_version SET expired_at = now()
+		tag, err := tx.Exec(ctx, `UPDATE model_version SET expired_at = now()
 			WHERE model = $1 AND expired_at IS NULL AND version <= $2::bigint - $3::bigint
-				AND NOT EXISTS (SELECT 1 FROM version_pin p WHERE p.model = model_version.model AND p.version = model_version.version)
-			RETURNING `+versionColumns, m, mdl.CurrentVersion, keep)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Version, error) { return scanVersion(r) })
+				AND NOT EXISTS (SELECT 1 FROM version_pin p WHERE p.model = model_version.model AND p.version = model_version.version)`, m, mdl.CurrentVersion, keep)
+		n = tag.RowsAffected()
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("controldb: expire versions of %q: %w", m, err)
+		return 0, fmt.Errorf("controldb: expire versions of %q: %w", m, err)
 	}
-	return out, nil
+	return int(n), nil
 }
 
 // ExpiredMapsWithin returns the block maps (snapshot_uri of FormatBlocks

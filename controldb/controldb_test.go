@@ -179,8 +179,14 @@ func TestExpireVersions(t *testing.T) {
 		t.Fatalf("stale expire: %v", err)
 	}
 	expired, err := db.ExpireVersions(ctx, "m", 2, 2)
-	if err != nil || len(expired) != 3 {
-		t.Fatalf("expired %d: %v", len(expired), err)
+	if err != nil || expired != 3 {
+		t.Fatalf("expired %d: %v", expired, err)
+	}
+	if v, ok, err := db.OldestRetained(ctx, "m"); err != nil || !ok || v != 4 {
+		t.Fatalf("oldest retained %d %v: %v, want 4", v, ok, err)
+	}
+	if _, ok, err := db.OldestRetained(ctx, "none"); err != nil || ok {
+		t.Fatalf("oldest retained of a model without versions: %v %v", ok, err)
 	}
 	vs, err := db.ListVersions(ctx, "m", false)
 	if err != nil || len(vs) != 2 || vs[0].Version != 4 || vs[1].Version != 5 {

@@ -123,11 +123,9 @@ func expire(ctx context.Context, ctl *controldb.DB, store objstore.Store, m stri
 	if keep < 1 {
 		keep = 1
 	}
-	expired, err := ctl.ExpireVersions(ctx, m, keep, epoch)
-	if err != nil {
+	if res.Versions, err = ctl.ExpireVersions(ctx, m, keep, epoch); err != nil {
 		return res, false, fmt.Errorf("retention: %w", err)
 	}
-	res.Versions = len(expired)
 	// Snapshots and manifests of versions older than the oldest retained
 	// one, also those a crashed run left behind. Newer objects belong to a
 	// version being published.
