@@ -251,7 +251,7 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 	items := make([]*item, 0, len(msgs))
 	pos := m.position.Load()
 	seen := map[string]bool{}
-	var ids []any
+	var ids []string
 	for _, msg := range msgs {
 		it := &item{msg: msg}
 		items = append(items, it)
@@ -304,8 +304,10 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 		digest          sql.NullString // unknown for Postgres' records and old rows
 	}
 	owners := map[string]owner{}
-	q := "SELECT request_id, seq, function, digest FROM _teatree.applied WHERE request_id IN (?" + strings.Repeat(",?", len(ids)-1) + ")"
-	rows, err := m.db.QueryContext(ctx, q, ids...)
+	// One LIST parameter: binding a placeholder per id cost more than the
+	// lookup itself (docs/performance.md, issue 12, 1a).
+	rows, err := m.db.QueryContext(ctx, `SELECT request_id, seq, function, digest FROM _teatree.applied
+		WHERE request_id IN (SELECT unnest(?::VARCHAR[]))`, ids)
 	if err != nil {
 		return nil, transientError{fmt.Errorf("dbmanager: look up applied ids: %w", err)}
 	}
@@ -321,8 +323,8 @@ func (m *Manager) prepare(ctx context.Context, msgs []jetstream.Msg) ([]*item, e
 	rows.Close()
 	var others []string
 	for _, id := range ids {
-		if _, ok := owners[id.(string)]; !ok {
-			others = append(others, id.(string))
+		if _, ok := owners[id]; !ok {
+			others = append(others, id)
 		}
 	}
 	recs, err := m.ctl.GetRequests(ctx, others)
@@ -390,11 +392,12 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 		return 0, fmt.Errorf("dbmanager: begin: %w", err)
 	}
 	rollback := func() {
+		m.tables.Forget() // it may hold what the transaction changed
 		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
 			m.log.Warn("rollback", "err", err)
 		}
 	}
-	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: functions.NewTableCache(), Sources: m.cfg.Sources}
+	env := functions.Env{Conn: conn, AllowSQL: m.model.AllowSQL, Tables: m.tables, Sources: m.cfg.Sources}
 	if !stepwise {
 		env.Rows = &functions.RowBuffer{}
 	}
@@ -475,6 +478,9 @@ func (m *Manager) applyRange(ctx context.Context, conn *sql.Conn, items []*item,
 	if err := m.record(ctx, conn, items, der.refreshed); err != nil {
 		rollback()
 		return 0, err
+	}
+	if len(der.refreshed) > 0 { // a rebuild may re-create a derived table
+		m.tables.Forget()
 	}
 	// Never commit after the lease is lost: another writer may own the
 	// model now.

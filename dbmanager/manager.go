@@ -46,6 +46,11 @@ type Manager struct {
 	// noDerived: the live file has no derived tables (derived.go); the
 	// applier skips loading them until a derive applies.
 	noDerived bool
+	// tables caches the catalog lookups of the data functions across
+	// transactions (functions.TableCache): emptied by the functions that
+	// change the schema, and here after a rollback, a refresh of derived
+	// tables and whenever the file is opened.
+	tables *functions.TableCache
 	// replay: this Manager replays a model's requests into a scratch copy
 	// (verify.go); it deletes no staged payload and publishes nothing.
 	replay bool
@@ -306,7 +311,7 @@ func (m *Manager) openDB(ctx context.Context) error {
 		db.Close()
 		return fmt.Errorf("dbmanager: %w: %w", ErrFatal, err)
 	}
-	m.db, m.live, m.lastMap = db, live, nil
+	m.db, m.live, m.lastMap, m.tables = db, live, nil, functions.NewTableCache()
 	if err := db.QueryRowContext(ctx, "SELECT library_version FROM pragma_version()").Scan(&m.duckdbVersion); err != nil {
 		m.closeDB()
 		return fmt.Errorf("dbmanager: DuckDB version: %w", err)

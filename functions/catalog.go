@@ -85,14 +85,21 @@ func mustTable(ctx context.Context, env Env, name string) (table, error) {
 }
 
 // TableCache keeps the tables looked up by the data functions (append of
-// rows, update, delete, upsert) for the rest of one transaction, so a batch
-// of small requests reads the catalog once per table. The functions that
-// change the schema (create_table, drop_table, refresh, sql, append of a
-// file) empty it. A nil *TableCache caches nothing.
+// rows, update, delete, upsert), so that small requests read the catalog
+// once per table instead of once per request or per batch. The functions
+// that change the schema (create_table, drop_table, refresh, derive, sql,
+// wasm, append of a file or a source) empty it. A cache may be kept
+// across transactions by a caller that calls Forget whenever the schema
+// may change outside those functions: a rollback (what the transaction
+// cached may be undone), a refresh of derived tables, another file. A nil
+// *TableCache caches nothing.
 type TableCache struct{ tables map[string]table }
 
-// NewTableCache returns an empty cache for one transaction.
+// NewTableCache returns an empty cache.
 func NewTableCache() *TableCache { return &TableCache{tables: map[string]table{}} }
+
+// Forget empties the cache (see TableCache).
+func (c *TableCache) Forget() { c.forget() }
 
 func (c *TableCache) get(key string) (table, bool) {
 	if c == nil {
