@@ -72,6 +72,8 @@ func run(dst, in, params []byte) (out []byte, err error) {
 	if len(params) == 0 {
 		params = []byte("{}")
 	}
+	beginCall()
+	defer endCall()
 	_, recs, err := decodeStream(in)
 	if errors.Is(err, errUnsupported) {
 		return runArrow(in, params)
