@@ -103,3 +103,22 @@ func BenchmarkProcessRows(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkInstantiate is the fixed cost of a request's instance of the
+// delayclass module (compiled already): instantiation, _initialize (Go's
+// runtime and the packages' initialisation), the version check and one
+// call over a 1-row input; most of teabench's 6r.
+func BenchmarkInstantiate(b *testing.B) {
+	in := flightsRows(b, 1)
+	ctx := context.Background()
+	for range b.N {
+		inst, err := host.Instantiate(ctx, udf.Digest(modules["delayclass"]), modules["delayclass"], udf.Limits{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := inst.Process(ctx, in, []byte("{}")); err != nil {
+			b.Fatal(err)
+		}
+		inst.Close(ctx)
+	}
+}
