@@ -4,6 +4,7 @@ package sdk
 
 import (
 	"runtime"
+	"runtime/metrics"
 	"unsafe"
 )
 
@@ -17,14 +18,24 @@ import (
 var (
 	pinned, free [][]uint64
 	out, last    []byte
-	calls        int
 )
 
-// gcEvery is how many calls go between collections: a batch of 2048 rows
-// leaves about 1 MB of garbage, so 16 calls keep the heap within tens of
-// MB while a collection (a few ms: the heap holds arrow-go's tables) is
-// paid once per 32 K rows.
-const gcEvery = 16
+// gcBytes is how many bytes the calls since the last collection may
+// allocate before a call ends with one. A collection costs a few ms on
+// the module's one thread (it marks the live heap: arrow-go's tables, the
+// reused buffers), whatever the garbage; a batch of 2048 rows through
+// the helpers leaves tens of KB of it (the arrays' headers), one that
+// allocates its columns about 100 KB. 8 MiB keeps the heap within the
+// default cap many times over and pays a collection once per 80 such
+// batches or more.
+const gcBytes = 8 << 20
+
+// allocs reads the bytes allocated so far; allocsAtGC is its value after
+// the last collection.
+var (
+	allocs     = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	allocsAtGC uint64
+)
 
 //go:wasmexport teatree_abi_version
 func abiVersion() int32 { return 1 }
@@ -65,11 +76,13 @@ func process(in, inLen, params, paramsLen int32) int64 {
 		free = free[:4]
 	}
 	// Goroutines do not run between calls of a reactor, so Go's
-	// background collector may never finish a cycle: collect here every
-	// gcEvery calls, where the live heap is the buffers above and the
-	// output.
-	if calls++; calls%gcEvery == 0 {
+	// background collector may never finish a cycle: collect here once
+	// the calls have allocated gcBytes, where the live heap is the
+	// buffers above and the output.
+	if metrics.Read(allocs); allocs[0].Value.Uint64()-allocsAtGC >= gcBytes {
 		runtime.GC()
+		metrics.Read(allocs)
+		allocsAtGC = allocs[0].Value.Uint64()
 	}
 	if err != nil {
 		last = []byte(err.Error())

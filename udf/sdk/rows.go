@@ -4,19 +4,66 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
-// Params decodes params into v, a pointer to a struct with json tags;
-// unknown fields are errors.
+// Params decodes params into v, a pointer to a struct with json tags
+// (fields absent from params keep the values v holds). Every batch of a
+// request has the same params: when v's type holds only plain values
+// (booleans, numbers, strings, arrays and structs of them) and the params
+// and v's values before the call are the last call's, v gets the last
+// call's result without decoding again (json's reflection is costly under
+// Go's wasm backend).
 func Params(params json.RawMessage, v any) error {
+	rv := reflect.ValueOf(v)
+	cache := rv.Kind() == reflect.Pointer && !rv.IsNil() && plain(rv.Type().Elem())
+	var before any
+	if cache {
+		before = rv.Elem().Interface()
+		if c := &lastParams; c.typ == rv.Type() && c.raw == string(params) && c.before == before {
+			rv.Elem().Set(reflect.ValueOf(c.after))
+			return nil
+		}
+	}
 	if err := json.Unmarshal(params, v); err != nil {
 		return fmt.Errorf("params: %w", err)
 	}
+	if cache {
+		lastParams.typ, lastParams.raw, lastParams.before, lastParams.after = rv.Type(), string(params), before, rv.Elem().Interface()
+	}
 	return nil
+}
+
+// lastParams is the last decode of Params whose type is plain.
+var lastParams struct {
+	typ           reflect.Type
+	raw           string
+	before, after any
+}
+
+// plain says whether t holds only values that json decodes into place
+// and == compares (no pointers, slices, maps or interfaces), so that a
+// copy of a decoded value is the decode.
+func plain(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Bool, reflect.String, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return true
+	case reflect.Array:
+		return plain(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !plain(t.Field(i).Type) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // Column returns the column called name of rec, or an error naming the
@@ -32,8 +79,10 @@ func Column(rec arrow.RecordBatch, name string) (arrow.Array, error) {
 // Float64s returns column a as float64 values (float32, float64,
 // decimal128 and the integer types convert); a null's value is
 // undefined (check a.IsValid).
+//
+// Under Run the values live until the call ends (see Strings).
 func Float64s(a arrow.Array) ([]float64, error) {
-	v := make([]float64, a.Len())
+	v := scratch.f64.get(a.Len())
 	switch a := a.(type) {
 	case *array.Float64:
 		copy(v, a.Float64Values())
@@ -112,12 +161,13 @@ func With(rec arrow.RecordBatch, f arrow.Field, col arrow.Array) arrow.RecordBat
 // when a has no nulls. With StringArray and Float64Array it lets a
 // handler work on plain slices: under Go's wasm backend every function
 // call costs, so a loop over slices is many times faster than a builder's
-// Append per row.
+// Append per row. Under Run the flags live until the call ends (see
+// Strings).
 func Valid(a arrow.Array) []bool {
 	if a.NullN() == 0 {
 		return nil
 	}
-	v := make([]bool, a.Len())
+	v := scratch.bools.get(a.Len())
 	bits, off := a.NullBitmapBytes(), a.Data().Offset()
 	for i := range v {
 		j := off + i
@@ -132,7 +182,8 @@ func bitmap(valid []bool) (*memory.Buffer, int) {
 	if valid == nil {
 		return nil, 0
 	}
-	b, nulls := make([]byte, (len(valid)+63)/64*8), 0
+	b, nulls := scratch.bytes.get((len(valid)+63)/64*8), 0
+	clear(b)
 	for i, ok := range valid {
 		if ok {
 			b[i>>3] |= 1 << (i & 7)
@@ -144,12 +195,15 @@ func bitmap(valid []bool) (*memory.Buffer, int) {
 }
 
 // StringArray returns a string column of vals, null where valid is false
-// (valid nil: no nulls; else as long as vals), built in one pass.
+// (valid nil: no nulls; else as long as vals), built in one pass (vals
+// from Strings costs no allocation in a module). Under Run its buffers
+// live until the call ends (see Strings).
 func StringArray(vals []string, valid []bool) arrow.Array {
 	if valid != nil && len(valid) != len(vals) {
 		panic(fmt.Sprintf("sdk.StringArray: %d values and %d validity flags", len(vals), len(valid)))
 	}
-	offs := make([]int32, len(vals)+1)
+	offs := scratch.i32.get(len(vals) + 1)
+	offs[0] = 0
 	total := 0
 	for i, s := range vals {
 		if valid == nil || valid[i] {
@@ -160,7 +214,7 @@ func StringArray(vals []string, valid []bool) arrow.Array {
 		}
 		offs[i+1] = int32(total)
 	}
-	data := make([]byte, 0, total)
+	data := scratch.bytes.get(total)[:0]
 	for i, s := range vals {
 		if valid == nil || valid[i] {
 			data = append(data, s...)
@@ -173,7 +227,8 @@ func StringArray(vals []string, valid []bool) arrow.Array {
 }
 
 // Float64Array returns a float64 column of vals, null where valid is
-// false (valid nil: no nulls; else as long as vals).
+// false (valid nil: no nulls; else as long as vals). Under Run its
+// validity bitmap lives until the call ends (see Strings).
 func Float64Array(vals []float64, valid []bool) arrow.Array {
 	if valid != nil && len(valid) != len(vals) {
 		panic(fmt.Sprintf("sdk.Float64Array: %d values and %d validity flags", len(vals), len(valid)))

@@ -51,6 +51,9 @@ var Mem memory.Allocator = memory.NewGoAllocator()
 // Run is what teatree_process does, without the pointers: it decodes in
 // (an Arrow IPC stream), calls the handler for each batch and returns the
 // output as an Arrow IPC stream of one schema. Tests call it natively.
+// It reuses its buffers and the helpers' from call to call (scratch.go),
+// so it is not safe for concurrent use, nor are the helpers while it
+// runs.
 func Run(in, params []byte) (out []byte, err error) { return run(nil, in, params) }
 
 // enc is the lean encoder of the outputs, its buffers reused across calls.
@@ -72,6 +75,8 @@ func run(dst, in, params []byte) (out []byte, err error) {
 	if len(params) == 0 {
 		params = []byte("{}")
 	}
+	beginCall()
+	defer endCall()
 	_, recs, err := decodeStream(in)
 	if errors.Is(err, errUnsupported) {
 		return runArrow(in, params)

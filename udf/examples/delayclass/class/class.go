@@ -51,8 +51,9 @@ func Map(rec arrow.RecordBatch, raw json.RawMessage) ([]arrow.RecordBatch, error
 		return nil, err
 	}
 	// Plain slices, no builder: under Go's wasm backend a builder's
-	// Append per row costs ten times the rest of the batch.
-	classes := make([]string, len(v))
+	// Append per row costs ten times the rest of the batch; in the
+	// module, sdk.Strings is the last batch's slice.
+	classes := sdk.Strings(len(v))
 	for i, x := range v {
 		classes[i] = Of(x)
 	}
