@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/teatree/teatree/duck"
 	"github.com/teatree/teatree/profile"
 	"github.com/teatree/teatree/snapshot"
@@ -86,19 +84,9 @@ type dataFile struct {
 	Profile string `json:"profile,omitempty"`
 }
 
-// archiver writes the data files of one cut, in the cut's read
-// transactions. Every data file is two tasks, its COPY to Parquet and its
-// count (with its row hash sum and its profile: one scan), which run
-// concurrently with each other and with those of the table's other files,
-// at most one per read transaction: DuckDB runs one statement per
-// connection at a time, and a single statement leaves one of two cores
-// idle much of the time. The archiver's own queries (counting ranges,
-// the highest rowid) run on conn when no task runs (flush).
+// archiver writes the data files of one cut, in the cut's read transaction.
 type archiver struct {
-	conn *sql.Conn
-	// more are further read transactions pinned to the same state as
-	// conn (freeze begins them together, with the applier held off).
-	more      []*sql.Conn
+	conn      *sql.Conn
 	dir       string // the version's directory
 	namespace string // block namespace of the data file keys (snapshot.ParquetKey)
 	// rowidsMoved: the live file was replaced by a compact copy since the
@@ -109,36 +97,11 @@ type archiver struct {
 	profiles bool
 	written  int
 	log      *slog.Logger
-
-	pool    chan *sql.Conn  // conn and more, each free for a task
-	tasks   *errgroup.Group // the tasks since the last flush; nil: none
-	tctx    context.Context // the tasks' context, cancelled at the first failure
-	pending []*pendingFile  // the files of those tasks
-}
-
-// pendingFile is a data file being written by an archiver's tasks: entry
-// i of t.Data, which flush fills in from exp (the COPY) and the count.
-type pendingFile struct {
-	t       *cutTable
-	i       int
-	exp     snapshot.File
-	rows    int64
-	hash    string // the row hash sum counted, when t.Data[i].RowHash was ""
-	profile string // the profile's path, "" when there is none
 }
 
 // table fills in t.Data and t.NextRowID from b, the table in the previous
-// cut (hasBase false: none), whose requests ended at baseLast. Every data
-// file it writes is complete when it returns.
+// cut (hasBase false: none), whose requests ended at baseLast.
 func (a *archiver) table(ctx context.Context, t *cutTable, b cutTable, hasBase bool, baseLast uint64) error {
-	err := a.archive(ctx, t, b, hasBase, baseLast)
-	if ferr := a.flush(); err == nil {
-		err = ferr
-	}
-	return err
-}
-
-func (a *archiver) archive(ctx context.Context, t *cutTable, b cutTable, hasBase bool, baseLast uint64) error {
 	hasBase = hasBase && len(b.Data) > 0
 	switch {
 	case hasBase && t.ChangedSeq <= baseLast && b.Rows == t.Rows:
@@ -162,9 +125,6 @@ func (a *archiver) archive(ctx context.Context, t *cutTable, b cutTable, hasBase
 	if err := a.merge(ctx, t); err != nil {
 		return err
 	}
-	if err := a.flush(); err != nil {
-		return err
-	}
 	var rows int64
 	for _, f := range t.Data {
 		rows += f.Rows
@@ -178,9 +138,6 @@ func (a *archiver) archive(ctx context.Context, t *cutTable, b cutTable, hasBase
 // whole writes table t as files of at most fileRows rowids each (one empty
 // file for an empty table).
 func (a *archiver) whole(ctx context.Context, t *cutTable) error {
-	if err := a.flush(); err != nil {
-		return err
-	}
 	t.Data = nil
 	var next int64
 	if err := a.conn.QueryRowContext(ctx, "SELECT coalesce(max(rowid) + 1, 0) FROM main."+duck.Ident(t.Name)).Scan(&next); err != nil {
@@ -188,11 +145,12 @@ func (a *archiver) whole(ctx context.Context, t *cutTable) error {
 	}
 	t.NextRowID = next
 	if hasRowidColumn(t.Columns) { // no rowid to split by
-		a.write(ctx, t, 0, -1, "")
-		return a.flush()
+		return a.write(ctx, t, 0, -1, "")
 	}
 	for lo := int64(0); lo < next; lo += fileRows {
-		a.write(ctx, t, lo, min(lo+fileRows, next), "")
+		if err := a.write(ctx, t, lo, min(lo+fileRows, next), ""); err != nil {
+			return err
+		}
 	}
 	return a.normalize(ctx, t)
 }
@@ -201,9 +159,6 @@ func (a *archiver) whole(ctx context.Context, t *cutTable) error {
 // the file before covers them) and starts the first range at rowid 0; a
 // table without rows gets one empty file.
 func (a *archiver) normalize(ctx context.Context, t *cutTable) error {
-	if err := a.flush(); err != nil {
-		return err
-	}
 	files := t.Data[:0]
 	for _, f := range t.Data {
 		if f.Rows > 0 {
@@ -212,8 +167,7 @@ func (a *archiver) normalize(ctx context.Context, t *cutTable) error {
 	}
 	t.Data = files
 	if len(t.Data) == 0 {
-		a.write(ctx, t, 0, 0, "0")
-		return a.flush()
+		return a.write(ctx, t, 0, 0, "0")
 	}
 	t.Data[0].FirstRowID = 0
 	return nil
@@ -234,7 +188,7 @@ func (a *archiver) appended(ctx context.Context, t *cutTable, b cutTable) (bool,
 	}
 	t.Data, t.NextRowID = carried(b.Data), max(b.NextRowID, counts[len(b.Data)].next)
 	if counts[len(b.Data)].rows > 0 {
-		a.write(ctx, t, b.NextRowID, -1, "")
+		return true, a.write(ctx, t, b.NextRowID, -1, "")
 	}
 	return true, nil
 }
@@ -256,11 +210,15 @@ func (a *archiver) verify(ctx context.Context, t *cutTable, b cutTable) error {
 			f.Local, f.Profile = "", ""
 			t.Data = append(t.Data, f)
 		default:
-			a.write(ctx, t, f.FirstRowID, upper(b, i), c.hash)
+			if err := a.write(ctx, t, f.FirstRowID, upper(b, i), c.hash); err != nil {
+				return err
+			}
 		}
 	}
 	if c := counts[len(b.Data)]; c.rows > 0 {
-		a.write(ctx, t, b.NextRowID, -1, c.hash)
+		if err := a.write(ctx, t, b.NextRowID, -1, c.hash); err != nil {
+			return err
+		}
 	}
 	return a.normalize(ctx, t)
 }
@@ -270,9 +228,6 @@ func (a *archiver) verify(ctx context.Context, t *cutTable, b cutTable) error {
 // has more than maxFiles small files. Other files are never rewritten by
 // a merge.
 func (a *archiver) merge(ctx context.Context, t *cutTable) error {
-	if err := a.flush(); err != nil {
-		return err
-	}
 	small := func(f dataFile) bool { return f.Rows < fileRows/16 }
 	n := 0
 	for _, f := range t.Data {
@@ -298,7 +253,9 @@ func (a *archiver) merge(ctx context.Context, t *cutTable) error {
 			if j < len(old) {
 				hi = old[j].FirstRowID
 			}
-			a.write(ctx, t, old[i].FirstRowID, hi, "")
+			if err := a.write(ctx, t, old[i].FirstRowID, hi, ""); err != nil {
+				return err
+			}
 		}
 		i = j
 	}
@@ -315,9 +272,6 @@ type rangeCount struct {
 // ranges counts (and with hash, hashes) the rows of t in the ranges of b's
 // files and, last, at or above b.NextRowID: len(b.Data)+1 entries.
 func (a *archiver) ranges(ctx context.Context, t *cutTable, b cutTable, hash bool) ([]rangeCount, error) {
-	if err := a.flush(); err != nil {
-		return nil, err
-	}
 	var bucket strings.Builder
 	bucket.WriteString("CASE")
 	for i := 1; i <= len(b.Data); i++ {
@@ -357,12 +311,10 @@ func (a *archiver) ranges(ctx context.Context, t *cutTable, b cutTable, hash boo
 	return out, nil
 }
 
-// write starts exporting the rows of t with rowid in [lo, hi) (hi -1: no
-// upper bound; hi 0 with lo 0: none, an empty file) as a new data file of
-// t, whose rows' hash sum is hash ("": computed here). The file is the
-// last entry of t.Data; flush waits for it and fills that entry in, or
-// returns the first error.
-func (a *archiver) write(ctx context.Context, t *cutTable, lo, hi int64, hash string) {
+// write exports the rows of t with rowid in [lo, hi) (hi -1: no upper
+// bound; hi 0 with lo 0: none, an empty file) as a new data file of t,
+// whose rows' hash sum is hash ("": computed here).
+func (a *archiver) write(ctx context.Context, t *cutTable, lo, hi int64, hash string) error {
 	where := ""
 	switch {
 	case lo == 0 && hi == 0:
@@ -375,108 +327,52 @@ func (a *archiver) write(ctx context.Context, t *cutTable, lo, hi int64, hash st
 	}
 	a.written++
 	path := filepath.Join(a.dir, t.Name+"."+strconv.Itoa(a.written)+".parquet")
-	t.Data = append(t.Data, dataFile{FirstRowID: lo, RowHash: hash, Local: path})
-	p := &pendingFile{t: t, i: len(t.Data) - 1}
-	a.pending = append(a.pending, p)
-	if a.tasks == nil {
-		if a.pool == nil {
-			a.pool = make(chan *sql.Conn, 1+len(a.more))
-			for _, c := range append([]*sql.Conn{a.conn}, a.more...) {
-				a.pool <- c
-			}
-		}
-		a.tasks, a.tctx = errgroup.WithContext(ctx)
-	}
-	tctx := a.tctx
-	a.tasks.Go(func() error {
-		return a.on(tctx, func(conn *sql.Conn) (err error) {
-			p.exp, err = snapshot.ExportParquet(tctx, conn, t.Name, t.Columns, where, path)
-			return err
-		})
-	})
-	a.tasks.Go(func() error {
-		return a.on(tctx, func(conn *sql.Conn) error { return a.count(tctx, conn, t, where, hash == "", path, p) })
-	})
-}
-
-// on runs f with a free read transaction of the archiver.
-func (a *archiver) on(ctx context.Context, f func(*sql.Conn) error) error {
-	var conn *sql.Conn
-	select {
-	case conn = <-a.pool:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { a.pool <- conn }()
-	return f(conn)
-}
-
-// flush waits for the tasks of the files written since the last flush and
-// fills in their entries of t.Data, or returns the first task's error.
-func (a *archiver) flush() error {
-	if a.tasks == nil {
-		return nil
-	}
-	err := a.tasks.Wait()
-	pending := a.pending
-	a.tasks, a.tctx, a.pending = nil, nil, nil
+	f, err := snapshot.ExportParquet(ctx, a.conn, t.Name, t.Columns, where, path)
 	if err != nil {
 		return err
 	}
-	for _, p := range pending {
-		d := &p.t.Data[p.i]
-		d.Key, d.Bytes, d.SHA256 = snapshot.ParquetKey(a.namespace, p.t.Name, p.exp.SHA256), p.exp.Bytes, p.exp.SHA256
-		d.Rows, d.Profile = p.rows, p.profile
-		if d.RowHash == "" {
-			d.RowHash = p.hash
-		}
-	}
-	return nil
-}
-
-// count counts the rows of t matching where on conn into p, with their
-// hash sum if hash, and with profiles also writes their column profile
-// beside the data file at path. They are counted (and hashed) apart from
-// the file, so that publish's check of the file's footer against the
-// count means something: with profiles in the profile's aggregate query,
-// the same scan of the rows.
-func (a *archiver) count(ctx context.Context, conn *sql.Conn, t *cutTable, where string, hash bool, path string, p *pendingFile) error {
+	d := dataFile{DataFile: snapshot.DataFile{Key: snapshot.ParquetKey(a.namespace, t.Name, f.SHA256), Bytes: f.Bytes, SHA256: f.SHA256}, FirstRowID: lo, RowHash: hash, Local: path}
+	// Counted (and hashed) apart from the file, so that publish's check of
+	// the file's footer against it means something: with profiles in the
+	// profile's aggregate query, the same scan of the rows.
 	var aggs []string
-	if hash {
+	if hash == "" {
 		aggs = []string{"coalesce(sum(" + rowHash(t.Columns) + "), 0)"}
 	}
+	counted := false
 	if a.profiles {
-		pr, got, err := profile.BuildWith(ctx, conn, t.Name, t.Columns, where, aggs)
+		p, got, err := profile.BuildWith(ctx, a.conn, t.Name, t.Columns, where, aggs)
 		if err == nil {
-			p.rows = pr.Rows
-			if hash {
-				p.hash = got[0].String
+			d.Rows, counted = p.Rows, true
+			if hash == "" {
+				d.RowHash = got[0].String
 			}
-			err = writeProfile(pr, path+".profile")
+			err = writeProfile(p, path+".profile")
 		}
-		if err == nil {
-			p.profile = path + ".profile"
-			return nil
-		}
-		if ctx.Err() != nil { // another task failed
-			return ctx.Err()
-		}
-		a.log.Warn("data file archived without its column profile", "table", t.Name, "file", filepath.Base(path), "err", err)
-		if pr != nil {
-			return nil // counted; only its profile file failed
+		if err != nil {
+			a.log.Warn("data file archived without its column profile", "table", t.Name, "file", filepath.Base(path), "err", err)
+		} else {
+			d.Profile = path + ".profile"
 		}
 	}
-	cond := where
-	if cond == "" {
-		cond = "true"
+	if !counted {
+		cond := where
+		if cond == "" {
+			cond = "true"
+		}
+		sum := "''"
+		if hash == "" {
+			sum = aggs[0] + "::VARCHAR"
+		}
+		var got string
+		if err := a.conn.QueryRowContext(ctx, "SELECT count(*), "+sum+" FROM main."+duck.Ident(t.Name)+" WHERE "+cond).Scan(&d.Rows, &got); err != nil {
+			return fmt.Errorf("count the rows of %s: %w", t.Name, err)
+		}
+		if hash == "" {
+			d.RowHash = got
+		}
 	}
-	sum := "''"
-	if hash {
-		sum = aggs[0] + "::VARCHAR"
-	}
-	if err := conn.QueryRowContext(ctx, "SELECT count(*), "+sum+" FROM main."+duck.Ident(t.Name)+" WHERE "+cond).Scan(&p.rows, &p.hash); err != nil {
-		return fmt.Errorf("count the rows of %s: %w", t.Name, err)
-	}
+	t.Data = append(t.Data, d)
 	return nil
 }
 

@@ -96,17 +96,13 @@
 // the file's blocks (only the blocks whose stored checksum changed are
 // hashed, plus 1/64 of the file as a scrub) and captures the blocks the
 // previous cut lacks (a reflink clone, or a spool of those blocks), then
-// begins two read transactions pinned to that state (each on a connection
-// of its own, each checked to find the cut's position) and lets the
-// applier go on. In them it counts the rows of every table and writes the
+// begins a read transaction pinned to that state and lets the applier go
+// on. In that transaction it counts the rows of every table and writes the
 // Parquet data files of what changed since the previous version (archive.go:
 // the new rows of an append, the files whose rows an update or delete
-// changed, whole tables when small or re-created): each file's COPY and its
-// count (row hash sum and column profile, one scan) are tasks that run
-// concurrently, one per transaction, and every file of a table is complete
-// before the next table; then it records the cut in _teatree.outbox, with
-// the block map in the version's directory, so the row only points at
-// complete files. The applier waits only for the checkpoint and the capture. While the data
+// changed, whole tables when small or re-created); then it records the cut
+// in _teatree.outbox, with the block map in the version's directory. The
+// applier waits only for the checkpoint and the capture. While the data
 // files are written, the captured blocks the previous version's map does
 // not have already go up to the block store (each verified against the
 // map before it is put; content-addressed, so a cut that is never

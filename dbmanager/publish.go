@@ -202,13 +202,12 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	}()
 	c := cut{Version: version, FirstSeq: lastCut + 1, Created: time.Now().UTC()}
 	sp := newSplit()
-	conn, more, capt, err := m.freeze(ctx, dir, lastCut, &c, sp)
+	conn, capt, err := m.freeze(ctx, dir, lastCut, &c, sp)
 	if err != nil {
 		return false, fmt.Errorf("dbmanager: snapshot version %d: %w", version, err)
 	}
 	defer conn.Close()
-	defer func() { endReads(ctx, more) }() // after the archive's tasks: table waits for them
-	defer capt.Release()                   // publish reopens it; on error the directory goes
+	defer capt.Release() // publish reopens it; on error the directory goes
 	inTx := true
 	defer func() {
 		if inTx { // ends the read transaction freeze began
@@ -218,7 +217,7 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 	// The blocks go up while the data files are written.
 	up := m.startUpload(ctx, version, capt)
 	defer up.stop() // before the capture is released
-	arch := archiver{conn: conn, more: more, dir: dir, namespace: m.namespace, rowidsMoved: c.Compaction, profiles: m.cfg.Profiles != "off", log: m.log}
+	arch := archiver{conn: conn, dir: dir, namespace: m.namespace, rowidsMoved: c.Compaction, profiles: m.cfg.Profiles != "off", log: m.log}
 	for i := range c.Tables {
 		t := &c.Tables[i]
 		b, ok := base[t.Name]
@@ -226,8 +225,6 @@ func (m *Manager) cut(ctx context.Context) (bool, error) {
 			return false, fmt.Errorf("dbmanager: version %d: archive table %s: %w", version, t.Name, err)
 		}
 	}
-	endReads(ctx, more)
-	more = nil
 	sp.step("parquet_profile")
 	if err := up.wait(); errors.Is(err, blocks.ErrCorrupt) {
 		return false, fmt.Errorf("dbmanager: version %d: %w: %w", version, ErrFatal, err)
@@ -326,108 +323,57 @@ func readMap(path string) (*blocks.Map, error) {
 	return blocks.ParseMap(data)
 }
 
-// archiveReads is the number of read transactions the archive of a cut
-// runs its tasks on (archiver): two, the cores of the smallest machine
-// the service is measured on; each holds one statement's memory at a time.
-const archiveReads = 2
-
 // freeze makes the live file the snapshot of version c.Version: with the
 // applier held off, it drops the bookkeeping Postgres already holds,
 // CHECKPOINTs (so the file is the whole state, no WAL), compacts the file
 // when it is due, captures the blocks the previous cut lacks, and begins a
-// read transaction on a new connection pinned to that state, and
-// archiveReads-1 more (more) pinned to the same state; it fills in c
-// from the first and lets the applier go on. The caller ends the
-// transactions (endReads for more) and closes the connection.
-func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut, sp *split) (*sql.Conn, []*sql.Conn, *blocks.Capture, error) {
+// read transaction on a new connection pinned to that state; it fills in c
+// from it and lets the applier go on. The caller ends the transaction and
+// closes the connection.
+func (m *Manager) freeze(ctx context.Context, dir string, lastCut uint64, c *cut, sp *split) (*sql.Conn, *blocks.Capture, error) {
 	m.liveMu.Lock()
 	defer m.liveMu.Unlock()
 	sp.step("wait_applier")
 	conn, err := m.checkpoint(ctx, lastCut)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	sp.step("checkpoint")
 	due, err := m.compactionDue(ctx, conn)
 	if due {
 		conn.Close()
 		if err = m.compact(ctx); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		c.Compaction = true
 		sp.step("compact")
 		if conn, err = m.db.Conn(ctx); err != nil {
-			return nil, nil, nil, fmt.Errorf("connection: %w", err)
+			return nil, nil, fmt.Errorf("connection: %w", err)
 		}
 	}
 	if err != nil {
 		conn.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	capt, err := blocks.NewCapture(ctx, m.live, m.lastMap, dir)
 	if err != nil {
 		conn.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	sp.step("capture")
 	c.Path, c.SHA256, c.Bytes = capt.Dir(), capt.Map.Root().String(), capt.Map.Size()
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		capt.Close()
 		conn.Close()
-		return nil, nil, nil, fmt.Errorf("begin: %w", err)
+		return nil, nil, fmt.Errorf("begin: %w", err)
 	}
 	if err := m.readCut(ctx, conn, lastCut, c); err != nil {
 		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		capt.Close()
 		conn.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	more, err := m.pinReads(ctx, archiveReads-1, c.LastSeq)
-	if err != nil {
-		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
-		capt.Close()
-		conn.Close()
-		return nil, nil, nil, err
-	}
-	return conn, more, capt, nil
-}
-
-// pinReads begins n read transactions on new connections, each pinned by
-// its first read, which must find the position at lastSeq: called with
-// the applier held off, they see the state of the cut's own.
-func (m *Manager) pinReads(ctx context.Context, n int, lastSeq uint64) ([]*sql.Conn, error) {
-	var conns []*sql.Conn
-	for range n {
-		conn, err := m.db.Conn(ctx)
-		if err != nil {
-			endReads(ctx, conns)
-			return nil, fmt.Errorf("connection: %w", err)
-		}
-		conns = append(conns, conn)
-		var pos uint64
-		if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
-			endReads(ctx, conns)
-			return nil, fmt.Errorf("begin: %w", err)
-		}
-		if err := conn.QueryRowContext(ctx, "SELECT last_seq FROM _teatree.position").Scan(&pos); err != nil {
-			endReads(ctx, conns)
-			return nil, fmt.Errorf("read position: %w", err)
-		}
-		if pos != lastSeq {
-			endReads(ctx, conns)
-			return nil, fmt.Errorf("%w: a read transaction of the cut found position %d, the cut %d", ErrFatal, pos, lastSeq)
-		}
-	}
-	return conns, nil
-}
-
-// endReads rolls back the read transactions of conns (they wrote
-// nothing) and closes their connections.
-func endReads(ctx context.Context, conns []*sql.Conn) {
-	for _, conn := range conns {
-		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
-		conn.Close()
-	}
+	return conn, capt, nil
 }
 
 // checkpoint drops the published bookkeeping (what a published version or
