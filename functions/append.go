@@ -265,7 +265,7 @@ func applyAppend(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 // applyPayload fetches the payload and inserts it with DuckDB's own file
 // readers (an Arrow IPC file is converted to Parquet first).
 func applyPayload(ctx context.Context, env Env, a *appendArgs) (Result, error) {
-	env.Tables.forget() // the file may create the table
+	env.Tables.Forget() // the file may create the table
 	if env.Payload == nil {
 		return Result{}, errors.New("no payload fetcher in Env")
 	}

@@ -98,9 +98,6 @@ type TableCache struct{ tables map[string]table }
 // NewTableCache returns an empty cache.
 func NewTableCache() *TableCache { return &TableCache{tables: map[string]table{}} }
 
-// Forget empties the cache (see TableCache).
-func (c *TableCache) Forget() { c.forget() }
-
 func (c *TableCache) get(key string) (table, bool) {
 	if c == nil {
 		return table{}, false
@@ -115,8 +112,8 @@ func (c *TableCache) put(key string, t table) {
 	}
 }
 
-// forget empties the cache: the schema may change.
-func (c *TableCache) forget() {
+// Forget empties the cache: the schema may change (see TableCache).
+func (c *TableCache) Forget() {
 	if c != nil {
 		clear(c.tables)
 	}

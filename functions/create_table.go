@@ -129,7 +129,7 @@ func (a *createTableArgs) ddl() string {
 // applyCreateTable creates the table. With if_not_exists and an existing
 // table it changes nothing and returns an empty Result.
 func applyCreateTable(ctx context.Context, env Env, a *createTableArgs) (Result, error) {
-	env.Tables.forget()
+	env.Tables.Forget()
 	t, exists, err := lookupTable(ctx, env.Conn, a.Table)
 	if err != nil {
 		return Result{}, dbError("look up table "+a.Table, err)

@@ -31,7 +31,7 @@
 //			return checkTable(a.To)
 //		},
 //		Apply: func(ctx context.Context, env Env, a *renameArgs) (Result, error) {
-//			env.Tables.forget()
+//			env.Tables.Forget()
 //			if _, err := env.Conn.ExecContext(ctx, "ALTER TABLE "+qualified(a.Table)+" RENAME TO "+duck.Ident(a.To)); err != nil {
 //				return Result{}, dbError("rename table "+a.Table, err)
 //			}

@@ -25,7 +25,7 @@ var dropTableSpec = spec[dropTableArgs]{
 // applyDropTable drops the table. With if_exists and no such table it
 // changes nothing and returns an empty Result.
 func applyDropTable(ctx context.Context, env Env, a *dropTableArgs) (Result, error) {
-	env.Tables.forget()
+	env.Tables.Forget()
 	t, exists, err := lookupTable(ctx, env.Conn, a.Table)
 	if err != nil {
 		return Result{}, dbError("look up table "+a.Table, err)

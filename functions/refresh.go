@@ -226,7 +226,7 @@ func (c selectChecker) node(n map[string]any) error {
 // checked by checkRefresh; DuckDB parses it once more here, as part of
 // the statement it runs.
 func applyRefresh(ctx context.Context, env Env, a *refreshArgs) (Result, error) {
-	env.Tables.forget()
+	env.Tables.Forget()
 	// A newline ends a trailing "-- comment" of the query.
 	stmt := "CREATE OR REPLACE TABLE " + qualified(a.Table) + " AS\n" + a.Query + "\n"
 	err := env.Conn.Raw(func(dc any) error {

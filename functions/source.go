@@ -87,7 +87,7 @@ const sourceTemp = "_teatree_source"
 // builders as it arrives (streamSource): memory holds a few record
 // batches, whatever the number of rows.
 func applySource(ctx context.Context, env Env, a *appendArgs) (Result, error) {
-	env.Tables.forget() // the source may create the table
+	env.Tables.Forget() // the source may create the table
 	s := a.Source
 	dsn, ok := env.Sources[s.Name]
 	if !ok {

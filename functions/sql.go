@@ -186,7 +186,7 @@ func firstKeyword(s string) string {
 // prepares it as exactly one statement of an allowed type. The spec
 // adapter refuses it unless env.AllowSQL.
 func applySQL(ctx context.Context, env Env, a *sqlArgs) (Result, error) {
-	env.Tables.forget()
+	env.Tables.Forget()
 	var n int64
 	err := env.Conn.Raw(func(dc any) error {
 		return prepareOne(dc, a.SQL, func(st driver.Stmt, p prepared) error {

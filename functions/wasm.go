@@ -442,7 +442,7 @@ const wasmView = "_teatree_wasm_output"
 // writeOutput writes out to the table, by DuckDB's scan of the Arrow
 // batches.
 func writeOutput(ctx context.Context, env Env, a *wasmArgs, out *moduleOutput) (Result, error) {
-	env.Tables.forget()
+	env.Tables.Forget()
 	t, exists, err := lookupTable(ctx, env.Conn, a.Table)
 	if err != nil {
 		return Result{}, dbError("look up table "+a.Table, err)

@@ -13,14 +13,15 @@ import (
 
 // Params decodes params into v, a pointer to a struct with json tags
 // (fields absent from params keep the values v holds). Every batch of a
-// request has the same params: when v's type holds only plain values
+// request has the same params: under Run (a module's one thread, see
+// scratch.go), when v's type holds only plain values
 // (booleans, numbers, strings, arrays and structs of them) and the params
 // and v's values before the call are the last call's, v gets the last
 // call's result without decoding again (json's reflection is costly under
 // Go's wasm backend).
 func Params(params json.RawMessage, v any) error {
 	rv := reflect.ValueOf(v)
-	cache := rv.Kind() == reflect.Pointer && !rv.IsNil() && plain(rv.Type().Elem())
+	cache := scratch.active && rv.Kind() == reflect.Pointer && !rv.IsNil() && plain(rv.Type().Elem())
 	var before any
 	if cache {
 		before = rv.Elem().Interface()

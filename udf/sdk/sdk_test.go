@@ -73,8 +73,10 @@ func TestRun(t *testing.T) {
 
 // TestParams: a decode into a plain struct is reused only for the same
 // params and the same values before the call; other types decode every
-// time.
+// time. It runs as Run's handler does (the cache is kept only there).
 func TestParams(t *testing.T) {
+	beginCall()
+	defer endCall()
 	type plainArgs struct {
 		Column string  `json:"column"`
 		As     string  `json:"as"`
