@@ -38,7 +38,10 @@ import (
 //     its files if every range still holds exactly its file's count of
 //     rows: since rowids only decrease and the old rows are unchanged, each
 //     range then holds exactly its file's rows; the rows at or above
-//     NextRowID go into one new file.
+//     NextRowID go into one new file. Only the ranges from the first file
+//     with a free rowid below its end are counted: a row moves only when a
+//     vacuum removes a deleted row below it (an append-only table counts
+//     none).
 //   - Otherwise (update, delete, upsert, sql, or the count check failed)
 //     every range is counted and hashed: a file whose range has the same
 //     count and a known, equal hash sum is kept, an empty range's file is dropped, any
@@ -176,13 +179,20 @@ func (a *archiver) normalize(ctx context.Context, t *cutTable) error {
 // appended keeps b's files when every range holds exactly its file's rows
 // and writes the rows at or above b.NextRowID into one file. It reports
 // false, having changed nothing, when a range's count differs.
+//
+// Only the files from the first with a free rowid below its range's end
+// are counted (settled): a row moves only when a vacuum removes a deleted
+// row below it, and the rows of the files before have none. A table only
+// ever appended to has no free rowid, so the cut reads only its new rows
+// (the rowid filter prunes the row groups below them).
 func (a *archiver) appended(ctx context.Context, t *cutTable, b cutTable) (bool, error) {
-	counts, err := a.ranges(ctx, t, b, false)
+	from := settled(b)
+	counts, err := a.ranges(ctx, t, b, from, false)
 	if err != nil {
 		return false, err
 	}
-	for i, f := range b.Data {
-		if counts[i].rows != f.Rows {
+	for i := from; i < len(b.Data); i++ {
+		if counts[i].rows != b.Data[i].Rows {
 			return false, nil
 		}
 	}
@@ -193,11 +203,23 @@ func (a *archiver) appended(ctx context.Context, t *cutTable, b cutTable) (bool,
 	return true, nil
 }
 
+// settled is the number of b's first files that hold a row for every rowid
+// below their range's end.
+func settled(b cutTable) int {
+	var rows int64
+	for i, f := range b.Data {
+		if rows += f.Rows; rows != upper(b, i) {
+			return i
+		}
+	}
+	return len(b.Data)
+}
+
 // verify keeps the files of b whose range has the same count and hash sum,
 // drops those whose range is empty, writes the others again, and writes the
 // rows at or above b.NextRowID into one file.
 func (a *archiver) verify(ctx context.Context, t *cutTable, b cutTable) error {
-	counts, err := a.ranges(ctx, t, b, true)
+	counts, err := a.ranges(ctx, t, b, 0, true)
 	if err != nil {
 		return err
 	}
@@ -270,20 +292,27 @@ type rangeCount struct {
 }
 
 // ranges counts (and with hash, hashes) the rows of t in the ranges of b's
-// files and, last, at or above b.NextRowID: len(b.Data)+1 entries.
-func (a *archiver) ranges(ctx context.Context, t *cutTable, b cutTable, hash bool) ([]rangeCount, error) {
-	var bucket strings.Builder
-	bucket.WriteString("CASE")
-	for i := 1; i <= len(b.Data); i++ {
-		fmt.Fprintf(&bucket, " WHEN rowid < %d THEN %d", upper(b, i-1), i-1)
+// files from file from on and, last, at or above b.NextRowID:
+// len(b.Data)+1 entries, those before from zero. The scan reads only the
+// row groups of those ranges.
+func (a *archiver) ranges(ctx context.Context, t *cutTable, b cutTable, from int, hash bool) ([]rangeCount, error) {
+	// With no file to count, every row read is at or above b.NextRowID.
+	bucket, lo := strconv.Itoa(len(b.Data)), b.NextRowID
+	if from < len(b.Data) {
+		var c strings.Builder
+		c.WriteString("CASE")
+		for i := from + 1; i <= len(b.Data); i++ {
+			fmt.Fprintf(&c, " WHEN rowid < %d THEN %d", upper(b, i-1), i-1)
+		}
+		fmt.Fprintf(&c, " ELSE %d END", len(b.Data))
+		bucket, lo = c.String(), b.Data[from].FirstRowID
 	}
-	fmt.Fprintf(&bucket, " ELSE %d END", len(b.Data))
 	sum := "''"
 	if hash {
 		sum = "coalesce(sum(" + rowHash(t.Columns) + "), 0)::VARCHAR"
 	}
 	// GROUP BY 1: an alias could be one of the table's column names.
-	q := "SELECT " + bucket.String() + ", count(*), " + sum + ", max(rowid) + 1 FROM main." + duck.Ident(t.Name) + " GROUP BY 1"
+	q := "SELECT " + bucket + ", count(*), " + sum + ", max(rowid) + 1 FROM main." + duck.Ident(t.Name) + " WHERE rowid >= " + strconv.FormatInt(lo, 10) + " GROUP BY 1"
 	rows, err := a.conn.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("count the rows of %s by data file: %w", t.Name, err)
