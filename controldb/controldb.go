@@ -505,40 +505,83 @@ func (db *DB) RecordRequests(ctx context.Context, reqs []RequestRecord) error {
 	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return recordRequests(ctx, tx, reqs) })
 }
 
+// recordRequests upserts reqs with one statement over arrays per round:
+// round k holds the k-th record of each request id (almost always there
+// is one round), so the records of one id apply in order and the
+// statement never touches a row twice.
 func recordRequests(ctx context.Context, tx pgx.Tx, reqs []RequestRecord) error {
-	b := &pgx.Batch{}
+	var rounds []requestColumnsArrays
+	seen := make(map[string]int, len(reqs))
 	for _, r := range reqs {
-		var version *int64
-		if r.Version > 0 {
-			version = &r.Version
+		k := seen[r.RequestID]
+		seen[r.RequestID] = k + 1
+		if k == len(rounds) {
+			rounds = append(rounds, requestColumnsArrays{})
 		}
-		var finished *time.Time
-		if !r.Finished.IsZero() {
-			finished = &r.Finished
+		if err := rounds[k].add(r); err != nil {
+			return err
 		}
-		submitted := r.Submitted
-		if submitted.IsZero() {
-			submitted = time.Now().UTC()
-		}
-		var reads []byte
-		if len(r.Reads) > 0 {
-			var err error
-			if reads, err = json.Marshal(r.Reads); err != nil {
-				return fmt.Errorf("controldb: record request %s: %w", r.RequestID, err)
-			}
-		}
-		b.Queue(`INSERT INTO request_log (request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at, reads)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+	}
+	for _, c := range rounds {
+		if _, err := tx.Exec(ctx, `INSERT INTO request_log (request_id, model, function, status, version, error, stream_seq, submitted_at, finished_at, reads)
+			SELECT id, m, f, st, v, e, seq, sub, fin, r::jsonb
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], $8::timestamptz[], $9::timestamptz[], $10::text[])
+				AS u(id, m, f, st, v, e, seq, sub, fin, r)
 			ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, version = excluded.version, error = excluded.error,
 				reads = coalesce(request_log.reads, excluded.reads),
 				finished_at = excluded.finished_at, submitted_at = least(request_log.submitted_at, excluded.submitted_at)
 			WHERE (excluded.status <> 'queued' OR request_log.status = 'queued')
 				AND request_log.model = excluded.model AND request_log.stream_seq = excluded.stream_seq`,
-			r.RequestID, r.Model, r.Function, string(r.Status), version, r.Error, int64(r.StreamSeq), submitted, finished, reads)
+			c.id, c.model, c.function, c.status, c.version, c.err, c.seq, c.submitted, c.finished, c.reads); err != nil {
+			return fmt.Errorf("controldb: record requests: %w", err)
+		}
 	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("controldb: record requests: %w", err)
+	return nil
+}
+
+// requestColumnsArrays are request records as one array per request_log
+// column, NULL where a record has no value.
+type requestColumnsArrays struct {
+	id, model, function, status, err []string
+	version                          []*int64
+	seq                              []int64
+	submitted                        []time.Time
+	finished                         []*time.Time
+	reads                            []*string
+}
+
+func (c *requestColumnsArrays) add(r RequestRecord) error {
+	var version *int64
+	if r.Version > 0 {
+		version = &r.Version
 	}
+	var finished *time.Time
+	if !r.Finished.IsZero() {
+		finished = &r.Finished
+	}
+	submitted := r.Submitted
+	if submitted.IsZero() {
+		submitted = time.Now().UTC()
+	}
+	var reads *string
+	if len(r.Reads) > 0 {
+		b, err := json.Marshal(r.Reads)
+		if err != nil {
+			return fmt.Errorf("controldb: record request %s: %w", r.RequestID, err)
+		}
+		s := string(b)
+		reads = &s
+	}
+	c.id = append(c.id, r.RequestID)
+	c.model = append(c.model, r.Model)
+	c.function = append(c.function, r.Function)
+	c.status = append(c.status, string(r.Status))
+	c.version = append(c.version, version)
+	c.err = append(c.err, r.Error)
+	c.seq = append(c.seq, int64(r.StreamSeq))
+	c.submitted = append(c.submitted, submitted)
+	c.finished = append(c.finished, finished)
+	c.reads = append(c.reads, reads)
 	return nil
 }
 

@@ -296,6 +296,36 @@ func TestRequestLogRowBelongsToTheFirstRequest(t *testing.T) {
 	}
 }
 
+// TestRecordRequestsRepeatedIDs: one call may carry several records of
+// one id (the dispatcher's queued and the applier's outcome, or a reuse of
+// the id); they apply in order, as separate calls would: the first
+// (model, stream sequence) owns the row, a final status stands.
+func TestRecordRequestsRepeatedIDs(t *testing.T) {
+	db, ctx := open(t), context.Background()
+	now := time.Now()
+	queued := controldb.RequestRecord{RequestID: "r", Model: "a", Function: "append", Status: model.StatusQueued, StreamSeq: 3, Submitted: now}
+	applied := queued
+	applied.Status, applied.Version, applied.Finished = model.StatusApplied, 2, now
+	reuse := controldb.RequestRecord{RequestID: "r", Model: "a", Function: "delete", Status: model.StatusRejected, Error: "duplicate", StreamSeq: 7, Submitted: now, Finished: now}
+	other := controldb.RequestRecord{RequestID: "s", Model: "a", Function: "append", Status: model.StatusApplied, Version: 2, StreamSeq: 4, Submitted: now, Finished: now}
+	if err := db.RecordRequests(ctx, []controldb.RequestRecord{queued, other, applied, reuse, queued}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.GetRequests(ctx, []string{"r", "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := got["r"]; r.Status != model.StatusApplied || r.StreamSeq != 3 || r.Function != "append" {
+		t.Errorf("r: %+v; want applied at 3 (the later queued and the reuse change nothing)", r)
+	}
+	if s := got["s"]; s.Status != model.StatusApplied || s.StreamSeq != 4 {
+		t.Errorf("s: %+v; want applied at 4", s)
+	}
+	if r, err := db.GetRequest(ctx, "r"); err != nil || r.Version != 2 {
+		t.Errorf("r: version %d, %v; want 2", r.Version, err)
+	}
+}
+
 // TestGroups: a model's group is set at creation, changed and cleared by
 // UpdateModel, validated like a model id, and GroupMembers lists the
 // members by id; a group without members is model.ErrNotFound.
