@@ -21,8 +21,14 @@ import (
 )
 
 // testTimings are short leader election durations; the Lease stores its
-// duration in whole seconds.
-var testTimings = leaderTimings{lease: 3 * time.Second, renew: 2 * time.Second, retry: 200 * time.Millisecond}
+// duration in whole seconds. client-go's leader gives up at most its renew
+// deadline (plus a retry period) after the response of its last renewal,
+// while a candidate takes over a lease duration after it saw that renewal
+// written: the leaders cannot overlap only while a renewal's response is
+// slower than its write by less than lease − renew − retry. 2 s of that
+// margin is for a loaded 2-core machine (with 1 s, pod-2 led while pod-1
+// still did in a make test run under load).
+var testTimings = leaderTimings{lease: 4 * time.Second, renew: 2 * time.Second, retry: 200 * time.Millisecond}
 
 // mortalClient is a clientset whose requests fail once kill is called: to
 // the API server, its dispatcher has died (no renewal, no release).
