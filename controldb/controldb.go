@@ -510,13 +510,13 @@ func (db *DB) RecordRequests(ctx context.Context, reqs []RequestRecord) error {
 // is one round), so the records of one id apply in order and the
 // statement never touches a row twice.
 func recordRequests(ctx context.Context, tx pgx.Tx, reqs []RequestRecord) error {
-	var rounds []requestColumnsArrays
+	var rounds []requestArrays
 	seen := make(map[string]int, len(reqs))
 	for _, r := range reqs {
 		k := seen[r.RequestID]
 		seen[r.RequestID] = k + 1
 		if k == len(rounds) {
-			rounds = append(rounds, requestColumnsArrays{})
+			rounds = append(rounds, requestArrays{})
 		}
 		if err := rounds[k].add(r); err != nil {
 			return err
@@ -539,9 +539,9 @@ func recordRequests(ctx context.Context, tx pgx.Tx, reqs []RequestRecord) error 
 	return nil
 }
 
-// requestColumnsArrays are request records as one array per request_log
+// requestArrays are request records as one array per request_log
 // column, NULL where a record has no value.
-type requestColumnsArrays struct {
+type requestArrays struct {
 	id, model, function, status, err []string
 	version                          []*int64
 	seq                              []int64
@@ -550,7 +550,7 @@ type requestColumnsArrays struct {
 	reads                            []*string
 }
 
-func (c *requestColumnsArrays) add(r RequestRecord) error {
+func (c *requestArrays) add(r RequestRecord) error {
 	var version *int64
 	if r.Version > 0 {
 		version = &r.Version
