@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +16,7 @@ import (
 	"github.com/teatree/teatree/model"
 )
 
-func open(t *testing.T) *controldb.DB {
+func open(t testing.TB) *controldb.DB {
 	t.Helper()
 	ctx := context.Background()
 	db, err := controldb.Open(ctx, pgtest.NewDatabase(t))
@@ -323,6 +324,27 @@ func TestRecordRequestsRepeatedIDs(t *testing.T) {
 	}
 	if r, err := db.GetRequest(ctx, "r"); err != nil || r.Version != 2 {
 		t.Errorf("r: version %d, %v; want 2", r.Version, err)
+	}
+}
+
+// BenchmarkRecordRequests is the request-log write of a version of 300
+// one-row appends (what the db-manager's publication and the
+// dispatcher's batches do), new ids each time.
+//
+//	go test -run '^$' -bench BenchmarkRecordRequests ./controldb
+func BenchmarkRecordRequests(b *testing.B) {
+	db, ctx := open(b), context.Background()
+	reqs := make([]controldb.RequestRecord, 300)
+	seq := 0
+	for b.Loop() {
+		now := time.Now()
+		for i := range reqs {
+			seq++
+			reqs[i] = controldb.RequestRecord{RequestID: "r" + strconv.Itoa(seq), Model: "a", Function: "append", Status: model.StatusApplied, Version: 2, StreamSeq: uint64(seq), Submitted: now, Finished: now}
+		}
+		if err := db.RecordRequests(ctx, reqs); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

@@ -146,6 +146,9 @@ type Info struct {
 // when done.
 type Host struct {
 	cache wazero.CompilationCache
+	// unchecked compiles without WithCloseOnContextDone: no CPU-time
+	// limit (tests only, export_test.go: what the check costs).
+	unchecked bool
 
 	mu       sync.Mutex
 	runtimes map[uint32]wazero.Runtime // by memory pages
@@ -200,7 +203,7 @@ func (h *Host) runtime(ctx context.Context, pages uint32) (wazero.Runtime, error
 	cfg := wazero.NewRuntimeConfig().
 		WithCompilationCache(h.cache).
 		WithMemoryLimitPages(pages).
-		WithCloseOnContextDone(true)
+		WithCloseOnContextDone(!h.unchecked)
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
 		r.Close(ctx)

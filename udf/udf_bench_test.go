@@ -14,6 +14,7 @@ import (
 	"github.com/teatree/teatree/udf"
 	"github.com/teatree/teatree/udf/examples/delayclass/class"
 	"github.com/teatree/teatree/udf/sdk"
+	"github.com/teatree/teatree/udf/udftest"
 )
 
 // flightsBatch is one input batch of teabench scenario 6: 2048 rows of
@@ -46,33 +47,28 @@ func flightsRows(tb testing.TB, n int) []byte {
 }
 
 // BenchmarkProcess is one batch of scenario 6 through the delayclass
-// module (wasm, one instance for every batch, as a request does) and
-// through the SDK's Run natively (the same handler): the module's cost
+// module (wasm, one instance for every batch, as a request does), the same
+// without wazero's CPU-time check (wasm-unchecked: WithCloseOnContextDone
+// off, which the db-manager never runs; what the check costs, docs/wasm.md)
+// and through the SDK's Run natively (the same handler): the module's cost
 // per batch without DuckDB around it.
 //
 //	go test -run '^$' -bench BenchmarkProcess -cpuprofile cpu.out ./udf
 func BenchmarkProcess(b *testing.B) {
 	in := flightsBatch(b)
-	params := []byte("{}")
-	b.Run("wasm", func(b *testing.B) {
-		ctx := context.Background()
-		inst, err := host.Instantiate(ctx, udf.Digest(modules["delayclass"]), modules["delayclass"], udf.Limits{})
+	b.Run("wasm", func(b *testing.B) { processEach(b, host, in, 2048) })
+	b.Run("wasm-unchecked", func(b *testing.B) {
+		h, err := udf.NewUncheckedHost(udftest.CacheDir())
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer inst.Close(ctx)
-		b.ResetTimer()
-		for range b.N {
-			if _, err := inst.Process(ctx, in, params); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(2048*b.N)/b.Elapsed().Seconds(), "rows/s")
+		defer h.Close(context.Background())
+		processEach(b, h, in, 2048)
 	})
 	b.Run("native", func(b *testing.B) {
 		sdk.Handle(class.Map)
 		for range b.N {
-			if _, err := sdk.Run(in, params); err != nil {
+			if _, err := sdk.Run(in, []byte("{}")); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -85,23 +81,27 @@ func BenchmarkProcess(b *testing.B) {
 // rows.
 func BenchmarkProcessRows(b *testing.B) {
 	for _, n := range []int{1, 2048, 8192, 32768} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			in := flightsRows(b, n)
-			ctx := context.Background()
-			inst, err := host.Instantiate(ctx, udf.Digest(modules["delayclass"]), modules["delayclass"], udf.Limits{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer inst.Close(ctx)
-			b.ResetTimer()
-			for range b.N {
-				if _, err := inst.Process(ctx, in, []byte("{}")); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
-		})
+		b.Run(fmt.Sprint(n), func(b *testing.B) { processEach(b, host, flightsRows(b, n), n) })
 	}
+}
+
+// processEach calls one instance of the delayclass module of h b.N times
+// over in (an IPC stream of one batch of rows rows) and reports the rows
+// per second.
+func processEach(b *testing.B, h *udf.Host, in []byte, rows int) {
+	ctx := context.Background()
+	inst, err := h.Instantiate(ctx, udf.Digest(modules["delayclass"]), modules["delayclass"], udf.Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer inst.Close(ctx)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := inst.Process(ctx, in, []byte("{}")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
 }
 
 // BenchmarkInstantiate is the fixed cost of a request's instance of the
