@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/teatree/teatree/model"
 )
 
@@ -123,37 +125,39 @@ var (
 // checkJSON walks data token by token alongside the Go type t (nil: any
 // JSON) and refuses what encoding/json would let through: keys in another
 // case than the json tag, duplicate keys, null for a typed field, nesting
-// deeper than MaxNesting, data after the value.
+// deeper than MaxNesting, data after the value. It reads tokens with
+// jsontext (the tokenizer of Go's encoding/json/v2), several times
+// cheaper than encoding/json's Decoder.Token; duplicate keys are found
+// here, to name them.
 func checkJSON(data []byte, t reflect.Type) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
+	dec := jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	tok, err := dec.ReadToken()
 	if err != nil {
 		return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	if tok.Kind() != '{' {
 		return errors.New("args must be a JSON object")
 	}
-	if err := walkJSON(dec, tok, t, "args", 0); err != nil {
+	if err := walkJSON(dec, tok.Kind(), t, "args", 0); err != nil {
 		return err
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.ReadToken(); err != io.EOF {
 		return errors.New("args have data after the JSON object")
 	}
 	return nil
 }
 
-// walkJSON checks the value that starts with tok; path names it in errors.
-func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, depth int) error {
+// walkJSON checks the value that starts with a token of kind k; path names
+// it in errors.
+func walkJSON(dec *jsontext.Decoder, k jsontext.Kind, t reflect.Type, path string, depth int) error {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if t != nil && (t == rawMessageType || t.Kind() == reflect.Interface) {
 		t = nil // any JSON
 	}
-	d, isDelim := tok.(json.Delim)
-	if !isDelim {
-		if tok == nil && t != nil {
+	if k != '{' && k != '[' {
+		if k == 'n' && t != nil {
 			return fmt.Errorf("%s must not be null: leave it out instead", path)
 		}
 		return nil // scalars: the decoder checks their type
@@ -161,36 +165,30 @@ func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, de
 	if depth >= MaxNesting {
 		return fmt.Errorf("%s nests deeper than %d levels", path, MaxNesting)
 	}
-	switch d {
-	case '[':
-		var elem reflect.Type
-		if t != nil && t.Kind() == reflect.Slice {
-			elem = t.Elem()
-		}
-		for i := 0; dec.More(); i++ {
-			tok, err := dec.Token()
+	end := jsontext.Kind(']')
+	var seen map[string]bool
+	if k == '{' {
+		end, seen = '}', map[string]bool{}
+	}
+	for i := 0; dec.PeekKind() != end; i++ {
+		var ft reflect.Type
+		sub := func() string { return path + "[" + strconv.Itoa(i) + "]" }
+		optional := false
+		if k == '[' {
+			if t != nil && t.Kind() == reflect.Slice {
+				ft = t.Elem()
+			}
+		} else {
+			tok, err := dec.ReadToken()
 			if err != nil {
 				return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
 			}
-			if err := walkJSON(dec, tok, elem, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
-				return err
-			}
-		}
-	case '{':
-		seen := map[string]bool{}
-		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
-			}
-			key, _ := tok.(string)
+			key := tok.String()
 			if seen[key] {
 				return fmt.Errorf("%s has key %s twice", path, model.Quote(key))
 			}
 			seen[key] = true
-			var ft reflect.Type
-			sub := path + "." + key
-			optional := false
+			sub = func() string { return path + "." + key }
 			switch {
 			case t != nil && t.Kind() == reflect.Struct && t != numberType:
 				f, ok := jsonField(t, key)
@@ -200,25 +198,30 @@ func walkJSON(dec *json.Decoder, tok json.Token, t reflect.Type, path string, de
 				ft = f.Type
 				optional = strings.Contains(f.Tag.Get("json"), ",omitempty")
 				if path == "args" {
-					sub = key
+					sub = func() string { return key }
 				}
 			case t != nil && t.Kind() == reflect.Map:
 				ft = t.Elem()
-				sub = fmt.Sprintf("%s[%s]", path, model.Quote(key))
-			}
-			tok, err = dec.Token()
-			if err != nil {
-				return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
-			}
-			if s, ok := tok.(string); ok && s == "" && optional && ft.Kind() == reflect.String {
-				return fmt.Errorf("%s is empty: leave it out instead", sub)
-			}
-			if err := walkJSON(dec, tok, ft, sub, depth+1); err != nil {
-				return err
+				sub = func() string { return fmt.Sprintf("%s[%s]", path, model.Quote(key)) }
 			}
 		}
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
+		}
+		if tok.Kind() == '"' && optional && ft.Kind() == reflect.String && tok.String() == "" {
+			return fmt.Errorf("%s is empty: leave it out instead", sub())
+		}
+		// The path is only built for an error or a nested value.
+		p := ""
+		if kk := tok.Kind(); kk == '{' || kk == '[' || kk == 'n' {
+			p = sub()
+		}
+		if err := walkJSON(dec, tok.Kind(), ft, p, depth+1); err != nil {
+			return err
+		}
 	}
-	if _, err := dec.Token(); err != nil { // the closing delimiter
+	if _, err := dec.ReadToken(); err != nil { // the closing delimiter
 		return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
 	}
 	return nil

@@ -96,3 +96,14 @@ func BenchmarkValidateAppendRows(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPrepareOneRow is the db-manager's decoding and check of one
+// request of scenario 1a (a one-row append), per request.
+func BenchmarkPrepareOneRow(b *testing.B) {
+	r := model.Request{ID: "s1-12345", Model: "small-1", Function: "append", Args: json.RawMessage(`{"table":"t","rows":[{"id":12345,"v":"teabench row"}]}`)}
+	for b.Loop() {
+		if _, err := Prepare(r, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
