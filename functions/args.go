@@ -172,8 +172,8 @@ func walkJSON(dec *jsontext.Decoder, k jsontext.Kind, t reflect.Type, path strin
 	}
 	for i := 0; dec.PeekKind() != end; i++ {
 		var ft reflect.Type
-		sub := func() string { return path + "[" + strconv.Itoa(i) + "]" }
-		optional := false
+		var key string
+		optional, inMap, top := false, false, false
 		if k == '[' {
 			if t != nil && t.Kind() == reflect.Slice {
 				ft = t.Elem()
@@ -183,12 +183,11 @@ func walkJSON(dec *jsontext.Decoder, k jsontext.Kind, t reflect.Type, path strin
 			if err != nil {
 				return fmt.Errorf("args are not valid JSON: %v", model.Shorten(err))
 			}
-			key := tok.String()
+			key = tok.String()
 			if seen[key] {
 				return fmt.Errorf("%s has key %s twice", path, model.Quote(key))
 			}
 			seen[key] = true
-			sub = func() string { return path + "." + key }
 			switch {
 			case t != nil && t.Kind() == reflect.Struct && t != numberType:
 				f, ok := jsonField(t, key)
@@ -197,13 +196,23 @@ func walkJSON(dec *jsontext.Decoder, k jsontext.Kind, t reflect.Type, path strin
 				}
 				ft = f.Type
 				optional = strings.Contains(f.Tag.Get("json"), ",omitempty")
-				if path == "args" {
-					sub = func() string { return key }
-				}
+				top = path == "args"
 			case t != nil && t.Kind() == reflect.Map:
-				ft = t.Elem()
-				sub = func() string { return fmt.Sprintf("%s[%s]", path, model.Quote(key)) }
+				ft, inMap = t.Elem(), true
 			}
+		}
+		// sub names the value in errors: rows[3], rows[3].id, a top-level
+		// field by its name, a map's value by its quoted key.
+		sub := func() string {
+			switch {
+			case k == '[':
+				return path + "[" + strconv.Itoa(i) + "]"
+			case inMap:
+				return path + "[" + model.Quote(key) + "]"
+			case top:
+				return key
+			}
+			return path + "." + key
 		}
 		tok, err := dec.ReadToken()
 		if err != nil {
