@@ -1,12 +1,4 @@
 package udf
 
-// NewUncheckedHost is NewHost without the CPU-time check
-// (WithCloseOnContextDone), for the benchmarks that measure what it costs
-// (tests only: a module that never returns is never stopped).
-func NewUncheckedHost(cacheDir string) (*Host, error) {
-	h, err := NewHost(cacheDir)
-	if h != nil {
-		h.unchecked = true
-	}
-	return h, err
-}
+// PID is the process id of the instance's sandbox process (tests only).
+func (i *Instance) PID() int { return i.w.cmd.Process.Pid }

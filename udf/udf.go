@@ -1,11 +1,17 @@
 // Package udf runs user functions compiled to WebAssembly (ABI version 1,
-// docs/wasm.md) in a sandbox: wazero, pure Go, no cgo.
+// docs/wasm.md) in a sandbox: wazero, pure Go, no cgo, in a sandbox
+// process of its own (worker.go).
 //
 // A Host compiles a module once per digest (the sha256 of its bytes,
-// lower-case hex) into a compilation cache shared by its runtimes, and
-// instantiates it afresh for every call (Instantiate), so that no state
-// survives from one request to the next. An instance gets:
+// lower-case hex) into a compilation cache shared by its sandbox
+// processes, and instantiates it afresh for every request (Instantiate),
+// so that no state survives from one request to the next. An instance
+// gets:
 //
+//   - a process of its own: this program's executable started with an
+//     empty environment, which serves the instance over two pipes; the
+//     process is reused for a later instance of the same module only after
+//     a request that ended cleanly;
 //   - memory capped at Limits.MemoryPages pages of 64 KiB (the runtime's
 //     WithMemoryLimitPages);
 //   - no filesystem (no preopened directory: every path_open fails with
@@ -17,36 +23,30 @@
 //     the Go wasip1 runtime reads all three, and a replay must see the same;
 //   - stdout and stderr kept in a buffer of MaxStderr bytes that an error
 //     quotes (a Go panic prints there);
-//   - a CPU cap: the caller's context deadline, which closes the instance
-//     (WithCloseOnContextDone), even in an infinite loop.
+//   - a CPU cap: the caller's context deadline (WithTimeout), at which the
+//     sandbox process is killed, even in an infinite loop.
 //
 // Validate checks a module at registration: the ABI's exports are present
 // with their signatures and every import is one of AllowedImports.
 //
 // Errors that are the module's fault (a trap, an exit, the deadline, a
-// memory overrun, a bad pointer or length, an error the module returned)
-// wrap ErrModule; a context cancelled by the caller is returned as
-// ctx.Err().
+// memory overrun, a bad pointer or length, an error the module returned,
+// its sandbox process dying) wrap ErrModule; a context cancelled by the
+// caller is returned as ctx.Err().
 package udf
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
-	"github.com/tetratelabs/wazero/sys"
 )
 
 // ABIVersion is the version of the ABI this package implements
@@ -142,109 +142,65 @@ type Info struct {
 	Imports []string // imported functions as module.name, sorted
 }
 
-// Host compiles and runs modules. It is safe for concurrent use; Close it
-// when done.
+// maxIdle is the most sandbox processes a Host keeps between requests.
+const maxIdle = 4
+
+// Host compiles modules and runs them in sandbox processes. It is safe for
+// concurrent use; Close it when done.
 type Host struct {
-	cache wazero.CompilationCache
-	// unchecked compiles without WithCloseOnContextDone: no CPU-time
-	// limit (tests only, export_test.go: what the check costs).
-	unchecked bool
+	dir string
+	// eng compiles and checks modules for Validate; no module runs in this
+	// process.
+	eng *engine
 
-	mu       sync.Mutex
-	runtimes map[uint32]wazero.Runtime // by memory pages
-	compiled map[compiledKey]wazero.CompiledModule
-}
-
-type compiledKey struct {
-	pages  uint32
-	digest string
+	mu     sync.Mutex
+	idle   []*worker // most recently used last
+	closed bool
 }
 
 // NewHost returns a Host whose compilation cache is kept in the
 // directory cacheDir (created if missing), so that a module is compiled
-// once per digest across restarts too; "" keeps it in memory only.
-// Compiling is slow for large modules (a Go module of 14 MB takes tens
-// of seconds on one core), running the compiled code fast.
+// once per digest across restarts too; "" keeps it in memory only (each
+// sandbox process then compiles on its own). Compiling is slow for large
+// modules (a Go module of 14 MB takes tens of seconds on one core),
+// running the compiled code fast.
 func NewHost(cacheDir string) (*Host, error) {
-	var cache wazero.CompilationCache
-	if cacheDir == "" {
-		cache = wazero.NewCompilationCache()
-	} else {
-		var err error
-		if cache, err = wazero.NewCompilationCacheWithDir(cacheDir); err != nil {
-			return nil, fmt.Errorf("udf: compilation cache: %w", err)
-		}
+	dir := cacheDir
+	if dir != "" {
+		dir = filepath.Join(cacheDir, cacheSubdir)
 	}
-	return &Host{
-		cache:    cache,
-		runtimes: map[uint32]wazero.Runtime{},
-		compiled: map[compiledKey]wazero.CompiledModule{},
-	}, nil
+	eng, err := newEngine(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Host{dir: dir, eng: eng}, nil
 }
 
-// Close closes the runtimes and the compilation cache.
+// Close kills the idle sandbox processes and closes the compilation
+// cache.
 func (h *Host) Close(ctx context.Context) error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	var errs []error
-	for _, r := range h.runtimes {
-		errs = append(errs, r.Close(ctx))
+	idle := h.idle
+	h.idle, h.closed = nil, true
+	h.mu.Unlock()
+	for _, w := range idle {
+		w.kill()
 	}
-	h.runtimes, h.compiled = map[uint32]wazero.Runtime{}, map[compiledKey]wazero.CompiledModule{}
-	errs = append(errs, h.cache.Close(ctx))
-	return errors.Join(errs...)
-}
-
-// runtime returns the runtime for pages, with WASI instantiated.
-func (h *Host) runtime(ctx context.Context, pages uint32) (wazero.Runtime, error) {
-	if r, ok := h.runtimes[pages]; ok {
-		return r, nil
-	}
-	cfg := wazero.NewRuntimeConfig().
-		WithCompilationCache(h.cache).
-		WithMemoryLimitPages(pages).
-		WithCloseOnContextDone(!h.unchecked)
-	r := wazero.NewRuntimeWithConfig(ctx, cfg)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
-		r.Close(ctx)
-		return nil, fmt.Errorf("udf: instantiate wasi: %w", err)
-	}
-	h.runtimes[pages] = r
-	return r, nil
+	return h.eng.close(ctx)
 }
 
 // Compile compiles the module wasm of digest (Digest(wasm)) for lim's
-// memory unless the host has it already, and checks it (see Validate).
-// Call it before starting the CPU clock (WithTimeout): Instantiate
-// compiles too, but the time it takes would count.
+// memory and checks it (see Validate), in a sandbox process that the next
+// Instantiate of it takes. Call it before starting the CPU clock
+// (WithTimeout): Instantiate compiles too, but the time it takes would
+// count.
 func (h *Host) Compile(ctx context.Context, digest string, wasm []byte, lim Limits) error {
-	_, err := h.compile(ctx, lim.pages(), digest, wasm)
-	return err
-}
-
-// compile returns wasm compiled for a runtime of pages, checked with
-// check. wasm must have the given digest.
-func (h *Host) compile(ctx context.Context, pages uint32, digest string, wasm []byte) (wazero.CompiledModule, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	k := compiledKey{pages, digest}
-	if c, ok := h.compiled[k]; ok {
-		return c, nil
-	}
-	r, err := h.runtime(ctx, pages)
+	w, err := h.worker(ctx, compiledKey{lim.pages(), digest}, wasm)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	c, err := r.CompileModule(ctx, wasm)
-	if err != nil {
-		return nil, fmt.Errorf("%w: not a valid WebAssembly module: %v", ErrModule, err)
-	}
-	if err := check(c); err != nil {
-		c.Close(ctx)
-		return nil, err
-	}
-	h.compiled[k] = c
-	return c, nil
+	h.release(w)
+	return nil
 }
 
 // Validate compiles wasm (into the host's cache) and checks it against
@@ -253,7 +209,7 @@ func (h *Host) compile(ctx context.Context, pages uint32, digest string, wasm []
 // AllowedImports. Errors wrap ErrModule and say what is wrong.
 func (h *Host) Validate(ctx context.Context, wasm []byte) (Info, error) {
 	d := Digest(wasm)
-	c, err := h.compile(ctx, DefaultMemoryPages, d, wasm)
+	c, err := h.eng.compile(ctx, DefaultMemoryPages, d, wasm)
 	if err != nil {
 		return Info{}, err
 	}
@@ -270,265 +226,126 @@ func (h *Host) Validate(ctx context.Context, wasm []byte) (Info, error) {
 	return info, nil
 }
 
-// check checks a compiled module against the ABI.
-func check(c wazero.CompiledModule) error {
-	for _, f := range c.ImportedFunctions() {
-		mod, name, _ := f.Import()
-		if mod != wasi_snapshot_preview1.ModuleName || !slices.Contains(AllowedImports, name) {
-			return fmt.Errorf("%w: it imports %s.%s, which the sandbox does not grant (allowed: %s.{%s})", ErrModule, mod, name, wasi_snapshot_preview1.ModuleName, strings.Join(AllowedImports, ","))
+// worker returns an idle sandbox process with key's module compiled, or
+// starts one.
+func (h *Host) worker(ctx context.Context, key compiledKey, wasm []byte) (*worker, error) {
+	h.mu.Lock()
+	for i := len(h.idle) - 1; i >= 0; i-- {
+		if w := h.idle[i]; w.key == key {
+			h.idle = slices.Delete(h.idle, i, i+1)
+			h.mu.Unlock()
+			if w.alive() {
+				return w, nil
+			}
+			w.kill()
+			h.mu.Lock()
+			break
 		}
 	}
-	if n := len(c.ImportedMemories()); n > 0 {
-		return fmt.Errorf("%w: it imports a memory: a module must define and export its own", ErrModule)
-	}
-	if len(c.ExportedMemories()) == 0 {
-		return fmt.Errorf("%w: it exports no memory", ErrModule)
-	}
-	i32, i64 := api.ValueTypeI32, api.ValueTypeI64
-	want := []struct {
-		name        string
-		params, res []api.ValueType
-	}{
-		{ExportVersion, nil, []api.ValueType{i32}},
-		{ExportAlloc, []api.ValueType{i32}, []api.ValueType{i32}},
-		{ExportProcess, []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i64}},
-	}
-	exports := c.ExportedFunctions()
-	for _, w := range want {
-		f, ok := exports[w.name]
-		if !ok {
-			return fmt.Errorf("%w: it does not export %s, which ABI version %d requires (docs/wasm.md; the SDK udf/sdk exports it)", ErrModule, w.name, ABIVersion)
-		}
-		if !slices.Equal(f.ParamTypes(), w.params) || !slices.Equal(f.ResultTypes(), w.res) {
-			return fmt.Errorf("%w: its export %s has the signature %s, not %s", ErrModule, w.name, sig(f.ParamTypes(), f.ResultTypes()), sig(w.params, w.res))
-		}
-	}
-	if f, ok := exports[ExportInitialize]; ok && (len(f.ParamTypes()) > 0 || len(f.ResultTypes()) > 0) {
-		return fmt.Errorf("%w: its export %s takes or returns values", ErrModule, ExportInitialize)
-	}
-	return nil
+	h.mu.Unlock()
+	return spawn(ctx, h.dir, key, wasm)
 }
 
-func sig(params, results []api.ValueType) string {
-	names := func(ts []api.ValueType) string {
-		s := make([]string, len(ts))
-		for i, t := range ts {
-			s[i] = api.ValueTypeName(t)
-		}
-		return strings.Join(s, ", ")
+// release keeps w for a later request, the oldest idle process making
+// room.
+func (h *Host) release(w *worker) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || !w.alive() {
+		w.kill()
+		return
 	}
-	return "(" + names(params) + ") -> (" + names(results) + ")"
+	h.idle = append(h.idle, w)
+	if len(h.idle) > maxIdle {
+		h.idle[0].kill()
+		h.idle = slices.Delete(h.idle, 0, 1)
+	}
 }
 
-// Instance is one instantiation of a module, for one request. It is not
-// safe for concurrent use.
+// Instance is one instantiation of a module, for one request, in a
+// sandbox process. It is not safe for concurrent use.
 type Instance struct {
-	mod     api.Module
-	alloc   api.Function
-	process api.Function
-	stderr  *boundedBuffer
-	// Copied counts the bytes copied into and out of the module's memory.
+	h *Host
+	w *worker // nil once closed
+	// clean: no call failed, so the process may serve a later request.
+	clean bool
+	// Copied counts the bytes copied into and out of the module's memory
+	// and through the pipes to and from its sandbox process (each byte
+	// once per crossing).
 	Copied int64
 }
 
-// Instantiate instantiates the module wasm of digest (Digest(wasm)), compiling
-// it first unless the host has it compiled for lim's memory, runs its
-// initialisation and checks its ABI version. ctx bounds the instance's
-// life: when it ends the instance is closed, even in a loop; pass one with
-// the deadline of lim (WithTimeout). Close the instance when done.
+// Instantiate instantiates the module wasm of digest (Digest(wasm)) in a
+// sandbox process, compiling it first unless an idle process has it
+// compiled for lim's memory, runs its initialisation and checks its ABI
+// version. ctx bounds the instantiation and Process's ctx each call: when
+// one ends the process is killed, even in a loop; pass the context of
+// WithTimeout. Close the instance when done.
 func (h *Host) Instantiate(ctx context.Context, digest string, wasm []byte, lim Limits) (*Instance, error) {
-	pages := lim.pages()
-	c, err := h.compile(ctx, pages, digest, wasm)
+	w, err := h.worker(ctx, compiledKey{lim.pages(), digest}, wasm)
 	if err != nil {
 		return nil, err
 	}
-	h.mu.Lock()
-	r := h.runtimes[pages]
-	h.mu.Unlock()
-	stderr := &boundedBuffer{max: MaxStderr}
-	cfg := wazero.NewModuleConfig().
-		WithName(""). // anonymous: instances of one module may run at once
-		WithStartFunctions().
-		WithStdout(stderr).
-		WithStderr(stderr).
-		WithStdin(bytes.NewReader(nil)).
-		WithRandSource(rand.NewChaCha8([32]byte{'t', 'e', 'a', 't', 'r', 'e', 'e'})).
-		WithWalltime(fakeWalltime(), 1).
-		WithNanotime(fakeNanotime(), 1).
-		WithNanosleep(func(int64) {}).
-		WithOsyield(func() {})
-	mod, err := r.InstantiateModule(ctx, c, cfg)
-	if err != nil {
-		return nil, instanceError(ctx, "instantiate", err, stderr)
+	if _, err := w.call(ctx, "instantiate", opInstantiate); err != nil {
+		w.kill()
+		return nil, err
 	}
-	i := &Instance{mod: mod, alloc: mod.ExportedFunction(ExportAlloc), process: mod.ExportedFunction(ExportProcess), stderr: stderr}
-	if init := mod.ExportedFunction(ExportInitialize); init != nil {
-		if _, err := init.Call(ctx); err != nil {
-			mod.Close(ctx)
-			return nil, instanceError(ctx, ExportInitialize, err, stderr)
-		}
-	}
-	v, err := mod.ExportedFunction(ExportVersion).Call(ctx)
-	if err != nil {
-		mod.Close(ctx)
-		return nil, instanceError(ctx, ExportVersion, err, stderr)
-	}
-	if int32(v[0]) != ABIVersion {
-		mod.Close(ctx)
-		return nil, fmt.Errorf("%w: it speaks ABI version %d; this db-manager speaks %d", ErrModule, int32(v[0]), ABIVersion)
-	}
-	return i, nil
+	return &Instance{h: h, w: w, clean: true}, nil
 }
 
-// fakeWalltime is a clock that starts at 2000-01-01T00:00:00Z and
-// advances 1 ms per reading, per instance.
-func fakeWalltime() sys.Walltime {
-	var n int64
-	return func() (int64, int32) {
-		n++
-		t := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(n) * time.Millisecond)
-		return t.Unix(), int32(t.Nanosecond())
+// Close closes the instance; its sandbox process goes back to the host
+// when every call succeeded, else it is killed.
+func (i *Instance) Close(ctx context.Context) error {
+	w := i.w
+	if w == nil {
+		return nil
 	}
+	i.w = nil
+	if !i.clean {
+		w.kill()
+		return nil
+	}
+	if _, err := w.call(context.WithoutCancel(ctx), "close", opClose); err != nil {
+		w.kill()
+		return err
+	}
+	i.h.release(w)
+	return nil
 }
-
-// fakeNanotime is a monotonic clock that starts at 0 and advances 1 ms
-// per reading, per instance.
-func fakeNanotime() sys.Nanotime {
-	var n int64
-	return func() int64 { n += int64(time.Millisecond); return n }
-}
-
-// Close closes the instance and frees its memory.
-func (i *Instance) Close(ctx context.Context) error { return i.mod.Close(context.WithoutCancel(ctx)) }
 
 // Process hands one input (an Arrow IPC stream, docs/wasm.md) and the
 // params (JSON) to the module and returns a copy of its output (an Arrow
 // IPC stream). The host writes in and params into buffers it asks the
 // module for (ExportAlloc); the module returns an i64 whose low 32 bits
 // are a pointer into its memory, bits 32-62 a length and bit 63 set when
-// the bytes are an error message (UTF-8) rather than output. The bytes
-// belong to the module and are valid until its next call. Errors: the
-// module's error message, a trap, an exit, the deadline or an
-// out-of-bounds pointer wrap ErrModule; ctx.Err() when the caller's
-// context is cancelled.
+// the bytes are an error message (UTF-8) rather than output. Errors: the
+// module's error message, a trap, an exit, the deadline, an out-of-bounds
+// pointer or its process dying wrap ErrModule; ctx.Err() when the
+// caller's context is cancelled.
 func (i *Instance) Process(ctx context.Context, in, params []byte) ([]byte, error) {
-	inPtr, err := i.put(ctx, in)
+	if i.w == nil {
+		return nil, errors.New("udf: Process on a closed instance")
+	}
+	if len(in) > 1<<31-1 || len(params) > 1<<31-1 {
+		return nil, fmt.Errorf("%w: an input of %d bytes is too large for a 32-bit module", ErrModule, max(len(in), len(params)))
+	}
+	var n [4]byte
+	binary.LittleEndian.PutUint32(n[:], uint32(len(in)))
+	out, err := i.w.call(ctx, ExportProcess, opProcess, n[:], in, params)
 	if err != nil {
+		i.clean = false
 		return nil, err
 	}
-	parPtr, err := i.put(ctx, params)
-	if err != nil {
-		return nil, err
-	}
-	res, err := i.process.Call(ctx, uint64(inPtr), uint64(len(in)), uint64(parPtr), uint64(len(params)))
-	if err != nil {
-		return nil, instanceError(ctx, ExportProcess, err, i.stderr)
-	}
-	ptr, n, isErr := uint32(res[0]), uint32(res[0]>>32&^(errorFlag>>32)), res[0]&errorFlag != 0
-	if isErr {
-		n = min(n, MaxErrorMessage)
-	}
-	b, ok := i.mod.Memory().Read(ptr, n)
-	if !ok {
-		return nil, fmt.Errorf("%w: %s returned %d bytes at %#x, outside its memory of %d bytes", ErrModule, ExportProcess, n, ptr, i.mod.Memory().Size())
-	}
-	if isErr {
-		return nil, fmt.Errorf("%w: %s", ErrModule, printable(string(b)))
-	}
-	i.Copied += int64(n)
-	return bytes.Clone(b), nil
+	i.Copied += 2 * int64(len(in)+len(params)+len(out))
+	return out, nil
 }
 
-// put copies b into a buffer the module allocates and returns its pointer.
-func (i *Instance) put(ctx context.Context, b []byte) (uint32, error) {
-	if len(b) > 1<<31-1 {
-		return 0, fmt.Errorf("%w: an input of %d bytes is too large for a 32-bit module", ErrModule, len(b))
-	}
-	res, err := i.alloc.Call(ctx, uint64(len(b)))
-	if err != nil {
-		return 0, instanceError(ctx, ExportAlloc, err, i.stderr)
-	}
-	ptr := uint32(res[0])
-	if ptr == 0 && len(b) > 0 {
-		return 0, fmt.Errorf("%w: %s(%d) returned 0: the module could not allocate the input", ErrModule, ExportAlloc, len(b))
-	}
-	if !i.mod.Memory().Write(ptr, b) {
-		return 0, fmt.Errorf("%w: %s(%d) returned %#x, outside its memory of %d bytes", ErrModule, ExportAlloc, len(b), ptr, i.mod.Memory().Size())
-	}
-	i.Copied += int64(len(b))
-	return ptr, nil
-}
-
-// instanceError says why a call into the module failed.
-func instanceError(ctx context.Context, what string, err error, stderr *boundedBuffer) error {
-	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errDeadline) {
-		return ctx.Err()
-	}
-	out := stderr.lastLines()
-	var ee *sys.ExitError
-	switch {
-	case errors.As(err, &ee) && ee.ExitCode() == sys.ExitCodeDeadlineExceeded:
-		return fmt.Errorf("%w: %s did not finish within its CPU time limit", ErrModule, what)
-	case errors.As(err, &ee):
-		if out != "" {
-			return fmt.Errorf("%w: %s exited with code %d: %s", ErrModule, what, ee.ExitCode(), out)
-		}
-		return fmt.Errorf("%w: %s exited with code %d", ErrModule, what, ee.ExitCode())
-	}
-	if out != "" {
-		return fmt.Errorf("%w: %s trapped: %s (output: %s)", ErrModule, what, printable(firstLine(err.Error())), out)
-	}
-	return fmt.Errorf("%w: %s trapped: %s", ErrModule, what, printable(firstLine(err.Error())))
-}
-
-// errDeadline is the cause a caller may give WithTimeoutCause for the
-// module's CPU limit.
+// errDeadline is the cause WithTimeout gives its context: the module's
+// CPU limit.
 var errDeadline = errors.New("udf: time limit")
 
 // WithTimeout returns ctx with lim's timeout: the context for Instantiate
 // and Process. The caller's own cancellation stays distinguishable.
 func WithTimeout(ctx context.Context, lim Limits) (context.Context, context.CancelFunc) {
 	return context.WithTimeoutCause(ctx, lim.timeout(), errDeadline)
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return s
-}
-
-// printable cuts s to MaxErrorMessage bytes of one line.
-func printable(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\r' || r == '\t' {
-			return ' '
-		}
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, strings.ToValidUTF8(s, "?"))
-	s = strings.TrimSpace(s)
-	if len(s) > MaxErrorMessage {
-		s = strings.ToValidUTF8(s[:MaxErrorMessage], "") + "…"
-	}
-	return s
-}
-
-// boundedBuffer keeps the first max bytes written to it.
-type boundedBuffer struct {
-	max int
-	buf bytes.Buffer
-}
-
-func (b *boundedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-// lastLines returns the first line the module printed (a Go runtime
-// error's cause; its goroutine dump follows).
-func (b *boundedBuffer) lastLines() string {
-	return printable(firstLine(strings.TrimSpace(b.buf.String())))
 }

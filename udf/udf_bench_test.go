@@ -14,7 +14,6 @@ import (
 	"github.com/teatree/teatree/udf"
 	"github.com/teatree/teatree/udf/examples/delayclass/class"
 	"github.com/teatree/teatree/udf/sdk"
-	"github.com/teatree/teatree/udf/udftest"
 )
 
 // flightsBatch is one input batch of teabench scenario 6: 2048 rows of
@@ -47,24 +46,14 @@ func flightsRows(tb testing.TB, n int) []byte {
 }
 
 // BenchmarkProcess is one batch of scenario 6 through the delayclass
-// module (wasm, one instance for every batch, as a request does), the same
-// without wazero's CPU-time check (wasm-unchecked: WithCloseOnContextDone
-// off, which the db-manager never runs; what the check costs, docs/wasm.md)
-// and through the SDK's Run natively (the same handler): the module's cost
-// per batch without DuckDB around it.
+// module (wasm: one instance in its sandbox process for every batch, as a
+// request does) and through the SDK's Run natively (the same handler): the
+// module's cost per batch without DuckDB around it.
 //
 //	go test -run '^$' -bench BenchmarkProcess -cpuprofile cpu.out ./udf
 func BenchmarkProcess(b *testing.B) {
 	in := flightsBatch(b)
 	b.Run("wasm", func(b *testing.B) { processEach(b, host, in, 2048) })
-	b.Run("wasm-unchecked", func(b *testing.B) {
-		h, err := udf.NewUncheckedHost(udftest.CacheDir())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer h.Close(context.Background())
-		processEach(b, h, in, 2048)
-	})
 	b.Run("native", func(b *testing.B) {
 		sdk.Handle(class.Map)
 		for range b.N {
