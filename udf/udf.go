@@ -301,7 +301,7 @@ func (i *Instance) Close(ctx context.Context) error {
 		return nil
 	}
 	i.w = nil
-	if !i.clean {
+	if !i.clean || !w.alive() {
 		w.kill()
 		return nil
 	}
