@@ -94,7 +94,8 @@ func TestSandboxProcessDies(t *testing.T) {
 	} {
 		t.Run(c.sig.String(), func(t *testing.T) {
 			in, ctx := instantiate(t, host, "loop", udf.Limits{Timeout: time.Minute})
-			time.AfterFunc(300*time.Millisecond, func() { syscall.Kill(in.PID(), c.sig) })
+			pid := in.PID() // read here: the timer's goroutine has no happens-before with Close
+			time.AfterFunc(300*time.Millisecond, func() { syscall.Kill(pid, c.sig) })
 			start := time.Now()
 			_, err := in.Process(ctx, stream(t, [][4]float64{{1, 2, 3, 4}}), nil)
 			if err == nil || errors.Is(err, udf.ErrModule) != c.module || !strings.Contains(err.Error(), c.want) {
