@@ -104,15 +104,7 @@ var appendSpec = spec[appendArgs]{
         "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "description": "csv only: the field delimiter (default ',', or tab for .tsv)"}
       }
     },
-    "source": {
-      "type": "object", "additionalProperties": false, "required": ["name"],
-      "oneOf": [{"required": ["query"]}, {"required": ["table"]}],
-      "properties": {
-        "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$", "description": "a Postgres source configured on the db-manager (TEATREE_SOURCE_<NAME>=postgres://… or --sources FILE); an unknown name fails the request"},
-        "query": {"type": "string", "minLength": 1, "description": "one statement returning rows, run in a read-only transaction on the source"},
-        "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_$]{0,62}(\\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$", "description": "a table (or schema.table) of the source, spelled as its catalog does"}
-      }
-    },
+    "source": {"$ref": "#/$defs/source"},
     "create": {"type": "boolean", "description": "payload or source only: create a missing table from the file's (the source's) schema (default true)"}
   }`,
 	Examples: []string{

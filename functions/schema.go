@@ -45,6 +45,16 @@ const defs = `{
       {"if": {"properties": {"op": {"const": "like"}}}, "then": {"required": ["value"], "properties": {"value": {"type": "string"}}}}
     ]
   },
+  "source": {
+    "description": "A Postgres source configured on the db-manager, and what to read from it: a query or a table (see README, Postgres sources, for the type map).",
+    "type": "object", "additionalProperties": false, "required": ["name"],
+    "oneOf": [{"required": ["query"]}, {"required": ["table"]}],
+    "properties": {
+      "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$", "description": "a Postgres source configured on the db-manager (TEATREE_SOURCE_<NAME>=postgres://… or --sources FILE); an unknown name fails the request"},
+      "query": {"type": "string", "minLength": 1, "description": "one statement returning rows, run in a read-only transaction on the source"},
+      "table": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_$]{0,62}(\\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$", "description": "a table (or schema.table) of the source, spelled as its catalog does"}
+    }
+  },
   "where": {
     "description": "Predicates, all of which a row must match (AND).",
     "type": "array",

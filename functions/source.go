@@ -8,7 +8,9 @@ import (
 	"math"
 	"math/big"
 	"regexp"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,29 +79,13 @@ func (s *sourceRef) query() string {
 const sourceTemp = "_teatree_source"
 
 // applySource streams the rows of a Postgres source into main.<table>
-// through DuckDB's Arrow scan, inside the caller's transaction.
-//
-// The source is read in one read-only, repeatable-read Postgres
-// transaction: the query is prepared first (one statement that returns
-// rows, with no parameters: the extended protocol refuses more than one
-// statement), which gives the column types, then copied with COPY (query)
-// TO STDOUT (FORMAT binary). Each CopyData message is decoded into Arrow
-// builders as it arrives (streamSource): memory holds a few record
-// batches, whatever the number of rows.
+// through DuckDB's Arrow scan, inside the caller's transaction, creating
+// the table from the source's columns when it is missing.
 func applySource(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 	env.Tables.Forget() // the source may create the table
-	s := a.Source
-	dsn, ok := env.Sources[s.Name]
-	if !ok {
-		known := make([]string, 0, len(env.Sources))
-		for n := range env.Sources {
-			known = append(known, n)
-		}
-		slices.Sort(known)
-		if len(known) == 0 {
-			return Result{}, invalid("unknown source %s: this db-manager has no sources configured (TEATREE_SOURCE_%s=postgres://… or --sources FILE)", model.Quote(s.Name), strings.ToUpper(s.Name))
-		}
-		return Result{}, invalid("unknown source %s: this db-manager knows %s", model.Quote(s.Name), strings.Join(known, ", "))
+	dsn, err := sourceDSN(env, a.Source)
+	if err != nil {
+		return Result{}, err
 	}
 	t, exists, err := lookupTable(ctx, env.Conn, a.Table)
 	if err != nil {
@@ -108,64 +94,130 @@ func applySource(ctx context.Context, env Env, a *appendArgs) (Result, error) {
 	if !exists && a.Create != nil && !*a.Create {
 		return Result{}, invalid("table %q does not exist and create is false: create it first (create_table), or leave create out to create it from the source's columns", a.Table)
 	}
-	what := "source " + s.Name
-	pg, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return Result{}, fmt.Errorf("%s: connect: %w", what, err)
-	}
-	defer pg.Close(context.WithoutCancel(ctx))
-	tx, err := pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return Result{}, fmt.Errorf("%s: begin: %w", what, err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	q := s.query()
-	sd, err := pg.PgConn().Prepare(ctx, "", q, nil)
-	if err != nil {
-		return Result{}, sourceError(what, "prepare the query", err)
-	}
-	if len(sd.ParamOIDs) > 0 {
-		return Result{}, invalid("%s: the query has %d parameters ($1…): write the values into it", what, len(sd.ParamOIDs))
-	}
-	if len(sd.Fields) == 0 {
-		return Result{}, invalid("%s: the query returns no columns: give a SELECT", what)
-	}
-	cols, err := sourceColumns(ctx, pg, what, sd.Fields)
+	r, err := openSource(ctx, a.Source, dsn)
 	if err != nil {
 		return Result{}, err
 	}
-	fileCols := make([]column, len(cols))
-	for i, c := range cols {
-		fileCols[i] = column{Name: c.name, Type: c.duck}
-	}
-	if err := checkFileColumns(what, fileCols); err != nil {
-		return Result{}, err
-	}
-	if exists {
-		if err := matchColumns(what, t, fileCols); err != nil {
-			return Result{}, err
-		}
-	} else {
-		defs := make([]string, len(cols))
-		for i, c := range cols {
-			defs[i] = duck.Ident(c.name) + " " + c.duck
-		}
-		if _, err := env.Conn.ExecContext(ctx, "CREATE TABLE "+qualified(a.Table)+" ("+strings.Join(defs, ", ")+")"); err != nil {
-			return Result{}, dbError("create table "+a.Table+" from "+what, err)
-		}
-	}
-	if !duck.ArrowAvailable {
-		return Result{}, duck.ErrNoArrow
-	}
+	defer r.close(ctx)
 	target := a.Table
 	if exists {
 		target = t.Name
+		if err := matchColumns(r.what, t, r.fileColumns()); err != nil {
+			return Result{}, err
+		}
+	} else {
+		defs := make([]string, len(r.cols))
+		for i, c := range r.cols {
+			defs[i] = duck.Ident(c.name) + " " + c.duck
+		}
+		if _, err := env.Conn.ExecContext(ctx, "CREATE TABLE "+qualified(a.Table)+" ("+strings.Join(defs, ", ")+")"); err != nil {
+			return Result{}, dbError("create table "+a.Table+" from "+r.what, err)
+		}
 	}
-	n, err := streamSource(ctx, env, pg, what, q, cols, "INSERT INTO "+qualified(target)+" BY NAME SELECT * FROM "+sourceTemp)
+	n, err := r.insert(ctx, env, "INSERT INTO "+qualified(target)+" BY NAME SELECT * FROM "+sourceTemp)
 	if err != nil {
 		return Result{}, err
 	}
 	return Result{Tables: []string{target}, Rows: n, Appended: true}, nil
+}
+
+// sourceDSN is the DSN of the db-manager's source s names, or an error
+// naming the sources it knows.
+func sourceDSN(env Env, s *sourceRef) (string, error) {
+	if dsn, ok := env.Sources[s.Name]; ok {
+		return dsn, nil
+	}
+	known := make([]string, 0, len(env.Sources))
+	for n := range env.Sources {
+		known = append(known, n)
+	}
+	slices.Sort(known)
+	if len(known) == 0 {
+		return "", invalid("unknown source %s: this db-manager has no sources configured (TEATREE_SOURCE_%s=postgres://… or --sources FILE)", model.Quote(s.Name), strings.ToUpper(s.Name))
+	}
+	return "", invalid("unknown source %s: this db-manager knows %s", model.Quote(s.Name), strings.Join(known, ", "))
+}
+
+// readSource is a source being read: its connection, in a read-only,
+// repeatable-read transaction, and its query's columns.
+type readSource struct {
+	ref       *sourceRef
+	dsn, what string
+	q         string // the query
+	pg        *pgx.Conn
+	tx        pgx.Tx // splitSource may replace it
+	cols      []sourceColumn
+}
+
+// openSource connects to the source at dsn and prepares its query (one
+// statement that returns rows, with no parameters: the extended protocol
+// refuses more than one statement), which gives the column types; the
+// caller closes it.
+func openSource(ctx context.Context, s *sourceRef, dsn string) (*readSource, error) {
+	r := &readSource{ref: s, dsn: dsn, what: "source " + s.Name, q: s.query()}
+	pg, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%s: connect: %w", r.what, err)
+	}
+	r.pg = pg
+	if r.tx, err = pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}); err != nil {
+		pg.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("%s: begin: %w", r.what, err)
+	}
+	if err := r.prepare(ctx); err != nil {
+		r.close(ctx)
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *readSource) prepare(ctx context.Context) error {
+	sd, err := r.pg.PgConn().Prepare(ctx, "", r.q, nil)
+	if err != nil {
+		return sourceError(r.what, "prepare the query", err)
+	}
+	if len(sd.ParamOIDs) > 0 {
+		return invalid("%s: the query has %d parameters ($1…): write the values into it", r.what, len(sd.ParamOIDs))
+	}
+	if len(sd.Fields) == 0 {
+		return invalid("%s: the query returns no columns: give a SELECT", r.what)
+	}
+	if r.cols, err = sourceColumns(ctx, r.pg, r.what, sd.Fields); err != nil {
+		return err
+	}
+	return checkFileColumns(r.what, r.fileColumns())
+}
+
+// close ends the source's transaction and closes its connection.
+func (r *readSource) close(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	r.tx.Rollback(ctx)
+	r.pg.Close(ctx)
+}
+
+// fileColumns are the source's columns as a file's would be.
+func (r *readSource) fileColumns() []column {
+	cols := make([]column, len(r.cols))
+	for i, c := range r.cols {
+		cols[i] = column{Name: c.name, Type: c.duck}
+	}
+	return cols
+}
+
+// insert runs insert, a statement that reads the view sourceTemp, while
+// the source's rows are copied with COPY (query) TO STDOUT (FORMAT binary)
+// and decoded into Arrow batches as they arrive (streamSource): memory
+// holds a few record batches, whatever the number of rows.
+func (r *readSource) insert(ctx context.Context, env Env, insert string) (int64, error) {
+	if !duck.ArrowAvailable {
+		return 0, duck.ErrNoArrow
+	}
+	parts, err := r.split(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer closeParts(ctx, parts)
+	return streamSource(ctx, env, parts, r.what, r.cols, insert)
 }
 
 // A source's rows reach DuckDB as Arrow record batches of at most
@@ -183,14 +235,14 @@ var (
 var errSourceStopped = errors.New("the insert stopped reading the rows")
 
 // streamSource runs insert, which reads the view sourceTemp, while the
-// rows of the source query q are copied from pg into it: the COPY, its
-// decoding and the Arrow batches run on a goroutine of their own, DuckDB's
-// Arrow scan and the INSERT on the caller's, with a bounded queue of
-// batches between them. It returns the number of rows inserted. An error
-// of the source (a bad value, a disconnect) fails the call even where
-// DuckDB would have taken the rows it had: the caller's transaction rolls
-// back, nothing of the source is left.
-func streamSource(ctx context.Context, env Env, pg *pgx.Conn, what, q string, cols []sourceColumn, insert string) (int64, error) {
+// rows of the parts are copied into it: each part's COPY, its decoding
+// and its Arrow batches run on a goroutine of their own, DuckDB's Arrow
+// scan and the INSERT on the caller's, with a bounded queue of batches
+// between them. It returns the number of rows inserted. An error of the
+// source (a bad value, a disconnect) fails the call even where DuckDB
+// would have taken the rows it had, and stops the other parts: the
+// caller's transaction rolls back, nothing of the source is left.
+func streamSource(ctx context.Context, env Env, parts []sourcePart, what string, cols []sourceColumn, insert string) (int64, error) {
 	fields := make([]arrow.Field, len(cols))
 	for i, c := range cols {
 		fields[i] = arrow.Field{Name: c.name, Type: c.arrow, Nullable: true}
@@ -205,18 +257,39 @@ func streamSource(ctx context.Context, env Env, pg *pgx.Conn, what, q string, co
 	}
 	defer release()
 	stop := make(chan struct{})
-	var n int64
-	var copyErr error
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		n       atomic.Int64
+		copyErr error // the first part's error
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+	)
+	for _, p := range parts {
+		wg.Go(func() {
+			k, err := copySource(cctx, p, what, cols, st.schema, recs, stop)
+			n.Add(k)
+			if err == nil {
+				return
+			}
+			mu.Lock()
+			if copyErr == nil || errors.Is(copyErr, context.Canceled) && !errors.Is(err, context.Canceled) {
+				copyErr = err
+			}
+			mu.Unlock()
+			cancel() // the other parts stop
+		})
+	}
 	go func() {
-		defer close(recs)
-		n, copyErr = copySource(ctx, pg, what, q, cols, st.schema, recs, stop)
+		wg.Wait()
 		st.mu.Lock()
 		st.err = copyErr
 		st.mu.Unlock()
+		close(recs)
 	}()
 	_, insErr := env.Conn.ExecContext(ctx, insert)
 	close(stop)
-	for rec := range recs { // until the goroutine is done
+	for rec := range recs { // until every part is done
 		rec.Release()
 	}
 	switch {
@@ -225,13 +298,118 @@ func streamSource(ctx context.Context, env Env, pg *pgx.Conn, what, q string, co
 	case insErr != nil:
 		return 0, dbError("insert the rows of "+what, insErr)
 	}
-	return n, nil
+	return n.Load(), nil
 }
 
-// copySource copies the rows of q from pg, decodes them into record
-// batches of schema and sends these on recs until the COPY ends or stop
-// is closed. It returns the number of rows decoded.
-func copySource(ctx context.Context, pg *pgx.Conn, what, q string, cols []sourceColumn, schema *arrow.Schema, recs chan<- arrow.RecordBatch, stop <-chan struct{}) (int64, error) {
+// A table source of at least sourceSplitPages pages is read in up to
+// sourceMaxParts parts at once (no more than GOMAXPROCS), each part a
+// range of the table's pages (a TID range scan, `ctid >= '(a,0)' AND
+// ctid < '(b,0)'`, PostgreSQL 14 or later) on a connection of its own,
+// all in the one snapshot the first connection exports
+// (pg_export_snapshot, SET TRANSACTION SNAPSHOT; the approach of DuckDB's
+// postgres_scanner and pgcopydb). Variables, for the tests.
+var (
+	sourceSplitPages int64 = 2048 // 16 MiB of Postgres's default 8 KiB pages per part at least
+	sourceMaxParts         = 4
+)
+
+// sourcePart is one COPY of a source: the query on its connection; own
+// marks a connection of the part's own (closed with it); from is its first
+// page ("": the whole source), for errors.
+type sourcePart struct {
+	pg   *pgx.Conn
+	q    string
+	own  bool
+	from string
+}
+
+// split returns the parts the source is read in: its query alone on its
+// connection, whose transaction is open, unless the source is a table
+// large enough to split (see sourceSplitPages). When Postgres refuses to
+// export the snapshot (the transaction is then aborted) or another
+// connection cannot join it, the source is read in one part, in a new
+// transaction if needed.
+func (r *readSource) split(ctx context.Context) ([]sourcePart, error) {
+	pg, s, q, what := r.pg, r.ref, r.q, r.what
+	one := []sourcePart{{pg: pg, q: q}}
+	parts := min(runtime.GOMAXPROCS(0), sourceMaxParts)
+	if s.Table == "" || parts < 2 {
+		return one, nil
+	}
+	var kind string
+	var pages, server int64
+	if err := pg.QueryRow(ctx, "SELECT c.relkind::text, pg_relation_size(c.oid) / current_setting('block_size')::bigint, current_setting('server_version_num')::bigint FROM pg_class c WHERE c.oid = $1::regclass",
+		pgx.Identifier(strings.Split(s.Table, ".")).Sanitize()).Scan(&kind, &pages, &server); err != nil {
+		return nil, sourceError(what, "read the table's size", err)
+	}
+	if kind != "r" && kind != "m" || server < 140000 { // a view, a foreign or partitioned table: no ctid of its own; before 14, no TID range scan
+		return one, nil
+	}
+	if parts = int(min(int64(parts), pages/sourceSplitPages)); parts < 2 {
+		return one, nil
+	}
+	var snap string
+	if err := pg.QueryRow(ctx, "SELECT pg_export_snapshot()").Scan(&snap); err != nil {
+		r.tx.Rollback(ctx)
+		if r.tx, err = pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}); err != nil {
+			return nil, fmt.Errorf("%s: begin: %w", what, err)
+		}
+		return one, nil
+	}
+	per := pages / int64(parts)
+	bound := func(i int) string { return "'(" + strconv.FormatInt(int64(i)*per, 10) + ",0)'::tid" }
+	out := make([]sourcePart, 0, parts)
+	for i := range parts {
+		p := sourcePart{pg: pg, q: q + " WHERE ctid >= " + bound(i), from: strconv.FormatInt(int64(i)*per, 10)}
+		if i+1 < parts { // the last part is open-ended
+			p.q += " AND ctid < " + bound(i+1)
+		}
+		if i > 0 {
+			c, err := joinSnapshot(ctx, r.dsn, snap)
+			if err != nil { // read in one part: the snapshot is the first connection's
+				closeParts(ctx, out)
+				return one, nil
+			}
+			p.pg, p.own = c, true
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// joinSnapshot connects to dsn and begins a read-only repeatable-read
+// transaction in the exported snapshot snap.
+func joinSnapshot(ctx context.Context, dsn, snap string) (*pgx.Conn, error) {
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err == nil {
+		_, err = c.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(snap, "'", "''")+"'")
+		if err == nil {
+			return c, nil
+		}
+	}
+	c.Close(context.WithoutCancel(ctx))
+	return nil, err
+}
+
+// closeParts closes the connections of the parts that own theirs.
+func closeParts(ctx context.Context, parts []sourcePart) {
+	for _, p := range parts {
+		if p.own {
+			p.pg.Close(context.WithoutCancel(ctx))
+		}
+	}
+}
+
+// copySource copies the rows of part p, decodes them into record batches
+// of schema and sends these on recs until the COPY ends or stop is
+// closed. It returns the number of rows decoded.
+func copySource(ctx context.Context, p sourcePart, what string, cols []sourceColumn, schema *arrow.Schema, recs chan<- arrow.RecordBatch, stop <-chan struct{}) (int64, error) {
+	if p.from != "" {
+		what += " (the part from page " + p.from + ")"
+	}
 	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
 	defer rb.Release()
 	builders := rb.Fields()
@@ -271,7 +449,7 @@ func copySource(ctx context.Context, pg *pgx.Conn, what, q string, cols []source
 		}
 		return nil
 	}}
-	_, err := pg.PgConn().CopyTo(ctx, w, "COPY (\n"+q+"\n) TO STDOUT (FORMAT binary)")
+	_, err := p.pg.PgConn().CopyTo(ctx, w, "COPY (\n"+p.q+"\n) TO STDOUT (FORMAT binary)")
 	if err == nil && !w.done {
 		err = errors.New("the COPY ended without its trailer")
 	}

@@ -3,6 +3,7 @@ package functions
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -207,5 +208,166 @@ func TestAppendFromPostgresStreamFails(t *testing.T) {
 	// The connection is usable after both.
 	if res := m.mustApply("append", `{"table":"t","source":{"name":"crm","query":"SELECT 1 AS n, 'one' AS v"}}`); res.Rows != 1 {
 		t.Errorf("append after the failures: %+v", res)
+	}
+}
+
+// splitParts makes every table source of at least 3 pages be read in 3
+// parts, for the test.
+func splitParts(t *testing.T) {
+	pages, parts, procs := sourceSplitPages, sourceMaxParts, runtime.GOMAXPROCS(4)
+	sourceSplitPages, sourceMaxParts = 1, 3
+	t.Cleanup(func() { sourceSplitPages, sourceMaxParts = pages, parts; runtime.GOMAXPROCS(procs) })
+}
+
+// partsTable is a table of 30000 rows over many pages, with dead row
+// versions in its first pages (an update moved rows to its end) and a
+// deleted range.
+const partsTable = `CREATE TABLE big (g integer, s text) WITH (autovacuum_enabled = false);
+	INSERT INTO big SELECT g, repeat('x', 50) || g FROM generate_series(1, 30000) g;
+	UPDATE big SET s = 'moved ' || g WHERE g % 100 = 0;
+	DELETE FROM big WHERE g BETWEEN 5000 AND 5100;`
+
+// TestSplitSourceSnapshot: a table source split into page ranges reads
+// each row exactly once, and every part reads the first connection's
+// snapshot: rows another transaction inserts, updates or deletes after
+// that snapshot (and before the other parts connect) are seen by no part.
+func TestSplitSourceSnapshot(t *testing.T) {
+	splitParts(t)
+	url := pgSource(t, partsTable)
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	tx, err := pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var one int
+	if err := tx.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil { // the first connection's snapshot
+		t.Fatal(err)
+	}
+	other, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	if _, err := other.Exec(ctx, `INSERT INTO big SELECT g, 'late' FROM generate_series(30001, 31000) g;
+		UPDATE big SET s = 'late' WHERE g % 7 = 0; DELETE FROM big WHERE g < 1000`); err != nil {
+		t.Fatal(err)
+	}
+	src := &sourceRef{Name: "crm", Table: "big"}
+	r := &readSource{ref: src, dsn: url, what: "source crm", q: src.query(), pg: pg, tx: tx}
+	parts, err := r.split(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeParts(ctx, parts)
+	if len(parts) != 3 {
+		t.Fatalf("%d parts, want 3", len(parts))
+	}
+	var rows, sum int64
+	for i, p := range parts {
+		var n, s, late int64
+		if err := p.pg.QueryRow(ctx, "SELECT count(*), coalesce(sum(g), 0), count(*) FILTER (WHERE s = 'late') FROM ("+p.q+") r").Scan(&n, &s, &late); err != nil {
+			t.Fatalf("part %d: %v", i, err)
+		}
+		if n == 0 || late > 0 {
+			t.Errorf("part %d (%s): %d rows, %d of them written after the split", i, p.q, n, late)
+		}
+		rows, sum = rows+n, sum+s
+	}
+	const wantRows = 30000 - 101
+	wantSum := int64(30000*30001/2 - (5000+5100)*101/2)
+	if rows != wantRows || sum != wantSum {
+		t.Errorf("the parts hold %d rows summing to %d; want %d summing to %d", rows, sum, wantRows, wantSum)
+	}
+}
+
+// TestAppendFromPostgresParts: an append from a table read in parts holds
+// the table's rows, each once, as Postgres renders them.
+func TestAppendFromPostgresParts(t *testing.T) {
+	splitParts(t)
+	smallBatches(t)
+	m := newModel(t)
+	url := pgSource(t, partsTable)
+	m.sources = map[string]string{"crm": url}
+	if res := m.mustApply("append", `{"table":"big","source":{"name":"crm","table":"big"}}`); res.Rows != 30000-101 {
+		t.Fatalf("append: %+v", res)
+	}
+	got := m.rows(`SELECT g || '|' || s FROM big ORDER BY g`)
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	rows, err := pg.Query(ctx, `SELECT g || '|' || s FROM big ORDER BY g`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rows (-Postgres +DuckDB):\n%s", diff)
+	}
+}
+
+// TestUpsertFromPostgres: upsert reads a source as append does: new keys
+// are inserted, existing ones updated in the columns the source gives (the
+// others keep their values), the values cast to the table's types; a
+// source without the whole key, with a column the table lacks, or giving
+// a key twice fails the request and changes nothing.
+func TestUpsertFromPostgres(t *testing.T) {
+	m := newModel(t)
+	m.sources = map[string]string{"crm": pgSource(t, `
+		CREATE TABLE src (id int, v text);
+		INSERT INTO src VALUES (2, 'b2'), (3, 'c');`)}
+	m.mustApply("create_table", `{"table":"t","columns":[{"name":"id","type":"BIGINT"},{"name":"v","type":"VARCHAR"},{"name":"n","type":"INTEGER"}],"primary_key":["id"]}`)
+	m.mustApply("append", `{"table":"t","rows":[{"id":1,"v":"a","n":10},{"id":2,"v":"b","n":20}]}`)
+	if res := m.mustApply("upsert", `{"table":"t","source":{"name":"crm","query":"SELECT v AS \"V\", id FROM src"}}`); res.Rows != 2 || res.Appended || !cmp.Equal(res.Tables, []string{"t"}) {
+		t.Fatalf("upsert: %+v", res)
+	}
+	want := []string{"1|a|10", "2|b2|20", "3|c|NULL"}
+	if got := m.rows("SELECT id, v, n FROM t ORDER BY id"); !cmp.Equal(got, want) {
+		t.Fatalf("after the upsert: %v, want %v", got, want)
+	}
+	for _, tc := range []struct{ args, want string }{
+		{`{"table":"t","source":{"name":"crm","query":"SELECT v FROM src"}}`, `source crm has no column for primary-key column "id" of table t`},
+		{`{"table":"t","source":{"name":"crm","query":"SELECT id, v, 1 AS x FROM src"}}`, `source crm column "x" is not a column of table t`},
+		{`{"table":"t","source":{"name":"crm","query":"SELECT 5 AS id, 'x' AS v UNION ALL SELECT 5, 'y'"}}`, `5: source crm gives this key of table t more than once`},
+		{`{"table":"t","source":{"name":"crm","query":"SELECT 'seven' AS id"}}`, `seven`},
+		{`{"table":"t","source":{"name":"erp","table":"src"}}`, `unknown source "erp"`},
+	} {
+		m.applyErr("upsert", tc.args, tc.want)
+	}
+	if got := m.rows("SELECT id, v, n FROM t ORDER BY id"); !cmp.Equal(got, want) {
+		t.Errorf("after the failed upserts: %v, want %v", got, want)
+	}
+	err := validate(registry["upsert"], []byte(`{"table":"t","rows":[{"id":1}],"source":{"name":"crm","table":"src"}}`))
+	if !errors.Is(err, model.ErrInvalid) {
+		t.Errorf("rows and source: %v, want an ErrInvalid", err)
+	}
+}
+
+// TestUpsertFromPostgresParts: an upsert from a table read in parts
+// inserts every row once, and a second one updates them all in place.
+func TestUpsertFromPostgresParts(t *testing.T) {
+	splitParts(t)
+	smallBatches(t)
+	m := newModel(t)
+	m.sources = map[string]string{"crm": pgSource(t, partsTable)}
+	m.mustApply("create_table", `{"table":"big","columns":[{"name":"g","type":"INTEGER"},{"name":"s","type":"VARCHAR"}],"primary_key":["g"]}`)
+	for range 2 {
+		if res := m.mustApply("upsert", `{"table":"big","source":{"name":"crm","table":"big"}}`); res.Rows != 30000-101 {
+			t.Fatalf("upsert: %+v", res)
+		}
+	}
+	if got := m.rows("SELECT count(*), sum(g), count(*) FILTER (WHERE s LIKE 'moved %') FROM big"); !cmp.Equal(got, []string{"29899|449504950|298"}) {
+		t.Errorf("after two upserts: %v", got)
 	}
 }
