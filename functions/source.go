@@ -145,7 +145,7 @@ type readSource struct {
 	dsn, what string
 	q         string // the query
 	pg        *pgx.Conn
-	tx        pgx.Tx // splitSource may replace it
+	tx        pgx.Tx // split may replace it
 	cols      []sourceColumn
 }
 

@@ -20,7 +20,7 @@ import (
 type Config struct {
 	Quick       bool          // small sizes: the whole run in under 2 minutes
 	Runs        int           // measured runs per scenario after the warm-up; default 3 (at least 3)
-	Scenarios   []string      // scenarios to run, of 1, 2 (2a, 2b), 2a, 2p, 2g, 3, 3d, 3L, 4, 5, 6; default 1,2,3,3d,4,5,6 (3L: make bench-large)
+	Scenarios   []string      // scenarios to run, of 1, 2 (2a, 2b), 2a, 2p, 2g, 3, 3d, 3L, 4, 5, 6; default 1,2,2p,2g,3,3d,4,5,6 (3L: make bench-large)
 	Small       int           // scenario 1: requests per run; default 2000 (quick 500; the issue names 20000)
 	Clients     int           // scenario 1: submitting clients; default 4
 	Models      int           // scenario 1: models of the multi-model case; default 20
@@ -50,7 +50,7 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("teabench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenarios", "1,2,3,3d,4,5,6", "comma-separated scenarios to run (1 small requests, 2 bulk ingest (2a and the low-memory 2b), 2a bulk ingest alone, 2p bulk ingest with profiles on and off, 2g append from a Postgres source, 3 small change, 3d small change with a derived table, 3L small change to a 2 GB model, 4 queries, 5 many models, 6 a WebAssembly map against native Go and SQL)")
+	scen := fs.String("scenarios", "1,2,2p,2g,3,3d,4,5,6", "comma-separated scenarios to run (1 small requests, 2 bulk ingest (2a and the low-memory 2b), 2a bulk ingest alone, 2p bulk ingest with profiles on and off, 2g append from a Postgres source, 3 small change, 3d small change with a derived table, 3L small change to a 2 GB model, 4 queries, 5 many models, 6 a WebAssembly map against native Go and SQL)")
 	fs.BoolVar(&c.Quick, "quick", false, "small sizes: the whole run in under 2 minutes")
 	fs.IntVar(&c.Runs, "runs", 3, "measured runs per scenario after a warm-up (at least 3)")
 	fs.IntVar(&c.Small, "requests", 0, "scenario 1: requests per run (default 2000, quick 500; the issue names 20000)")

@@ -20,10 +20,11 @@
 //  2. bulk ingest: flights-3m.parquet through `teactl append --wait` vs
 //     DuckDB alone (CREATE TABLE AS, COPY TO Parquet, copy of the file),
 //     with the db-manager's peak RSS and a run with a 256 MiB memory_limit;
-//     not in the default set: 2a alone, 2p (the same ingest with column
-//     profiles on and off, TEATREE_PROFILES=off) and 2g (an append from a
-//     Postgres source of -source-rows rows in the bench's own Postgres vs
-//     psql copying the same rows out with COPY … TO STDOUT into a file);
+//     2p (the same ingest with column profiles on and off,
+//     TEATREE_PROFILES=off) and 2g (an append from a Postgres source of
+//     -source-rows rows in the bench's own Postgres vs psql copying the same
+//     rows out with COPY … TO STDOUT into a file), both in the default set
+//     since session 17; 2a alone is not;
 //  3. a small change to the large model: one single-row append, submit to
 //     applied, vs re-exporting the whole table and copying the whole file,
 //     with the bytes its version uploaded; and (3b) the same append to a
