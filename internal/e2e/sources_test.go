@@ -21,7 +21,8 @@ import (
 // the formats is refused before anything is staged, with one line; and
 // --from-postgres streams a query's rows from a source configured in the
 // db-manager's environment (TEATREE_SOURCE_CRM), while an unknown source
-// fails the request.
+// fails the request; upsert reads the same source through teactl submit,
+// and a key the source gives twice fails the request.
 func TestAppendCompressedFilesAndPostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole stack")
@@ -87,5 +88,16 @@ func TestAppendCompressedFilesAndPostgres(t *testing.T) {
 	}
 	if _, errOut, code := d.teactl(t, "append", "shop", "customers", "--from-postgres", "erp", "--table", "customers", "--wait"); code != 3 || !strings.Contains(errOut, `unknown source "erp": this db-manager knows crm`) {
 		t.Errorf("unknown source: exit %d, %q", code, errOut)
+	}
+
+	// upsert from the source: new keys inserted, the others updated.
+	d.must(t, "submit", "shop", "create_table", "--args", `{"table":"accounts","columns":[{"name":"id","type":"BIGINT"},{"name":"balance","type":"DECIMAL(10,2)"}],"primary_key":["id"]}`, "--wait")
+	d.must(t, "submit", "shop", "upsert", "--args", `{"table":"accounts","source":{"name":"crm","query":"SELECT id, balance FROM customers WHERE id <= 10"}}`, "--wait")
+	d.must(t, "submit", "shop", "upsert", "--args", `{"table":"accounts","source":{"name":"crm","query":"SELECT id, balance * 2 AS balance FROM customers WHERE id BETWEEN 6 AND 15"}}`, "--wait")
+	if out := d.must(t, "query", "shop", "SELECT count(*) AS n, sum(balance) AS b FROM accounts", "--format", "csv"); out != "n,b\n15,281.25\n" {
+		t.Errorf("accounts after two upserts: %q", out)
+	}
+	if _, errOut, code := d.teactl(t, "submit", "shop", "upsert", "--args", `{"table":"accounts","source":{"name":"crm","query":"SELECT 1 AS id, 0 AS balance UNION ALL SELECT 1, 2"}}`, "--wait"); code != 3 || !strings.Contains(errOut, "gives this key of table accounts more than once") {
+		t.Errorf("a key given twice: exit %d, %q", code, errOut)
 	}
 }
