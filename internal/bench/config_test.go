@@ -29,7 +29,7 @@ func TestParseScenarios(t *testing.T) {
 		want      []string
 		largeRows int
 	}{
-		{nil, []string{"1", "2", "3", "3D", "4", "5", "6"}, 32000000},
+		{nil, []string{"1", "2", "2P", "2G", "3", "3D", "4", "5", "6"}, 32000000},
 		{[]string{"-scenarios", "6"}, []string{"6"}, 32000000},
 		{[]string{"-scenarios", "3L"}, []string{"3L"}, 32000000},
 		{[]string{"-scenarios", "3l, 3", "-large-rows", "2000000"}, []string{"3L", "3"}, 2000000},
