@@ -313,13 +313,12 @@ var (
 	sourceMaxParts         = 4
 )
 
-// sourcePart is one COPY of a source: the query on its connection; own
-// marks a connection of the part's own (closed with it); from is its first
-// page ("": the whole source), for errors.
+// sourcePart is one COPY of a source: the query on its connection (the
+// source's own for the first part, one of the part's own for the others);
+// from is its first page ("": the whole source), for errors.
 type sourcePart struct {
 	pg   *pgx.Conn
 	q    string
-	own  bool
 	from string
 }
 
@@ -330,16 +329,16 @@ type sourcePart struct {
 // connection cannot join it, the source is read in one part, in a new
 // transaction if needed.
 func (r *readSource) split(ctx context.Context) ([]sourcePart, error) {
-	pg, s, q, what := r.pg, r.ref, r.q, r.what
+	pg, q, what := r.pg, r.q, r.what
 	one := []sourcePart{{pg: pg, q: q}}
 	parts := min(runtime.GOMAXPROCS(0), sourceMaxParts)
-	if s.Table == "" || parts < 2 {
+	if r.ref.Table == "" || parts < 2 {
 		return one, nil
 	}
 	var kind string
 	var pages, server int64
 	if err := pg.QueryRow(ctx, "SELECT c.relkind::text, pg_relation_size(c.oid) / current_setting('block_size')::bigint, current_setting('server_version_num')::bigint FROM pg_class c WHERE c.oid = $1::regclass",
-		pgx.Identifier(strings.Split(s.Table, ".")).Sanitize()).Scan(&kind, &pages, &server); err != nil {
+		pgx.Identifier(strings.Split(r.ref.Table, ".")).Sanitize()).Scan(&kind, &pages, &server); err != nil {
 		return nil, sourceError(what, "read the table's size", err)
 	}
 	if kind != "r" && kind != "m" || server < 140000 { // a view, a foreign or partitioned table: no ctid of its own; before 14, no TID range scan
@@ -370,7 +369,7 @@ func (r *readSource) split(ctx context.Context) ([]sourcePart, error) {
 				closeParts(ctx, out)
 				return one, nil
 			}
-			p.pg, p.own = c, true
+			p.pg = c
 		}
 		out = append(out, p)
 	}
@@ -384,22 +383,22 @@ func joinSnapshot(ctx context.Context, dsn, snap string) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err == nil {
+	_, err = c.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+	if err == nil {
 		_, err = c.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(snap, "'", "''")+"'")
-		if err == nil {
-			return c, nil
-		}
 	}
-	c.Close(context.WithoutCancel(ctx))
-	return nil, err
+	if err != nil {
+		c.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return c, nil
 }
 
-// closeParts closes the connections of the parts that own theirs.
+// closeParts closes the connections of the parts after the first (which
+// reads on the source's own connection).
 func closeParts(ctx context.Context, parts []sourcePart) {
-	for _, p := range parts {
-		if p.own {
-			p.pg.Close(context.WithoutCancel(ctx))
-		}
+	for _, p := range parts[min(1, len(parts)):] {
+		p.pg.Close(context.WithoutCancel(ctx))
 	}
 }
 

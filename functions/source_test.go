@@ -32,6 +32,26 @@ func pgSource(t *testing.T, setup string) string {
 	return url
 }
 
+// pgRows runs q, one text column, in the Postgres database at url.
+func pgRows(t *testing.T, url, q string) []string {
+	t.Helper()
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	rows, err := pg.Query(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 const allTypes = `
 CREATE TABLE alltypes (
 	i2 smallint, i4 integer, i8 bigint, n numeric(12,3), nbig numeric, r real, d double precision,
@@ -155,21 +175,8 @@ func TestAppendFromPostgresBatches(t *testing.T) {
 		t.Fatalf("append: %+v", res)
 	}
 	got := m.rows(`SELECT g, small::VARCHAR, big::VARCHAR, neg::VARCHAR, arr::VARCHAR, s FROM nums ORDER BY g`)
-	ctx := context.Background()
-	pg, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close(ctx)
-	rows, err := pg.Query(ctx, `SELECT concat_ws('|', g, coalesce(small::text, 'NULL'), big::text, neg::text,
+	want := pgRows(t, url, `SELECT concat_ws('|', g, coalesce(small::text, 'NULL'), big::text, neg::text,
 		coalesce('[' || array_to_string(arr, ', ', 'NULL') || ']', 'NULL'), s) FROM nums ORDER BY g`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("rows (-Postgres +DuckDB):\n%s", diff)
 	}
@@ -286,6 +293,17 @@ func TestSplitSourceSnapshot(t *testing.T) {
 	}
 }
 
+// TestJoinSnapshotRefused: a connection that cannot join the exported
+// snapshot is an error (the source is then read in one part), never a
+// connection outside it.
+func TestJoinSnapshotRefused(t *testing.T) {
+	url := pgSource(t, `SELECT 1`)
+	c, err := joinSnapshot(context.Background(), url, "00000003-0000001B-1")
+	if err == nil || c != nil {
+		t.Fatalf("joinSnapshot of a snapshot nobody exported: %v, %v; want an error and no connection", c, err)
+	}
+}
+
 // TestAppendFromPostgresParts: an append from a table read in parts holds
 // the table's rows, each once, as Postgres renders them.
 func TestAppendFromPostgresParts(t *testing.T) {
@@ -298,20 +316,7 @@ func TestAppendFromPostgresParts(t *testing.T) {
 		t.Fatalf("append: %+v", res)
 	}
 	got := m.rows(`SELECT g || '|' || s FROM big ORDER BY g`)
-	ctx := context.Background()
-	pg, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close(ctx)
-	rows, err := pg.Query(ctx, `SELECT g || '|' || s FROM big ORDER BY g`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := pgRows(t, url, `SELECT g || '|' || s FROM big ORDER BY g`)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("rows (-Postgres +DuckDB):\n%s", diff)
 	}

@@ -136,13 +136,9 @@ func upsertSource(ctx context.Context, env Env, s *sourceRef, t table, key []str
 		}
 		keys[i] = "CAST(" + duck.Ident(names[j]) + " AS " + t.Columns[idx[j]].Type + ")"
 	}
-	sel := make([]string, len(names))
-	for i, n := range names {
-		sel[i] = duck.Ident(n)
-	}
 	once := " QUALIFY CASE WHEN count(*) OVER (PARTITION BY " + strings.Join(keys, ", ") + ") > 1 THEN error(concat_ws(', ', " + strings.Join(keys, ", ") +
 		") || ': " + r.what + " gives this key of table " + t.Name + " more than once; upsert takes each key once') ELSE true END"
-	n, err := r.insert(ctx, env, "INSERT INTO "+qualified(t.Name)+" ("+identList(cols)+") WITH s AS MATERIALIZED (SELECT * FROM "+sourceTemp+") SELECT "+strings.Join(sel, ", ")+" FROM s"+once+conflict(cols))
+	n, err := r.insert(ctx, env, "INSERT INTO "+qualified(t.Name)+" ("+identList(cols)+") WITH s AS MATERIALIZED (SELECT * FROM "+sourceTemp+") SELECT "+identList(names)+" FROM s"+once+conflict(cols))
 	if err != nil {
 		return Result{}, err
 	}
